@@ -1,0 +1,66 @@
+//! Defaults, each a named constant with its unit and the reason for its value.
+//! Cloudflare facts come from `../shared/cloudflare-origin.md`.
+
+use std::time::Duration;
+
+/// Admin listener (metrics, health, status): loopback only, so nothing is exposed by default.
+pub const ADMIN_ADDR: &str = "127.0.0.1:9180";
+
+/// Idle keep-alive timeout towards visitors (Cloudflare). Cloudflare reuses an idle origin
+/// connection for up to 900 s; closing earlier races its reuse and shows visitors a 520.
+pub const DOWNSTREAM_KEEPALIVE_IDLE: Duration = Duration::from_secs(930);
+
+/// Time to open a TCP connection to a backend. Backends sit on the same network: a healthy one
+/// answers a SYN in well under a millisecond, and 2 s still allows one SYN retransmission (1 s).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Longest wait for any read from a backend (the response head, then each read of the body).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest wait for a backend to take the request body, per write.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bound on the whole attempt chain of one request (every connect, failover and the wait for a
+/// response head). Cloudflare gives up at 100 s with a 524, so the gateway's own answer (a
+/// backend's or the fallback) must come well before that.
+pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// Attempts per request, the first included. A refused connect costs microseconds, so four
+/// attempts cover a primary pair and a backup failing at once.
+pub const MAX_ATTEMPTS: u32 = 4;
+
+/// Active check period. With `FALL` = 2, a dead backend that no real request touched is out
+/// within about 4 s; real traffic takes it out at once (passive detection).
+pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Active check timeout: a healthy backend on the same network answers in milliseconds.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Consecutive passing checks before a backend that was down takes traffic again.
+pub const RISE: u32 = 2;
+
+/// Consecutive failing checks before a backend is taken out.
+pub const FALL: u32 = 2;
+
+/// Consecutive connection failures on real traffic (refused, timed out, reset) that take a
+/// backend out at once. 1: a refused connect is unambiguous.
+pub const PASSIVE_FALL: u32 = 1;
+
+/// Random extra delay added to each check period, as a fraction of the interval, so that the
+/// checks of many backends do not fire together.
+pub const JITTER_FRACTION: f64 = 0.1;
+
+/// HTTP check: method and path.
+pub const HTTP_CHECK_METHOD: &str = "GET";
+pub const HTTP_CHECK_PATH: &str = "/";
+
+/// The fallback answer when no backend can serve: 503 (Cloudflare passes it on; 502 and 504
+/// would be replaced by its own error page), with `Retry-After` for visitors and crawlers.
+pub const FALLBACK_STATUS: u16 = 503;
+pub const FALLBACK_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// Largest fallback body read from a file.
+pub const FALLBACK_BODY_MAX_BYTES: u64 = 1 << 20;
+
+/// Largest backend weight; weights expand into a schedule, so they stay small.
+pub const MAX_WEIGHT: u32 = 1000;

@@ -1,0 +1,201 @@
+//! The config file as written: serde structs that mirror the TOML exactly.
+//! Optional keys are `Option`s here; defaults are applied by validation, not by serde, so that
+//! the model is the only place a default takes effect.
+
+use crate::duration;
+use crate::Problem;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Parses TOML text into the file structs; the first syntax or type error becomes a [`Problem`]
+/// with the key path where it was found.
+pub fn parse(text: &str) -> Result<File, Problem> {
+    let de = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let mut reason = inner.message().to_string();
+        if let Some(span) = inner.span() {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            reason = format!("{reason} (line {line})");
+        }
+        let path = if path == "." { String::new() } else { path };
+        Problem::new(path, reason)
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    #[serde(default)]
+    pub listen: Listen,
+    #[serde(default)]
+    pub routes: Routes,
+    #[serde(default)]
+    pub fallback: Fallback,
+    #[serde(default)]
+    pub pools: BTreeMap<String, Pool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// Plain HTTP listener addresses.
+    pub http: Option<Vec<String>>,
+    /// Admin listener address (metrics, health, status).
+    pub admin: Option<String>,
+    /// Idle keep-alive timeout towards visitors.
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub keepalive_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Routes {
+    /// Pool for requests whose Host matches no entry of `hosts`.
+    pub default: Option<String>,
+    /// Host name (without port) -> pool name.
+    #[serde(default)]
+    pub hosts: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fallback {
+    pub status: Option<u16>,
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub retry_after: Option<Duration>,
+    /// Path of the body to answer with; relative to the config file's folder.
+    pub body_file: Option<String>,
+    pub content_type: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub connect_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub read_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub write_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub total_timeout: Option<Duration>,
+    pub max_attempts: Option<u32>,
+    #[serde(default)]
+    pub health: Health,
+    #[serde(default)]
+    pub tiers: Vec<Tier>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    pub tcp: Option<TcpCheck>,
+    pub http: Option<HttpCheck>,
+    /// Consecutive connection failures on real traffic that take a backend out.
+    pub passive_fall: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpCheck {
+    /// `false` turns the TCP check off (an HTTP check must then be configured).
+    pub enabled: Option<bool>,
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub interval: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub timeout: Option<Duration>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub jitter: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCheck {
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub host: Option<String>,
+    /// Accepted status codes; default: any 2xx or 3xx.
+    pub status: Option<Vec<u16>>,
+    /// A substring the response body must contain.
+    pub body: Option<String>,
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub interval: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub timeout: Option<Duration>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub jitter: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tier {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub backends: Vec<Backend>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// `IP:port` or `hostname:port`, resolved when the config is loaded.
+    pub address: String,
+    pub name: Option<String>,
+    pub weight: Option<u32>,
+}
+
+/// The timing keys shared by both kinds of check (serde's `flatten` cannot be combined with
+/// `deny_unknown_fields`, so each check struct spells them out and lends them through this).
+pub struct Timing {
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+    pub jitter: Option<Duration>,
+}
+
+impl TcpCheck {
+    pub fn timing(&self) -> Timing {
+        let TcpCheck {
+            enabled: _,
+            interval,
+            timeout,
+            rise,
+            fall,
+            jitter,
+        } = *self;
+        Timing {
+            interval,
+            timeout,
+            rise,
+            fall,
+            jitter,
+        }
+    }
+}
+
+impl HttpCheck {
+    pub fn timing(&self) -> Timing {
+        let HttpCheck {
+            interval,
+            timeout,
+            rise,
+            fall,
+            jitter,
+            ..
+        } = *self;
+        Timing {
+            interval,
+            timeout,
+            rise,
+            fall,
+            jitter,
+        }
+    }
+}

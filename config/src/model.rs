@@ -1,0 +1,220 @@
+//! The validated model: what the rest of holdfast is built from. It is never deserialised
+//! directly; [`crate::load`] builds it from [`crate::file`] and checks every rule on the way.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A whole, valid configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Listen,
+    /// Pools in name order; a pool's index here is its id everywhere else.
+    pub pools: Vec<Pool>,
+    pub routes: Routes,
+    pub fallback: Fallback,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// Plain HTTP listeners (Cloudflare's "Flexible" mode connects to port 80).
+    pub http: Vec<SocketAddr>,
+    /// Admin listener: `/metrics`, `/healthz`, `/status`.
+    pub admin: SocketAddr,
+    /// Idle keep-alive timeout towards visitors.
+    pub keepalive_timeout: Duration,
+}
+
+/// Which pool serves a request, by its `Host` header.
+#[derive(Debug, Clone)]
+pub struct Routes {
+    /// Lower-case host name without port -> pool index.
+    pub hosts: HashMap<String, usize>,
+    /// Pool index for every other request.
+    pub default: usize,
+}
+
+impl Routes {
+    /// The pool for a `Host` header value (any port and letter case are ignored).
+    pub fn pool_for(&self, host: Option<&str>) -> usize {
+        let Some(host) = host else {
+            return self.default;
+        };
+        let name = strip_port(host);
+        if let Some(&pool) = self.hosts.get(name) {
+            return pool;
+        }
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            if let Some(&pool) = self.hosts.get(&name.to_ascii_lowercase()) {
+                return pool;
+            }
+        }
+        self.default
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // [v6]:port
+        return host
+            .split_once(']')
+            .map_or(host, |(h, _)| &host[..h.len() + 1]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+/// What visitors get when no backend can serve.
+#[derive(Debug, Clone)]
+pub struct Fallback {
+    /// HTTP status; 503 unless configured (never 502/504, which Cloudflare would replace).
+    pub status: u16,
+    /// Value of the `Retry-After` header, whole seconds.
+    pub retry_after: Duration,
+    pub content_type: String,
+    pub body: Arc<[u8]>,
+}
+
+/// A named set of backends in ordered tiers.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub name: String,
+    /// Tier 0 holds the primaries; each later tier is used only while no earlier one can serve.
+    pub tiers: Vec<Tier>,
+    pub health: HealthPolicy,
+    pub timeouts: Timeouts,
+    /// Attempts per request, the first included.
+    pub max_attempts: NonZeroU32,
+}
+
+impl Pool {
+    pub fn backends(&self) -> impl Iterator<Item = (usize, &Backend)> {
+        self.tiers
+            .iter()
+            .enumerate()
+            .flat_map(|(t, tier)| tier.backends.iter().map(move |b| (t, b)))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Tier {
+    pub name: String,
+    pub backends: Vec<Backend>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Backend {
+    /// Unique within its pool; the address as written unless named.
+    pub name: String,
+    /// The address as written in the file (`host:port`).
+    pub address: String,
+    /// Resolved when the config was loaded.
+    pub addr: SocketAddr,
+    /// Share of its tier's traffic, relative to the other backends of the tier.
+    pub weight: NonZeroU32,
+}
+
+/// Per-attempt and per-request time limits towards the backends of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Opening the TCP connection.
+    pub connect: Duration,
+    /// Each read from the backend, the wait for the response head included.
+    pub read: Duration,
+    /// Each write of the request to the backend.
+    pub write: Duration,
+    /// The whole attempt chain: every connect, failover and the wait for a response head.
+    pub total: Duration,
+}
+
+/// How a pool's backends are judged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthPolicy {
+    /// The active checks (at least one).
+    pub checks: Vec<Check>,
+    /// Consecutive connection failures on real traffic that take a backend out.
+    pub passive_fall: NonZeroU32,
+}
+
+/// One active check; a backend serves only while every check of its pool passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub kind: CheckKind,
+    /// Time between the end of one probe and the start of the next, before jitter.
+    pub interval: Duration,
+    /// Longest a probe may take before it counts as failed.
+    pub timeout: Duration,
+    /// Largest random delay added to each interval.
+    pub jitter: Duration,
+    /// Consecutive passes that bring a backend back.
+    pub rise: NonZeroU32,
+    /// Consecutive failures that take a backend out.
+    pub fall: NonZeroU32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckKind {
+    /// The backend accepts a TCP connection.
+    Tcp,
+    /// The backend answers an HTTP request as expected.
+    Http(HttpCheck),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpCheck {
+    pub method: String,
+    /// Path and query, starting with `/`.
+    pub path: String,
+    /// `Host` header; the backend's address when unset.
+    pub host: Option<String>,
+    /// Accepted statuses; empty means any 2xx or 3xx.
+    pub status: Vec<u16>,
+    /// A substring the body must contain.
+    pub body: Option<String>,
+}
+
+impl HttpCheck {
+    pub fn accepts(&self, status: u16) -> bool {
+        if self.status.is_empty() {
+            (200..400).contains(&status)
+        } else {
+            self.status.contains(&status)
+        }
+    }
+}
+
+impl Config {
+    /// A one-line summary, as `holdfast check` prints it.
+    pub fn summary(&self) -> String {
+        let tiers: usize = self.pools.iter().map(|p| p.tiers.len()).sum();
+        let backends: usize = self.pools.iter().map(|p| p.backends().count()).sum();
+        format!(
+            "{} pool(s), {} tier(s), {} backend(s), {} HTTP listener(s), {} host route(s), admin on {}",
+            self.pools.len(),
+            tiers,
+            backends,
+            self.listen.http.len(),
+            self.routes.hosts.len(),
+            self.listen.admin
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_routing_ignores_port_and_case() {
+        let routes = Routes {
+            hosts: HashMap::from([("example.com".to_string(), 1), ("[::1]".to_string(), 2)]),
+            default: 0,
+        };
+        assert_eq!(routes.pool_for(Some("example.com")), 1);
+        assert_eq!(routes.pool_for(Some("Example.COM:8080")), 1);
+        assert_eq!(routes.pool_for(Some("[::1]:80")), 2);
+        assert_eq!(routes.pool_for(Some("other.com")), 0);
+        assert_eq!(routes.pool_for(None), 0);
+    }
+}

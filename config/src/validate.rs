@@ -1,0 +1,589 @@
+//! From the file structs to the model: applies defaults and checks every rule, collecting all
+//! problems (not only the first) so one `holdfast check` run shows everything to fix.
+
+use crate::defaults as d;
+use crate::file;
+use crate::model::*;
+use crate::Problem;
+use std::collections::{HashMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Built-in fallback page, used unless `fallback.body_file` is set.
+const BUILTIN_FALLBACK_PAGE: &str = include_str!("fallback.html");
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(Problem::new(path, reason));
+    }
+}
+
+pub fn validate(raw: file::File, base_dir: &Path) -> Result<Config, Vec<Problem>> {
+    let mut p = Problems::default();
+    let file::File {
+        listen,
+        routes,
+        fallback,
+        pools,
+    } = raw;
+
+    let listen = validate_listen(listen, &mut p);
+    let fallback = validate_fallback(fallback, base_dir, &mut p);
+    let pools: Vec<Pool> = pools
+        .into_iter()
+        .map(|(name, pool)| validate_pool(name, pool, &mut p))
+        .collect();
+    let routes = validate_routes(routes, &pools, &mut p);
+
+    if p.0.is_empty() {
+        Ok(Config {
+            listen,
+            pools,
+            routes,
+            fallback,
+        })
+    } else {
+        Err(p.0)
+    }
+}
+
+fn validate_listen(raw: file::Listen, p: &mut Problems) -> Listen {
+    let file::Listen {
+        http,
+        admin,
+        keepalive_timeout,
+    } = raw;
+    let http_addrs = http.unwrap_or_else(|| vec!["0.0.0.0:80".to_string()]);
+    if http_addrs.is_empty() {
+        p.add(
+            "listen.http",
+            "at least one HTTP listener address is needed",
+        );
+    }
+    let mut seen = HashSet::new();
+    let mut http = Vec::new();
+    for (i, a) in http_addrs.iter().enumerate() {
+        let path = format!("listen.http[{i}]");
+        match a.parse::<SocketAddr>() {
+            Ok(addr) if !seen.insert(addr) => p.add(path, format!("{addr} is listed twice")),
+            Ok(addr) => http.push(addr),
+            Err(_) => p.add(path, format!("{a:?} is not an IP:port address")),
+        }
+    }
+    let admin_text = admin.unwrap_or_else(|| d::ADMIN_ADDR.to_string());
+    let admin = match admin_text.parse::<SocketAddr>() {
+        Ok(addr) => {
+            if seen.contains(&addr) {
+                p.add("listen.admin", format!("{addr} is also an HTTP listener"));
+            }
+            addr
+        }
+        Err(_) => {
+            p.add(
+                "listen.admin",
+                format!("{admin_text:?} is not an IP:port address"),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        }
+    };
+    let keepalive_timeout = keepalive_timeout.unwrap_or(d::DOWNSTREAM_KEEPALIVE_IDLE);
+    if keepalive_timeout < Duration::from_secs(1) {
+        p.add("listen.keepalive_timeout", "must be at least 1s");
+    }
+    Listen {
+        http,
+        admin,
+        keepalive_timeout,
+    }
+}
+
+fn validate_fallback(raw: file::Fallback, base_dir: &Path, p: &mut Problems) -> Fallback {
+    let file::Fallback {
+        status,
+        retry_after,
+        body_file,
+        content_type,
+    } = raw;
+    let status = status.unwrap_or(d::FALLBACK_STATUS);
+    match status {
+        502 | 504 => p.add(
+            "fallback.status",
+            format!(
+                "{status} would be replaced by Cloudflare's own error page; use 503, 500 or 429"
+            ),
+        ),
+        500..=599 | 429 => {}
+        _ => p.add(
+            "fallback.status",
+            format!("{status} is not an error status; use 503 (or another 5xx, or 429)"),
+        ),
+    }
+    let retry_after = retry_after.unwrap_or(d::FALLBACK_RETRY_AFTER);
+    if retry_after < Duration::from_secs(1) {
+        p.add("fallback.retry_after", "must be at least 1s");
+    }
+    let (body, default_type): (Arc<[u8]>, &str) = match body_file {
+        None => (
+            Arc::from(BUILTIN_FALLBACK_PAGE.as_bytes()),
+            "text/html; charset=utf-8",
+        ),
+        Some(name) => {
+            let path = base_dir.join(&name);
+            match read_body_file(&path) {
+                Ok(bytes) if bytes.is_empty() => {
+                    p.add("fallback.body_file", format!("{} is empty", path.display()));
+                    (Arc::from(&b""[..]), "")
+                }
+                Ok(bytes) => (Arc::from(bytes), guess_content_type(&name)),
+                Err(e) => {
+                    p.add("fallback.body_file", format!("{}: {e}", path.display()));
+                    (Arc::from(&b""[..]), "")
+                }
+            }
+        }
+    };
+    Fallback {
+        status,
+        retry_after,
+        content_type: content_type.unwrap_or_else(|| default_type.to_string()),
+        body,
+    }
+}
+
+fn read_body_file(path: &Path) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    if meta.len() > d::FALLBACK_BODY_MAX_BYTES {
+        return Err(format!(
+            "is {} bytes, more than the {} allowed",
+            meta.len(),
+            d::FALLBACK_BODY_MAX_BYTES
+        ));
+    }
+    std::fs::read(path).map_err(|e| format!("cannot read: {e}"))
+}
+
+fn guess_content_type(name: &str) -> &'static str {
+    match name
+        .rsplit_once('.')
+        .map(|(_, ext)| ext.to_ascii_lowercase())
+    {
+        Some(ext) if ext == "html" || ext == "htm" => "text/html; charset=utf-8",
+        Some(ext) if ext == "json" => "application/json",
+        _ => "text/plain; charset=utf-8",
+    }
+}
+
+fn validate_routes(raw: file::Routes, pools: &[Pool], p: &mut Problems) -> Routes {
+    let file::Routes { default, hosts } = raw;
+    let index: HashMap<&str, usize> = pools
+        .iter()
+        .enumerate()
+        .map(|(i, pool)| (pool.name.as_str(), i))
+        .collect();
+    if pools.is_empty() {
+        p.add("pools", "at least one pool is needed");
+    }
+    let default = match default {
+        Some(name) => index.get(name.as_str()).copied().unwrap_or_else(|| {
+            p.add(
+                "routes.default",
+                format!("no pool named {name:?} (pools: {})", names(&index)),
+            );
+            0
+        }),
+        None if pools.len() > 1 => {
+            p.add(
+                "routes.default",
+                "several pools are defined: name the default one",
+            );
+            0
+        }
+        None => 0,
+    };
+    let mut table = HashMap::new();
+    for (host, pool) in hosts {
+        let path = format!("routes.hosts.{host:?}");
+        let Some(&i) = index.get(pool.as_str()) else {
+            p.add(
+                path,
+                format!("no pool named {pool:?} (pools: {})", names(&index)),
+            );
+            continue;
+        };
+        let key = host.to_ascii_lowercase();
+        if key.is_empty() || key.contains(['/', ' ', ':']) && !key.starts_with('[') {
+            p.add(
+                path,
+                "a host route is a host name without scheme, port or path",
+            );
+            continue;
+        }
+        if table.insert(key, i).is_some() {
+            p.add(
+                path,
+                "this host is routed twice (host names are case-insensitive)",
+            );
+        }
+    }
+    Routes {
+        hosts: table,
+        default,
+    }
+}
+
+fn names(index: &HashMap<&str, usize>) -> String {
+    let mut v: Vec<&str> = index.keys().copied().collect();
+    v.sort_unstable();
+    v.join(", ")
+}
+
+fn validate_pool(name: String, raw: file::Pool, p: &mut Problems) -> Pool {
+    let file::Pool {
+        connect_timeout,
+        read_timeout,
+        write_timeout,
+        total_timeout,
+        max_attempts,
+        health,
+        tiers,
+    } = raw;
+    let at = format!("pools.{name}");
+    let timeouts = Timeouts {
+        connect: positive(
+            connect_timeout,
+            d::CONNECT_TIMEOUT,
+            &format!("{at}.connect_timeout"),
+            p,
+        ),
+        read: positive(
+            read_timeout,
+            d::READ_TIMEOUT,
+            &format!("{at}.read_timeout"),
+            p,
+        ),
+        write: positive(
+            write_timeout,
+            d::WRITE_TIMEOUT,
+            &format!("{at}.write_timeout"),
+            p,
+        ),
+        total: positive(
+            total_timeout,
+            d::TOTAL_TIMEOUT,
+            &format!("{at}.total_timeout"),
+            p,
+        ),
+    };
+    if timeouts.total < timeouts.connect {
+        p.add(
+            format!("{at}.total_timeout"),
+            "must be at least connect_timeout: no attempt could ever complete",
+        );
+    }
+    if timeouts.total >= Duration::from_secs(100) {
+        p.add(
+            format!("{at}.total_timeout"),
+            "must be under 100s: Cloudflare answers 524 to the visitor after 100s",
+        );
+    }
+    let max_attempts = non_zero(
+        max_attempts,
+        d::MAX_ATTEMPTS,
+        &format!("{at}.max_attempts"),
+        p,
+    );
+    let health = validate_health(health, &format!("{at}.health"), p);
+
+    if tiers.is_empty() {
+        p.add(
+            format!("{at}.tiers"),
+            "a pool needs at least one tier of backends",
+        );
+    }
+    let mut names_seen = HashSet::new();
+    let mut addrs_seen = HashSet::new();
+    let tiers = tiers
+        .into_iter()
+        .enumerate()
+        .map(|(t, tier)| {
+            let file::Tier {
+                name: tier_name,
+                backends,
+            } = tier;
+            let tier_at = format!("{at}.tiers[{t}]");
+            if backends.is_empty() {
+                p.add(
+                    format!("{tier_at}.backends"),
+                    "a tier needs at least one backend",
+                );
+            }
+            let backends = backends
+                .into_iter()
+                .enumerate()
+                .filter_map(|(b, backend)| {
+                    let b_at = format!("{tier_at}.backends[{b}]");
+                    let backend = validate_backend(backend, &b_at, p)?;
+                    if !names_seen.insert(backend.name.clone()) {
+                        p.add(
+                            format!("{b_at}.name"),
+                            format!(
+                                "another backend of pool {name:?} is named {:?}",
+                                backend.name
+                            ),
+                        );
+                    }
+                    if !addrs_seen.insert(backend.addr) {
+                        p.add(
+                            format!("{b_at}.address"),
+                            format!("{} is already a backend of pool {name:?}", backend.addr),
+                        );
+                    }
+                    Some(backend)
+                })
+                .collect();
+            Tier {
+                name: tier_name.unwrap_or_else(|| default_tier_name(t)),
+                backends,
+            }
+        })
+        .collect::<Vec<_>>();
+    let mut tier_names = HashSet::new();
+    for (t, tier) in tiers.iter().enumerate() {
+        if !tier_names.insert(tier.name.as_str()) {
+            p.add(
+                format!("{at}.tiers[{t}].name"),
+                format!("two tiers are named {:?}", tier.name),
+            );
+        }
+    }
+    Pool {
+        name,
+        tiers,
+        health,
+        timeouts,
+        max_attempts,
+    }
+}
+
+fn default_tier_name(t: usize) -> String {
+    match t {
+        0 => "primary".to_string(),
+        1 => "backup".to_string(),
+        n => format!("backup{n}"),
+    }
+}
+
+fn validate_backend(raw: file::Backend, at: &str, p: &mut Problems) -> Option<Backend> {
+    let file::Backend {
+        address,
+        name,
+        weight,
+    } = raw;
+    let weight = non_zero(weight, 1, &format!("{at}.weight"), p);
+    if weight.get() > d::MAX_WEIGHT {
+        p.add(
+            format!("{at}.weight"),
+            format!("must be at most {}", d::MAX_WEIGHT),
+        );
+    }
+    let addr = match resolve(&address) {
+        Ok(addr) => addr,
+        Err(reason) => {
+            p.add(format!("{at}.address"), reason);
+            return None;
+        }
+    };
+    if let Some(n) = &name {
+        if n.is_empty() {
+            p.add(format!("{at}.name"), "must not be empty");
+        }
+    }
+    Some(Backend {
+        name: name.unwrap_or_else(|| address.clone()),
+        address,
+        addr,
+        weight,
+    })
+}
+
+/// `IP:port` as is; `host:port` through the system resolver (first address), once, at load.
+fn resolve(address: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = address.parse::<SocketAddr>() {
+        if addr.port() == 0 {
+            return Err(format!("{address:?}: port 0 is not a backend port"));
+        }
+        return Ok(addr);
+    }
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err(format!(
+            "{address:?} is not host:port (the port is missing)"
+        ));
+    };
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => return Err(format!("{address:?}: {port:?} is not a port number")),
+        Ok(_) => {}
+    }
+    if host.is_empty() || host.contains(['/', ' ']) {
+        return Err(format!("{address:?} is not host:port"));
+    }
+    match address.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("{address:?}: the host name resolved to no address")),
+        Err(e) => Err(format!("{address:?}: cannot resolve: {e}")),
+    }
+}
+
+fn validate_health(raw: file::Health, at: &str, p: &mut Problems) -> HealthPolicy {
+    let file::Health {
+        tcp,
+        http,
+        passive_fall,
+    } = raw;
+    let mut checks = Vec::new();
+    let tcp_enabled = tcp.as_ref().and_then(|t| t.enabled).unwrap_or(true);
+    if tcp_enabled {
+        let timing = tcp.as_ref().map(file::TcpCheck::timing);
+        checks.push(check(CheckKind::Tcp, timing, &format!("{at}.tcp"), p));
+    }
+    if let Some(h) = http {
+        let h_at = format!("{at}.http");
+        let timing = h.timing();
+        let file::HttpCheck {
+            method,
+            path,
+            host,
+            status,
+            body,
+            ..
+        } = h;
+        let method = method.unwrap_or_else(|| d::HTTP_CHECK_METHOD.to_string());
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+            p.add(
+                format!("{h_at}.method"),
+                format!("{method:?} is not an HTTP method"),
+            );
+        }
+        let path = path.unwrap_or_else(|| d::HTTP_CHECK_PATH.to_string());
+        if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            p.add(
+                format!("{h_at}.path"),
+                format!("{path:?} must start with '/' and hold no spaces or control characters"),
+            );
+        }
+        if let Some(host) = &host {
+            if host.is_empty() || host.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                p.add(
+                    format!("{h_at}.host"),
+                    format!("{host:?} is not a host name"),
+                );
+            }
+        }
+        let status = status.unwrap_or_default();
+        for (i, s) in status.iter().enumerate() {
+            if !(100..=599).contains(s) {
+                p.add(
+                    format!("{h_at}.status[{i}]"),
+                    format!("{s} is not an HTTP status"),
+                );
+            }
+        }
+        if body.as_deref() == Some("") {
+            p.add(
+                format!("{h_at}.body"),
+                "must not be empty (leave it out to not check the body)",
+            );
+        }
+        let kind = CheckKind::Http(HttpCheck {
+            method,
+            path,
+            host,
+            status,
+            body,
+        });
+        checks.push(check(kind, Some(timing), &h_at, p));
+    }
+    if checks.is_empty() {
+        p.add(
+            at,
+            "the TCP check is off and no HTTP check is set: a backend taken out could never come back",
+        );
+    }
+    HealthPolicy {
+        checks,
+        passive_fall: non_zero(
+            passive_fall,
+            d::PASSIVE_FALL,
+            &format!("{at}.passive_fall"),
+            p,
+        ),
+    }
+}
+
+fn check(kind: CheckKind, timing: Option<file::Timing>, at: &str, p: &mut Problems) -> Check {
+    let file::Timing {
+        interval,
+        timeout,
+        rise,
+        fall,
+        jitter,
+    } = timing.unwrap_or(file::Timing {
+        interval: None,
+        timeout: None,
+        rise: None,
+        fall: None,
+        jitter: None,
+    });
+    let interval = positive(interval, d::CHECK_INTERVAL, &format!("{at}.interval"), p);
+    let timeout = positive(timeout, d::CHECK_TIMEOUT, &format!("{at}.timeout"), p);
+    if timeout > interval {
+        p.add(
+            format!("{at}.timeout"),
+            "must not be longer than the interval",
+        );
+    }
+    let jitter = jitter.unwrap_or_else(|| interval.mul_f64(d::JITTER_FRACTION));
+    if jitter > interval {
+        p.add(
+            format!("{at}.jitter"),
+            "must not be longer than the interval",
+        );
+    }
+    Check {
+        kind,
+        interval,
+        timeout,
+        jitter,
+        rise: non_zero(rise, d::RISE, &format!("{at}.rise"), p),
+        fall: non_zero(fall, d::FALL, &format!("{at}.fall"), p),
+    }
+}
+
+fn positive(value: Option<Duration>, default: Duration, at: &str, p: &mut Problems) -> Duration {
+    match value {
+        Some(v) if v.is_zero() => {
+            p.add(at, "must be longer than 0s");
+            default
+        }
+        Some(v) => v,
+        None => default,
+    }
+}
+
+fn non_zero(value: Option<u32>, default: u32, at: &str, p: &mut Problems) -> NonZeroU32 {
+    let fallback = NonZeroU32::new(default).unwrap_or(NonZeroU32::MIN);
+    match value.map(NonZeroU32::new) {
+        Some(None) => {
+            p.add(at, "must be at least 1");
+            fallback
+        }
+        Some(Some(v)) => v,
+        None => fallback,
+    }
+}

@@ -1,0 +1,238 @@
+//! The active checks: one loop per backend and check, each waiting its interval plus a random
+//! jitter, and every wait racing shutdown.
+
+use crate::probe::{self, CheckFailure};
+use crate::table::{check_kind_label, BackendHealth, CheckRecord, HealthTable};
+use holdfast_config::{Check, CheckKind};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// The wait before the next probe: the interval plus `jitter` scaled by `unit` (in `[0, 1)`).
+pub fn next_delay(interval: Duration, jitter: Duration, unit: f64) -> Duration {
+    interval + jitter.mul_f64(unit.clamp(0.0, 1.0))
+}
+
+/// What runs one probe: the network ([`NetProber`]), or a stand-in in tests on paused time.
+pub trait Prober: Send + Sync + 'static {
+    fn probe(
+        &self,
+        kind: &CheckKind,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), CheckFailure>> + Send;
+}
+
+/// Probes over the network with [`probe::probe`].
+#[derive(Debug, Default)]
+pub struct NetProber;
+
+impl Prober for NetProber {
+    fn probe(
+        &self,
+        kind: &CheckKind,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), CheckFailure>> + Send {
+        probe::probe(kind, addr, timeout)
+    }
+}
+
+/// Runs one probe and records its result.
+async fn run_one<P: Prober>(
+    prober: &P,
+    table: &HealthTable,
+    backend: &BackendHealth,
+    index: usize,
+    check: &Check,
+) {
+    let started = Instant::now();
+    let at = SystemTime::now();
+    let result = prober
+        .probe(&check.kind, backend.backend.addr, check.timeout)
+        .await;
+    let record = CheckRecord {
+        kind: check_kind_label(&check.kind),
+        result,
+        at,
+        took: started.elapsed(),
+    };
+    table.report_check(backend, index, record);
+}
+
+impl HealthTable {
+    /// Probes every backend once with every check, all at once; returns when each probe has
+    /// answered or timed out. Run before the listeners take traffic.
+    pub async fn probe_all_once<P: Prober>(self: &Arc<Self>, prober: &Arc<P>) {
+        let mut probes = JoinSet::new();
+        for (backend, index, check) in self.every_check() {
+            let table = self.clone();
+            let prober = prober.clone();
+            probes.spawn(async move { run_one(&*prober, &table, &backend, index, &check).await });
+        }
+        while probes.join_next().await.is_some() {}
+    }
+
+    /// Checks every backend on its interval until `shutdown` turns true (or its sender goes).
+    /// The first round starts at a random point of the first interval, so that the checks of
+    /// many backends spread out instead of firing together.
+    pub async fn run_checks<P: Prober>(
+        self: Arc<Self>,
+        prober: Arc<P>,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let mut loops = JoinSet::new();
+        for (backend, index, check) in self.every_check() {
+            let table = self.clone();
+            let prober = prober.clone();
+            let mut shutdown = shutdown.clone();
+            loops.spawn(async move {
+                let mut delay = check.interval.mul_f64(fastrand::f64());
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stopped(&mut shutdown) => return,
+                    }
+                    tokio::select! {
+                        _ = run_one(&*prober, &table, &backend, index, &check) => {}
+                        _ = stopped(&mut shutdown) => return,
+                    }
+                    delay = next_delay(check.interval, check.jitter, fastrand::f64());
+                }
+            });
+        }
+        while loops.join_next().await.is_some() {}
+    }
+
+    fn every_check(&self) -> Vec<(Arc<BackendHealth>, usize, Check)> {
+        let mut all = Vec::new();
+        for pool in self.pools() {
+            for backend in pool.backends() {
+                for (index, check) in pool.checks.iter().enumerate() {
+                    all.push((backend.clone(), index, check.clone()));
+                }
+            }
+        }
+        all
+    }
+}
+
+/// Resolves once shutdown is signalled (the value turns true, or the sender is dropped).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    while !*shutdown.borrow_and_update() {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Status;
+    use crate::table::NoObserver;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn jitter_stays_within_bounds() {
+        let interval = Duration::from_secs(2);
+        let jitter = Duration::from_millis(200);
+        assert_eq!(next_delay(interval, jitter, 0.0), interval);
+        assert_eq!(
+            next_delay(interval, jitter, 0.5),
+            Duration::from_millis(2100)
+        );
+        assert!(next_delay(interval, jitter, 0.999_999) < interval + jitter);
+        assert_eq!(next_delay(interval, jitter, 7.0), interval + jitter);
+        for _ in 0..1000 {
+            let d = next_delay(interval, jitter, fastrand::f64());
+            assert!(d >= interval && d <= interval + jitter);
+        }
+    }
+
+    fn config(addr: SocketAddr) -> holdfast_config::Config {
+        let text = format!(
+            r#"
+            [pools.app.health.tcp]
+            interval = "1s"
+            timeout = "500ms"
+            rise = 3
+            fall = 2
+            [[pools.app.tiers]]
+            backends = [{{ address = "{addr}" }}]
+            "#
+        );
+        holdfast_config::from_toml_str(&text, std::path::Path::new("test.toml")).unwrap()
+    }
+
+    /// A backend that is up or down at the flip of a switch; a probe of it takes 10 ms.
+    #[derive(Default)]
+    struct Switch(AtomicBool);
+
+    impl Prober for Switch {
+        async fn probe(
+            &self,
+            _: &CheckKind,
+            _: SocketAddr,
+            _: Duration,
+        ) -> Result<(), CheckFailure> {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            match self.0.load(Ordering::SeqCst) {
+                true => Ok(()),
+                false => Err(CheckFailure::Refused),
+            }
+        }
+    }
+
+    /// The whole loop on paused time: the backend goes away, `fall` failed checks take it out;
+    /// it comes back, `rise` passing checks bring it back, and shutdown stops the loops.
+    #[tokio::test(start_paused = true)]
+    async fn checks_follow_the_backend_on_paused_time() {
+        let table = Arc::new(HealthTable::new(
+            &config("127.0.0.1:8080".parse().unwrap()),
+            Arc::new(NoObserver),
+        ));
+        let backend = table.pools()[0].tiers[0][0].clone();
+        let prober = Arc::new(Switch(AtomicBool::new(true)));
+        assert!(!backend.is_usable());
+
+        table.probe_all_once(&prober).await;
+        assert_eq!(backend.status(), Status::Up);
+
+        let (stop, shutdown) = watch::channel(false);
+        let checks = tokio::spawn(table.clone().run_checks(prober.clone(), shutdown));
+
+        prober.0.store(false, Ordering::SeqCst);
+        // Within the first interval, the second probe and its jitter: fall (2) failures.
+        tokio::time::sleep(Duration::from_millis(1000 + 1100 + 20)).await;
+        assert_eq!(backend.status(), Status::Down);
+        assert!(!backend.is_usable());
+        assert_eq!(
+            backend.details().last_transition.unwrap().reason,
+            "tcp_check_failed"
+        );
+
+        prober.0.store(true, Ordering::SeqCst);
+        // At least two more probes, at most two: not yet rise (3).
+        tokio::time::sleep(Duration::from_millis(2 * 1000 + 20)).await;
+        assert_eq!(
+            backend.status(),
+            Status::Down,
+            "rise is 3: two passes are not enough"
+        );
+        tokio::time::sleep(Duration::from_millis(2 * 1100)).await;
+        assert_eq!(backend.status(), Status::Up);
+        assert!(backend.is_usable());
+        assert_eq!(
+            backend.details().last_transition.unwrap().reason,
+            "checks_passed"
+        );
+
+        stop.send(true).unwrap();
+        checks.await.unwrap();
+    }
+}

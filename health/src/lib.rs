@@ -1,0 +1,15 @@
+//! Backend health for holdfast.
+//!
+//! - [`state`]: the pure state machine (rise, fall, passive reports), no I/O, no clock;
+//! - [`probe`]: one TCP or HTTP probe of one backend;
+//! - [`table`]: every backend's current state, readable from the request path without locks;
+//! - [`checker`]: the loops that probe each backend on its interval, with jitter, until shutdown.
+
+pub mod checker;
+pub mod probe;
+pub mod state;
+pub mod table;
+
+pub use probe::CheckFailure;
+pub use state::{Outcome, Reason, Status, TrafficFailure, Transition};
+pub use table::{BackendHealth, BackendId, CheckRecord, HealthTable, Observer, TransitionRecord};

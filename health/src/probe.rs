@@ -1,0 +1,228 @@
+//! One active probe of one backend: a TCP connect, or an HTTP request and its answer.
+//!
+//! The HTTP probe speaks HTTP/1.0 with `Connection: close`, as HAProxy's `httpchk` does: the
+//! backend must then answer without chunked framing and close, so the probe reads the answer to
+//! its end (at most [`MAX_RESPONSE_BYTES`]) and needs no HTTP client beyond a head parser.
+
+use holdfast_config::{CheckKind, HttpCheck};
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The most of an answer the HTTP probe reads; a body substring is looked for in this prefix.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// `User-Agent` of the HTTP probe, so backend logs can tell checks from visitors.
+pub const USER_AGENT: &str = concat!("holdfast-health/", env!("CARGO_PKG_VERSION"));
+
+/// Why a probe failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckFailure {
+    Refused,
+    Timeout,
+    Reset,
+    Io(io::ErrorKind),
+    /// The answer was not HTTP, or ended before its head.
+    BadResponse(&'static str),
+    /// An HTTP status outside the accepted set.
+    Status(u16),
+    /// The body lacks the expected substring.
+    BodyMismatch,
+}
+
+impl fmt::Display for CheckFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckFailure::Refused => f.write_str("connection refused"),
+            CheckFailure::Timeout => f.write_str("timed out"),
+            CheckFailure::Reset => f.write_str("connection reset"),
+            CheckFailure::Io(kind) => write!(f, "i/o error: {kind}"),
+            CheckFailure::BadResponse(why) => write!(f, "bad response: {why}"),
+            CheckFailure::Status(s) => write!(f, "status {s}"),
+            CheckFailure::BodyMismatch => f.write_str("body lacks the expected text"),
+        }
+    }
+}
+
+impl From<io::Error> for CheckFailure {
+    fn from(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::ConnectionRefused => CheckFailure::Refused,
+            io::ErrorKind::TimedOut => CheckFailure::Timeout,
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe => CheckFailure::Reset,
+            kind => CheckFailure::Io(kind),
+        }
+    }
+}
+
+/// Runs one probe of `kind` against `addr`, bounded by `timeout`.
+pub async fn probe(
+    kind: &CheckKind,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<(), CheckFailure> {
+    let attempt = async {
+        let stream = TcpStream::connect(addr).await?;
+        match kind {
+            CheckKind::Tcp => Ok(()),
+            CheckKind::Http(check) => http(stream, check, addr).await,
+        }
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(CheckFailure::Timeout),
+    }
+}
+
+async fn http(
+    mut stream: TcpStream,
+    check: &HttpCheck,
+    addr: SocketAddr,
+) -> Result<(), CheckFailure> {
+    let host = match &check.host {
+        Some(h) => h.clone(),
+        None => addr.to_string(),
+    };
+    let request = format!(
+        "{} {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+        check.method, check.path
+    );
+    stream.write_all(request.as_bytes()).await?;
+
+    let mut buf = Vec::with_capacity(1024);
+    while buf.len() < MAX_RESPONSE_BYTES {
+        match stream.read_buf(&mut buf).await {
+            Ok(0) => break,
+            // Without a body to look for, the head is all the probe needs.
+            Ok(_) if check.body.is_none() && head_complete(&buf) => break,
+            Ok(_) => {}
+            // A reset after a complete answer still leaves the answer to judge.
+            Err(e) if !buf.is_empty() && e.kind() == io::ErrorKind::ConnectionReset => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    buf.truncate(MAX_RESPONSE_BYTES);
+    judge(&buf, check)
+}
+
+fn head_complete(buf: &[u8]) -> bool {
+    buf.windows(4).any(|w| w == b"\r\n\r\n")
+}
+
+/// Judges a raw HTTP answer against the check's expectations.
+pub fn judge(answer: &[u8], check: &HttpCheck) -> Result<(), CheckFailure> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut headers);
+    let head_len = match response.parse(answer) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if answer.is_empty() => {
+            return Err(CheckFailure::BadResponse("closed without answering"))
+        }
+        Ok(httparse::Status::Partial) => {
+            return Err(CheckFailure::BadResponse("incomplete response head"))
+        }
+        Err(_) => return Err(CheckFailure::BadResponse("not an HTTP response")),
+    };
+    let status = response.code.unwrap_or(0);
+    if !check.accepts(status) {
+        return Err(CheckFailure::Status(status));
+    }
+    if let Some(expected) = &check.body {
+        let body = &answer[head_len..];
+        let found = body
+            .windows(expected.len())
+            .any(|w| w == expected.as_bytes());
+        if !found {
+            return Err(CheckFailure::BodyMismatch);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(status: Vec<u16>, body: Option<&str>) -> HttpCheck {
+        HttpCheck {
+            method: "GET".into(),
+            path: "/health".into(),
+            host: None,
+            status,
+            body: body.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn judges_status_and_body() {
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nall ok";
+        assert_eq!(judge(ok, &check(vec![], None)), Ok(()));
+        assert_eq!(judge(ok, &check(vec![], Some("all ok"))), Ok(()));
+        assert_eq!(
+            judge(ok, &check(vec![], Some("broken"))),
+            Err(CheckFailure::BodyMismatch)
+        );
+        assert_eq!(
+            judge(ok, &check(vec![204], None)),
+            Err(CheckFailure::Status(200))
+        );
+        let unavailable = b"HTTP/1.1 503 Service Unavailable\r\n\r\n";
+        assert_eq!(
+            judge(unavailable, &check(vec![], None)),
+            Err(CheckFailure::Status(503))
+        );
+        assert_eq!(judge(unavailable, &check(vec![503], None)), Ok(()));
+        assert_eq!(
+            judge(b"HTTP/1.1 301 Moved\r\n\r\n", &check(vec![], None)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn rejects_what_is_not_an_answer() {
+        let c = check(vec![], None);
+        assert!(matches!(judge(b"", &c), Err(CheckFailure::BadResponse(_))));
+        assert!(matches!(
+            judge(b"HTTP/1.1 200 OK\r\n", &c),
+            Err(CheckFailure::BadResponse(_))
+        ));
+        assert!(matches!(
+            judge(b"SSH-2.0-OpenSSH\r\n\r\n", &c),
+            Err(CheckFailure::BadResponse(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn probes_real_sockets() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(b"HTTP/1.1 503 No\r\n\r\ndown").await;
+            }
+        });
+        let timeout = Duration::from_secs(2);
+        assert_eq!(probe(&CheckKind::Tcp, addr, timeout).await, Ok(()));
+        let http = CheckKind::Http(check(vec![], None));
+        assert_eq!(
+            probe(&http, addr, timeout).await,
+            Err(CheckFailure::Status(503))
+        );
+
+        // A port nobody listens on.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed_addr = closed.local_addr().unwrap();
+        drop(closed);
+        assert_eq!(
+            probe(&CheckKind::Tcp, closed_addr, timeout).await,
+            Err(CheckFailure::Refused)
+        );
+    }
+}

@@ -1,0 +1,267 @@
+//! Every backend's health, shared by the checkers, the request path and the admin endpoints.
+//!
+//! The request path reads one atomic per backend ([`BackendHealth::is_usable`]); the state
+//! machine and the details shown by `/status` sit behind mutexes that only checks, failures and
+//! the admin listener take.
+
+use crate::probe::CheckFailure;
+use crate::state::{HealthState, Outcome, Reason, Status, Thresholds, TrafficFailure, Transition};
+use holdfast_config::{Backend, Check, CheckKind, Config};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+/// Where a backend sits: pool index, tier index, index within the tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BackendId {
+    pub pool: usize,
+    pub tier: usize,
+    pub index: usize,
+}
+
+/// The result of the latest run of one check.
+#[derive(Debug, Clone)]
+pub struct CheckRecord {
+    /// `tcp` or `http`.
+    pub kind: &'static str,
+    pub result: Result<(), CheckFailure>,
+    pub at: SystemTime,
+    pub took: Duration,
+}
+
+/// The latest change of status.
+#[derive(Debug, Clone)]
+pub struct TransitionRecord {
+    pub transition: Transition,
+    /// Short label of the reason, as in metrics: `checks_passed`, `http_check_failed`, `refused`.
+    pub reason: &'static str,
+    pub at: SystemTime,
+}
+
+/// Told of every check and every change of status (metrics, logs).
+pub trait Observer: Send + Sync {
+    fn on_check(&self, _backend: &BackendHealth, _record: &CheckRecord) {}
+    fn on_transition(&self, _backend: &BackendHealth, _record: &TransitionRecord) {}
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default)]
+pub struct NoObserver;
+impl Observer for NoObserver {}
+
+#[derive(Debug, Default, Clone)]
+pub struct Details {
+    /// Latest record of each check, by check index.
+    pub checks: Vec<Option<CheckRecord>>,
+    pub last_transition: Option<TransitionRecord>,
+}
+
+/// One backend's health.
+#[derive(Debug)]
+pub struct BackendHealth {
+    pub id: BackendId,
+    pub pool: Arc<str>,
+    pub tier: Arc<str>,
+    pub backend: Backend,
+    usable: AtomicBool,
+    /// Set while the state machine counts failed connects, so that successful requests only
+    /// take the lock when there is a streak to reset.
+    traffic_failing: AtomicBool,
+    state: Mutex<HealthState>,
+    details: Mutex<Details>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave them inconsistent (plain assignments).
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl BackendHealth {
+    /// Whether the request path may send traffic here. Lock-free.
+    #[inline]
+    pub fn is_usable(&self) -> bool {
+        self.usable.load(Ordering::Acquire)
+    }
+
+    pub fn status(&self) -> Status {
+        lock(&self.state).status()
+    }
+
+    pub fn details(&self) -> Details {
+        lock(&self.details).clone()
+    }
+}
+
+/// The backends of one pool, by tier, and how they are checked.
+#[derive(Debug)]
+pub struct PoolHealth {
+    pub name: Arc<str>,
+    pub checks: Vec<Check>,
+    pub tiers: Vec<Vec<Arc<BackendHealth>>>,
+}
+
+impl PoolHealth {
+    pub fn backends(&self) -> impl Iterator<Item = &Arc<BackendHealth>> {
+        self.tiers.iter().flatten()
+    }
+
+    /// Index of the first tier with a usable backend, if any.
+    pub fn active_tier(&self) -> Option<usize> {
+        self.tiers
+            .iter()
+            .position(|tier| tier.iter().any(|b| b.is_usable()))
+    }
+
+    fn reason_label(&self, reason: Reason) -> &'static str {
+        match reason {
+            Reason::ChecksPassed => "checks_passed",
+            Reason::CheckFailed(i) => match self.checks.get(i).map(|c| &c.kind) {
+                Some(CheckKind::Http(_)) => "http_check_failed",
+                _ => "tcp_check_failed",
+            },
+            Reason::Traffic(kind) => kind.as_str(),
+        }
+    }
+}
+
+pub fn check_kind_label(kind: &CheckKind) -> &'static str {
+    match kind {
+        CheckKind::Tcp => "tcp",
+        CheckKind::Http(_) => "http",
+    }
+}
+
+/// The health of every backend of a config.
+pub struct HealthTable {
+    pools: Vec<PoolHealth>,
+    observer: Arc<dyn Observer>,
+}
+
+impl std::fmt::Debug for HealthTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthTable")
+            .field("pools", &self.pools)
+            .finish()
+    }
+}
+
+impl HealthTable {
+    /// Every backend of `config`, not yet probed (no backend is usable until probed).
+    pub fn new(config: &Config, observer: Arc<dyn Observer>) -> Self {
+        let pools = config
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(p, pool)| {
+                let pool_name: Arc<str> = Arc::from(pool.name.as_str());
+                let thresholds: Vec<Thresholds> = pool
+                    .health
+                    .checks
+                    .iter()
+                    .map(|c| Thresholds {
+                        rise: c.rise.get(),
+                        fall: c.fall.get(),
+                    })
+                    .collect();
+                let tiers = pool
+                    .tiers
+                    .iter()
+                    .enumerate()
+                    .map(|(t, tier)| {
+                        let tier_name: Arc<str> = Arc::from(tier.name.as_str());
+                        tier.backends
+                            .iter()
+                            .enumerate()
+                            .map(|(index, backend)| {
+                                Arc::new(BackendHealth {
+                                    id: BackendId {
+                                        pool: p,
+                                        tier: t,
+                                        index,
+                                    },
+                                    pool: pool_name.clone(),
+                                    tier: tier_name.clone(),
+                                    backend: backend.clone(),
+                                    usable: AtomicBool::new(false),
+                                    traffic_failing: AtomicBool::new(false),
+                                    state: Mutex::new(HealthState::new(
+                                        &thresholds,
+                                        pool.health.passive_fall.get(),
+                                    )),
+                                    details: Mutex::new(Details {
+                                        checks: vec![None; thresholds.len()],
+                                        last_transition: None,
+                                    }),
+                                })
+                            })
+                            .collect()
+                    })
+                    .collect();
+                PoolHealth {
+                    name: pool_name,
+                    checks: pool.health.checks.clone(),
+                    tiers,
+                }
+            })
+            .collect();
+        HealthTable { pools, observer }
+    }
+
+    pub fn pools(&self) -> &[PoolHealth] {
+        &self.pools
+    }
+
+    pub fn pool(&self, index: usize) -> Option<&PoolHealth> {
+        self.pools.get(index)
+    }
+
+    pub fn backend(&self, id: BackendId) -> Option<&Arc<BackendHealth>> {
+        self.pools.get(id.pool)?.tiers.get(id.tier)?.get(id.index)
+    }
+
+    /// Reports what a real request met at a backend (passive detection).
+    pub fn report_traffic(&self, backend: &BackendHealth, result: Result<(), TrafficFailure>) {
+        match result {
+            Ok(()) if !backend.traffic_failing.load(Ordering::Relaxed) => {}
+            Ok(()) => self.apply(backend, Outcome::TrafficOk),
+            Err(kind) => self.apply(backend, Outcome::TrafficFailed(kind)),
+        }
+    }
+
+    /// Records the result of active check number `check`.
+    pub fn report_check(&self, backend: &BackendHealth, check: usize, record: CheckRecord) {
+        self.observer.on_check(backend, &record);
+        let passed = record.result.is_ok();
+        if let Some(slot) = lock(&backend.details).checks.get_mut(check) {
+            *slot = Some(record);
+        }
+        self.apply(backend, Outcome::Check { check, passed });
+    }
+
+    fn apply(&self, backend: &BackendHealth, outcome: Outcome) {
+        let transition = {
+            let mut state = lock(&backend.state);
+            let t = state.observe(outcome);
+            backend
+                .traffic_failing
+                .store(state.traffic_failures() > 0, Ordering::Relaxed);
+            if let Some(t) = t {
+                backend.usable.store(t.to == Status::Up, Ordering::Release);
+            }
+            t
+        };
+        let Some(transition) = transition else {
+            return;
+        };
+        let Some(pool) = self.pools.get(backend.id.pool) else {
+            return;
+        };
+        let record = TransitionRecord {
+            transition,
+            reason: pool.reason_label(transition.reason),
+            at: SystemTime::now(),
+        };
+        lock(&backend.details).last_transition = Some(record.clone());
+        self.observer.on_transition(backend, &record);
+    }
+}
