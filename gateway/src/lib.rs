@@ -1,1 +1,19 @@
-//! placeholder
+//! holdfast: the origin gateway that Cloudflare connects to, in front of backends arranged in
+//! ordered tiers.
+//!
+//! The decisions are plain types that know nothing of Pingora's `ProxyHttp`:
+//! [`select`] (which backend next), [`attempts`] (whether to try again, with what time left),
+//! [`fallback`] (what visitors get when nothing can serve). [`proxy`] wires them into Pingora;
+//! [`runtime`] is the immutable snapshot a request works from; [`metrics`] and [`admin`] show
+//! what happens; [`server`] assembles the process; [`demo`] runs it with built-in backends.
+
+pub mod admin;
+pub mod attempts;
+pub mod cli;
+pub mod demo;
+pub mod fallback;
+pub mod metrics;
+pub mod proxy;
+pub mod runtime;
+pub mod select;
+pub mod server;

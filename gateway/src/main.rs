@@ -1,1 +1,67 @@
-fn main() {}
+//! The `holdfast` binary: parse the command line, set up logging, validate the config before
+//! binding anything, then serve.
+
+use clap::Parser;
+use holdfast::cli::{Cli, Command};
+use holdfast::server::{self, ProcessOptions};
+use std::process::ExitCode;
+
+/// `EX_CONFIG`-style exit code for an invalid config (sysexits' EX_USAGE/EX_DATAERR family).
+const EXIT_INVALID_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+
+    match cli.command {
+        Command::Check { config } => match holdfast_config::load(&config) {
+            Ok(c) => {
+                println!("{}: ok: {}", config.display(), c.summary());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                eprintln!(
+                    "{}: {} problem(s) found",
+                    config.display(),
+                    e.problems.len()
+                );
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config, threads } => {
+            let loaded = match holdfast_config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EXIT_INVALID_CONFIG);
+                }
+            };
+            let mut options = ProcessOptions::default();
+            if let Some(threads) = threads {
+                options.threads = threads;
+            }
+            report(server::run(loaded, options))
+        }
+        Command::Demo {
+            listen,
+            admin,
+            cycle,
+        } => report(holdfast::demo::run(listen, admin, cycle)),
+    }
+}
+
+fn report<E: std::fmt::Display>(result: Result<(), E>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("holdfast: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The admin listener (loopback by default): `/metrics` (Prometheus text), `/healthz` (200 while
+//! the default pool can serve through any tier, 503 otherwise: for Cloudflare Load Balancing
+//! monitors and Kubernetes probes) and `/status` (JSON: every pool, tier and backend).
+
+use crate::runtime::Runtime;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use holdfast_health::table::{CheckRecord, PoolHealth};
+use holdfast_health::BackendHealth;
+use http::{Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+pub struct Admin {
+    runtime: Arc<ArcSwap<Runtime>>,
+}
+
+impl Admin {
+    pub fn new(runtime: Arc<ArcSwap<Runtime>>) -> Self {
+        Admin { runtime }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let runtime = self.runtime.load_full();
+        let path = session.req_header().uri.path().to_string();
+        match path.as_str() {
+            "/metrics" => reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                runtime.metrics.render(&runtime.health),
+            ),
+            "/healthz" => {
+                let serving = runtime
+                    .health
+                    .pool(runtime.config.routes.default)
+                    .and_then(PoolHealth::active_tier)
+                    .is_some();
+                match serving {
+                    true => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+                    false => reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        b"no backend of the default pool can serve\n".to_vec(),
+                    ),
+                }
+            }
+            "/status" => {
+                let mut body = serde_json::to_vec_pretty(&status(&runtime)).unwrap_or_default();
+                body.push(b'\n');
+                reply(StatusCode::OK, "application/json", body)
+            }
+            _ => reply(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                b"not found: try /metrics, /healthz or /status\n".to_vec(),
+            ),
+        }
+    }
+}
+
+fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        response.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    if let Ok(v) = "no-store".parse() {
+        response
+            .headers_mut()
+            .insert(http::header::CACHE_CONTROL, v);
+    }
+    let length = response.body().len();
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_LENGTH, length.into());
+    response
+}
+
+/// The `/status` document.
+pub fn status(runtime: &Runtime) -> Value {
+    let default = runtime.config.routes.default;
+    let pools: Vec<Value> = runtime
+        .health
+        .pools()
+        .iter()
+        .enumerate()
+        .map(|(i, pool)| {
+            let active = pool.active_tier();
+            json!({
+                "name": &*pool.name,
+                "default": i == default,
+                "can_serve": active.is_some(),
+                "active_tier": active.map(|t| t as i64).unwrap_or(-1),
+                "tiers": pool.tiers.iter().map(|tier| json!({
+                    "name": tier.first().map(|b| &*b.tier),
+                    "backends": tier.iter().map(|b| backend(b, pool)).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({ "pools": pools })
+}
+
+fn backend(b: &BackendHealth, pool: &PoolHealth) -> Value {
+    let details = b.details();
+    let checks: Vec<Value> = details
+        .checks
+        .iter()
+        .zip(&pool.checks)
+        .map(|(record, check)| match record {
+            Some(r) => check_json(r, check.interval),
+            None => json!({ "kind": holdfast_health::table::check_kind_label(&check.kind), "result": null }),
+        })
+        .collect();
+    json!({
+        "name": b.backend.name,
+        "address": b.backend.address,
+        "resolved": b.backend.addr.to_string(),
+        "weight": b.backend.weight.get(),
+        "status": b.status().as_str(),
+        "usable": b.is_usable(),
+        "checks": checks,
+        "last_transition": details.last_transition.map(|t| json!({
+            "from": t.transition.from.as_str(),
+            "to": t.transition.to.as_str(),
+            "reason": t.reason,
+            "at": timestamp(t.at),
+        })),
+    })
+}
+
+fn check_json(r: &CheckRecord, interval: std::time::Duration) -> Value {
+    json!({
+        "kind": r.kind,
+        "result": if r.result.is_ok() { "pass" } else { "fail" },
+        "detail": r.result.as_ref().err().map(ToString::to_string),
+        "at": timestamp(r.at),
+        "took_ms": r.took.as_secs_f64() * 1000.0,
+        "interval_ms": interval.as_millis() as u64,
+    })
+}
+
+fn timestamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}

@@ -1,0 +1,48 @@
+//! The command line.
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// holdfast: the origin gateway for sites behind Cloudflare. Backends in ordered tiers, TCP and
+/// HTTP health checks, failover of refused connections, a fallback answer when nothing can serve.
+#[derive(Debug, Parser)]
+#[command(name = "holdfast", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve with a config file.
+    Run {
+        /// The TOML config file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Proxy worker threads (default: one per CPU).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Validate a config file and exit: 0 and a summary if it is valid, 1 and every problem
+    /// (file, key path, reason) otherwise. The `nginx -t` of holdfast.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Run a demo with no config: two built-in backends (a primary and a backup) on loopback
+    /// and the gateway in front of them. The primary stops and comes back on a cycle, so
+    /// failover and failback can be watched in the answers, `/status` and `/metrics`.
+    Demo {
+        /// Where the demo gateway listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Where the admin endpoints listen.
+        #[arg(long, default_value = "127.0.0.1:9180")]
+        admin: SocketAddr,
+        /// How long the primary stays up, then down, in each cycle ("0s" keeps it up).
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        cycle: Duration,
+    },
+}

@@ -1,0 +1,209 @@
+//! Prometheus metrics. Every per-request counter is resolved to its label values once, when the
+//! runtime snapshot is built, so the request path only increments atomics. Gauges that describe
+//! state (backend up, active tier) are read from the health table at scrape time, so they can
+//! never disagree with it.
+
+use crate::attempts::GiveUp;
+use holdfast_health::table::{BackendHealth, CheckRecord, HealthTable, Observer, TransitionRecord};
+use holdfast_health::{Status, TrafficFailure};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Seconds; active checks on a LAN take well under a millisecond, timeouts reach seconds.
+const CHECK_DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Every metric holdfast exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    backend_up: IntGaugeVec,
+    transitions: IntCounterVec,
+    check_duration: HistogramVec,
+    connect_failures: IntCounterVec,
+    retries: IntCounterVec,
+    requests: IntCounterVec,
+    fallbacks: IntCounterVec,
+    active_tier: IntGaugeVec,
+}
+
+/// Counters of one pool, resolved once.
+#[derive(Debug, Clone)]
+pub struct PoolMetrics {
+    /// By status class: index 0 for 1xx ... 4 for 5xx.
+    requests: [IntCounter; 5],
+    pub retries: IntCounter,
+    fallbacks: [IntCounter; GiveUp::ALL.len()],
+}
+
+impl PoolMetrics {
+    pub fn request(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.requests[class].inc();
+    }
+
+    pub fn fallback(&self, why: GiveUp) {
+        self.fallbacks[why as usize].inc();
+    }
+}
+
+/// Counters of one backend, resolved once.
+#[derive(Debug, Clone)]
+pub struct BackendMetrics {
+    connect_failures: [IntCounter; TrafficFailure::ALL.len()],
+}
+
+impl BackendMetrics {
+    pub fn connect_failure(&self, kind: TrafficFailure) {
+        self.connect_failures[kind as usize].inc();
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let backend = ["pool", "tier", "backend"];
+        let m = Metrics {
+            backend_up: IntGaugeVec::new(
+                Opts::new("holdfast_backend_up", "1 while the backend may take traffic, 0 otherwise"),
+                &backend,
+            )?,
+            transitions: IntCounterVec::new(
+                Opts::new(
+                    "holdfast_backend_transitions_total",
+                    "Changes of backend status, by new status and reason",
+                ),
+                &["pool", "tier", "backend", "to", "reason"],
+            )?,
+            check_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "holdfast_health_check_duration_seconds",
+                    "Time taken by active health checks, by check kind and result",
+                )
+                .buckets(CHECK_DURATION_BUCKETS.to_vec()),
+                &["pool", "backend", "check", "result"],
+            )?,
+            connect_failures: IntCounterVec::new(
+                Opts::new(
+                    "holdfast_upstream_connect_failures_total",
+                    "Real requests that could not reach a backend, by kind: refused (would-be 521), \
+                     timeout (522), no_route (523), tls (525), reset (520), other",
+                ),
+                &["pool", "backend", "kind"],
+            )?,
+            retries: IntCounterVec::new(
+                Opts::new(
+                    "holdfast_upstream_retries_total",
+                    "Attempts beyond the first, each sent to another backend",
+                ),
+                &["pool"],
+            )?,
+            requests: IntCounterVec::new(
+                Opts::new("holdfast_requests_total", "Requests answered, by pool and status class"),
+                &["pool", "class"],
+            )?,
+            fallbacks: IntCounterVec::new(
+                Opts::new(
+                    "holdfast_fallback_responses_total",
+                    "Requests answered with the fallback because no backend could serve, by reason",
+                ),
+                &["pool", "reason"],
+            )?,
+            active_tier: IntGaugeVec::new(
+                Opts::new(
+                    "holdfast_active_tier",
+                    "Index of the tier taking new requests (0 = primaries), -1 when none can serve",
+                ),
+                &["pool"],
+            )?,
+            registry,
+        };
+        m.registry.register(Box::new(m.backend_up.clone()))?;
+        m.registry.register(Box::new(m.transitions.clone()))?;
+        m.registry.register(Box::new(m.check_duration.clone()))?;
+        m.registry.register(Box::new(m.connect_failures.clone()))?;
+        m.registry.register(Box::new(m.retries.clone()))?;
+        m.registry.register(Box::new(m.requests.clone()))?;
+        m.registry.register(Box::new(m.fallbacks.clone()))?;
+        m.registry.register(Box::new(m.active_tier.clone()))?;
+        Ok(m)
+    }
+
+    pub fn pool(&self, pool: &str) -> PoolMetrics {
+        PoolMetrics {
+            requests: ["1xx", "2xx", "3xx", "4xx", "5xx"]
+                .map(|class| self.requests.with_label_values(&[pool, class])),
+            retries: self.retries.with_label_values(&[pool]),
+            fallbacks: GiveUp::ALL
+                .map(|why| self.fallbacks.with_label_values(&[pool, why.as_str()])),
+        }
+    }
+
+    pub fn backend(&self, pool: &str, backend: &str) -> BackendMetrics {
+        BackendMetrics {
+            connect_failures: TrafficFailure::ALL.map(|kind| {
+                self.connect_failures
+                    .with_label_values(&[pool, backend, kind.as_str()])
+            }),
+        }
+    }
+
+    /// The text exposition of every metric, state gauges refreshed from `health` first.
+    pub fn render(&self, health: &HealthTable) -> Vec<u8> {
+        for pool in health.pools() {
+            let tier = pool.active_tier().map_or(-1, |t| t as i64);
+            self.active_tier.with_label_values(&[&pool.name]).set(tier);
+            for b in pool.backends() {
+                self.backend_up
+                    .with_label_values(&[&b.pool, &b.tier, &b.backend.name])
+                    .set(i64::from(b.is_usable()));
+            }
+        }
+        let mut out = Vec::with_capacity(16 * 1024);
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+impl Observer for Metrics {
+    fn on_check(&self, b: &BackendHealth, record: &CheckRecord) {
+        let result = if record.result.is_ok() {
+            "pass"
+        } else {
+            "fail"
+        };
+        self.check_duration
+            .with_label_values(&[&b.pool, &b.backend.name, record.kind, result])
+            .observe(record.took.as_secs_f64());
+        if let Err(why) = &record.result {
+            tracing::debug!(pool = %b.pool, backend = %b.backend.name, check = record.kind, %why, "check failed");
+        }
+    }
+
+    fn on_transition(&self, b: &BackendHealth, record: &TransitionRecord) {
+        let to = record.transition.to;
+        self.transitions
+            .with_label_values(&[
+                &b.pool,
+                &b.tier,
+                &b.backend.name,
+                to.as_str(),
+                record.reason,
+            ])
+            .inc();
+        let (pool, tier, backend, addr) = (&b.pool, &b.tier, &b.backend.name, b.backend.addr);
+        match to {
+            Status::Up => {
+                tracing::info!(%pool, %tier, %backend, %addr, reason = record.reason, "backend up")
+            }
+            _ => {
+                tracing::warn!(%pool, %tier, %backend, %addr, reason = record.reason, "backend down")
+            }
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The runtime snapshot: everything a request needs, built once from a validated config and
+//! shared immutably. A request loads the current snapshot once and works from it to the end, so
+//! it sees exactly one version (a reload will build a new one and swap it in whole).
+
+use crate::attempts::{AttemptLimits, Attempts, GiveUp};
+use crate::fallback::FallbackAnswer;
+use crate::metrics::{BackendMetrics, Metrics, PoolMetrics};
+use crate::select::{Selector, Slot};
+use holdfast_config::{Config, Timeouts};
+use holdfast_health::{BackendHealth, HealthTable};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One immutable version of the gateway's state.
+#[derive(Debug)]
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub health: Arc<HealthTable>,
+    pub pools: Vec<PoolRuntime>,
+    pub fallback: FallbackAnswer,
+    pub metrics: Metrics,
+}
+
+/// A pool's backends with their selection order, limits and counters.
+#[derive(Debug)]
+pub struct PoolRuntime {
+    pub name: Arc<str>,
+    selector: Selector,
+    pub timeouts: Timeouts,
+    pub max_attempts: u32,
+    pub metrics: PoolMetrics,
+    /// `[tier][index]`.
+    backends: Vec<Vec<BackendRuntime>>,
+}
+
+#[derive(Debug)]
+pub struct BackendRuntime {
+    pub health: Arc<BackendHealth>,
+    pub metrics: BackendMetrics,
+}
+
+impl Runtime {
+    pub fn new(config: Arc<Config>, health: Arc<HealthTable>, metrics: Metrics) -> Self {
+        let pools = config
+            .pools
+            .iter()
+            .zip(health.pools())
+            .map(|(pool, pool_health)| {
+                let weights: Vec<Vec<u32>> = pool
+                    .tiers
+                    .iter()
+                    .map(|t| t.backends.iter().map(|b| b.weight.get()).collect())
+                    .collect();
+                let backends = pool_health
+                    .tiers
+                    .iter()
+                    .map(|tier| {
+                        tier.iter()
+                            .map(|b| BackendRuntime {
+                                health: b.clone(),
+                                metrics: metrics.backend(&pool.name, &b.backend.name),
+                            })
+                            .collect()
+                    })
+                    .collect();
+                PoolRuntime {
+                    name: pool_health.name.clone(),
+                    selector: Selector::new(&weights),
+                    timeouts: pool.timeouts,
+                    max_attempts: pool.max_attempts.get(),
+                    metrics: metrics.pool(&pool.name),
+                    backends,
+                }
+            })
+            .collect();
+        Runtime {
+            fallback: FallbackAnswer::new(&config.fallback),
+            config,
+            health,
+            pools,
+            metrics,
+        }
+    }
+
+    /// The pool for a request's `Host` header.
+    pub fn route(&self, host: Option<&str>) -> usize {
+        self.config.routes.pool_for(host)
+    }
+}
+
+impl PoolRuntime {
+    pub fn backend(&self, (tier, index): Slot) -> Option<&BackendRuntime> {
+        self.backends.get(tier)?.get(index)
+    }
+
+    /// Whether any backend of the pool may take traffic now.
+    pub fn can_serve(&self) -> bool {
+        self.backends.iter().flatten().any(|b| b.health.is_usable())
+    }
+
+    /// The next attempt for a request, or why there is none.
+    pub fn next_attempt(
+        &self,
+        attempts: &mut Attempts,
+        now: Instant,
+    ) -> Result<(Slot, AttemptLimits), GiveUp> {
+        attempts.next(&self.timeouts, self.max_attempts, now, |tried| {
+            let usable = |slot| self.backend(slot).is_some_and(|b| b.health.is_usable());
+            self.selector.next(usable, tried)
+        })
+    }
+}

@@ -1,0 +1,122 @@
+//! Assembles the holdfast process on Pingora's `Server`: the proxy listeners, the admin
+//! listener and the health checks, after one start-up probe of every backend.
+
+use crate::admin::Admin;
+use crate::metrics::Metrics;
+use crate::proxy::Gateway;
+use crate::runtime::Runtime;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use holdfast_config::Config;
+use holdfast_health::checker::NetProber;
+use holdfast_health::HealthTable;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+use std::sync::Arc;
+
+/// Process-level settings that do not belong in the config file.
+#[derive(Debug, Clone)]
+pub struct ProcessOptions {
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+}
+
+impl Default for ProcessOptions {
+    fn default() -> Self {
+        ProcessOptions {
+            threads: std::thread::available_parallelism().map_or(2, usize::from),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot set up metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("cannot start the start-up probe: {0}")]
+    Probe(#[source] std::io::Error),
+}
+
+/// Probes every backend once, then serves until a signal stops the process. Never returns on
+/// success (Pingora exits the process when it stops).
+pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
+    let metrics = Metrics::new()?;
+    let health = Arc::new(HealthTable::new(&config, Arc::new(metrics.clone())));
+    startup_probe(&health)?;
+
+    let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(
+        Arc::new(config.clone()),
+        health.clone(),
+        metrics,
+    )));
+
+    let conf = ServerConf {
+        threads: options.threads.max(1),
+        upgrade_sock: "/tmp/holdfast-upgrade.sock".to_string(),
+        pid_file: "/tmp/holdfast.pid".to_string(),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway::new(runtime.clone()),
+        "holdfast proxy",
+    );
+    for addr in &config.listen.http {
+        proxy.add_tcp(&addr.to_string());
+    }
+    let mut admin = Service::new("holdfast admin".to_string(), Admin::new(runtime));
+    admin.add_tcp(&config.listen.admin.to_string());
+    admin.threads = Some(1);
+
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(background_service("health checks", Checks { health }));
+    server.bootstrap();
+    tracing::info!(
+        http = ?config.listen.http,
+        admin = %config.listen.admin,
+        "holdfast serving"
+    );
+    server.run_forever()
+}
+
+/// Probes every backend once, bounded by the checks' timeouts, so the first visitor is not
+/// sent to a dead backend.
+fn startup_probe(health: &Arc<HealthTable>) -> Result<(), StartError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(StartError::Probe)?;
+    rt.block_on(health.probe_all_once(&Arc::new(NetProber)));
+    for pool in health.pools() {
+        let up = pool.backends().filter(|b| b.is_usable()).count();
+        let all = pool.backends().count();
+        match pool.active_tier() {
+            Some(tier) => {
+                tracing::info!(pool = %pool.name, up, of = all, active_tier = tier, "start-up probe done")
+            }
+            None => {
+                tracing::warn!(pool = %pool.name, up, of = all, "start-up probe: no backend can serve; visitors get the fallback answer")
+            }
+        }
+    }
+    Ok(())
+}
+
+struct Checks {
+    health: Arc<HealthTable>,
+}
+
+#[async_trait]
+impl BackgroundService for Checks {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.health
+            .clone()
+            .run_checks(Arc::new(NetProber), shutdown)
+            .await;
+    }
+}
