@@ -15,8 +15,12 @@ pub fn parse(text: &str) -> Result<File, Problem> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let mut reason = inner.message().to_string();
-        if let Some(span) = inner.span() {
+        let mut reason = inner.message().trim().replace('\n', "; ");
+        // Syntax errors can lose their position on the way through serde; parse bare to find it.
+        let span = inner
+            .span()
+            .or_else(|| text.parse::<toml::Table>().err().and_then(|e| e.span()));
+        if let Some(span) = span {
             let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
             reason = format!("{reason} (line {line})");
         }

@@ -213,6 +213,9 @@ impl ProxyHttp for Gateway {
         let upstream_side = ctx.gave_up.is_some() || *e.esource() == ErrorSource::Upstream;
         if upstream_side && session.response_written().is_none() && ctx.runtime.is_some() {
             ctx.gave_up.get_or_insert(GiveUp::AttemptsExhausted);
+            // Pingora closes the connection after a failed proxy attempt; say so in the answer
+            // (`Connection: close`) so that no client sends its next request into the close.
+            session.set_keepalive(None);
             let status = match respond::fallback(session, ctx).await {
                 Ok(()) => ctx.runtime.as_ref().map_or(503, |r| r.fallback.status),
                 Err(_) => 0,

@@ -1,0 +1,189 @@
+//! The real `holdfast` binary, run as a child process with a generated config.
+
+use crate::ports::free_loopback;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `holdfast` binary: `HOLDFAST_BIN`, or `target/<profile>/holdfast` beside this test.
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("HOLDFAST_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/holdfast
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("holdfast"))
+        .expect("target directory");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`cargo build -p holdfast`), or set HOLDFAST_BIN",
+        path.display()
+    );
+    path
+}
+
+/// A scratch folder removed on drop.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new() -> Self {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("holdfast-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `holdfast check --config` on a file.
+pub fn check(config: &Path) -> Output {
+    Command::new(binary())
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .expect("run holdfast check")
+}
+
+/// A running gateway; killed (by its PID, which this test started) on drop.
+pub struct Gateway {
+    child: Child,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    scratch: Scratch,
+}
+
+impl Gateway {
+    /// Starts the gateway with `pools`, the `[pools...]`, `[routes]` and `[fallback]` part of a
+    /// config; the `[listen]` table is added with free loopback ports. Returns once the admin
+    /// listener and the HTTP listener answer.
+    pub async fn start(pools: &str) -> Gateway {
+        let http = free_loopback();
+        let admin = free_loopback();
+        let text = format!("[listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\n\n{pools}");
+        let scratch = Scratch::new();
+        let config = scratch.write("holdfast.toml", &text);
+        let log = std::fs::File::create(scratch.path().join("holdfast.log")).unwrap();
+        let child = Command::new(binary())
+            .args(["run", "--threads", "2", "--config"])
+            .arg(&config)
+            .env("HOLDFAST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start holdfast");
+        let mut gateway = Gateway {
+            child,
+            http,
+            admin,
+            scratch,
+        };
+        gateway.wait_ready().await;
+        gateway
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = crate::client();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("holdfast exited with {status}:\n{}", self.log());
+            }
+            let admin = client.get(self.admin_url("/healthz")).send().await.is_ok();
+            if admin && tokio::net::TcpStream::connect(self.http).await.is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "holdfast did not start:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// Everything the gateway logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.scratch.path().join("holdfast.log")).unwrap_or_default()
+    }
+
+    pub async fn metrics(&self) -> String {
+        crate::client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of one sample, e.g. `holdfast_active_tier{pool="app"}`; 0 when absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let text = self.metrics().await;
+        sample_value(&text, sample)
+    }
+
+    pub async fn status(&self) -> String {
+        crate::client()
+            .get(self.admin_url("/status"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+/// The value of `sample` (name and labels exactly as exposed) in a Prometheus text page.
+pub fn sample_value(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- holdfast log ---\n{}", self.log());
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! A load generator that records what each visitor saw: several keep-alive clients sending
+//! requests without pause for a bounded time, every answer and error kept with its time.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+
+/// One answer (or failure) as a visitor saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// When the request was sent, from the start of the load.
+    pub sent: Duration,
+    pub took: Duration,
+    /// The backend that answered (`X-Backend`), or the failure.
+    pub outcome: Result<String, String>,
+}
+
+/// Load running in the background.
+pub struct Load {
+    start: Instant,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts `clients` clients, each with its own keep-alive connection, sending GETs to `url`
+    /// until [`finish`](Self::finish) or `limit`, whichever comes first.
+    pub fn start(url: String, clients: usize, limit: Duration) -> Load {
+        let start = Instant::now();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (url, stop, seen) = (url.clone(), stop.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let client = crate::client();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                        && start.elapsed() < limit
+                    {
+                        let sent = start.elapsed();
+                        let t = Instant::now();
+                        let outcome = visit(&client, &url).await;
+                        let record = Seen {
+                            sent,
+                            took: t.elapsed(),
+                            outcome,
+                        };
+                        seen.lock().unwrap().push(record);
+                    }
+                })
+            })
+            .collect();
+        Load {
+            start,
+            stop,
+            seen,
+            tasks,
+        }
+    }
+
+    /// Time since the load started.
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Answers so far from `backend`.
+    pub fn served_by(&self, backend: &str) -> usize {
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .filter(|s| s.outcome.as_deref() == Ok(backend))
+            .count()
+    }
+
+    /// Whether the last `n` answers all came from `backend`.
+    pub fn last_from(&self, n: usize, backend: &str) -> bool {
+        let seen = self.seen.lock().unwrap();
+        seen.len() >= n
+            && seen
+                .iter()
+                .rev()
+                .take(n)
+                .all(|s| s.outcome.as_deref() == Ok(backend))
+    }
+
+    /// Stops the clients and returns what they saw.
+    pub async fn finish(self) -> LoadReport {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.run_out().await
+    }
+
+    /// Lets the clients run to the time limit and returns what they saw.
+    pub async fn run_out(self) -> LoadReport {
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        let mut seen = std::mem::take(&mut *self.seen.lock().unwrap());
+        seen.sort_by_key(|s| s.sent);
+        LoadReport { seen }
+    }
+}
+
+async fn visit(client: &reqwest::Client, url: &str) -> Result<String, String> {
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("error: {e}"))?;
+    let status = response.status();
+    let backend = response
+        .headers()
+        .get("x-backend")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let _ = response
+        .bytes()
+        .await
+        .map_err(|e| format!("body error: {e}"))?;
+    if status.is_success() {
+        Ok(backend)
+    } else {
+        Err(format!("status {status} from {backend:?}"))
+    }
+}
+
+/// What the visitors saw.
+#[derive(Debug)]
+pub struct LoadReport {
+    pub seen: Vec<Seen>,
+}
+
+impl LoadReport {
+    pub fn sent(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn failures(&self) -> Vec<&Seen> {
+        self.seen.iter().filter(|s| s.outcome.is_err()).collect()
+    }
+
+    pub fn by_backend(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for s in &self.seen {
+            if let Ok(b) = &s.outcome {
+                *counts.entry(b.clone()).or_default() += 1;
+            }
+        }
+        counts
+    }
+
+    /// The first answer from `backend` sent at or after `at`: its send time and latency.
+    pub fn first_from_after(&self, backend: &str, at: Duration) -> Option<&Seen> {
+        self.seen
+            .iter()
+            .find(|s| s.sent >= at && s.outcome.as_deref() == Ok(backend))
+    }
+
+    /// The longest any request took.
+    pub fn longest(&self) -> Duration {
+        self.seen.iter().map(|s| s.took).max().unwrap_or_default()
+    }
+
+    /// Answers from `backend` sent at or after `at`.
+    pub fn from_after(&self, backend: &str, at: Duration) -> usize {
+        self.seen
+            .iter()
+            .filter(|s| s.sent >= at && s.outcome.as_deref() == Ok(backend))
+            .count()
+    }
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests: the real `holdfast` binary in front of real HTTP backends on loopback.
+//! One test binary; each module is one capability.
+#![allow(clippy::unwrap_used)]
+
+#[path = "e2e/check.rs"]
+mod check;
+#[path = "e2e/failover.rs"]
+mod failover;
+#[path = "e2e/fallback.rs"]
+mod fallback;
+#[path = "e2e/tiers.rs"]
+mod tiers;

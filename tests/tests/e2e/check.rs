@@ -1,0 +1,307 @@
+//! Test 7: `holdfast check` names the file, the key path and the reason of every problem, and
+//! accepts every config shipped in the repository.
+
+use holdfast_tests::gateway::{check, Scratch};
+use std::path::Path;
+
+const VALID_POOL: &str = r#"
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#;
+
+/// (what is wrong, config text, expected key path, expected words of the reason)
+const BROKEN: &[(&str, &str, &str, &str)] = &[
+    (
+        "unparsable address",
+        r#"
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+[[pools.app.tiers]]
+backends = [{ address = "not an address" }]
+"#,
+        "pools.app.tiers[1].backends[0].address",
+        "not host:port",
+    ),
+    (
+        "port out of range",
+        r#"
+[[pools.app.tiers]]
+backends = [{ address = "10.0.0.1:99999" }]
+"#,
+        "pools.app.tiers[0].backends[0].address",
+        "not a port number",
+    ),
+    (
+        "empty tier",
+        r#"
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+[[pools.app.tiers]]
+backends = []
+"#,
+        "pools.app.tiers[1].backends",
+        "at least one backend",
+    ),
+    (
+        "duplicate backend name",
+        r#"
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081", name = "web" }, { address = "127.0.0.1:8082", name = "web" }]
+"#,
+        "pools.app.tiers[0].backends[1].name",
+        "another backend",
+    ),
+    (
+        "duplicate backend address",
+        r#"
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081", name = "again" }]
+"#,
+        "pools.app.tiers[1].backends[0].address",
+        "already a backend",
+    ),
+    (
+        "route to a missing pool",
+        r#"
+[routes]
+default = "app"
+hosts = { "shop.example.com" = "shop" }
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "routes.hosts.\"shop.example.com\"",
+        "no pool named \"shop\"",
+    ),
+    (
+        "default route to a missing pool",
+        r#"
+[routes]
+default = "www"
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "routes.default",
+        "no pool named \"www\"",
+    ),
+    (
+        "zero rise",
+        r#"
+[pools.app.health.tcp]
+rise = 0
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "pools.app.health.tcp.rise",
+        "at least 1",
+    ),
+    (
+        "zero fall",
+        r#"
+[pools.app.health.http]
+fall = 0
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "pools.app.health.http.fall",
+        "at least 1",
+    ),
+    (
+        "zero passive threshold",
+        r#"
+[pools.app.health]
+passive_fall = 0
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "pools.app.health.passive_fall",
+        "at least 1",
+    ),
+    (
+        "zero weight",
+        r#"
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081", weight = 0 }]
+"#,
+        "pools.app.tiers[0].backends[0].weight",
+        "at least 1",
+    ),
+    (
+        "unknown key",
+        r#"
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081", wieght = 2 }]
+"#,
+        "pools.app.tiers[0].backends[0].wieght",
+        "unknown field `wieght`",
+    ),
+    (
+        "bad duration",
+        r#"
+[pools.app]
+connect_timeout = "2 fortnights"
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "pools.app.connect_timeout",
+        "invalid duration",
+    ),
+    (
+        "budget beyond Cloudflare's 100 s",
+        r#"
+[pools.app]
+total_timeout = "120s"
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "pools.app.total_timeout",
+        "under 100s",
+    ),
+    (
+        "a pool with no tiers",
+        r#"
+[pools.app]
+max_attempts = 3
+"#,
+        "pools.app.tiers",
+        "at least one tier",
+    ),
+    (
+        "fallback status Cloudflare would replace",
+        r#"
+[fallback]
+status = 502
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "fallback.status",
+        "Cloudflare",
+    ),
+    (
+        "missing fallback body file",
+        r#"
+[fallback]
+body_file = "no-such-page.html"
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "fallback.body_file",
+        "cannot read",
+    ),
+    (
+        "no TCP and no HTTP check",
+        r#"
+[pools.app.health.tcp]
+enabled = false
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "pools.app.health",
+        "could never come back",
+    ),
+    (
+        "bad listener address",
+        r#"
+[listen]
+http = ["0.0.0.0:80", "localhost"]
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "listen.http[1]",
+        "not an IP:port",
+    ),
+    ("not TOML", "[pools.app\nbroken = ", "", "line 1"),
+];
+
+#[test]
+fn broken_configs_are_rejected_with_file_key_path_and_reason() {
+    let scratch = Scratch::new();
+    for (i, (what, text, path, reason)) in BROKEN.iter().enumerate() {
+        let file = scratch.write(&format!("broken-{i}.toml"), text);
+        let out = check(&file);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: accepted\n{stderr}");
+        assert!(
+            out.status.code().is_some(),
+            "{what}: no exit code (a crash?)\n{stderr}"
+        );
+        let expected = if path.is_empty() {
+            format!("{}: ", file.display())
+        } else {
+            format!("{}: {path}: ", file.display())
+        };
+        let line = stderr.lines().find(|l| l.starts_with(&expected));
+        let line =
+            line.unwrap_or_else(|| panic!("{what}: no line starts with {expected:?}\n{stderr}"));
+        assert!(
+            line.contains(reason),
+            "{what}: {line:?} does not say {reason:?}"
+        );
+    }
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let scratch = Scratch::new();
+    let file = scratch.write(
+        "many.toml",
+        r#"
+[routes]
+default = "nowhere"
+[pools.app.health.tcp]
+rise = 0
+[[pools.app.tiers]]
+backends = []
+"#,
+    );
+    let out = check(&file);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for path in [
+        "routes.default",
+        "pools.app.health.tcp.rise",
+        "pools.app.tiers[0].backends",
+    ] {
+        assert!(
+            stderr.contains(&format!(": {path}: ")),
+            "{path} missing:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_valid_config_passes_with_a_summary() {
+    let scratch = Scratch::new();
+    let file = scratch.write("ok.toml", VALID_POOL);
+    let out = check(&file);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("ok: 1 pool(s), 1 tier(s), 1 backend(s)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn every_shipped_config_is_valid() {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&deploy).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = check(&path);
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no config in {}", deploy.display());
+}

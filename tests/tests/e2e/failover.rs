@@ -1,0 +1,271 @@
+//! Failover from a dead or broken primary to the backup, and failback, under load.
+
+use holdfast_tests::{backend, client, wait_until, Gateway, Load};
+use std::time::Duration;
+
+fn two_tiers(primary: &str, backup: &str, health: &str) -> String {
+    format!(
+        r#"
+[pools.app.health]
+{health}
+
+[[pools.app.tiers]]
+backends = [{{ address = "{primary}", name = "primary" }}]
+
+[[pools.app.tiers]]
+backends = [{{ address = "{backup}", name = "backup" }}]
+"#
+    )
+}
+
+const FAST_TCP_CHECK: &str = r#"
+[pools.app.health.tcp]
+interval = "1s"
+timeout = "500ms"
+rise = 2
+fall = 2
+"#;
+
+/// Test 1: the primary is killed under continuous load; no visitor sees a failure, the backup
+/// takes the traffic, and the refused connects are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_killed_under_load_costs_no_request() {
+    let primary = backend("primary").await;
+    let backup = backend("backup").await;
+    let gw = Gateway::start(&two_tiers(
+        &primary.addr().to_string(),
+        &backup.addr().to_string(),
+        FAST_TCP_CHECK,
+    ))
+    .await;
+
+    // Eight keep-alive clients without pause for 6 s; the primary dies 2 s in.
+    let load = Load::start(gw.url("/"), 8, Duration::from_secs(6));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(load.served_by("primary") > 0, "the primary served first");
+    let killed_at = load.elapsed();
+    primary.stop();
+    let report = load.run_out().await;
+
+    let failures = report.failures();
+    let first_backup = report.first_from_after("backup", killed_at).unwrap();
+    let switch = first_backup.sent + first_backup.took - killed_at;
+    println!(
+        "test 1: sent {}, failed {}, by backend {:?}, backup served {:?} after the kill, longest request {:?}",
+        report.sent(),
+        failures.len(),
+        report.by_backend(),
+        switch,
+        report.longest()
+    );
+    assert!(failures.is_empty(), "visitors saw failures: {failures:?}");
+    assert!(
+        report.from_after("backup", killed_at) > 100,
+        "the backup took the traffic"
+    );
+    assert_eq!(
+        report.from_after("primary", killed_at + Duration::from_millis(100)),
+        0,
+        "the dead primary cannot answer"
+    );
+
+    let refused = gw
+        .metric(r#"holdfast_upstream_connect_failures_total{backend="primary",kind="refused",pool="app"}"#)
+        .await;
+    assert!(refused >= 1.0, "refused connects are counted: {refused}");
+    assert_eq!(gw.metric(r#"holdfast_active_tier{pool="app"}"#).await, 1.0);
+    assert_eq!(
+        gw.metric(r#"holdfast_backend_up{backend="primary",pool="app",tier="primary"}"#)
+            .await,
+        0.0
+    );
+    assert!(
+        gw.metric(r#"holdfast_upstream_retries_total{pool="app"}"#)
+            .await
+            >= 1.0
+    );
+    let down = r#"holdfast_backend_transitions_total{backend="primary",pool="app",reason="refused",tier="primary",to="down"}"#;
+    assert_eq!(
+        gw.metric(down).await,
+        1.0,
+        "marked down by the refused connect itself"
+    );
+}
+
+/// Test 2: the primary comes back; after `rise` passing checks traffic returns to it, with no
+/// failed request during the switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovered_primary_takes_traffic_back_without_errors() {
+    let primary = backend("primary").await;
+    let backup = backend("backup").await;
+    primary.stop();
+    let gw = Gateway::start(&two_tiers(
+        &primary.addr().to_string(),
+        &backup.addr().to_string(),
+        FAST_TCP_CHECK,
+    ))
+    .await;
+
+    let load = Load::start(gw.url("/"), 8, Duration::from_secs(20));
+    wait_until(Duration::from_secs(10), "the backup serves", || async {
+        load.served_by("backup") >= 200
+    })
+    .await;
+    primary.restart().await.unwrap();
+    let restarted_at = load.elapsed();
+    let took = wait_until(
+        Duration::from_secs(10),
+        "traffic returns to the primary",
+        || async { load.last_from(100, "primary") },
+    )
+    .await;
+    let report = load.finish().await;
+
+    let failures = report.failures();
+    let first = report.first_from_after("primary", restarted_at).unwrap();
+    println!(
+        "test 2: sent {}, failed {}, by backend {:?}, primary served again {:?} after its restart (all traffic on it within {took:?})",
+        report.sent(),
+        failures.len(),
+        report.by_backend(),
+        first.sent - restarted_at,
+    );
+    assert!(failures.is_empty(), "visitors saw failures: {failures:?}");
+    // rise = 2 at a 1 s interval: not before the second passing check.
+    assert!(
+        first.sent - restarted_at >= Duration::from_millis(900),
+        "{:?}",
+        first.sent - restarted_at
+    );
+    let up = r#"holdfast_backend_transitions_total{backend="primary",pool="app",reason="checks_passed",tier="primary",to="up"}"#;
+    assert_eq!(gw.metric(up).await, 1.0);
+    assert_eq!(gw.metric(r#"holdfast_active_tier{pool="app"}"#).await, 0.0);
+}
+
+/// Test 3: a backend whose health endpoint answers 503 (its TCP port still fine) is taken out
+/// by the HTTP check, and brought back when it answers 200 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_check_takes_out_a_backend_that_answers_503() {
+    let primary = backend("primary").await;
+    let backup = backend("backup").await;
+    let health = r#"
+[pools.app.health.http]
+path = "/health"
+interval = "300ms"
+timeout = "200ms"
+rise = 2
+fall = 2
+"#;
+    let gw = Gateway::start(&two_tiers(
+        &primary.addr().to_string(),
+        &backup.addr().to_string(),
+        health,
+    ))
+    .await;
+    let c = client();
+    let served_by = |c: reqwest::Client, url: String| async move {
+        let r = c.get(url).send().await.unwrap();
+        assert!(r.status().is_success());
+        r.headers()["x-backend"].to_str().unwrap().to_string()
+    };
+    assert_eq!(served_by(c.clone(), gw.url("/")).await, "primary");
+
+    primary.set_health_status(503);
+    wait_until(
+        Duration::from_secs(5),
+        "the HTTP check takes the primary out",
+        || {
+            let (c, url) = (c.clone(), gw.url("/"));
+            async move { served_by(c, url).await == "backup" }
+        },
+    )
+    .await;
+    let status = gw.status().await;
+    assert!(
+        status.contains(r#""reason": "http_check_failed""#),
+        "{status}"
+    );
+    assert!(status.contains(r#""detail": "status 503""#), "{status}");
+    // The TCP check still passes: only the HTTP check saw the problem.
+    let tcp_down = r#"holdfast_backend_transitions_total{backend="primary",pool="app",reason="tcp_check_failed",tier="primary",to="down"}"#;
+    assert_eq!(gw.metric(tcp_down).await, 0.0);
+    for _ in 0..20 {
+        assert_eq!(served_by(c.clone(), gw.url("/")).await, "backup");
+    }
+
+    primary.set_health_status(200);
+    wait_until(Duration::from_secs(5), "the primary is back", || {
+        let (c, url) = (c.clone(), gw.url("/"));
+        async move { served_by(c, url).await == "primary" }
+    })
+    .await;
+}
+
+/// Test 4: a POST whose first backend refuses the connection is sent to another backend, which
+/// receives the body intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_is_retried_on_another_backend_with_its_body_intact() {
+    let primary = backend("primary").await;
+    let backup = backend("backup").await;
+    // Checks far apart: only the real request can discover that the primary is gone.
+    let slow_checks = r#"
+[pools.app.health.tcp]
+interval = "60s"
+"#;
+    let gw = Gateway::start(&two_tiers(
+        &primary.addr().to_string(),
+        &backup.addr().to_string(),
+        slow_checks,
+    ))
+    .await;
+    primary.stop();
+
+    let body: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let response = client()
+        .post(gw.url("/upload"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-backend"], "backup");
+    let echoed = response.bytes().await.unwrap();
+    assert_eq!(echoed.len(), body.len());
+    assert!(echoed == body, "the body reached the backup intact");
+
+    let refused = gw
+        .metric(r#"holdfast_upstream_connect_failures_total{backend="primary",kind="refused",pool="app"}"#)
+        .await;
+    assert_eq!(refused, 1.0);
+    assert_eq!(
+        gw.metric(r#"holdfast_upstream_retries_total{pool="app"}"#)
+            .await,
+        1.0
+    );
+}
+
+/// The request reaches the backend as a proxy should pass it: Host untouched,
+/// `X-Forwarded-For` appended, `X-Forwarded-Proto` set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers() {
+    let primary = backend("primary").await;
+    let backup = backend("backup").await;
+    let gw = Gateway::start(&two_tiers(
+        &primary.addr().to_string(),
+        &backup.addr().to_string(),
+        "",
+    ))
+    .await;
+    let response = client()
+        .get(gw.url("/"))
+        .header("host", "www.example.com")
+        .header("x-forwarded-for", "203.0.113.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let h = response.headers();
+    assert_eq!(h["x-seen-host"], "www.example.com");
+    assert_eq!(h["x-seen-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(h["x-seen-forwarded-proto"], "http");
+}

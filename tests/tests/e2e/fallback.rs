@@ -1,0 +1,85 @@
+//! Test 5: with every backend down, the gateway still accepts every connection and answers
+//! the fallback: 503, `Retry-After`, `Cache-Control: no-store`, a body.
+
+use holdfast_tests::{backend, client, Gateway};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_backends_down_answers_503_with_retry_after() {
+    let a = backend("a").await;
+    let b = backend("b").await;
+    let gw = Gateway::start(&format!(
+        r#"
+[fallback]
+retry_after = "17s"
+
+[pools.app.health.tcp]
+interval = "200ms"
+timeout = "100ms"
+fall = 1
+
+[[pools.app.tiers]]
+backends = [{{ address = "{}" }}]
+[[pools.app.tiers]]
+backends = [{{ address = "{}" }}]
+"#,
+        a.addr(),
+        b.addr()
+    ))
+    .await;
+    a.stop();
+    b.stop();
+
+    // While the checks have not noticed yet, and after they have: always the fallback.
+    let c = client();
+    for i in 0..40 {
+        let response = c.get(gw.url("/page")).send().await.unwrap();
+        assert_eq!(response.status(), 503, "request {i}");
+        assert_eq!(response.headers()["retry-after"], "17");
+        assert_eq!(response.headers()["cache-control"], "no-store");
+        assert!(response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        let body = response.text().await.unwrap();
+        assert!(body.contains("right back"), "{body}");
+        if i == 20 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    // Many fresh connections at once: each accepted and answered.
+    let mut visitors = Vec::new();
+    for _ in 0..50 {
+        let addr = gw.http;
+        visitors.push(tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(addr)
+                .await
+                .expect("connection accepted");
+            s.write_all(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = vec![0u8; 256];
+            let n = s.read(&mut buf).await.unwrap();
+            String::from_utf8_lossy(&buf[..n]).to_string()
+        }));
+    }
+    for v in visitors {
+        let head = v.await.unwrap();
+        assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    }
+
+    // A HEAD gets the head only, and the admin health endpoint says nothing can serve.
+    let head = c.head(gw.url("/")).send().await.unwrap();
+    assert_eq!(head.status(), 503);
+    assert_eq!(head.headers()["retry-after"], "17");
+    let healthz = c.get(gw.admin_url("/healthz")).send().await.unwrap();
+    assert_eq!(healthz.status(), 503);
+    assert!(
+        gw.metric(r#"holdfast_fallback_responses_total{pool="app",reason="no_backend"}"#)
+            .await
+            >= 1.0
+    );
+    assert_eq!(gw.metric(r#"holdfast_active_tier{pool="app"}"#).await, -1.0);
+}
