@@ -8,5 +8,7 @@ mod check;
 mod failover;
 #[path = "e2e/fallback.rs"]
 mod fallback;
+#[path = "e2e/framing.rs"]
+mod framing;
 #[path = "e2e/tiers.rs"]
 mod tiers;

@@ -8,12 +8,14 @@ mod outcome;
 mod respond;
 
 use crate::attempts::{Attempts, GiveUp};
+use crate::framing;
 use crate::runtime::{PoolRuntime, Runtime};
 use crate::select::Slot;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
+use pingora::protocols::http::ServerSession;
 use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -65,6 +67,12 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if let ServerSession::H1(h1) = session.as_downstream() {
+            if let Err(why) = framing::check_head(&h1.get_headers_raw_bytes()) {
+                session.set_keepalive(None);
+                return Err(Error::explain(HTTPStatus(400), why.as_str()));
+            }
+        }
         let runtime = self.runtime.load_full();
         if session.get_keepalive().is_some() {
             session.set_keepalive(Some(runtime.config.listen.keepalive_timeout.as_secs()));

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what is missing, then formatting, lints, every
+# shipped config through `holdfast check`, unit tests and the end-to-end tests (which start the
+# real binary in front of real backends on loopback).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source deploy/prereqs.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== build"
+cargo build --workspace --locked --bins
+
+echo "== holdfast check on every shipped config"
+for f in deploy/*.toml; do
+  ./target/debug/holdfast check --config "$f"
+done
+
+echo "== tests"
+cargo test --workspace --locked
