@@ -133,7 +133,7 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::Status;
+    use crate::state::{Status, TrafficFailure};
     use crate::table::NoObserver;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -231,6 +231,16 @@ mod tests {
             backend.details().last_transition.unwrap().reason,
             "checks_passed"
         );
+
+        // A real request is refused: out at once, before any check runs; the checks, which
+        // pass, bring it back only after rise (3) of them.
+        table.report_traffic(&backend, Err(TrafficFailure::Refused));
+        assert!(!backend.is_usable());
+        assert_eq!(backend.details().last_transition.unwrap().reason, "refused");
+        tokio::time::sleep(Duration::from_millis(2 * 1000 + 20)).await;
+        assert_eq!(backend.status(), Status::Down);
+        tokio::time::sleep(Duration::from_millis(2 * 1100)).await;
+        assert!(backend.is_usable());
 
         stop.send(true).unwrap();
         checks.await.unwrap();
