@@ -152,6 +152,12 @@ pub struct Backend {
     pub address: String,
     pub name: Option<String>,
     pub weight: Option<u32>,
+    /// Speak HTTPS to this backend.
+    pub tls: Option<bool>,
+    /// Server name sent in the TLS handshake and checked against the certificate.
+    pub sni: Option<String>,
+    /// Verify the backend's certificate (chain and name); default true.
+    pub tls_verify: Option<bool>,
 }
 
 /// The timing keys shared by both kinds of check (serde's `flatten` cannot be combined with

@@ -113,6 +113,17 @@ pub struct Backend {
     pub addr: SocketAddr,
     /// Share of its tier's traffic, relative to the other backends of the tier.
     pub weight: NonZeroU32,
+    /// HTTPS towards this backend; plain HTTP when `None`.
+    pub tls: Option<BackendTls>,
+}
+
+/// How holdfast speaks TLS to a backend.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BackendTls {
+    /// Server name for SNI and certificate verification; empty sends no SNI.
+    pub sni: String,
+    /// Verify the certificate chain (system trust store) and that it names `sni`.
+    pub verify: bool,
 }
 
 /// Per-attempt and per-request time limits towards the backends of a pool.

@@ -384,6 +384,9 @@ fn validate_backend(raw: file::Backend, at: &str, p: &mut Problems) -> Option<Ba
         address,
         name,
         weight,
+        tls,
+        sni,
+        tls_verify,
     } = raw;
     let weight = non_zero(weight, 1, &format!("{at}.weight"), p);
     if weight.get() > d::MAX_WEIGHT {
@@ -404,12 +407,48 @@ fn validate_backend(raw: file::Backend, at: &str, p: &mut Problems) -> Option<Ba
             p.add(format!("{at}.name"), "must not be empty");
         }
     }
+    let tls = validate_tls(tls, sni, tls_verify, &address, at, p);
     Some(Backend {
         name: name.unwrap_or_else(|| address.clone()),
         address,
         addr,
         weight,
+        tls,
     })
+}
+
+fn validate_tls(
+    tls: Option<bool>,
+    sni: Option<String>,
+    verify: Option<bool>,
+    address: &str,
+    at: &str,
+    p: &mut Problems,
+) -> Option<BackendTls> {
+    if tls != Some(true) {
+        if sni.is_some() || verify.is_some() {
+            let key = if sni.is_some() { "sni" } else { "tls_verify" };
+            p.add(format!("{at}.{key}"), "only meaningful with tls = true");
+        }
+        return None;
+    }
+    let verify = verify.unwrap_or(true);
+    // The host part of a `hostname:port` address is the natural server name.
+    let host = address.rsplit_once(':').map_or("", |(h, _)| h);
+    let sni = sni.unwrap_or_else(|| match host.parse::<std::net::IpAddr>() {
+        Ok(_) => String::new(),
+        Err(_) => host.to_string(),
+    });
+    if sni.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'/') {
+        p.add(format!("{at}.sni"), format!("{sni:?} is not a host name"));
+    }
+    if verify && sni.is_empty() {
+        p.add(
+            format!("{at}.sni"),
+            "certificate verification needs the name on the backend's certificate: set sni, or tls_verify = false",
+        );
+    }
+    Some(BackendTls { sni, verify })
 }
 
 /// `IP:port` as is; `host:port` through the system resolver (first address), once, at load.

@@ -37,6 +37,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error("cannot start the start-up probe: {0}")]
     Probe(#[source] std::io::Error),
+    #[error("cannot set up TLS for health checks: {0}")]
+    Tls(#[from] openssl::error::ErrorStack),
 }
 
 /// Probes every backend once, then serves until a signal stops the process. Never returns on
@@ -44,7 +46,8 @@ pub enum StartError {
 pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
     let metrics = Metrics::new()?;
     let health = Arc::new(HealthTable::new(&config, Arc::new(metrics.clone())));
-    startup_probe(&health)?;
+    let prober = Arc::new(NetProber::new()?);
+    startup_probe(&health, &prober)?;
 
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(
         Arc::new(config.clone()),
@@ -74,7 +77,10 @@ pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
 
     server.add_service(proxy);
     server.add_service(admin);
-    server.add_service(background_service("health checks", Checks { health }));
+    server.add_service(background_service(
+        "health checks",
+        Checks { health, prober },
+    ));
     server.bootstrap();
     tracing::info!(
         http = ?config.listen.http,
@@ -86,12 +92,12 @@ pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
 
 /// Probes every backend once, bounded by the checks' timeouts, so the first visitor is not
 /// sent to a dead backend.
-fn startup_probe(health: &Arc<HealthTable>) -> Result<(), StartError> {
+fn startup_probe(health: &Arc<HealthTable>, prober: &Arc<NetProber>) -> Result<(), StartError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(StartError::Probe)?;
-    rt.block_on(health.probe_all_once(&Arc::new(NetProber)));
+    rt.block_on(health.probe_all_once(prober));
     for pool in health.pools() {
         let up = pool.backends().filter(|b| b.is_usable()).count();
         let all = pool.backends().count();
@@ -109,6 +115,7 @@ fn startup_probe(health: &Arc<HealthTable>) -> Result<(), StartError> {
 
 struct Checks {
     health: Arc<HealthTable>,
+    prober: Arc<NetProber>,
 }
 
 #[async_trait]
@@ -116,7 +123,7 @@ impl BackgroundService for Checks {
     async fn start(&self, shutdown: ShutdownWatch) {
         self.health
             .clone()
-            .run_checks(Arc::new(NetProber), shutdown)
+            .run_checks(self.prober.clone(), shutdown)
             .await;
     }
 }

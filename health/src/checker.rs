@@ -1,11 +1,10 @@
 //! The active checks: one loop per backend and check, each waiting its interval plus a random
 //! jitter, and every wait racing shutdown.
 
-use crate::probe::{self, CheckFailure};
+use crate::probe::{self, CheckFailure, TlsProbe};
 use crate::table::{check_kind_label, BackendHealth, CheckRecord, HealthTable};
-use holdfast_config::{Check, CheckKind};
+use holdfast_config::{Backend, Check, CheckKind};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
@@ -22,23 +21,33 @@ pub trait Prober: Send + Sync + 'static {
     fn probe(
         &self,
         kind: &CheckKind,
-        addr: SocketAddr,
+        backend: &Backend,
         timeout: Duration,
     ) -> impl Future<Output = Result<(), CheckFailure>> + Send;
 }
 
 /// Probes over the network with [`probe::probe`].
-#[derive(Debug, Default)]
-pub struct NetProber;
+#[derive(Debug)]
+pub struct NetProber {
+    tls: TlsProbe,
+}
+
+impl NetProber {
+    pub fn new() -> Result<Self, openssl::error::ErrorStack> {
+        Ok(NetProber {
+            tls: TlsProbe::new()?,
+        })
+    }
+}
 
 impl Prober for NetProber {
     fn probe(
         &self,
         kind: &CheckKind,
-        addr: SocketAddr,
+        backend: &Backend,
         timeout: Duration,
     ) -> impl Future<Output = Result<(), CheckFailure>> + Send {
-        probe::probe(kind, addr, timeout)
+        probe::probe(kind, backend, &self.tls, timeout)
     }
 }
 
@@ -53,7 +62,7 @@ async fn run_one<P: Prober>(
     let started = Instant::now();
     let at = SystemTime::now();
     let result = prober
-        .probe(&check.kind, backend.backend.addr, check.timeout)
+        .probe(&check.kind, &backend.backend, check.timeout)
         .await;
     let record = CheckRecord {
         kind: check_kind_label(&check.kind),
@@ -154,7 +163,7 @@ mod tests {
         }
     }
 
-    fn config(addr: SocketAddr) -> holdfast_config::Config {
+    fn config(addr: std::net::SocketAddr) -> holdfast_config::Config {
         let text = format!(
             r#"
             [pools.app.health.tcp]
@@ -174,12 +183,7 @@ mod tests {
     struct Switch(AtomicBool);
 
     impl Prober for Switch {
-        async fn probe(
-            &self,
-            _: &CheckKind,
-            _: SocketAddr,
-            _: Duration,
-        ) -> Result<(), CheckFailure> {
+        async fn probe(&self, _: &CheckKind, _: &Backend, _: Duration) -> Result<(), CheckFailure> {
             tokio::time::sleep(Duration::from_millis(10)).await;
             match self.0.load(Ordering::SeqCst) {
                 true => Ok(()),

@@ -4,13 +4,15 @@
 //! backend must then answer without chunked framing and close, so the probe reads the answer to
 //! its end (at most [`MAX_RESPONSE_BYTES`]) and needs no HTTP client beyond a head parser.
 
-use holdfast_config::{CheckKind, HttpCheck};
+use holdfast_config::{Backend, BackendTls, CheckKind, HttpCheck};
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_openssl::SslStream;
 
 /// The most of an answer the HTTP probe reads; a body substring is looked for in this prefix.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -31,6 +33,8 @@ pub enum CheckFailure {
     Status(u16),
     /// The body lacks the expected substring.
     BodyMismatch,
+    /// The TLS handshake failed (bad certificate, no TLS on the port, no shared cipher).
+    Tls(String),
 }
 
 impl fmt::Display for CheckFailure {
@@ -43,6 +47,7 @@ impl fmt::Display for CheckFailure {
             CheckFailure::BadResponse(why) => write!(f, "bad response: {why}"),
             CheckFailure::Status(s) => write!(f, "status {s}"),
             CheckFailure::BodyMismatch => f.write_str("body lacks the expected text"),
+            CheckFailure::Tls(why) => write!(f, "tls: {why}"),
         }
     }
 }
@@ -60,17 +65,69 @@ impl From<io::Error> for CheckFailure {
     }
 }
 
-/// Runs one probe of `kind` against `addr`, bounded by `timeout`.
+/// Opens TLS connections for probes of HTTPS backends.
+#[derive(Clone)]
+pub struct TlsProbe {
+    connector: SslConnector,
+}
+
+impl std::fmt::Debug for TlsProbe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TlsProbe")
+    }
+}
+
+impl TlsProbe {
+    /// A TLS client trusting the system's certificate store.
+    pub fn new() -> Result<Self, openssl::error::ErrorStack> {
+        let mut builder = SslConnector::builder(SslMethod::tls_client())?;
+        builder.set_default_verify_paths()?;
+        Ok(TlsProbe {
+            connector: builder.build(),
+        })
+    }
+
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        tls: &BackendTls,
+    ) -> Result<SslStream<TcpStream>, CheckFailure> {
+        let tls_error = |e: &dyn fmt::Display| CheckFailure::Tls(e.to_string());
+        let mut config = self.connector.configure().map_err(|e| tls_error(&e))?;
+        config.set_use_server_name_indication(!tls.sni.is_empty());
+        config.set_verify_hostname(tls.verify && !tls.sni.is_empty());
+        if !tls.verify {
+            config.set_verify(SslVerifyMode::NONE);
+        }
+        let ssl = config.into_ssl(&tls.sni).map_err(|e| tls_error(&e))?;
+        let mut stream = SslStream::new(ssl, tcp).map_err(|e| tls_error(&e))?;
+        match Pin::new(&mut stream).connect().await {
+            Ok(()) => Ok(stream),
+            Err(e) => match e.into_io_error() {
+                Ok(io) => Err(io.into()),
+                Err(e) => Err(tls_error(&e)),
+            },
+        }
+    }
+}
+
+/// Runs one probe of `kind` against `backend`, bounded by `timeout`. For an HTTPS backend the
+/// TCP check also completes the TLS handshake, and the HTTP check runs over TLS.
 pub async fn probe(
     kind: &CheckKind,
-    addr: SocketAddr,
+    backend: &Backend,
+    tls: &TlsProbe,
     timeout: Duration,
 ) -> Result<(), CheckFailure> {
     let attempt = async {
-        let stream = TcpStream::connect(addr).await?;
-        match kind {
-            CheckKind::Tcp => Ok(()),
-            CheckKind::Http(check) => http(stream, check, addr).await,
+        let tcp = TcpStream::connect(backend.addr).await?;
+        match (&backend.tls, kind) {
+            (None, CheckKind::Tcp) => Ok(()),
+            (None, CheckKind::Http(check)) => http(tcp, check, backend).await,
+            (Some(t), CheckKind::Tcp) => tls.handshake(tcp, t).await.map(drop),
+            (Some(t), CheckKind::Http(check)) => {
+                http(tls.handshake(tcp, t).await?, check, backend).await
+            }
         }
     };
     match tokio::time::timeout(timeout, attempt).await {
@@ -79,14 +136,15 @@ pub async fn probe(
     }
 }
 
-async fn http(
-    mut stream: TcpStream,
+async fn http<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     check: &HttpCheck,
-    addr: SocketAddr,
+    backend: &Backend,
 ) -> Result<(), CheckFailure> {
-    let host = match &check.host {
-        Some(h) => h.clone(),
-        None => addr.to_string(),
+    let host = match (&check.host, &backend.tls) {
+        (Some(h), _) => h.clone(),
+        (None, Some(t)) if !t.sni.is_empty() => t.sni.clone(),
+        (None, _) => backend.addr.to_string(),
     };
     let request = format!(
         "{} {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
@@ -197,6 +255,16 @@ mod tests {
         ));
     }
 
+    fn backend(addr: std::net::SocketAddr, tls: Option<BackendTls>) -> Backend {
+        Backend {
+            name: "b".into(),
+            address: addr.to_string(),
+            addr,
+            weight: std::num::NonZeroU32::MIN,
+            tls,
+        }
+    }
+
     #[tokio::test]
     async fn probes_real_sockets() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -209,19 +277,33 @@ mod tests {
             }
         });
         let timeout = Duration::from_secs(2);
-        assert_eq!(probe(&CheckKind::Tcp, addr, timeout).await, Ok(()));
+        let tls = TlsProbe::new().unwrap();
+        let plain = backend(addr, None);
+        assert_eq!(probe(&CheckKind::Tcp, &plain, &tls, timeout).await, Ok(()));
         let http = CheckKind::Http(check(vec![], None));
         assert_eq!(
-            probe(&http, addr, timeout).await,
+            probe(&http, &plain, &tls, timeout).await,
             Err(CheckFailure::Status(503))
         );
 
+        // TLS expected, plain HTTP found: the handshake fails.
+        let tls_config = BackendTls {
+            sni: "localhost".into(),
+            verify: false,
+        };
+        let https = backend(addr, Some(tls_config));
+        let failed = probe(&CheckKind::Tcp, &https, &tls, timeout).await;
+        assert!(
+            matches!(failed, Err(CheckFailure::Tls(_)) | Err(CheckFailure::Reset)),
+            "{failed:?}"
+        );
+
         // A port nobody listens on.
-        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let closed_addr = closed.local_addr().unwrap();
-        drop(closed);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed = backend(listener.local_addr().unwrap(), None);
+        drop(listener);
         assert_eq!(
-            probe(&CheckKind::Tcp, closed_addr, timeout).await,
+            probe(&CheckKind::Tcp, &closed, &tls, timeout).await,
             Err(CheckFailure::Refused)
         );
     }

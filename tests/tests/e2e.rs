@@ -12,3 +12,5 @@ mod fallback;
 mod framing;
 #[path = "e2e/tiers.rs"]
 mod tiers;
+#[path = "e2e/tls.rs"]
+mod tls;

@@ -1,5 +1,6 @@
 //! A small HTTP backend for the demo (and the end-to-end tests): it answers with its name, can
-//! be stopped and restarted on the same address, and its health endpoint can be told to fail.
+//! be stopped and restarted on the same address, its health endpoint can be told to fail, and
+//! it can speak HTTPS (with any certificate it is given).
 //!
 //! - `GET /health`: the configured health status (200 by default) with body `ok` or `unhealthy`;
 //! - any other request: 200, header `X-Backend: NAME`, the request body echoed back if it had
@@ -12,19 +13,31 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use openssl::ssl::{Ssl, SslAcceptor};
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_openssl::SslStream;
 
-#[derive(Debug)]
 struct Shared {
     name: Arc<str>,
     health_status: AtomicU16,
     served: AtomicU64,
+    /// HTTPS for new connections when set.
+    tls: Mutex<Option<Arc<SslAcceptor>>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A running (or stopped) demo backend.
@@ -43,6 +56,7 @@ impl DemoBackend {
             name: Arc::from(name),
             health_status: AtomicU16::new(200),
             served: AtomicU64::new(0),
+            tls: Mutex::new(None),
         });
         let backend = DemoBackend {
             addr: listener.local_addr()?,
@@ -51,6 +65,11 @@ impl DemoBackend {
         };
         backend.serve(listener);
         Ok(backend)
+    }
+
+    /// Speaks HTTPS with `acceptor` on connections accepted from now on; plain HTTP with `None`.
+    pub fn set_tls(&self, acceptor: Option<SslAcceptor>) {
+        *self.shared.tls.lock().unwrap_or_else(|p| p.into_inner()) = acceptor.map(Arc::new);
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -115,14 +134,7 @@ impl DemoBackend {
                 tokio::select! {
                     accepted = listener.accept() => {
                         let Ok((stream, _)) = accepted else { continue };
-                        let shared = shared.clone();
-                        connections.spawn(async move {
-                            let service = service_fn(move |req| answer(shared.clone(), req));
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(TokioIo::new(stream), service)
-                                .with_upgrades()
-                                .await;
-                        });
+                        connections.spawn(connection(shared.clone(), stream));
                     }
                     Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 }
@@ -136,6 +148,36 @@ impl Drop for DemoBackend {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Serves one connection, over TLS when the backend is set to.
+async fn connection(shared: Arc<Shared>, stream: TcpStream) {
+    let tls = shared.tls.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    match tls {
+        None => serve_http(shared, stream).await,
+        Some(acceptor) => {
+            let Ok(ssl) = Ssl::new(acceptor.context()) else {
+                return;
+            };
+            let Ok(mut stream) = SslStream::new(ssl, stream) else {
+                return;
+            };
+            if Pin::new(&mut stream).accept().await.is_ok() {
+                serve_http(shared, stream).await;
+            }
+        }
+    }
+}
+
+async fn serve_http<S>(shared: Arc<Shared>, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| answer(shared.clone(), req));
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
+        .await;
 }
 
 async fn answer(

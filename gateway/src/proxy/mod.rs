@@ -113,7 +113,16 @@ impl ProxyHttp for Gateway {
                 let backend = pool
                     .backend(slot)
                     .ok_or_else(|| Error::explain(InternalError, "selected a missing backend"))?;
-                let mut peer = HttpPeer::new(backend.health.backend.addr, false, String::new());
+                let target = &backend.health.backend;
+                let mut peer = match &target.tls {
+                    None => HttpPeer::new(target.addr, false, String::new()),
+                    Some(tls) => {
+                        let mut peer = HttpPeer::new(target.addr, true, tls.sni.clone());
+                        peer.options.verify_cert = tls.verify;
+                        peer.options.verify_hostname = tls.verify && !tls.sni.is_empty();
+                        peer
+                    }
+                };
                 peer.options.connection_timeout = Some(limits.connect);
                 peer.options.read_timeout = Some(limits.read);
                 peer.options.write_timeout = Some(limits.write);

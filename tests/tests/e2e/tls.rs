@@ -1,0 +1,74 @@
+//! HTTPS towards backends: requests go over TLS, a failed handshake is a connect failure like
+//! a refused connect (the would-be 525), and certificates are verified unless told otherwise.
+
+use holdfast_tests::{backend, client, tls, Gateway};
+
+fn config(primary: &str, backup: &str, primary_tls: &str) -> String {
+    format!(
+        r#"
+[pools.app.health.tcp]
+interval = "60s"
+
+[[pools.app.tiers]]
+backends = [{{ address = "{primary}", name = "primary", tls = true, {primary_tls} }}]
+
+[[pools.app.tiers]]
+backends = [{{ address = "{backup}", name = "backup" }}]
+"#
+    )
+}
+
+async fn served_by(gw: &Gateway) -> String {
+    let r = client().get(gw.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.headers()["x-backend"].to_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_backend_serves_and_a_failed_handshake_fails_over() {
+    let primary = backend("primary").await;
+    primary.set_tls(Some(tls::self_signed("origin.test")));
+    let backup = backend("backup").await;
+    let gw = Gateway::start(&config(
+        &primary.addr().to_string(),
+        &backup.addr().to_string(),
+        r#"sni = "origin.test", tls_verify = false"#,
+    ))
+    .await;
+    for _ in 0..5 {
+        assert_eq!(served_by(&gw).await, "primary");
+    }
+
+    // The backend loses its TLS set-up (port open, plain HTTP): handshakes fail.
+    primary.set_tls(None);
+    primary.restart().await.unwrap();
+    for _ in 0..10 {
+        assert_eq!(served_by(&gw).await, "backup");
+    }
+    let tls_failures = gw
+        .metric(
+            r#"holdfast_upstream_connect_failures_total{backend="primary",kind="tls",pool="app"}"#,
+        )
+        .await;
+    assert_eq!(tls_failures, 1.0, "one failed handshake took it out");
+    let down = r#"holdfast_backend_transitions_total{backend="primary",pool="app",reason="tls",tier="primary",to="down"}"#;
+    assert_eq!(gw.metric(down).await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_certificate_is_refused_when_verifying() {
+    let primary = backend("primary").await;
+    primary.set_tls(Some(tls::self_signed("origin.test")));
+    let backup = backend("backup").await;
+    let gw = Gateway::start(&config(
+        &primary.addr().to_string(),
+        &backup.addr().to_string(),
+        r#"sni = "origin.test""#,
+    ))
+    .await;
+    // The start-up probe completes no handshake with a self-signed certificate.
+    assert_eq!(served_by(&gw).await, "backup");
+    let status = gw.status().await;
+    assert!(status.contains(r#""detail": "tls: "#), "{status}");
+    assert_eq!(primary.served(), 0);
+}
