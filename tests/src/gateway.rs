@@ -142,15 +142,18 @@ impl Gateway {
         std::fs::read_to_string(self.scratch.path().join("holdfast.log")).unwrap_or_default()
     }
 
-    pub async fn metrics(&self) -> String {
-        crate::client()
-            .get(self.admin_url("/metrics"))
+    /// The body of an admin endpoint.
+    pub async fn admin(&self, path: &str) -> String {
+        let response = crate::client()
+            .get(self.admin_url(path))
             .send()
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+            .unwrap();
+        response.text().await.unwrap()
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.admin("/metrics").await
     }
 
     /// The value of one sample, e.g. `holdfast_active_tier{pool="app"}`; 0 when absent.
@@ -160,14 +163,7 @@ impl Gateway {
     }
 
     pub async fn status(&self) -> String {
-        crate::client()
-            .get(self.admin_url("/status"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.admin("/status").await
     }
 }
 

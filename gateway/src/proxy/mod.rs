@@ -13,6 +13,7 @@ use crate::runtime::{PoolRuntime, Runtime};
 use crate::select::Slot;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use holdfast_health::TrafficFailure;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
@@ -52,6 +53,21 @@ pub struct RequestCtx {
 impl RequestCtx {
     fn pool(&self) -> Option<&PoolRuntime> {
         self.runtime.as_ref()?.pools.get(self.pool)
+    }
+
+    /// Tells the current attempt's backend health (passive detection) and metrics what the
+    /// attempt met.
+    fn report(&self, result: Result<(), TrafficFailure>) {
+        let (Some(runtime), Some(slot)) = (&self.runtime, self.current) else {
+            return;
+        };
+        let Some(backend) = self.pool().and_then(|p| p.backend(slot)) else {
+            return;
+        };
+        if let Err(kind) = result {
+            backend.metrics.connect_failure(kind);
+        }
+        runtime.health.report_traffic(&backend.health, result);
     }
 }
 
@@ -143,13 +159,7 @@ impl ProxyHttp for Gateway {
         mut e: Box<Error>,
     ) -> Box<Error> {
         // Nothing reached the backend: another one may take the same request, whatever it is.
-        let kind = outcome::connect_failure(&e);
-        if let (Some(runtime), Some(slot)) = (&ctx.runtime, ctx.current) {
-            if let Some(backend) = ctx.pool().and_then(|p| p.backend(slot)) {
-                backend.metrics.connect_failure(kind);
-                runtime.health.report_traffic(&backend.health, Err(kind));
-            }
-        }
+        ctx.report(Err(outcome::connect_failure(&e)));
         e.set_retry(true);
         e
     }
@@ -164,11 +174,7 @@ impl ProxyHttp for Gateway {
         _digest: Option<&Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let (Some(runtime), Some(slot)) = (&ctx.runtime, ctx.current) {
-            if let Some(backend) = ctx.pool().and_then(|p| p.backend(slot)) {
-                runtime.health.report_traffic(&backend.health, Ok(()));
-            }
-        }
+        ctx.report(Ok(()));
         Ok(())
     }
 
@@ -183,13 +189,7 @@ impl ProxyHttp for Gateway {
         // A fresh connection that broke before any response head is a broken backend (the
         // would-be 520); a reused one may simply have been closed by the backend meanwhile.
         if !client_reused && !ctx.responded && outcome::is_reset(&e) {
-            if let (Some(runtime), Some(slot)) = (&ctx.runtime, ctx.current) {
-                if let Some(backend) = ctx.pool().and_then(|p| p.backend(slot)) {
-                    let kind = holdfast_health::TrafficFailure::Reset;
-                    backend.metrics.connect_failure(kind);
-                    runtime.health.report_traffic(&backend.health, Err(kind));
-                }
-            }
+            ctx.report(Err(TrafficFailure::Reset));
         }
         // Pingora's own rule: retry only idempotent requests, and only on a reused connection.
         let mut e = e.more_context(format!("backend {peer}"));

@@ -1,21 +1,30 @@
 //! HTTPS towards backends: requests go over TLS, a failed handshake is a connect failure like
 //! a refused connect (the would-be 525), and certificates are verified unless told otherwise.
 
-use holdfast_tests::{backend, client, tls, Gateway};
+use holdfast_tests::{backend, client, tls, DemoBackend, Gateway};
 
-fn config(primary: &str, backup: &str, primary_tls: &str) -> String {
-    format!(
+/// An HTTPS primary with a self-signed certificate, a plain backup, and a gateway whose
+/// config gives the primary `tls = true` and `primary_tls`.
+async fn start(primary_tls: &str) -> (DemoBackend, DemoBackend, Gateway) {
+    let primary = backend("primary").await;
+    primary.set_tls(Some(tls::self_signed("origin.test")));
+    let backup = backend("backup").await;
+    let gw = Gateway::start(&format!(
         r#"
 [pools.app.health.tcp]
 interval = "60s"
 
 [[pools.app.tiers]]
-backends = [{{ address = "{primary}", name = "primary", tls = true, {primary_tls} }}]
+backends = [{{ address = "{}", name = "primary", tls = true, {primary_tls} }}]
 
 [[pools.app.tiers]]
-backends = [{{ address = "{backup}", name = "backup" }}]
-"#
-    )
+backends = [{{ address = "{}", name = "backup" }}]
+"#,
+        primary.addr(),
+        backup.addr()
+    ))
+    .await;
+    (primary, backup, gw)
 }
 
 async fn served_by(gw: &Gateway) -> String {
@@ -26,15 +35,7 @@ async fn served_by(gw: &Gateway) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_backend_serves_and_a_failed_handshake_fails_over() {
-    let primary = backend("primary").await;
-    primary.set_tls(Some(tls::self_signed("origin.test")));
-    let backup = backend("backup").await;
-    let gw = Gateway::start(&config(
-        &primary.addr().to_string(),
-        &backup.addr().to_string(),
-        r#"sni = "origin.test", tls_verify = false"#,
-    ))
-    .await;
+    let (primary, _backup, gw) = start(r#"sni = "origin.test", tls_verify = false"#).await;
     for _ in 0..5 {
         assert_eq!(served_by(&gw).await, "primary");
     }
@@ -57,15 +58,7 @@ async fn https_backend_serves_and_a_failed_handshake_fails_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_certificate_is_refused_when_verifying() {
-    let primary = backend("primary").await;
-    primary.set_tls(Some(tls::self_signed("origin.test")));
-    let backup = backend("backup").await;
-    let gw = Gateway::start(&config(
-        &primary.addr().to_string(),
-        &backup.addr().to_string(),
-        r#"sni = "origin.test""#,
-    ))
-    .await;
+    let (primary, _backup, gw) = start(r#"sni = "origin.test""#).await;
     // The start-up probe completes no handshake with a self-signed certificate.
     assert_eq!(served_by(&gw).await, "backup");
     let status = gw.status().await;
