@@ -269,3 +269,62 @@ async fn forwarding_headers() {
     assert_eq!(h["x-seen-forwarded-for"], "203.0.113.7, 127.0.0.1");
     assert_eq!(h["x-seen-forwarded-proto"], "http");
 }
+
+/// A backend whose accept queue is full never answers the SYN: the connect times out (the
+/// would-be 522), the backend is taken out at once and the request goes to the backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_timeout_fails_over_and_takes_the_backend_out() {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let stuck = socket.listen(1).unwrap(); // never accepts
+    let backup = backend("backup").await;
+    let gw = Gateway::start(&format!(
+        r#"
+[pools.app]
+connect_timeout = "300ms"
+
+[pools.app.health.tcp]
+interval = "60s"
+
+[[pools.app.tiers]]
+backends = [{{ address = "{}", name = "stuck" }}]
+[[pools.app.tiers]]
+backends = [{{ address = "{}", name = "backup" }}]
+"#,
+        stuck.local_addr().unwrap(),
+        backup.addr()
+    ))
+    .await;
+
+    // Fill the accept queue: later SYNs are dropped by the kernel.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let connect = tokio::net::TcpStream::connect(stuck.local_addr().unwrap());
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(std::time::Duration::from_millis(200), connect).await
+        {
+            held.push(s);
+        }
+    }
+
+    let response = client().get(gw.url("/")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-backend"], "backup");
+    let timeouts = gw
+        .metric(r#"holdfast_upstream_connect_failures_total{backend="stuck",kind="timeout",pool="app"}"#)
+        .await;
+    assert_eq!(timeouts, 1.0);
+    // Taken out: the next requests go straight to the backup, without waiting.
+    for _ in 0..5 {
+        let r = client().get(gw.url("/")).send().await.unwrap();
+        assert_eq!(r.headers()["x-backend"], "backup");
+    }
+    assert_eq!(
+        gw.metric(
+            r#"holdfast_upstream_connect_failures_total{backend="stuck",kind="timeout",pool="app"}"#
+        )
+        .await,
+        1.0
+    );
+    drop(held);
+}
