@@ -4,6 +4,7 @@
 use clap::Parser;
 use holdfast::cli::{Cli, Command};
 use holdfast::server::{self, ProcessOptions};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 /// `EX_CONFIG`-style exit code for an invalid config (sysexits' EX_USAGE/EX_DATAERR family).
@@ -12,6 +13,8 @@ const EXIT_INVALID_CONFIG: u8 = 64;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -15,6 +15,14 @@ use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// After SIGTERM, how long requests in flight may take to finish before the process exits.
+/// (Pingora's own default is 5 minutes, which makes every stop look like a hang.)
+pub const GRACE_PERIOD: Duration = Duration::from_secs(5);
+
+/// After the grace period, how long the runtimes get to wind down.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Process-level settings that do not belong in the config file.
 #[derive(Debug, Clone)]
@@ -57,6 +65,8 @@ pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
 
     let conf = ServerConf {
         threads: options.threads.max(1),
+        grace_period_seconds: Some(GRACE_PERIOD.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(SHUTDOWN_TIMEOUT.as_secs()),
         upgrade_sock: "/tmp/holdfast-upgrade.sock".to_string(),
         pid_file: "/tmp/holdfast.pid".to_string(),
         ..ServerConf::default()
