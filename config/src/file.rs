@@ -47,6 +47,12 @@ pub struct File {
 pub struct Listen {
     /// Plain HTTP listener addresses.
     pub http: Option<Vec<String>>,
+    /// HTTPS listener addresses (TLS terminated here).
+    pub https: Option<Vec<String>>,
+    /// PEM certificate chain for the HTTPS listeners.
+    pub tls_cert: Option<String>,
+    /// PEM private key for the HTTPS listeners.
+    pub tls_key: Option<String>,
     /// Admin listener address (metrics, health, status).
     pub admin: Option<String>,
     /// Idle keep-alive timeout towards visitors.

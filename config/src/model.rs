@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,10 +22,24 @@ pub struct Config {
 pub struct Listen {
     /// Plain HTTP listeners (Cloudflare's "Flexible" mode connects to port 80).
     pub http: Vec<SocketAddr>,
+    /// HTTPS listeners (Cloudflare's "Full" and "Full (strict)" modes connect to port 443).
+    pub https: Vec<SocketAddr>,
+    /// Certificate chain and key of the HTTPS listeners; set whenever `https` is not empty.
+    pub tls: Option<ListenerTls>,
     /// Admin listener: `/metrics`, `/healthz`, `/status`.
     pub admin: SocketAddr,
     /// Idle keep-alive timeout towards visitors.
     pub keepalive_timeout: Duration,
+}
+
+/// The certificate the HTTPS listeners present (for Cloudflare's "Full (strict)" mode, a
+/// publicly trusted one or a Cloudflare Origin CA certificate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 /// Which pool serves a request, by its `Host` header.
@@ -201,11 +216,12 @@ impl Config {
         let tiers: usize = self.pools.iter().map(|p| p.tiers.len()).sum();
         let backends: usize = self.pools.iter().map(|p| p.backends().count()).sum();
         format!(
-            "{} pool(s), {} tier(s), {} backend(s), {} HTTP listener(s), {} host route(s), admin on {}",
+            "{} pool(s), {} tier(s), {} backend(s), {} HTTP and {} HTTPS listener(s), {} host route(s), admin on {}",
             self.pools.len(),
             tiers,
             backends,
             self.listen.http.len(),
+            self.listen.https.len(),
             self.routes.hosts.len(),
             self.listen.admin
         )

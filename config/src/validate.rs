@@ -8,7 +8,7 @@ use crate::Problem;
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::NonZeroU32;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +33,7 @@ pub fn validate(raw: file::File, base_dir: &Path) -> Result<Config, Vec<Problem>
         pools,
     } = raw;
 
-    let listen = validate_listen(listen, &mut p);
+    let listen = validate_listen(listen, base_dir, &mut p);
     let fallback = validate_fallback(fallback, base_dir, &mut p);
     let pools: Vec<Pool> = pools
         .into_iter()
@@ -53,34 +53,62 @@ pub fn validate(raw: file::File, base_dir: &Path) -> Result<Config, Vec<Problem>
     }
 }
 
-fn validate_listen(raw: file::Listen, p: &mut Problems) -> Listen {
+fn validate_listen(raw: file::Listen, base_dir: &Path, p: &mut Problems) -> Listen {
     let file::Listen {
         http,
+        https,
+        tls_cert,
+        tls_key,
         admin,
         keepalive_timeout,
     } = raw;
-    let http_addrs = http.unwrap_or_else(|| vec!["0.0.0.0:80".to_string()]);
-    if http_addrs.is_empty() {
+    let https_given = https.as_ref().is_some_and(|h| !h.is_empty());
+    // Plain HTTP on port 80 unless only HTTPS listeners are configured.
+    let http_addrs = http.unwrap_or_else(|| match https_given {
+        true => Vec::new(),
+        false => vec!["0.0.0.0:80".to_string()],
+    });
+    let https_addrs = https.unwrap_or_default();
+    if http_addrs.is_empty() && https_addrs.is_empty() {
         p.add(
             "listen.http",
-            "at least one HTTP listener address is needed",
+            "at least one HTTP or HTTPS listener address is needed",
         );
     }
     let mut seen = HashSet::new();
-    let mut http = Vec::new();
-    for (i, a) in http_addrs.iter().enumerate() {
-        let path = format!("listen.http[{i}]");
-        match a.parse::<SocketAddr>() {
-            Ok(addr) if !seen.insert(addr) => p.add(path, format!("{addr} is listed twice")),
-            Ok(addr) => http.push(addr),
-            Err(_) => p.add(path, format!("{a:?} is not an IP:port address")),
+    let http = listen_addrs("listen.http", &http_addrs, &mut seen, p);
+    let https = listen_addrs("listen.https", &https_addrs, &mut seen, p);
+    let tls = match (https.is_empty(), tls_cert, tls_key) {
+        (true, None, None) => None,
+        (true, _, _) => {
+            p.add(
+                "listen.tls_cert",
+                "only meaningful with HTTPS listeners (listen.https)",
+            );
+            None
         }
-    }
+        (false, Some(cert), Some(key)) => Some(ListenerTls {
+            cert: readable_file(base_dir, &cert, "listen.tls_cert", p),
+            key: readable_file(base_dir, &key, "listen.tls_key", p),
+        }),
+        (false, cert, _) => {
+            let missing = if cert.is_none() {
+                "listen.tls_cert"
+            } else {
+                "listen.tls_key"
+            };
+            p.add(
+                missing,
+                "HTTPS listeners need a certificate (tls_cert) and its key (tls_key)",
+            );
+            None
+        }
+    };
     let admin_text = admin.unwrap_or_else(|| d::ADMIN_ADDR.to_string());
     let admin = match admin_text.parse::<SocketAddr>() {
         Ok(addr) => {
             if seen.contains(&addr) {
-                p.add("listen.admin", format!("{addr} is also an HTTP listener"));
+                p.add("listen.admin", format!("{addr} is also a proxy listener"));
             }
             addr
         }
@@ -98,9 +126,38 @@ fn validate_listen(raw: file::Listen, p: &mut Problems) -> Listen {
     }
     Listen {
         http,
+        https,
+        tls,
         admin,
         keepalive_timeout,
     }
+}
+
+fn listen_addrs(
+    key: &str,
+    addrs: &[String],
+    seen: &mut HashSet<SocketAddr>,
+    p: &mut Problems,
+) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for (i, a) in addrs.iter().enumerate() {
+        let path = format!("{key}[{i}]");
+        match a.parse::<SocketAddr>() {
+            Ok(addr) if !seen.insert(addr) => p.add(path, format!("{addr} is listed twice")),
+            Ok(addr) => out.push(addr),
+            Err(_) => p.add(path, format!("{a:?} is not an IP:port address")),
+        }
+    }
+    out
+}
+
+/// A file named in the config, relative to the config's folder, that must be readable.
+fn readable_file(base_dir: &Path, name: &str, key: &str, p: &mut Problems) -> PathBuf {
+    let path = base_dir.join(name);
+    if let Err(e) = std::fs::File::open(&path) {
+        p.add(key, format!("{}: cannot read: {e}", path.display()));
+    }
+    path
 }
 
 fn validate_fallback(raw: file::Fallback, base_dir: &Path, p: &mut Problems) -> Fallback {

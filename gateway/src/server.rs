@@ -45,6 +45,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error("cannot start the start-up probe: {0}")]
     Probe(#[source] std::io::Error),
+    #[error("cannot set up the HTTPS listeners: {0}")]
+    ListenerTls(String),
     #[error("cannot set up TLS for health checks: {0}")]
     Tls(#[from] openssl::error::ErrorStack),
 }
@@ -81,6 +83,14 @@ pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
     for addr in &config.listen.http {
         proxy.add_tcp(&addr.to_string());
     }
+    if let Some(tls) = &config.listen.tls {
+        for addr in &config.listen.https {
+            let (cert, key) = (tls.cert.to_string_lossy(), tls.key.to_string_lossy());
+            proxy
+                .add_tls(&addr.to_string(), &cert, &key)
+                .map_err(|e| StartError::ListenerTls(e.to_string()))?;
+        }
+    }
     let mut admin = Service::new("holdfast admin".to_string(), Admin::new(runtime));
     admin.add_tcp(&config.listen.admin.to_string());
     admin.threads = Some(1);
@@ -94,6 +104,7 @@ pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
     server.bootstrap();
     tracing::info!(
         http = ?config.listen.http,
+        https = ?config.listen.https,
         admin = %config.listen.admin,
         "holdfast serving"
     );

@@ -74,6 +74,8 @@ pub fn check(config: &Path) -> Output {
 pub struct Gateway {
     child: Child,
     pub http: SocketAddr,
+    /// The HTTPS listener, when started with one.
+    pub https: Option<SocketAddr>,
     pub admin: SocketAddr,
     scratch: Scratch,
 }
@@ -83,10 +85,33 @@ impl Gateway {
     /// config; the `[listen]` table is added with free loopback ports. Returns once the admin
     /// listener and the HTTP listener answer.
     pub async fn start(pools: &str) -> Gateway {
+        Self::launch(pools, false).await
+    }
+
+    /// Like [`start`](Self::start), with an HTTPS listener too (a self-signed certificate for
+    /// `localhost`), at [`Gateway::https`].
+    pub async fn start_with_https(pools: &str) -> Gateway {
+        Self::launch(pools, true).await
+    }
+
+    async fn launch(pools: &str, with_https: bool) -> Gateway {
         let http = free_loopback();
         let admin = free_loopback();
-        let text = format!("[listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\n\n{pools}");
         let scratch = Scratch::new();
+        let https = with_https.then(|| {
+            let (cert, key) = crate::tls::self_signed_pem("localhost");
+            std::fs::write(scratch.path().join("cert.pem"), cert).unwrap();
+            std::fs::write(scratch.path().join("key.pem"), key).unwrap();
+            free_loopback()
+        });
+        let https_keys = match https {
+            Some(addr) => {
+                format!("https = [\"{addr}\"]\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n")
+            }
+            None => String::new(),
+        };
+        let text =
+            format!("[listen]\nhttp = [\"{http}\"]\n{https_keys}admin = \"{admin}\"\n\n{pools}");
         let config = scratch.write("holdfast.toml", &text);
         let log = std::fs::File::create(scratch.path().join("holdfast.log")).unwrap();
         let child = Command::new(binary())
@@ -102,6 +127,7 @@ impl Gateway {
         let mut gateway = Gateway {
             child,
             http,
+            https,
             admin,
             scratch,
         };
@@ -117,7 +143,11 @@ impl Gateway {
                 panic!("holdfast exited with {status}:\n{}", self.log());
             }
             let admin = client.get(self.admin_url("/healthz")).send().await.is_ok();
-            if admin && tokio::net::TcpStream::connect(self.http).await.is_ok() {
+            let https = match self.https {
+                Some(addr) => tokio::net::TcpStream::connect(addr).await.is_ok(),
+                None => true,
+            };
+            if admin && https && tokio::net::TcpStream::connect(self.http).await.is_ok() {
                 return;
             }
             assert!(

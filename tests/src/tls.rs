@@ -5,13 +5,31 @@ use openssl::bn::BigNum;
 use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
-use openssl::pkey::PKey;
-use openssl::ssl::{SslAcceptor, SslMethod};
+use openssl::pkey::{PKey, Private};
+use openssl::ssl::{SslAcceptor, SslConnector, SslMethod, SslVerifyMode};
 use openssl::x509::extension::SubjectAlternativeName;
-use openssl::x509::{X509Builder, X509NameBuilder};
+use openssl::x509::{X509Builder, X509NameBuilder, X509};
 
 /// A TLS server setup with a fresh self-signed certificate for `host` (trusted by nobody).
 pub fn self_signed(host: &str) -> SslAcceptor {
+    let (cert, key) = certificate(host);
+    let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
+    acceptor.set_private_key(&key).unwrap();
+    acceptor.set_certificate(&cert).unwrap();
+    acceptor.check_private_key().unwrap();
+    acceptor.build()
+}
+
+/// A fresh self-signed certificate for `host` and its key, as PEM.
+pub fn self_signed_pem(host: &str) -> (Vec<u8>, Vec<u8>) {
+    let (cert, key) = certificate(host);
+    (
+        cert.to_pem().unwrap(),
+        key.private_key_to_pem_pkcs8().unwrap(),
+    )
+}
+
+fn certificate(host: &str) -> (X509, PKey<Private>) {
     let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
     let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
     let mut name = X509NameBuilder::new().unwrap();
@@ -34,11 +52,26 @@ pub fn self_signed(host: &str) -> SslAcceptor {
         .unwrap();
     cert.append_extension(san).unwrap();
     cert.sign(&key, MessageDigest::sha256()).unwrap();
-    let cert = cert.build();
+    (cert.build(), key)
+}
 
-    let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
-    acceptor.set_private_key(&key).unwrap();
-    acceptor.set_certificate(&cert).unwrap();
-    acceptor.check_private_key().unwrap();
-    acceptor.build()
+/// Sends one raw HTTP/1.1 request over TLS (any certificate accepted) and returns the whole
+/// answer as text; the request should ask for `Connection: close`.
+pub async fn https_exchange(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut connector = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    connector.set_verify(SslVerifyMode::NONE);
+    let ssl = connector
+        .build()
+        .configure()
+        .unwrap()
+        .into_ssl("localhost")
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut stream = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+    std::pin::Pin::new(&mut stream).connect().await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer).into_owned()
 }

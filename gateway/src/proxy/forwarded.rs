@@ -1,5 +1,7 @@
 //! `X-Forwarded-For` and `X-Forwarded-Proto` towards the backends. The client address is
-//! appended to any list the request brought (Cloudflare's own `X-Forwarded-For` included); the
+//! appended to any list the request brought (Cloudflare's own `X-Forwarded-For` included).
+//! `X-Forwarded-Proto` is kept when the request has one (Cloudflare sets it to the visitor's
+//! scheme, which backends need to avoid redirect loops), else set to the listener's scheme. The
 //! `Host` header passes through untouched.
 
 use pingora::http::RequestHeader;
@@ -20,7 +22,8 @@ pub fn add(session: &Session, req: &mut RequestHeader) -> Result<()> {
         req.insert_header("X-Forwarded-For", value)?;
     }
     if req.headers.get("x-forwarded-proto").is_none() {
-        req.insert_header("X-Forwarded-Proto", "http")?;
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        req.insert_header("X-Forwarded-Proto", if tls { "https" } else { "http" })?;
     }
     Ok(())
 }

@@ -65,3 +65,26 @@ async fn an_untrusted_certificate_is_refused_when_verifying() {
     assert!(status.contains(r#""detail": "tls: "#), "{status}");
     assert_eq!(primary.served(), 0);
 }
+
+/// TLS terminated at the gateway (Cloudflare's Full and Full strict modes): the request reaches
+/// the backend over plain HTTP with `X-Forwarded-Proto: https`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_listener_terminates_tls() {
+    let web = backend("web").await;
+    let gw = Gateway::start_with_https(&format!(
+        "[[pools.app.tiers]]\nbackends = [{{ address = \"{}\" }}]\n",
+        web.addr()
+    ))
+    .await;
+    let answer = tls::https_exchange(
+        gw.https.unwrap(),
+        "GET /secure HTTP/1.1\r\nHost: www.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let lower = answer.to_ascii_lowercase();
+    assert!(lower.contains("x-backend: web"), "{answer}");
+    assert!(lower.contains("x-seen-forwarded-proto: https"), "{answer}");
+    assert!(lower.contains("x-seen-host: www.example.com"), "{answer}");
+    assert!(answer.ends_with("hello from web\n"), "{answer}");
+}
