@@ -54,6 +54,7 @@ pub enum StartError {
 /// Probes every backend once, then serves until a signal stops the process. Never returns on
 /// success (Pingora exits the process when it stops).
 pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
+    raise_fd_limit();
     let metrics = Metrics::new()?;
     let health = Arc::new(HealthTable::new(&config, Arc::new(metrics.clone())));
     let prober = Arc::new(NetProber::new()?);
@@ -109,6 +110,15 @@ pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
         "holdfast serving"
     );
     server.run_forever()
+}
+
+/// Raises the open-file soft limit to the hard limit: every visitor connection and every
+/// backend connection is a file descriptor, and the usual soft limit (1024) is far too low.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
 }
 
 /// Probes every backend once, bounded by the checks' timeouts, so the first visitor is not

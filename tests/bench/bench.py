@@ -1,0 +1,493 @@
+#!/usr/bin/env python3
+"""holdfast, nginx and HAProxy side by side, on loopback, in one run.
+
+Two nginx instances are the origins (a primary and a backup, 1 worker each). Each proxy runs in
+front of them with equivalent settings: 2 workers or threads, keep-alive to the origins, the
+backup as a backup, health checks where the proxy has them (nginx OSS has only passive checks),
+access logs off. wrk drives each proxy in turn, alternating the order every round, so drift
+between runs hits every proxy alike. For each run: requests per second, p50 and p99 latency, the
+proxy's CPU time per request (user + system of all its processes, divided by requests served) and
+its RSS. Ratios are holdfast's figure over nginx's and HAProxy's, from medians over the rounds.
+
+Traffic goes only to 127.0.0.1; every process started here is stopped here, by its process group.
+"""
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=20.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout}s")
+
+
+def descendants(pid):
+    """pid and every process below it."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+class Proc:
+    """A server process started in its own process group."""
+
+    def __init__(self, name, cmd, log):
+        self.name = name
+        self.log = log
+        self.popen = subprocess.Popen(
+            cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def pids(self):
+        return descendants(self.popen.pid)
+
+    def cpu_seconds(self):
+        total = 0
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+            except (OSError, IndexError, ValueError):
+                pass
+        return total / CLK_TCK
+
+    def rss_mb(self):
+        total_kb = 0
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/statm") as f:
+                    total_kb += int(f.read().split()[1]) * PAGE_KB
+            except (OSError, IndexError, ValueError):
+                pass
+        return total_kb / 1024
+
+    def stop(self):
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGINT if self.name == "holdfast" else signal.SIGTERM)
+                self.popen.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.popen.wait()
+
+
+def make_cert(work):
+    cert, key = work / "cert.pem", work / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    combined = work / "combined.pem"
+    combined.write_bytes(cert.read_bytes() + key.read_bytes())
+    return cert, key, combined
+
+
+def origin_conf(work, name, port):
+    return f"""
+worker_processes 1;
+daemon off;
+pid {work}/{name}.pid;
+error_log {work}/{name}.err warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    default_type application/octet-stream;
+    server {{
+        listen 127.0.0.1:{port};
+        root {work}/www;
+        location = /health {{ return 200 "ok\\n"; }}
+    }}
+}}
+"""
+
+
+def nginx_conf(work, ports, origins, cert, key):
+    return f"""
+worker_processes 2;
+worker_rlimit_nofile 20000;
+daemon off;
+pid {work}/nginx-proxy.pid;
+error_log {work}/nginx-proxy.err warn;
+events {{ worker_connections 16384; }}
+http {{
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 930s;
+    upstream origins {{
+        server 127.0.0.1:{origins[0]} max_fails=1 fail_timeout=2s;
+        server 127.0.0.1:{origins[1]} backup;
+        keepalive 128;
+    }}
+    server {{
+        listen 127.0.0.1:{ports['http']};
+        listen 127.0.0.1:{ports['https']} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        location / {{
+            proxy_pass http://origins;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_next_upstream error timeout;
+            proxy_connect_timeout 2s;
+            proxy_buffering on;
+        }}
+    }}
+}}
+"""
+
+
+def haproxy_conf(work, ports, origins, combined):
+    return f"""
+global
+    nbthread 2
+    # Each connection may take two descriptors; the hard limit here is 20,000.
+    maxconn 9900
+    tune.ssl.default-dh-param 2048
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 930s
+    timeout server 60s
+    timeout http-keep-alive 930s
+    option http-keep-alive
+    option forwardfor
+    http-reuse always
+    retries 3
+    option redispatch
+
+frontend fe
+    bind 127.0.0.1:{ports['http']}
+    bind 127.0.0.1:{ports['https']} ssl crt {combined}
+    http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
+    http-request set-header X-Forwarded-Proto http if !{{ ssl_fc }}
+    default_backend origins
+
+backend origins
+    option httpchk GET /health
+    server primary 127.0.0.1:{origins[0]} check inter 2s rise 2 fall 2
+    server backup 127.0.0.1:{origins[1]} check inter 2s rise 2 fall 2 backup
+"""
+
+
+def holdfast_conf(ports, origins, cert, key):
+    return f"""
+[listen]
+http = ["127.0.0.1:{ports['http']}"]
+https = ["127.0.0.1:{ports['https']}"]
+tls_cert = "{cert}"
+tls_key = "{key}"
+admin = "127.0.0.1:{ports['admin']}"
+
+[pools.origins.health.tcp]
+interval = "2s"
+
+[pools.origins.health.http]
+path = "/health"
+interval = "2s"
+
+[[pools.origins.tiers]]
+backends = [{{ address = "127.0.0.1:{origins[0]}", name = "primary" }}]
+
+[[pools.origins.tiers]]
+backends = [{{ address = "127.0.0.1:{origins[1]}", name = "backup" }}]
+"""
+
+
+def start_proxy(name, work, args, origins, cert, key, combined):
+    ports = {"http": free_port(), "https": free_port(), "admin": free_port()}
+    if name == "nginx":
+        conf = work / "nginx-proxy.conf"
+        conf.write_text(nginx_conf(work, ports, origins, cert, key))
+        cmd = [args.nginx, "-c", str(conf), "-p", str(work)]
+    elif name == "haproxy":
+        conf = work / "haproxy.cfg"
+        conf.write_text(haproxy_conf(work, ports, origins, combined))
+        cmd = [args.haproxy, "-db", "-f", str(conf)]
+    else:
+        conf = work / "holdfast.toml"
+        conf.write_text(holdfast_conf(ports, origins, cert, key))
+        cmd = [args.holdfast, "run", "--threads", "2", "--config", str(conf)]
+    proc = Proc(name, cmd, work / f"{name}.log")
+    try:
+        wait_port(ports["http"])
+        wait_port(ports["https"])
+    except RuntimeError:
+        proc.stop()
+        sys.stderr.write(f"{name} did not start; its log:\n{(work / f'{name}.log').read_text()}\n")
+        raise
+    time.sleep(1.0)  # first health checks, then settle
+    return proc, ports
+
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def parse_wrk(out):
+    def latency(pct):
+        m = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        return float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": float(rps.group(1)) if rps else 0.0,
+        "requests": int(total.group(1)) if total else 0,
+        "p50_ms": latency(50),
+        "p99_ms": latency(99),
+        "errors": (errors.group(1) if errors else "") + (f" non-2xx {non2xx.group(1)}" if non2xx else ""),
+    }
+
+
+def run_wrk(args, url, seconds):
+    cmd = [args.wrk, f"-t{args.wrk_threads}", f"-c{args.connections}", f"-d{seconds}s", "--latency", url]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+
+
+def measure(args, proc, url):
+    run_wrk(args, url, args.warmup)
+    cpu0 = proc.cpu_seconds()
+    out = run_wrk(args, url, args.duration)
+    cpu = proc.cpu_seconds() - cpu0
+    r = parse_wrk(out)
+    r["cpu_us_per_req"] = cpu / r["requests"] * 1e6 if r["requests"] else float("nan")
+    r["rss_mb"] = proc.rss_mb()
+    return r
+
+
+def idle_connections(proc, port, count):
+    """Opens `count` keep-alive connections, one request each, left idle; returns RSS in MB."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    count = min(count, hard - 200)
+    request = b"GET /1k.bin HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    socks = []
+    try:
+        for _ in range(count):
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=5)
+                socks.append(s)
+                s.sendall(request)
+                got = b""
+                while b"\r\n\r\n" not in got:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        raise OSError("closed")
+                    got += chunk
+                length = int(re.search(rb"(?i)content-length:\s*(\d+)", got).group(1))
+                body = got.split(b"\r\n\r\n", 1)[1]
+                while len(body) < length:
+                    body += s.recv(65536)
+            except (OSError, AttributeError):
+                socks.pop().close()  # the proxy would take no more
+                break
+        time.sleep(1.0)
+        return len(socks), proc.rss_mb()
+    finally:
+        for s in socks:
+            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def machine():
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": os.uname().release,
+        "nginx": subprocess.run([ARGS.nginx, "-v"], capture_output=True, text=True).stderr.strip(),
+        "haproxy": subprocess.run([ARGS.haproxy, "-v"], capture_output=True, text=True).stdout.splitlines()[0],
+        "holdfast": subprocess.run([ARGS.holdfast, "--version"], capture_output=True, text=True).stdout.strip(),
+    }
+
+
+def fmt_ratio(a, b):
+    return f"{a / b:.2f}" if b else "n/a"
+
+
+def main():
+    global ARGS
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--holdfast", default="target/release/holdfast")
+    p.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx")
+    p.add_argument("--haproxy", default=shutil.which("haproxy") or "/usr/sbin/haproxy")
+    p.add_argument("--wrk", default=shutil.which("wrk") or "wrk")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    p.add_argument("--duration", type=int, default=10, help="seconds per measured run (default 10)")
+    p.add_argument("--warmup", type=int, default=2, help="seconds of warm-up before each run")
+    p.add_argument("--connections", type=int, default=64, help="wrk keep-alive connections")
+    p.add_argument("--wrk-threads", type=int, default=2)
+    p.add_argument("--workloads", default="http-1k,https-1k,http-100k",
+                   help="comma-separated: http-1k, https-1k, http-100k, https-100k")
+    p.add_argument("--proxies", default="holdfast,nginx,haproxy")
+    p.add_argument("--idle", type=int, default=10000, help="idle keep-alive connections for the memory figure (0: skip)")
+    p.add_argument("--json", default="target/bench/results.json", help="where to write the raw results")
+    ARGS = args = p.parse_args()
+
+    # 10,000 connections need more descriptors than the usual limits, in the proxies (which
+    # inherit this) and in this client. Raise the hard limit where allowed, else keep it.
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+    except (ValueError, OSError):
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    proxies = args.proxies.split(",")
+    workloads = args.workloads.split(",")
+    work = Path(tempfile.mkdtemp(prefix="holdfast-bench-"))
+    work.chmod(0o755)  # nginx workers run as another user when started by root
+    (work / "www").mkdir()
+    (work / "www" / "1k.bin").write_bytes(os.urandom(1024))
+    (work / "www" / "100k.bin").write_bytes(os.urandom(100 * 1024))
+    for f in (work / "www").iterdir():
+        f.chmod(0o644)
+    cert, key, combined = make_cert(work)
+    procs = []
+    results = {w: {n: [] for n in proxies} for w in workloads}
+    memory = {}
+    try:
+        origins = [free_port(), free_port()]
+        for i, port in enumerate(origins):
+            conf = work / f"origin{i}.conf"
+            conf.write_text(origin_conf(work, f"origin{i}", port))
+            procs.append(Proc(f"origin{i}", [args.nginx, "-c", str(conf), "-p", str(work)], work / f"origin{i}.log"))
+        for port in origins:
+            wait_port(port)
+
+        for name in proxies:
+            proc, ports = start_proxy(name, work, args, origins, cert, key, combined)
+            memory[name] = {"idle_rss_mb": proc.rss_mb()}
+            proc.stop()
+
+        for rnd in range(args.rounds):
+            order = proxies[rnd % len(proxies):] + proxies[:rnd % len(proxies)]
+            for name in order:
+                proc, ports = start_proxy(name, work, args, origins, cert, key, combined)
+                procs.append(proc)
+                try:
+                    for w in workloads:
+                        scheme, size = w.split("-")
+                        url = f"{scheme}://127.0.0.1:{ports[scheme]}/{size}.bin"
+                        r = measure(args, proc, url)
+                        results[w][name].append(r)
+                        print(f"round {rnd + 1} {w:10} {name:9} {r['rps']:10.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
+                              f"p99 {r['p99_ms']:.2f} ms  {r['cpu_us_per_req']:.1f} us/req  RSS {r['rss_mb']:.1f} MB"
+                              f"{'  errors: ' + r['errors'] if r['errors'] else ''}", flush=True)
+                finally:
+                    proc.stop()
+
+        if args.idle:
+            for name in proxies:
+                proc, ports = start_proxy(name, work, args, origins, cert, key, combined)
+                procs.append(proc)
+                try:
+                    n, rss = idle_connections(proc, ports["http"], args.idle)
+                    memory[name]["idle_conns"] = n
+                    memory[name]["rss_with_idle_conns_mb"] = rss
+                    print(f"{name:9} RSS idle {memory[name]['idle_rss_mb']:.1f} MB, with {n} idle connections {rss:.1f} MB", flush=True)
+                finally:
+                    proc.stop()
+    finally:
+        for proc in procs:
+            proc.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    report(args, proxies, workloads, results, memory)
+
+
+def median(runs, key):
+    values = [r[key] for r in runs if r[key] == r[key]]  # drop NaN
+    return statistics.median(values) if values else float("nan")
+
+
+def report(args, proxies, workloads, results, memory):
+    m = machine()
+    print()
+    print(f"Machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}; {m['holdfast']}, {m['nginx']}, {m['haproxy']}")
+    print(f"wrk -t{args.wrk_threads} -c{args.connections}, {args.duration} s runs after {args.warmup} s warm-up, "
+          f"{args.rounds} alternating rounds, medians; all on loopback.")
+    print()
+    print("| workload | proxy | req/s | p50 ms | p99 ms | CPU us/req | RSS MB | holdfast/this req/s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for w in workloads:
+        base = median(results[w].get("holdfast", []), "rps") if "holdfast" in proxies else float("nan")
+        for name in proxies:
+            runs = results[w][name]
+            rps = median(runs, "rps")
+            ratio = fmt_ratio(base, rps) if name != "holdfast" else "1.00"
+            print(f"| {w} | {name} | {rps:.0f} | {median(runs, 'p50_ms'):.2f} | {median(runs, 'p99_ms'):.2f} | "
+                  f"{median(runs, 'cpu_us_per_req'):.1f} | {median(runs, 'rss_mb'):.1f} | {ratio} |")
+    if memory:
+        print()
+        print("| proxy | idle RSS MB | RSS MB with idle keep-alive connections |")
+        print("|---|---:|---:|")
+        for name in proxies:
+            mm = memory.get(name, {})
+            with_conns = f"{mm['rss_with_idle_conns_mb']:.1f} ({mm['idle_conns']} conns)" if "idle_conns" in mm else "n/a"
+            print(f"| {name} | {mm.get('idle_rss_mb', float('nan')):.1f} | {with_conns} |")
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": m, "args": vars(args), "results": results, "memory": memory}, indent=2))
+    print(f"\nraw results: {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
