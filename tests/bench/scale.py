@@ -13,6 +13,7 @@ Traffic goes only to 127.0.0.1; every process started here is stopped here.
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -135,10 +136,13 @@ def main():
     p.add_argument("--window", type=int, default=20, help="seconds of CPU measurement")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="holdfast-scale-"))
-    config_figure(args.holdfast, work, args.runs)
-    responder = Responder(1000)
-    checks_figure(args.holdfast, work, responder, http=False, window=args.window)
-    checks_figure(args.holdfast, work, responder, http=True, window=args.window)
+    try:
+        config_figure(args.holdfast, work, args.runs)
+        responder = Responder(1000)
+        checks_figure(args.holdfast, work, responder, http=False, window=args.window)
+        checks_figure(args.holdfast, work, responder, http=True, window=args.window)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
