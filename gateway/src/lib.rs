@@ -3,8 +3,8 @@
 //!
 //! The decisions are plain types that know nothing of Pingora's `ProxyHttp`:
 //! [`select`] (which backend next), [`attempts`] (whether to try again, with what time left),
-//! [`fallback`] (what visitors get when nothing can serve), [`framing`] (which requests are
-//! refused as ambiguous). [`proxy`] wires them into Pingora;
+//! [`fallback`] (what visitors get when nothing can serve), [`h1`] (which requests are refused
+//! as ambiguous or malformed). [`proxy`] wires them into Pingora;
 //! [`runtime`] is the immutable snapshot a request works from; [`metrics`] and [`admin`] show
 //! what happens; [`server`] assembles the process; [`demo`] runs it with built-in backends.
 
@@ -13,7 +13,7 @@ pub mod attempts;
 pub mod cli;
 pub mod demo;
 pub mod fallback;
-pub mod framing;
+pub mod h1;
 pub mod metrics;
 pub mod proxy;
 pub mod runtime;

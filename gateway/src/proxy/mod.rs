@@ -8,7 +8,7 @@ mod outcome;
 mod respond;
 
 use crate::attempts::{Attempts, GiveUp};
-use crate::framing;
+use crate::h1::request::{self, Refusal};
 use crate::runtime::{PoolRuntime, Runtime};
 use crate::select::Slot;
 use arc_swap::ArcSwap;
@@ -84,9 +84,18 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         if let ServerSession::H1(h1) = session.as_downstream() {
-            if let Err(why) = framing::check_head(&h1.get_headers_raw_bytes()) {
+            let refusal = match request::parse(&h1.get_headers_raw_bytes()) {
+                Ok(Some(_)) => None,
+                // Pingora hands over complete heads only: anything else is not to be forwarded.
+                Ok(None) => Some(Refusal::Malformed),
+                Err(refusal) => Some(refusal),
+            };
+            if let Some(refusal) = refusal {
                 session.set_keepalive(None);
-                return Err(Error::explain(HTTPStatus(400), why.as_str()));
+                return Err(Error::explain(
+                    HTTPStatus(refusal.status()),
+                    refusal.as_str(),
+                ));
             }
         }
         let runtime = self.runtime.load_full();

@@ -43,6 +43,12 @@ const AMBIGUOUS: &[(&str, &str)] = &[
     ),
     ("control character in a header value", "GET / HTTP/1.1\r\nHost: a\r\nX-Bad: a\x01b\r\n\r\n"),
     ("invalid Content-Length", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +4\r\n\r\nabcd"),
+    ("HTTP/1.1 without Host", "GET / HTTP/1.1\r\nAccept: */*\r\n\r\n"),
+    ("two Host lines", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+    (
+        "gzip before chunked",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    ),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,6 +71,26 @@ async fn ambiguous_requests_get_400_and_reach_no_backend() {
         );
         assert!(
             answer.starts_with("HTTP/1.1 400"),
+            "{what}: answered {answer:?}"
+        );
+    }
+    // Limits: 414 for a target over 16 KiB, 431 for a head over 64 KiB.
+    let long_target = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(17 * 1024));
+    let large_head = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(70 * 1024)
+    );
+    for (what, raw, status) in [
+        ("long target", long_target, "414"),
+        ("large head", large_head, "431"),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+        s.write_all(raw.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
             "{what}: answered {answer:?}"
         );
     }

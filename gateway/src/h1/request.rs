@@ -1,0 +1,384 @@
+//! The request head: parsed with `httparse`, then judged by the rules `httparse` leaves to its
+//! caller. A request is refused (never forwarded) when any rule is broken:
+//!
+//! | rule | answer |
+//! |---|---|
+//! | a line of the head ends in a bare LF, or a header is folded (obs-fold) | 400 |
+//! | a control character in a header name or value, whitespace before a colon | 400 |
+//! | `Content-Length` and `Transfer-Encoding` together | 400 |
+//! | `Content-Length` not all digits, or several that differ | 400 |
+//! | `Transfer-Encoding` other than exactly `chunked` (`xchunked`, `chunked, identity`, `gzip, chunked`, `chunked` twice) | 400 |
+//! | `Transfer-Encoding` in an HTTP/1.0 request | 400 |
+//! | HTTP/1.1 without `Host`, any request with two `Host` lines, or a `Host` that is not a host | 400 |
+//! | request target longer than [`MAX_TARGET_BYTES`] | 414 |
+//! | head longer than [`MAX_HEAD_BYTES`], or more than [`MAX_HEADERS`] header lines | 431 |
+//!
+//! A request with a body in some other coding than chunked cannot be framed by a proxy, so it
+//! gets 400 rather than a guess (RFC 9112 6.3, rule 4, leaves the server no other safe choice).
+
+/// Longest request target (Cloudflare's limit for a URL is 16 KB).
+pub const MAX_TARGET_BYTES: usize = 16 * 1024;
+
+/// Longest request head, request line included (Cloudflare sends at most 32 KB of headers).
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Most header lines in one request.
+pub const MAX_HEADERS: usize = 128;
+
+/// How the request body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    Empty,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// What the data path needs to know of a valid request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// Length of the head in bytes, the blank line included.
+    pub len: usize,
+    /// `true` for HTTP/1.1, `false` for HTTP/1.0.
+    pub http11: bool,
+    pub framing: Framing,
+}
+
+/// Why a request head is refused, and with which status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    BareLf,
+    Malformed,
+    LengthAndChunked,
+    BadLength,
+    BadTransferEncoding,
+    ChunkedInHttp10,
+    MissingHost,
+    RepeatedHost,
+    BadHost,
+    TargetTooLong,
+    HeadTooLarge,
+}
+
+impl Refusal {
+    /// The status to answer with.
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::TargetTooLong => 414,
+            Refusal::HeadTooLarge => 431,
+            _ => 400,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::BareLf => "a line of the head ends in a bare LF",
+            Refusal::Malformed => {
+                "malformed request line or header (folded line, control character, bad name)"
+            }
+            Refusal::LengthAndChunked => "both Content-Length and Transfer-Encoding",
+            Refusal::BadLength => "invalid or conflicting Content-Length",
+            Refusal::BadTransferEncoding => "Transfer-Encoding other than chunked",
+            Refusal::ChunkedInHttp10 => "Transfer-Encoding in an HTTP/1.0 request",
+            Refusal::MissingHost => "HTTP/1.1 request without Host",
+            Refusal::RepeatedHost => "more than one Host",
+            Refusal::BadHost => "invalid Host",
+            Refusal::TargetTooLong => "request target too long",
+            Refusal::HeadTooLarge => "request head too large",
+        }
+    }
+}
+
+/// Judges a complete request head (`buf` starts with the request line and holds at least the
+/// whole head). `Ok(None)` means the head is not complete yet.
+pub fn parse(buf: &[u8]) -> Result<Option<Head>, Refusal> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+            return Err(Refusal::HeadTooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(Refusal::HeadTooLarge),
+        Err(_) => return Err(Refusal::Malformed),
+    };
+    if len > MAX_HEAD_BYTES {
+        return Err(Refusal::HeadTooLarge);
+    }
+    check_line_endings(&buf[..len])?;
+    if req.path.is_some_and(|p| p.len() > MAX_TARGET_BYTES) {
+        return Err(Refusal::TargetTooLong);
+    }
+    let http11 = req.version == Some(1);
+
+    let (mut length, mut chunked, mut te_seen) = (None::<u64>, false, false);
+    let mut hosts = 0;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let value = parse_length(h.value)?;
+            if length.is_some_and(|l| l != value) {
+                return Err(Refusal::BadLength);
+            }
+            length = Some(value);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // Only a single `chunked`, across all lines, frames a request body safely.
+            if te_seen || !trimmed(h.value).eq_ignore_ascii_case(b"chunked") {
+                return Err(Refusal::BadTransferEncoding);
+            }
+            te_seen = true;
+            chunked = true;
+        } else if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+            if hosts > 1 {
+                return Err(Refusal::RepeatedHost);
+            }
+            if !valid_host(trimmed(h.value)) {
+                return Err(Refusal::BadHost);
+            }
+        }
+    }
+    if chunked && !http11 {
+        return Err(Refusal::ChunkedInHttp10);
+    }
+    if http11 && hosts == 0 {
+        return Err(Refusal::MissingHost);
+    }
+    let framing = match (length, chunked) {
+        (Some(_), true) => return Err(Refusal::LengthAndChunked),
+        (None, true) => Framing::Chunked,
+        (Some(0) | None, false) => Framing::Empty,
+        (Some(n), false) => Framing::Length(n),
+    };
+    Ok(Some(Head {
+        len,
+        http11,
+        framing,
+    }))
+}
+
+/// Every line of the head ends in CRLF, and none is folded onto the previous one.
+fn check_line_endings(head: &[u8]) -> Result<(), Refusal> {
+    let mut previous = 0u8;
+    for (i, &b) in head.iter().enumerate() {
+        if b == b'\n' {
+            if previous != b'\r' {
+                return Err(Refusal::BareLf);
+            }
+            if matches!(head.get(i + 1), Some(b' ' | b'\t')) {
+                return Err(Refusal::Malformed);
+            }
+        }
+        previous = b;
+    }
+    Ok(())
+}
+
+/// `1*DIGIT`, or a comma-separated list of the same `1*DIGIT` (RFC 9110 8.6).
+fn parse_length(value: &[u8]) -> Result<u64, Refusal> {
+    let mut result = None;
+    for part in value.split(|&b| b == b',') {
+        let digits = trimmed(part);
+        if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+            return Err(Refusal::BadLength);
+        }
+        let n = digits
+            .iter()
+            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        if result.is_some_and(|r| r != n) {
+            return Err(Refusal::BadLength);
+        }
+        result = Some(n);
+    }
+    result.ok_or(Refusal::BadLength)
+}
+
+/// `uri-host [ ":" port ]`: a registered name, an IPv4 address or a bracketed IPv6 literal.
+/// Empty is allowed (RFC 9112 3.2, a target without authority).
+fn valid_host(host: &[u8]) -> bool {
+    host.iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'_' | b'~' | b':' | b'[' | b']' | b'%')
+    })
+}
+
+fn trimmed(v: &[u8]) -> &[u8] {
+    let start = v
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &v[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn judge(head: &str) -> Result<Option<Head>, Refusal> {
+        parse(head.as_bytes())
+    }
+
+    #[test]
+    fn valid_requests_and_their_framing() {
+        let cases: &[(&str, Framing)] = &[
+            ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", Framing::Empty),
+            ("GET / HTTP/1.0\r\n\r\n", Framing::Empty),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+                Framing::Length(5),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+                Framing::Empty,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n",
+                Framing::Length(5),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\ncontent-length: 7\r\nContent-Length: 7\r\n\r\n",
+                Framing::Length(7),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Framing::Chunked,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked \r\n\r\n",
+                Framing::Chunked,
+            ),
+            ("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", Framing::Empty),
+            ("GET / HTTP/1.1\r\nHost: \r\n\r\n", Framing::Empty),
+            (
+                "GET / HTTP/1.1\r\nHost: www.example.com\r\nX-Obs: caf\u{e9}\r\n\r\n",
+                Framing::Empty,
+            ),
+        ];
+        for (head, framing) in cases {
+            let parsed = judge(head)
+                .unwrap_or_else(|e| panic!("{head:?}: {e:?}"))
+                .unwrap();
+            assert_eq!(parsed.framing, *framing, "{head:?}");
+            assert_eq!(parsed.len, head.find("\r\n\r\n").unwrap() + 4);
+        }
+    }
+
+    #[test]
+    fn incomplete_heads_wait_for_more() {
+        assert_eq!(judge("GET / HTTP/1.1\r\nHost: a\r\n"), Ok(None));
+        assert_eq!(judge("GET / HT"), Ok(None));
+    }
+
+    #[test]
+    fn ambiguous_and_malformed_requests_are_refused() {
+        use Refusal::*;
+        let cases: &[(&str, Refusal)] = &[
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n", LengthAndChunked),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n", LengthAndChunked),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n", BadLength),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4, 5\r\n\r\n", BadLength),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +4\r\n\r\n", BadLength),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", BadLength),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x10\r\n\r\n", BadLength),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \r\n\r\n", BadLength),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", BadLength),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", BadTransferEncoding),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n", BadTransferEncoding),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", BadTransferEncoding),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", BadTransferEncoding),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \"chunked\"\r\n\r\n", BadTransferEncoding),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\x0b\r\n\r\n", Malformed),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n", Malformed),
+            ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", ChunkedInHttp10),
+            ("GET / HTTP/1.1\nHost: a\n\n", BareLf),
+            ("GET / HTTP/1.1\r\nHost: a\n\r\n", BareLf),
+            ("GET / HTTP/1.1\r\nHost: a\r\nX-Folded: one\r\n two\r\n\r\n", Malformed),
+            ("GET / HTTP/1.1\r\nHost: a\r\nX-Bad: a\x01b\r\n\r\n", Malformed),
+            ("GET / HTTP/1.1\r\nHost: a\r\nX-Bad: a\x7fb\r\n\r\n", Malformed),
+            ("GET / HTTP/1.1\r\nHost: a\r\nX\x00Bad: 1\r\n\r\n", Malformed),
+            ("GET / HTTP/1.1\r\nHost: a\r\nBad Name: 1\r\n\r\n", Malformed),
+            ("GET / HTTP/1.1\r\n\r\n", MissingHost),
+            ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", RepeatedHost),
+            ("GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n", RepeatedHost),
+            ("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", BadHost),
+            ("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", BadHost),
+            ("GET / HTTP/1.1\r\nHost: user@a\r\n\r\n", BadHost),
+            ("GET / HTTP/1.1\r\nHost: a,b\r\n\r\n", BadHost),
+            ("GET  / HTTP/1.1\r\nHost: a\r\n\r\n", Malformed),
+            ("GET / HTTP/2.0\r\nHost: a\r\n\r\n", Malformed),
+            ("GET / FOO/1.1\r\nHost: a\r\n\r\n", Malformed),
+            ("G\x01T / HTTP/1.1\r\nHost: a\r\n\r\n", Malformed),
+        ];
+        for (head, refusal) in cases {
+            assert_eq!(judge(head), Err(*refusal), "{head:?}");
+            assert_eq!(refusal.status(), 400);
+        }
+    }
+
+    #[test]
+    fn limits_answer_414_and_431() {
+        let long_target = format!(
+            "GET /{} HTTP/1.1\r\nHost: a\r\n\r\n",
+            "a".repeat(MAX_TARGET_BYTES)
+        );
+        assert_eq!(judge(&long_target), Err(Refusal::TargetTooLong));
+        assert_eq!(Refusal::TargetTooLong.status(), 414);
+
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+            "b".repeat(MAX_HEAD_BYTES)
+        );
+        assert_eq!(judge(&big), Err(Refusal::HeadTooLarge));
+        let endless = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}",
+            "b".repeat(MAX_HEAD_BYTES)
+        );
+        assert_eq!(judge(&endless), Err(Refusal::HeadTooLarge));
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: 1\r\n")).collect();
+        let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
+        assert_eq!(judge(&many), Err(Refusal::HeadTooLarge));
+        assert_eq!(Refusal::HeadTooLarge.status(), 431);
+    }
+
+    /// Bounded mutation fuzzing: random edits of valid and hostile heads never panic, and
+    /// whatever is accepted has a framing consistent with its headers.
+    #[test]
+    fn mutated_heads_never_panic() {
+        let seeds = [
+            "POST /upload?x=1 HTTP/1.1\r\nHost: www.example.com\r\nContent-Length: 5\r\n\r\nhello",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            "GET / HTTP/1.0\r\nX: y\r\n\r\n",
+        ];
+        let alphabet = b"\r\n :,\t\x00\x01\x7f\xffHTTP/1.0chunkedContent-LengthTransfer-EncodingHost0123456789";
+        let mut rng = fastrand::Rng::with_seed(0x4f1d);
+        for _ in 0..20_000 {
+            let mut bytes = seeds[rng.usize(..seeds.len())].as_bytes().to_vec();
+            for _ in 0..rng.usize(1..5) {
+                if bytes.is_empty() {
+                    break;
+                }
+                let at = rng.usize(..bytes.len());
+                match rng.u8(..3) {
+                    0 => bytes[at] = alphabet[rng.usize(..alphabet.len())],
+                    1 => bytes.insert(at, alphabet[rng.usize(..alphabet.len())]),
+                    _ => {
+                        bytes.remove(at);
+                    }
+                }
+            }
+            if let Ok(Some(head)) = parse(&bytes) {
+                let text = String::from_utf8_lossy(&bytes[..head.len]).to_ascii_lowercase();
+                if head.framing == Framing::Chunked {
+                    assert!(!text.contains("content-length"), "{text:?}");
+                }
+            }
+        }
+    }
+}
