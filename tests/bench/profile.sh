@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Profiles holdfast under load and writes a flame graph:
+#   tests/bench/profile.sh [OUT.svg] [WORKLOAD-SECONDS]
+# One nginx origin, holdfast (release build) in front of it, wrk -t2 -c64 on a 1 KB file, and
+# `perf record` (software cpu-clock: hardware counters are not available on every machine) with
+# DWARF call graphs on the holdfast process. Needs nginx, wrk, perf (Debian: linux-perf) and
+# inferno (`cargo install inferno`). Traffic stays on 127.0.0.1; it stops what it started.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=${1:-tests/bench/profiles/http-1k.svg}
+seconds=${2:-6}
+for tool in nginx wrk perf inferno-collapse-perf inferno-flamegraph; do
+  command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || { echo "profile: $tool is missing" >&2; exit 1; }
+done
+cargo build --release --locked --bin holdfast
+
+work=$(mktemp -d /tmp/holdfast-profile-XXXXXX)
+chmod 755 "$work"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+origin=$(port); proxy=$(port); admin=$(port)
+mkdir "$work/www"; head -c 1024 /dev/urandom > "$work/www/1k.bin"; chmod -R a+rX "$work/www"
+cat > "$work/origin.conf" <<CONF
+worker_processes 1; daemon off; pid $work/origin.pid; error_log $work/origin.err warn;
+events { worker_connections 8192; }
+http { access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
+  server { listen 127.0.0.1:$origin; root $work/www; location = /health { return 200 "ok\n"; } } }
+CONF
+cat > "$work/holdfast.toml" <<CONF
+[listen]
+http = ["127.0.0.1:$proxy"]
+admin = "127.0.0.1:$admin"
+[pools.origin.health.http]
+path = "/health"
+[[pools.origin.tiers]]
+backends = [{ address = "127.0.0.1:$origin" }]
+CONF
+nginx -c "$work/origin.conf" -p "$work" & pids+=($!)
+target/release/holdfast run --threads 2 --config "$work/holdfast.toml" 2>"$work/holdfast.log" & hf=$!; pids+=($hf)
+for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$proxy) 2>/dev/null && break; sleep 0.1; done
+
+wrk -t2 -c64 -d$((seconds + 4))s "http://127.0.0.1:$proxy/1k.bin" > "$work/wrk.txt" & pids+=($!)
+sleep 2
+perf record -e cpu-clock -F 1999 -g --call-graph dwarf,16384 -p "$hf" -o "$work/perf.data" -- sleep "$seconds" 2>/dev/null
+wait "${pids[-1]}" || true
+mkdir -p "$(dirname "$out")"
+perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph --title "holdfast, http-1k, $(grep Requests/sec "$work/wrk.txt" | tr -s ' ')" > "$out"
+grep -E "Requests/sec|Latency" "$work/wrk.txt"
+echo "flame graph: $out"
