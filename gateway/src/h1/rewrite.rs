@@ -1,0 +1,211 @@
+//! The request head as holdfast forwards it to a backend (RFC 9110 7.6.1): the request line as
+//! received; every header except the hop-by-hop ones (`Connection`, `Keep-Alive`,
+//! `Proxy-Connection`, `TE`, `Trailer`, `Upgrade`, and whatever `Connection` names, save a few
+//! that framing and routing rest on); `X-Forwarded-For` with the client's address appended (all
+//! prior lines merged into one); `X-Forwarded-Proto` kept, or set to the listener's scheme. An
+//! upgrade request (`Connection: upgrade` with `Upgrade`) keeps both, so WebSockets pass through.
+//! `Transfer-Encoding: chunked` stays: the body is forwarded as it came.
+
+use super::request::MAX_HEADERS;
+use std::io::Write;
+use std::net::IpAddr;
+
+/// What the gateway adds about the visitor's connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding {
+    pub client: IpAddr,
+    /// `http` or `https`: the scheme of the listener the request came in on.
+    pub proto: &'static str,
+}
+
+/// Hop-by-hop headers, always removed (re-added for upgrades).
+const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Headers that a `Connection` token may not remove: the request's framing and routing.
+const PROTECTED: [&str; 3] = ["host", "content-length", "transfer-encoding"];
+
+/// Whether the request asks to switch protocols.
+pub fn is_upgrade(head: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
+        return false;
+    }
+    upgrade_of(req.headers).is_some()
+}
+
+fn upgrade_of<'h>(headers: &'h [httparse::Header<'h>]) -> Option<&'h [u8]> {
+    let asks = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .any(|t| trimmed(t).eq_ignore_ascii_case(b"upgrade"));
+    let protocol = headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("upgrade"))
+        .map(|h| h.value);
+    protocol.filter(|_| asks)
+}
+
+/// Writes the head to send to the backend into `out` (cleared first). `head` is a complete
+/// request head already judged valid by [`super::request::parse`]; returns false if it is not.
+pub fn request_head(head: &[u8], fwd: Forwarding, out: &mut Vec<u8>) -> bool {
+    out.clear();
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let (Ok(httparse::Status::Complete(_)), Some(method), Some(path), Some(version)) =
+        (req.parse(head), req.method, req.path, req.version)
+    else {
+        return false;
+    };
+    let headers = req.headers;
+    let _ = write!(out, "{method} {path} HTTP/1.{version}\r\n");
+
+    let named_by_connection = |name: &str| {
+        !PROTECTED.iter().any(|p| name.eq_ignore_ascii_case(p))
+            && headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+                .flat_map(|h| h.value.split(|&b| b == b','))
+                .any(|t| trimmed(t).eq_ignore_ascii_case(name.as_bytes()))
+    };
+    let mut forwarded_for: Option<Vec<u8>> = None;
+    let mut proto_seen = false;
+    for h in headers.iter() {
+        let name = h.name;
+        if HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop)) || named_by_connection(name)
+        {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("x-forwarded-for") {
+            let list = forwarded_for.get_or_insert_with(Vec::new);
+            let value = trimmed(h.value);
+            if !value.is_empty() {
+                if !list.is_empty() {
+                    list.extend_from_slice(b", ");
+                }
+                list.extend_from_slice(value);
+            }
+            continue;
+        }
+        proto_seen |= name.eq_ignore_ascii_case("x-forwarded-proto");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    if let Some(prior) = forwarded_for.filter(|l| !l.is_empty()) {
+        out.extend_from_slice(&prior);
+        out.extend_from_slice(b", ");
+    }
+    let _ = write!(out, "{}\r\n", fwd.client);
+    if !proto_seen {
+        let _ = write!(out, "X-Forwarded-Proto: {}\r\n", fwd.proto);
+    }
+    if let Some(protocol) = upgrade_of(headers) {
+        out.extend_from_slice(b"Connection: upgrade\r\nUpgrade: ");
+        out.extend_from_slice(protocol);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    true
+}
+
+fn trimmed(v: &[u8]) -> &[u8] {
+    let start = v
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &v[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewrite(head: &str) -> String {
+        let fwd = Forwarding {
+            client: "198.51.100.7".parse().unwrap(),
+            proto: "https",
+        };
+        let mut out = Vec::new();
+        assert!(request_head(head.as_bytes(), fwd, &mut out), "{head:?}");
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_and_forwarding_headers_added() {
+        let out = rewrite(
+            "GET /a?b=c HTTP/1.1\r\nHost: www.example.com\r\nConnection: keep-alive, X-Secret\r\n\
+             Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\n\
+             X-Secret: 1\r\nAccept: */*\r\n\r\n",
+        );
+        assert_eq!(
+            out,
+            "GET /a?b=c HTTP/1.1\r\nHost: www.example.com\r\nAccept: */*\r\n\
+             X-Forwarded-For: 198.51.100.7\r\nX-Forwarded-Proto: https\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn prior_forwarding_headers_are_kept_and_merged() {
+        let out = rewrite(
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 203.0.113.1\r\n\
+             X-Forwarded-For: 203.0.113.2, 10.0.0.1\r\nX-Forwarded-Proto: http\r\n\r\n",
+        );
+        assert!(
+            out.contains("X-Forwarded-For: 203.0.113.1, 203.0.113.2, 10.0.0.1, 198.51.100.7\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("X-Forwarded-Proto: http\r\n"), "{out}");
+        assert_eq!(out.matches("X-Forwarded-").count(), 2, "{out}");
+    }
+
+    #[test]
+    fn connection_cannot_remove_framing_or_routing() {
+        let out = rewrite(
+            "POST / HTTP/1.1\r\nHost: a\r\nConnection: Host, Content-Length, Transfer-Encoding\r\n\
+             Transfer-Encoding: chunked\r\n\r\n",
+        );
+        assert!(out.contains("Host: a\r\n"), "{out}");
+        assert!(out.contains("Transfer-Encoding: chunked\r\n"), "{out}");
+        assert!(!out.to_ascii_lowercase().contains("connection"), "{out}");
+    }
+
+    #[test]
+    fn upgrades_pass_through() {
+        let head = "GET /chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                    Sec-WebSocket-Key: x\r\n\r\n";
+        assert!(is_upgrade(head.as_bytes()));
+        let out = rewrite(head);
+        assert!(
+            out.ends_with("Connection: upgrade\r\nUpgrade: websocket\r\n\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("Sec-WebSocket-Key: x\r\n"));
+        // `Upgrade` without `Connection: upgrade` is not an upgrade: it is dropped.
+        let plain = rewrite("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n");
+        assert!(!plain.contains("Upgrade"), "{plain}");
+        assert!(!is_upgrade(
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n"
+        ));
+    }
+
+    #[test]
+    fn http10_request_line_is_kept() {
+        let out = rewrite("GET / HTTP/1.0\r\n\r\n");
+        assert!(out.starts_with("GET / HTTP/1.0\r\n"), "{out}");
+    }
+}
