@@ -44,6 +44,16 @@ pub struct Head {
     /// `true` for HTTP/1.1, `false` for HTTP/1.0.
     pub http11: bool,
     pub framing: Framing,
+    /// The visitor wants the connection kept open after the answer.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue`.
+    pub expect_continue: bool,
+    /// The method is `HEAD` (the answer has no body).
+    pub head_method: bool,
+    /// The method is idempotent (RFC 9110 9.2.2): it may be sent again after a failure.
+    pub idempotent: bool,
+    /// Byte range of the `Host` value within the head, if any.
+    pub host: Option<(usize, usize)>,
 }
 
 /// Why a request head is refused, and with which status.
@@ -116,6 +126,9 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head>, Refusal> {
 
     let (mut length, mut chunked, mut te_seen) = (None::<u64>, false, false);
     let mut hosts = 0;
+    let (mut close, mut keep_alive_token, mut expect_continue) = (false, false, false);
+    let mut host = None;
+    let base = buf.as_ptr() as usize;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -136,9 +149,19 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head>, Refusal> {
             if hosts > 1 {
                 return Err(Refusal::RepeatedHost);
             }
-            if !valid_host(trimmed(h.value)) {
+            let value = trimmed(h.value);
+            if !valid_host(value) {
                 return Err(Refusal::BadHost);
             }
+            let start = value.as_ptr() as usize - base;
+            host = Some((start, start + value.len()));
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in h.value.split(|&b| b == b',').map(trimmed) {
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            expect_continue |= trimmed(h.value).eq_ignore_ascii_case(b"100-continue");
         }
     }
     if chunked && !http11 {
@@ -153,10 +176,19 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head>, Refusal> {
         (Some(0) | None, false) => Framing::Empty,
         (Some(n), false) => Framing::Length(n),
     };
+    let method = req.method.unwrap_or("");
     Ok(Some(Head {
         len,
         http11,
         framing,
+        keep_alive: !close && (http11 || keep_alive_token),
+        expect_continue,
+        head_method: method == "HEAD",
+        idempotent: matches!(
+            method,
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        ),
+        host,
     }))
 }
 
@@ -268,6 +300,30 @@ mod tests {
             assert_eq!(parsed.framing, *framing, "{head:?}");
             assert_eq!(parsed.len, head.find("\r\n\r\n").unwrap() + 4);
         }
+    }
+
+    #[test]
+    fn connection_semantics_and_host() {
+        let text = "GET / HTTP/1.1\r\nHost: www.example.com:8080\r\n\r\n";
+        let h = judge(text).unwrap().unwrap();
+        assert!(h.keep_alive && h.idempotent && !h.head_method && !h.expect_continue);
+        let (a, b) = h.host.unwrap();
+        assert_eq!(&text[a..b], "www.example.com:8080");
+        let h = judge("POST / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n").unwrap().unwrap();
+        assert!(!h.keep_alive && h.expect_continue && !h.idempotent);
+        assert!(!judge("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap().keep_alive);
+        assert!(
+            judge("HEAD / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                .unwrap()
+                .unwrap()
+                .keep_alive
+        );
+        assert!(
+            judge("HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
+                .unwrap()
+                .unwrap()
+                .head_method
+        );
     }
 
     #[test]
