@@ -1,21 +1,22 @@
 //! holdfast: the origin gateway that Cloudflare connects to, in front of backends arranged in
 //! ordered tiers.
 //!
-//! The decisions are plain types that know nothing of Pingora's `ProxyHttp`:
-//! [`select`] (which backend next), [`attempts`] (whether to try again, with what time left),
-//! [`fallback`] (what visitors get when nothing can serve), [`h1`] (which requests are refused
-//! as ambiguous or malformed). [`proxy`] wires them into Pingora;
-//! [`runtime`] is the immutable snapshot a request works from; [`metrics`] and [`admin`] show
-//! what happens; [`server`] assembles the process; [`demo`] runs it with built-in backends.
+//! The decisions are plain types that know nothing of the data path: [`select`] (which backend
+//! next), [`attempts`] (whether to try again, with what time left), [`fallback`] (what visitors
+//! get when nothing can serve), [`h1`] (the HTTP/1.1 wire rules: which requests are refused,
+//! how bodies are framed, what is forwarded). [`fast`] is the data path built on them, run as a
+//! Pingora `ServerApp` (Pingora keeps the listeners, TLS, signals and upgrades); [`runtime`] is
+//! the immutable snapshot a request works from; [`metrics`] and [`admin`] show what happens;
+//! [`server`] assembles the process; [`demo`] runs it with built-in backends.
 
 pub mod admin;
 pub mod attempts;
 pub mod cli;
 pub mod demo;
 pub mod fallback;
+pub mod fast;
 pub mod h1;
 pub mod metrics;
-pub mod proxy;
 pub mod runtime;
 pub mod select;
 pub mod server;

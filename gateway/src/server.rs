@@ -2,8 +2,8 @@
 //! listener and the health checks, after one start-up probe of every backend.
 
 use crate::admin::Admin;
+use crate::fast::{Connector, FastPath};
 use crate::metrics::Metrics;
-use crate::proxy::Gateway;
 use crate::runtime::Runtime;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -79,14 +79,21 @@ pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Gateway::new(runtime.clone()),
-        "holdfast proxy",
+    let connector = Arc::new(Connector::new()?);
+    let threads = Some(options.threads.max(1));
+    let mut http = Service::new(
+        "holdfast http".to_string(),
+        FastPath::new(runtime.clone(), connector.clone(), "http"),
     );
+    http.threads = threads;
     for addr in &config.listen.http {
-        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(visitor_buffers()));
+        http.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(visitor_buffers()));
     }
+    let mut https = Service::new(
+        "holdfast https".to_string(),
+        FastPath::new(runtime.clone(), connector, "https"),
+    );
+    https.threads = threads;
     if let Some(tls) = &config.listen.tls {
         for addr in &config.listen.https {
             let (cert, key) = (tls.cert.to_string_lossy(), tls.key.to_string_lossy());
@@ -95,14 +102,17 @@ pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
             let listener = ListenerConfig::tcp(addr.to_string())
                 .tls(settings)
                 .l4_buffer(visitor_buffers());
-            proxy.add_listener(listener);
+            https.add_listener(listener);
         }
     }
     let mut admin = Service::new("holdfast admin".to_string(), Admin::new(runtime));
     admin.add_tcp(&config.listen.admin.to_string());
     admin.threads = Some(1);
 
-    server.add_service(proxy);
+    server.add_service(http);
+    if !config.listen.https.is_empty() {
+        server.add_service(https);
+    }
     server.add_service(admin);
     server.add_service(background_service(
         "health checks",

@@ -6,6 +6,7 @@
 pub mod gateway;
 pub mod load;
 pub mod ports;
+pub mod raw;
 pub mod tls;
 
 pub use gateway::Gateway;

@@ -4,6 +4,8 @@
 
 #[path = "e2e/check.rs"]
 mod check;
+#[path = "e2e/datapath.rs"]
+mod datapath;
 #[path = "e2e/failover.rs"]
 mod failover;
 #[path = "e2e/fallback.rs"]

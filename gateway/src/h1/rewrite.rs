@@ -4,7 +4,8 @@
 //! that framing and routing rest on); `X-Forwarded-For` with the client's address appended (all
 //! prior lines merged into one); `X-Forwarded-Proto` kept, or set to the listener's scheme. An
 //! upgrade request (`Connection: upgrade` with `Upgrade`) keeps both, so WebSockets pass through.
-//! `Transfer-Encoding: chunked` stays: the body is forwarded as it came.
+//! `Transfer-Encoding: chunked` stays: the body is forwarded as it came. Response heads get the
+//! same treatment, and the gateway's own `Connection` header.
 
 use super::request::MAX_HEADERS;
 use std::io::Write;
@@ -119,6 +120,62 @@ pub fn request_head(head: &[u8], fwd: Forwarding, out: &mut Vec<u8>) -> bool {
     true
 }
 
+/// Writes the response head to send to the visitor into `out` (cleared first): the status line
+/// as received, every header but the hop-by-hop ones, and the gateway's own `Connection` header:
+/// `close` when the visitor's connection ends after this answer, `keep-alive` for an HTTP/1.0
+/// visitor whose connection stays open, `upgrade` (with `Upgrade`) for a 101. `head` is a
+/// complete response head; returns false if it is not.
+pub fn response_head(
+    head: &[u8],
+    keep_alive: bool,
+    http11_visitor: bool,
+    out: &mut Vec<u8>,
+) -> bool {
+    out.clear();
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut headers);
+    let (Ok(httparse::Status::Complete(_)), Some(code), Some(version)) =
+        (res.parse(head), res.code, res.version)
+    else {
+        return false;
+    };
+    let _ = write!(
+        out,
+        "HTTP/1.{version} {code} {}\r\n",
+        res.reason.unwrap_or("")
+    );
+    let headers = res.headers;
+    let upgrade = (code == 101).then(|| upgrade_of(headers)).flatten();
+    for h in headers.iter() {
+        let name = h.name;
+        let connection_named = !PROTECTED.iter().any(|p| name.eq_ignore_ascii_case(p))
+            && headers
+                .iter()
+                .filter(|c| c.name.eq_ignore_ascii_case("connection"))
+                .flat_map(|c| c.value.split(|&b| b == b','))
+                .any(|t| trimmed(t).eq_ignore_ascii_case(name.as_bytes()));
+        if HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop)) || connection_named {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    match upgrade {
+        Some(protocol) => {
+            out.extend_from_slice(b"Connection: upgrade\r\nUpgrade: ");
+            out.extend_from_slice(protocol);
+            out.extend_from_slice(b"\r\n");
+        }
+        None if !keep_alive => out.extend_from_slice(b"Connection: close\r\n"),
+        None if !http11_visitor => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+        None => {}
+    }
+    out.extend_from_slice(b"\r\n");
+    true
+}
+
 fn trimmed(v: &[u8]) -> &[u8] {
     let start = v
         .iter()
@@ -201,6 +258,24 @@ mod tests {
         assert!(!is_upgrade(
             b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n"
         ));
+    }
+
+    #[test]
+    fn response_heads_get_the_gateways_connection_header() {
+        let mut out = Vec::new();
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\nX-App: 2\r\n\r\n";
+        assert!(response_head(head, true, true, &mut out));
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-App: 2\r\n\r\n"
+        );
+        assert!(response_head(head, false, true, &mut out));
+        assert!(out.ends_with(b"X-App: 2\r\nConnection: close\r\n\r\n"));
+        assert!(response_head(head, true, false, &mut out));
+        assert!(out.ends_with(b"Connection: keep-alive\r\n\r\n"));
+        let switching = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: k\r\n\r\n";
+        assert!(response_head(switching, false, true, &mut out));
+        assert_eq!(out, b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: k\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n");
     }
 
     #[test]

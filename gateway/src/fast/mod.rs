@@ -1,0 +1,515 @@
+//! The lean HTTP/1.1 data path: one task per visitor connection that reads a request head,
+//! judges it ([`crate::h1::request`]), picks a backend with the same decisions as everywhere
+//! ([`crate::runtime::PoolRuntime::next_attempt`]), forwards the head ([`crate::h1::rewrite`])
+//! and the body as they come, and streams the answer back. The backend connection stays pinned
+//! to the visitor's connection while both are kept alive (Cloudflare holds its connections for
+//! minutes), so a request costs no pool look-up, no channel and no extra task.
+//!
+//! Failover follows the same rules as the Pingora path: a failed connect (refused, timed out,
+//! TLS, no route) is reported to health and the same request goes to the next backend; a reused
+//! backend connection that turns out closed before any answer is replaced by a fresh one; when
+//! nothing can serve, the fallback answer, on a connection that stays open.
+
+mod body;
+mod upstream;
+
+pub use upstream::Connector;
+
+use crate::attempts::{AttemptLimits, Attempts, GiveUp};
+use crate::h1::request::{self, Framing, Head, Refusal};
+use crate::h1::response::{self, BodyFraming};
+use crate::h1::rewrite::{self, Forwarding};
+use crate::runtime::{PoolRuntime, Runtime};
+use crate::select::Slot;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use body::{Body, BodyError};
+use bytes::{Buf, BytesMut};
+use holdfast_health::TrafficFailure;
+use pingora::apps::ServerApp;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use upstream::Io;
+
+/// First capacity of a visitor connection's read buffer: a typical request head.
+const VISITOR_BUFFER: usize = 4096;
+
+/// First capacity of a backend connection's read buffer.
+const BACKEND_BUFFER: usize = 8192;
+
+/// Writes to a visitor that take longer than this end the connection.
+const VISITOR_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The data path, one per listener scheme.
+pub struct FastPath {
+    runtime: Arc<ArcSwap<Runtime>>,
+    connector: Arc<Connector>,
+    /// `http` or `https`.
+    proto: &'static str,
+}
+
+impl FastPath {
+    pub fn new(
+        runtime: Arc<ArcSwap<Runtime>>,
+        connector: Arc<Connector>,
+        proto: &'static str,
+    ) -> Self {
+        FastPath {
+            runtime,
+            connector,
+            proto,
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for FastPath {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let client = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let mut visitor = Visitor {
+            app: self,
+            stream,
+            buf: BytesMut::with_capacity(VISITOR_BUFFER),
+            client,
+            pinned: None,
+            scratch: Vec::with_capacity(1024),
+            shutdown: shutdown.clone(),
+        };
+        visitor.serve().await;
+        None
+    }
+}
+
+/// A backend connection kept for the visitor's next request.
+struct Pinned {
+    pool: usize,
+    slot: Slot,
+    io: Box<dyn Io>,
+    buf: BytesMut,
+}
+
+/// One visitor connection.
+struct Visitor<'a> {
+    app: &'a FastPath,
+    stream: Stream,
+    buf: BytesMut,
+    client: IpAddr,
+    pinned: Option<Pinned>,
+    /// Reused for every head written.
+    scratch: Vec<u8>,
+    shutdown: ShutdownWatch,
+}
+
+/// What became of one request.
+enum Exchange {
+    /// Answered; the visitor's connection may carry another request.
+    KeepOpen,
+    /// Answered (or failed past answering); close the connection.
+    Close,
+}
+
+impl Visitor<'_> {
+    async fn serve(&mut self) {
+        loop {
+            let idle = self.app.runtime.load().config.listen.keepalive_timeout;
+            let head = match self.read_head(idle).await {
+                Ok(Some(head)) => head,
+                Ok(None) => return,
+                Err(refusal) => {
+                    let _ = self.refuse(refusal).await;
+                    return;
+                }
+            };
+            match self.exchange(head).await {
+                Exchange::KeepOpen if !*self.shutdown.borrow() => {}
+                _ => return,
+            }
+        }
+    }
+
+    /// Reads until a whole request head is buffered. `Ok(None)`: the visitor closed or idled out.
+    async fn read_head(&mut self, idle: Duration) -> Result<Option<Head>, Refusal> {
+        loop {
+            if !self.buf.is_empty() {
+                if let Some(head) = request::parse(&self.buf)? {
+                    return Ok(Some(head));
+                }
+            }
+            match body::fill(&mut self.stream, &mut self.buf, idle).await {
+                Ok(n) if n > 0 => {}
+                _ => return Ok(None),
+            }
+        }
+    }
+
+    async fn exchange(&mut self, head: Head) -> Exchange {
+        let runtime = self.app.runtime.load_full();
+        let host = head
+            .host
+            .and_then(|(a, b)| std::str::from_utf8(&self.buf[a..b]).ok());
+        let pool_index = runtime.route(host);
+        let forwarding = Forwarding {
+            client: self.client,
+            proto: self.app.proto,
+        };
+        let rewritten = rewrite::request_head(&self.buf[..head.len], forwarding, &mut self.scratch);
+        // From here on `buf` holds what follows the head: the body, or a pipelined request.
+        self.buf.advance(head.len);
+        if !rewritten {
+            return self.refuse_close(Refusal::Malformed).await;
+        }
+        let Some(pool) = runtime.pools.get(pool_index) else {
+            return self
+                .fallback(&runtime, pool_index, &head, GiveUp::NoBackend)
+                .await;
+        };
+        let request_body = match head.framing {
+            Framing::Empty => Body::Empty,
+            Framing::Length(n) => Body::Length(n),
+            Framing::Chunked => Body::Chunked,
+        };
+        let upstream_head = std::mem::take(&mut self.scratch);
+        let result = self
+            .attempt_chain(
+                &runtime,
+                pool_index,
+                pool,
+                &head,
+                request_body,
+                &upstream_head,
+            )
+            .await;
+        self.scratch = upstream_head;
+        match result {
+            Ok(outcome) => outcome,
+            Err(why) => self.fallback(&runtime, pool_index, &head, why).await,
+        }
+    }
+
+    /// Tries backends until one answers; `Err` when the fallback must answer instead.
+    async fn attempt_chain(
+        &mut self,
+        runtime: &Runtime,
+        pool_index: usize,
+        pool: &PoolRuntime,
+        head: &Head,
+        request_body: Body,
+        upstream_head: &[u8],
+    ) -> Result<Exchange, GiveUp> {
+        let mut attempts = Attempts::default();
+        loop {
+            let (slot, limits) = pool.next_attempt(&mut attempts, Instant::now())?;
+            if attempts.made() > 1 {
+                pool.metrics.retries.inc();
+            }
+            let Some(backend) = pool.backend(slot) else {
+                return Err(GiveUp::NoBackend);
+            };
+            // The pinned connection serves if it goes to this very backend.
+            let pinned = match self.pinned.take() {
+                Some(p) if p.pool == pool_index && p.slot == slot => Some(p),
+                _ => None,
+            };
+            let reused = pinned.is_some();
+            let mut up = match pinned {
+                Some(p) => p,
+                None => match self
+                    .app
+                    .connector
+                    .connect(&backend.health.backend, limits.connect)
+                    .await
+                {
+                    Ok(io) => {
+                        runtime.health.report_traffic(&backend.health, Ok(()));
+                        Pinned {
+                            pool: pool_index,
+                            slot,
+                            io,
+                            buf: BytesMut::with_capacity(BACKEND_BUFFER),
+                        }
+                    }
+                    Err(kind) => {
+                        backend.metrics.connect_failure(kind);
+                        runtime.health.report_traffic(&backend.health, Err(kind));
+                        continue;
+                    }
+                },
+            };
+            match self
+                .forward(&mut up, head, request_body, upstream_head, limits)
+                .await
+            {
+                Forwarded::Done {
+                    exchange,
+                    status,
+                    reusable,
+                } => {
+                    pool.metrics.request(status);
+                    if reusable {
+                        self.pinned = Some(up);
+                    }
+                    return Ok(exchange);
+                }
+                Forwarded::NoAnswer { body_sent } => {
+                    if reused && (!body_sent || request_body == Body::Empty) {
+                        // The backend had closed the kept connection: the same backend, fresh.
+                        let fresh = match self
+                            .app
+                            .connector
+                            .connect(&backend.health.backend, limits.connect)
+                            .await
+                        {
+                            Ok(io) => io,
+                            Err(kind) => {
+                                backend.metrics.connect_failure(kind);
+                                runtime.health.report_traffic(&backend.health, Err(kind));
+                                continue;
+                            }
+                        };
+                        let mut up = Pinned {
+                            pool: pool_index,
+                            slot,
+                            io: fresh,
+                            buf: BytesMut::with_capacity(BACKEND_BUFFER),
+                        };
+                        if let Forwarded::Done {
+                            exchange,
+                            status,
+                            reusable,
+                        } = self
+                            .forward(&mut up, head, request_body, upstream_head, limits)
+                            .await
+                        {
+                            pool.metrics.request(status);
+                            if reusable {
+                                self.pinned = Some(up);
+                            }
+                            return Ok(exchange);
+                        }
+                    }
+                    // A fresh connection broke before any answer: the would-be 520.
+                    let kind = TrafficFailure::Reset;
+                    backend.metrics.connect_failure(kind);
+                    runtime.health.report_traffic(&backend.health, Err(kind));
+                    if body_sent && request_body != Body::Empty {
+                        // The body is gone: it cannot be sent again.
+                        return Err(GiveUp::AttemptsExhausted);
+                    }
+                    if !head.idempotent {
+                        return Err(GiveUp::AttemptsExhausted);
+                    }
+                }
+                Forwarded::Broken => return Ok(Exchange::Close),
+            }
+        }
+    }
+
+    /// Sends the request to `up` and streams the answer back.
+    async fn forward(
+        &mut self,
+        up: &mut Pinned,
+        head: &Head,
+        request_body: Body,
+        upstream_head: &[u8],
+        limits: AttemptLimits,
+    ) -> Forwarded {
+        // The request head and any body bytes already read go out together.
+        if body::send(&mut up.io, upstream_head, limits.write)
+            .await
+            .is_err()
+        {
+            return Forwarded::NoAnswer { body_sent: false };
+        }
+        let mut body_sent = false;
+        if request_body != Body::Empty {
+            if head.expect_continue {
+                let _ = body::send(
+                    &mut self.stream,
+                    b"HTTP/1.1 100 Continue\r\n\r\n",
+                    VISITOR_WRITE_TIMEOUT,
+                )
+                .await;
+                let _ = body::flush(&mut self.stream, VISITOR_WRITE_TIMEOUT).await;
+            }
+            body_sent = true;
+            let sent = body::forward(
+                request_body,
+                &mut self.stream,
+                &mut self.buf,
+                &mut up.io,
+                limits.read,
+                limits.write,
+            )
+            .await;
+            match sent {
+                Ok(()) => {}
+                Err(BodyError::Chunk(_)) => {
+                    let _ = self.refuse(Refusal::Malformed).await;
+                    return Forwarded::Broken;
+                }
+                Err(BodyError::Source) => return Forwarded::Broken,
+                Err(BodyError::Sink) => return Forwarded::NoAnswer { body_sent },
+            }
+        } else if body::flush(&mut up.io, limits.write).await.is_err() {
+            return Forwarded::NoAnswer { body_sent: false };
+        }
+
+        // The answer's head; interim answers (100 Continue, 103) are not passed on.
+        let answer = loop {
+            match response::parse(&up.buf, head.head_method) {
+                Ok(Some(answer)) if answer.interim => up.buf.advance(answer.len),
+                Ok(Some(answer)) => break answer,
+                Ok(None) => match body::fill(&mut up.io, &mut up.buf, limits.read).await {
+                    Ok(n) if n > 0 => {}
+                    _ if up.buf.is_empty() => return Forwarded::NoAnswer { body_sent },
+                    _ => return Forwarded::NoAnswer { body_sent },
+                },
+                Err(_) => return Forwarded::NoAnswer { body_sent },
+            }
+        };
+        let upgrade = answer.status == 101;
+        let until_close = answer.framing == BodyFraming::UntilClose;
+        let keep_open = head.keep_alive && !until_close && !upgrade && !*self.shutdown.borrow();
+        if !rewrite::response_head(
+            &up.buf[..answer.len],
+            keep_open,
+            head.http11,
+            &mut self.scratch,
+        ) {
+            return Forwarded::NoAnswer { body_sent };
+        }
+        up.buf.advance(answer.len);
+        if body::send(&mut self.stream, &self.scratch, VISITOR_WRITE_TIMEOUT)
+            .await
+            .is_err()
+        {
+            return Forwarded::Broken;
+        }
+        if upgrade {
+            let _ = body::send(&mut self.stream, &up.buf, VISITOR_WRITE_TIMEOUT).await;
+            let _ = body::flush(&mut self.stream, VISITOR_WRITE_TIMEOUT).await;
+            let _ = body::send(&mut up.io, &self.buf, limits.write).await;
+            let _ = tokio::io::copy_bidirectional(&mut self.stream, &mut up.io).await;
+            return Forwarded::Done {
+                exchange: Exchange::Close,
+                status: answer.status,
+                reusable: false,
+            };
+        }
+        let response_body = match answer.framing {
+            BodyFraming::Empty => Body::Empty,
+            BodyFraming::Length(n) => Body::Length(n),
+            BodyFraming::Chunked => Body::Chunked,
+            BodyFraming::UntilClose => Body::UntilClose,
+        };
+        let streamed = body::forward(
+            response_body,
+            &mut up.io,
+            &mut up.buf,
+            &mut self.stream,
+            limits.read,
+            VISITOR_WRITE_TIMEOUT,
+        )
+        .await;
+        Forwarded::Done {
+            exchange: match (streamed, keep_open) {
+                (Ok(()), true) => Exchange::KeepOpen,
+                _ => Exchange::Close,
+            },
+            status: answer.status,
+            // Anything left over after the body means the backend said more than it framed.
+            reusable: streamed.is_ok() && answer.reusable && up.buf.is_empty(),
+        }
+    }
+
+    /// Answers with the fallback; the connection stays open when the request body allows it.
+    async fn fallback(
+        &mut self,
+        runtime: &Runtime,
+        pool: usize,
+        head: &Head,
+        why: GiveUp,
+    ) -> Exchange {
+        let answer = &runtime.fallback;
+        // A request body not read past would be taken for the next request: close instead.
+        let keep_open =
+            head.keep_alive && head.framing == Framing::Empty && !*self.shutdown.borrow();
+        let out = &mut self.scratch;
+        out.clear();
+        out.extend_from_slice(
+            format!("HTTP/1.1 {} {}\r\n", answer.status, reason(answer.status)).as_bytes(),
+        );
+        for (name, value) in &answer.headers {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if !keep_open {
+            out.extend_from_slice(b"Connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        if !head.head_method {
+            out.extend_from_slice(&answer.body);
+        }
+        if let Some(p) = runtime.pools.get(pool) {
+            p.metrics.request(answer.status);
+            p.metrics.fallback(why);
+        }
+        let sent = body::send(&mut self.stream, &self.scratch, VISITOR_WRITE_TIMEOUT).await;
+        let flushed = body::flush(&mut self.stream, VISITOR_WRITE_TIMEOUT).await;
+        match (sent, flushed, keep_open) {
+            (Ok(()), Ok(()), true) => Exchange::KeepOpen,
+            _ => Exchange::Close,
+        }
+    }
+
+    async fn refuse_close(&mut self, refusal: Refusal) -> Exchange {
+        let _ = self.refuse(refusal).await;
+        Exchange::Close
+    }
+
+    /// Answers a refused request and lets the connection close.
+    async fn refuse(&mut self, refusal: Refusal) -> Result<(), BodyError> {
+        let status = refusal.status();
+        let text = format!("{}\n", refusal.as_str());
+        let answer = format!(
+            "HTTP/1.1 {status} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+            reason(status),
+            text.len()
+        );
+        body::send(&mut self.stream, answer.as_bytes(), VISITOR_WRITE_TIMEOUT).await?;
+        body::flush(&mut self.stream, VISITOR_WRITE_TIMEOUT).await
+    }
+}
+
+/// How forwarding one attempt went.
+enum Forwarded {
+    /// The backend answered and the answer went to the visitor.
+    Done {
+        exchange: Exchange,
+        status: u16,
+        reusable: bool,
+    },
+    /// The backend connection failed before any answer.
+    NoAnswer { body_sent: bool },
+    /// The visitor's side failed: nothing more can be done on this connection.
+    Broken,
+}
+
+fn reason(status: u16) -> &'static str {
+    http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("")
+}
