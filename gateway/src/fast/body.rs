@@ -22,8 +22,10 @@ pub enum Body {
 /// Where forwarding a body failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyError {
-    /// The sender closed, failed or went quiet before the body ended.
+    /// The sender closed or failed before the body ended.
     Source,
+    /// The sender went quiet for longer than the read timeout.
+    Timeout,
     /// The receiver failed or stopped taking bytes.
     Sink,
     /// Malformed chunked framing from the sender.
@@ -39,7 +41,8 @@ pub async fn fill<R: AsyncRead + Unpin>(
     buf.reserve(READ_CHUNK.min(buf.capacity().max(4096)));
     match tokio::time::timeout(timeout, src.read_buf(buf)).await {
         Ok(Ok(n)) => Ok(n),
-        _ => Err(BodyError::Source),
+        Ok(Err(_)) => Err(BodyError::Source),
+        Err(_) => Err(BodyError::Timeout),
     }
 }
 

@@ -43,6 +43,11 @@ const BACKEND_BUFFER: usize = 8192;
 /// Writes to a visitor that take longer than this end the connection.
 const VISITOR_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A backend connection pinned to a visitor connection that has been idle this long is closed:
+/// Cloudflare keeps thousands of idle connections for up to 15 minutes, and a backend with a
+/// small worker pool must not have them all held open on its side.
+const PINNED_IDLE: Duration = Duration::from_secs(30);
+
 /// The data path, one per listener scheme.
 pub struct FastPath {
     runtime: Arc<ArcSwap<Runtime>>,
@@ -139,14 +144,23 @@ impl Visitor<'_> {
 
     /// Reads until a whole request head is buffered. `Ok(None)`: the visitor closed or idled out.
     async fn read_head(&mut self, idle: Duration) -> Result<Option<Head>, Refusal> {
+        let deadline = Instant::now() + idle;
         loop {
             if !self.buf.is_empty() {
                 if let Some(head) = request::parse(&self.buf)? {
                     return Ok(Some(head));
                 }
             }
-            match body::fill(&mut self.stream, &mut self.buf, idle).await {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let wait = match self.pinned {
+                Some(_) => left.min(PINNED_IDLE),
+                None => left,
+            };
+            match body::fill(&mut self.stream, &mut self.buf, wait).await {
                 Ok(n) if n > 0 => {}
+                Err(BodyError::Timeout) if self.pinned.is_some() && !left.is_zero() => {
+                    self.pinned = None;
+                }
                 _ => return Ok(None),
             }
         }
@@ -260,7 +274,10 @@ impl Visitor<'_> {
                     }
                     return Ok(exchange);
                 }
-                Forwarded::NoAnswer { body_sent } => {
+                Forwarded::NoAnswer {
+                    body_sent,
+                    timed_out,
+                } => {
                     if reused && (!body_sent || request_body == Body::Empty) {
                         // The backend had closed the kept connection: the same backend, fresh.
                         let fresh = match self
@@ -297,8 +314,12 @@ impl Visitor<'_> {
                             return Ok(exchange);
                         }
                     }
-                    // A fresh connection broke before any answer: the would-be 520.
-                    let kind = TrafficFailure::Reset;
+                    // A fresh connection broke (the would-be 520) or said nothing in time (524).
+                    let kind = if timed_out {
+                        TrafficFailure::Timeout
+                    } else {
+                        TrafficFailure::Reset
+                    };
                     backend.metrics.connect_failure(kind);
                     runtime.health.report_traffic(&backend.health, Err(kind));
                     if body_sent && request_body != Body::Empty {
@@ -328,7 +349,10 @@ impl Visitor<'_> {
             .await
             .is_err()
         {
-            return Forwarded::NoAnswer { body_sent: false };
+            return Forwarded::NoAnswer {
+                body_sent: false,
+                timed_out: false,
+            };
         }
         let mut body_sent = false;
         if request_body != Body::Empty {
@@ -358,10 +382,19 @@ impl Visitor<'_> {
                     return Forwarded::Broken;
                 }
                 Err(BodyError::Source) => return Forwarded::Broken,
-                Err(BodyError::Sink) => return Forwarded::NoAnswer { body_sent },
+                Err(BodyError::Sink) => {
+                    return Forwarded::NoAnswer {
+                        body_sent,
+                        timed_out: false,
+                    }
+                }
+                Err(BodyError::Timeout) => return Forwarded::Broken,
             }
         } else if body::flush(&mut up.io, limits.write).await.is_err() {
-            return Forwarded::NoAnswer { body_sent: false };
+            return Forwarded::NoAnswer {
+                body_sent: false,
+                timed_out: false,
+            };
         }
 
         // The answer's head; interim answers (100 Continue, 103) are not passed on.
@@ -371,10 +404,20 @@ impl Visitor<'_> {
                 Ok(Some(answer)) => break answer,
                 Ok(None) => match body::fill(&mut up.io, &mut up.buf, limits.read).await {
                     Ok(n) if n > 0 => {}
-                    _ if up.buf.is_empty() => return Forwarded::NoAnswer { body_sent },
-                    _ => return Forwarded::NoAnswer { body_sent },
+                    outcome => {
+                        let timed_out = outcome == Err(BodyError::Timeout);
+                        return Forwarded::NoAnswer {
+                            body_sent,
+                            timed_out,
+                        };
+                    }
                 },
-                Err(_) => return Forwarded::NoAnswer { body_sent },
+                Err(_) => {
+                    return Forwarded::NoAnswer {
+                        body_sent,
+                        timed_out: false,
+                    }
+                }
             }
         };
         let upgrade = answer.status == 101;
@@ -386,7 +429,10 @@ impl Visitor<'_> {
             head.http11,
             &mut self.scratch,
         ) {
-            return Forwarded::NoAnswer { body_sent };
+            return Forwarded::NoAnswer {
+                body_sent,
+                timed_out: false,
+            };
         }
         up.buf.advance(answer.len);
         if body::send(&mut self.stream, &self.scratch, VISITOR_WRITE_TIMEOUT)
@@ -501,8 +547,8 @@ enum Forwarded {
         status: u16,
         reusable: bool,
     },
-    /// The backend connection failed before any answer.
-    NoAnswer { body_sent: bool },
+    /// The backend connection failed, or stayed silent past the read timeout, before any answer.
+    NoAnswer { body_sent: bool, timed_out: bool },
     /// The visitor's side failed: nothing more can be done on this connection.
     Broken,
 }
