@@ -32,13 +32,19 @@ pub enum BodyError {
     Chunk(ChunkError),
 }
 
-/// Reads more bytes into `buf`; `Ok(0)` at end of stream.
+/// Room asked for before reading a message head: most heads fit (Cloudflare's run 1-2 KB), and a
+/// larger one grows the buffer.
+pub const HEAD_CHUNK: usize = 2048;
+
+/// Reads more bytes into `buf`, making room for at least `room` first; `Ok(0)` at end of
+/// stream.
 pub async fn fill<R: AsyncRead + Unpin>(
     src: &mut R,
     buf: &mut BytesMut,
+    room: usize,
     timeout: Duration,
 ) -> Result<usize, BodyError> {
-    buf.reserve(READ_CHUNK.min(buf.capacity().max(4096)));
+    buf.reserve(room);
     match tokio::time::timeout(timeout, src.read_buf(buf)).await {
         Ok(Ok(n)) => Ok(n),
         Ok(Err(_)) => Err(BodyError::Source),
@@ -84,7 +90,7 @@ where
         Body::Empty => {}
         Body::Length(mut left) => {
             while left > 0 {
-                if buf.is_empty() && fill(src, buf, read_timeout).await? == 0 {
+                if buf.is_empty() && fill(src, buf, READ_CHUNK, read_timeout).await? == 0 {
                     return Err(BodyError::Source);
                 }
                 let take = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
@@ -96,7 +102,7 @@ where
         Body::Chunked => {
             let mut scanner = ChunkedScanner::default();
             while !scanner.is_done() {
-                if buf.is_empty() && fill(src, buf, read_timeout).await? == 0 {
+                if buf.is_empty() && fill(src, buf, READ_CHUNK, read_timeout).await? == 0 {
                     return Err(BodyError::Source);
                 }
                 let take = scanner.scan(buf).map_err(BodyError::Chunk)?;
@@ -105,7 +111,7 @@ where
             }
         }
         Body::UntilClose => loop {
-            if buf.is_empty() && fill(src, buf, read_timeout).await? == 0 {
+            if buf.is_empty() && fill(src, buf, READ_CHUNK, read_timeout).await? == 0 {
                 break;
             }
             send(dst, buf, write_timeout).await?;

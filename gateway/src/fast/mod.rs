@@ -34,11 +34,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use upstream::Io;
 
-/// First capacity of a visitor connection's read buffer: a typical request head.
-const VISITOR_BUFFER: usize = 4096;
-
-/// First capacity of a backend connection's read buffer.
-const BACKEND_BUFFER: usize = 8192;
+/// A read buffer left larger than this after an exchange (a large body went through) is given
+/// back, so that idle connections hold little memory.
+const KEEP_BUFFER: usize = 16 * 1024;
 
 /// Writes to a visitor that take longer than this end the connection.
 const VISITOR_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -84,7 +82,7 @@ impl ServerApp for FastPath {
         let mut visitor = Visitor {
             app: self,
             stream,
-            buf: BytesMut::with_capacity(VISITOR_BUFFER),
+            buf: BytesMut::new(),
             client,
             pinned: None,
             scratch: Vec::with_capacity(1024),
@@ -139,6 +137,10 @@ impl Visitor<'_> {
                 Exchange::KeepOpen if !*self.shutdown.borrow() => {}
                 _ => return,
             }
+            shrink(&mut self.buf);
+            if let Some(pinned) = &mut self.pinned {
+                shrink(&mut pinned.buf);
+            }
         }
     }
 
@@ -156,7 +158,7 @@ impl Visitor<'_> {
                 Some(_) => left.min(PINNED_IDLE),
                 None => left,
             };
-            match body::fill(&mut self.stream, &mut self.buf, wait).await {
+            match body::fill(&mut self.stream, &mut self.buf, body::HEAD_CHUNK, wait).await {
                 Ok(n) if n > 0 => {}
                 Err(BodyError::Timeout) if self.pinned.is_some() && !left.is_zero() => {
                     self.pinned = None;
@@ -249,7 +251,7 @@ impl Visitor<'_> {
                             pool: pool_index,
                             slot,
                             io,
-                            buf: BytesMut::with_capacity(BACKEND_BUFFER),
+                            buf: BytesMut::new(),
                         }
                     }
                     Err(kind) => {
@@ -297,7 +299,7 @@ impl Visitor<'_> {
                             pool: pool_index,
                             slot,
                             io: fresh,
-                            buf: BytesMut::with_capacity(BACKEND_BUFFER),
+                            buf: BytesMut::new(),
                         };
                         if let Forwarded::Done {
                             exchange,
@@ -402,16 +404,18 @@ impl Visitor<'_> {
             match response::parse(&up.buf, head.head_method) {
                 Ok(Some(answer)) if answer.interim => up.buf.advance(answer.len),
                 Ok(Some(answer)) => break answer,
-                Ok(None) => match body::fill(&mut up.io, &mut up.buf, limits.read).await {
-                    Ok(n) if n > 0 => {}
-                    outcome => {
-                        let timed_out = outcome == Err(BodyError::Timeout);
-                        return Forwarded::NoAnswer {
-                            body_sent,
-                            timed_out,
-                        };
+                Ok(None) => {
+                    match body::fill(&mut up.io, &mut up.buf, body::HEAD_CHUNK, limits.read).await {
+                        Ok(n) if n > 0 => {}
+                        outcome => {
+                            let timed_out = outcome == Err(BodyError::Timeout);
+                            return Forwarded::NoAnswer {
+                                body_sent,
+                                timed_out,
+                            };
+                        }
                     }
-                },
+                }
                 Err(_) => {
                     return Forwarded::NoAnswer {
                         body_sent,
@@ -551,6 +555,13 @@ enum Forwarded {
     NoAnswer { body_sent: bool, timed_out: bool },
     /// The visitor's side failed: nothing more can be done on this connection.
     Broken,
+}
+
+/// Gives back a read buffer's memory when it holds nothing and grew large.
+fn shrink(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > KEEP_BUFFER {
+        *buf = BytesMut::new();
+    }
 }
 
 fn reason(status: u16) -> &'static str {
