@@ -380,9 +380,9 @@ def main():
                    help="comma-separated: http-1k, https-1k, http-100k, https-100k")
     p.add_argument("--proxies", default="holdfast,nginx,haproxy")
     p.add_argument("--idle", type=int, default=9000,
-                   help="idle keep-alive connections for the memory figure (0: skip); 9,000 by default
-                   because a proxy holding a backend connection per visitor connection needs two
-                   descriptors each and the hard limit here is 20,000")
+                   help="idle keep-alive connections for the memory figure (0: skip); 9,000 by default "
+                        "because a proxy holding a backend connection per visitor connection needs two "
+                        "descriptors each and the hard limit here is 20,000")
     p.add_argument("--json", default="target/bench/results.json", help="where to write the raw results")
     ARGS = args = p.parse_args()
 
