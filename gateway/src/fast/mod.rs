@@ -231,9 +231,13 @@ impl Visitor<'_> {
             let Some(backend) = pool.backend(slot) else {
                 return Err(GiveUp::NoBackend);
             };
-            // The pinned connection serves if it goes to this very backend.
+            // The pinned connection serves if it goes to this very backend and is still open.
             let pinned = match self.pinned.take() {
-                Some(p) if p.pool == pool_index && p.slot == slot => Some(p),
+                Some(mut p)
+                    if p.pool == pool_index && p.slot == slot && still_open(&mut p.io).await =>
+                {
+                    Some(p)
+                }
                 _ => None,
             };
             let reused = pinned.is_some();
@@ -555,6 +559,17 @@ enum Forwarded {
     NoAnswer { body_sent: bool, timed_out: bool },
     /// The visitor's side failed: nothing more can be done on this connection.
     Broken,
+}
+
+/// Whether an idle backend connection is still open: a closed one (or one that sent bytes
+/// nobody asked for) is already readable. Costs no system call while the connection is quiet.
+async fn still_open(io: &mut Box<dyn Io>) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut byte = [0u8; 1];
+    // `timeout` polls the read once before looking at its zero deadline.
+    tokio::time::timeout(Duration::ZERO, io.read(&mut byte))
+        .await
+        .is_err()
 }
 
 /// Gives back a read buffer's memory when it holds nothing and grew large.
