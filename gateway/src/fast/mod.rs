@@ -232,14 +232,15 @@ impl Visitor<'_> {
                 return Err(GiveUp::NoBackend);
             };
             // The pinned connection serves if it goes to this very backend and is still open.
-            let pinned = match self.pinned.take() {
-                Some(mut p)
-                    if p.pool == pool_index && p.slot == slot && still_open(&mut p.io).await =>
-                {
-                    Some(p)
+            let mut pinned = self
+                .pinned
+                .take()
+                .filter(|p| p.pool == pool_index && p.slot == slot);
+            if let Some(p) = &mut pinned {
+                if !still_open(&mut p.io).await {
+                    pinned = None;
                 }
-                _ => None,
-            };
+            }
             let reused = pinned.is_some();
             let mut up = match pinned {
                 Some(p) => p,
