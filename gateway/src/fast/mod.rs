@@ -30,8 +30,11 @@ use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use std::net::{IpAddr, Ipv4Addr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, ReadBuf};
 use upstream::Io;
 
 /// A read buffer left larger than this after an exchange (a large body went through) is given
@@ -237,7 +240,7 @@ impl Visitor<'_> {
                 .take()
                 .filter(|p| p.pool == pool_index && p.slot == slot);
             if let Some(p) = &mut pinned {
-                if !still_open(&mut p.io).await {
+                if !still_open(&mut p.io) {
                     pinned = None;
                 }
             }
@@ -563,14 +566,13 @@ enum Forwarded {
 }
 
 /// Whether an idle backend connection is still open: a closed one (or one that sent bytes
-/// nobody asked for) is already readable. Costs no system call while the connection is quiet.
-async fn still_open(io: &mut Box<dyn Io>) -> bool {
-    use tokio::io::AsyncReadExt;
+/// nobody asked for) is already readable. One poll with a no-op waker: no timer, and no system
+/// call while the connection is quiet.
+fn still_open(io: &mut Box<dyn Io>) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
     let mut byte = [0u8; 1];
-    // `timeout` polls the read once before looking at its zero deadline.
-    tokio::time::timeout(Duration::ZERO, io.read(&mut byte))
-        .await
-        .is_err()
+    let mut buf = ReadBuf::new(&mut byte);
+    Pin::new(io).poll_read(&mut cx, &mut buf).is_pending()
 }
 
 /// Gives back a read buffer's memory when it holds nothing and grew large.

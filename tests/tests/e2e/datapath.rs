@@ -264,3 +264,35 @@ async fn bad_chunk_framing_is_refused_and_not_forwarded() {
         .iter()
         .all(|r| !r.windows(8).any(|w| w == b"smuggled")));
 }
+
+/// A backend that closes its side of a kept connection between two requests costs the visitor
+/// nothing, even for a POST whose body could not be sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_backend_connection_closed_meanwhile_is_not_a_visitor_error() {
+    let raw =
+        RawBackend::start(|_| Answer::close(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+            .await;
+    let gw = Gateway::start(&one_backend(raw.addr)).await;
+    let mut s = TcpStream::connect(gw.http).await.unwrap();
+    s.write_all(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let got = read_until(&mut s, |b| b.ends_with(b"ok")).await;
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    // The backend's close reaches the gateway before the next request does.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(b"POST /second HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\ndata")
+        .await
+        .unwrap();
+    let got = read_until(&mut s, |b| b.ends_with(b"ok")).await;
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(raw.requests().len(), 2);
+}
