@@ -24,6 +24,14 @@ pub enum Command {
         /// Proxy worker threads (default: one per CPU).
         #[arg(long)]
         threads: Option<usize>,
+        /// Take over the listening sockets of a running holdfast instead of binding them: start
+        /// the new binary with this flag, then send SIGQUIT to the old process. No connection is
+        /// refused during the hand-over.
+        #[arg(long)]
+        upgrade: bool,
+        /// The Unix socket over which listening sockets are handed to the next process.
+        #[arg(long, default_value = "/tmp/holdfast-upgrade.sock")]
+        upgrade_sock: PathBuf,
     },
     /// Validate a config file and exit: 0 and a summary if it is valid, 1 and every problem
     /// (file, key path, reason) otherwise. The `nginx -t` of holdfast.

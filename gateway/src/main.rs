@@ -42,7 +42,12 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config, threads } => {
+        Command::Run {
+            config,
+            threads,
+            upgrade,
+            upgrade_sock,
+        } => {
             let loaded = match holdfast_config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -50,7 +55,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_INVALID_CONFIG);
                 }
             };
-            let mut options = ProcessOptions::default();
+            let mut options = ProcessOptions {
+                upgrade,
+                upgrade_sock,
+                ..ProcessOptions::default()
+            };
             if let Some(threads) = threads {
                 options.threads = threads;
             }

@@ -13,10 +13,11 @@ use holdfast_health::HealthTable;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::ListenerConfig;
 use pingora::protocols::l4::stream::L4BufferSettings;
-use pingora::server::configuration::ServerConf;
+use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,12 +33,18 @@ pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct ProcessOptions {
     /// Worker threads of the proxy service.
     pub threads: usize,
+    /// Take the listening sockets over from a running instance (graceful binary upgrade).
+    pub upgrade: bool,
+    /// Where listening sockets are handed from one process to the next.
+    pub upgrade_sock: PathBuf,
 }
 
 impl Default for ProcessOptions {
     fn default() -> Self {
         ProcessOptions {
             threads: std::thread::available_parallelism().map_or(2, usize::from),
+            upgrade: false,
+            upgrade_sock: PathBuf::from("/tmp/holdfast-upgrade.sock"),
         }
     }
 }
@@ -73,11 +80,15 @@ pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
         threads: options.threads.max(1),
         grace_period_seconds: Some(GRACE_PERIOD.as_secs()),
         graceful_shutdown_timeout_seconds: Some(SHUTDOWN_TIMEOUT.as_secs()),
-        upgrade_sock: "/tmp/holdfast-upgrade.sock".to_string(),
+        upgrade_sock: options.upgrade_sock.to_string_lossy().into_owned(),
         pid_file: "/tmp/holdfast.pid".to_string(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = Opt {
+        upgrade: options.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
 
     let connector = Arc::new(Connector::new()?);
     let threads = Some(options.threads.max(1));

@@ -114,16 +114,7 @@ impl Gateway {
             format!("[listen]\nhttp = [\"{http}\"]\n{https_keys}admin = \"{admin}\"\n\n{pools}");
         let config = scratch.write("holdfast.toml", &text);
         let log = std::fs::File::create(scratch.path().join("holdfast.log")).unwrap();
-        let child = Command::new(binary())
-            .args(["run", "--threads", "2", "--config"])
-            .arg(&config)
-            .env("HOLDFAST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start holdfast");
+        let child = spawn(scratch.path(), &config, log, false);
         let mut gateway = Gateway {
             child,
             http,
@@ -133,6 +124,51 @@ impl Gateway {
         };
         gateway.wait_ready().await;
         gateway
+    }
+
+    /// A graceful binary upgrade, as an operator does it: a second process started with
+    /// `--upgrade`, then SIGQUIT to the first, which hands over its listening sockets and exits
+    /// once its requests are done. Returns when the first process has exited.
+    pub async fn upgrade(&mut self) {
+        let config = self.scratch.path().join("holdfast.toml");
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.scratch.path().join("holdfast.log"))
+            .unwrap();
+        let next = spawn(self.scratch.path(), &config, log, true);
+        // The new process listens on the hand-over socket once it has probed the backends.
+        let sock = self.scratch.path().join("upgrade.sock");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the new process never waited for the sockets"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let status = Command::new("kill")
+            .args(["-QUIT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut old = std::mem::replace(&mut self.child, next);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while old.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the old process did not exit:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("the new process exited with {status}:\n{}", self.log());
+        }
+    }
+
+    /// The process serving now.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     async fn wait_ready(&mut self) {
@@ -195,6 +231,27 @@ impl Gateway {
     pub async fn status(&self) -> String {
         self.admin("/status").await
     }
+}
+
+/// Starts `holdfast run` on `config`, its output appended to `log`.
+fn spawn(scratch: &Path, config: &Path, log: std::fs::File, upgrade: bool) -> Child {
+    let mut command = Command::new(binary());
+    command
+        .args(["run", "--threads", "2", "--config"])
+        .arg(config)
+        .arg("--upgrade-sock")
+        .arg(scratch.join("upgrade.sock"));
+    if upgrade {
+        command.arg("--upgrade");
+    }
+    command
+        .env("HOLDFAST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start holdfast")
 }
 
 /// The value of `sample` (name and labels exactly as exposed) in a Prometheus text page.

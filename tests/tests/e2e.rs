@@ -16,3 +16,5 @@ mod framing;
 mod tiers;
 #[path = "e2e/tls.rs"]
 mod tls;
+#[path = "e2e/upgrade.rs"]
+mod upgrade;

@@ -102,6 +102,12 @@ pub fn run(listen: SocketAddr, admin: SocketAddr, cycle: Duration) -> Result<(),
     }
     // The backends' runtime must outlive the server, which never returns.
     let _keep = (backends, backup);
-    server::run(config, ProcessOptions { threads: 2 })?;
+    server::run(
+        config,
+        ProcessOptions {
+            threads: 2,
+            ..ProcessOptions::default()
+        },
+    )?;
     Ok(())
 }
