@@ -98,7 +98,7 @@ pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
     );
     http.threads = threads;
     for addr in &config.listen.http {
-        http.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(visitor_buffers()));
+        http.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(visitor_buffers(false)));
     }
     let mut https = Service::new(
         "holdfast https".to_string(),
@@ -112,7 +112,7 @@ pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
                 .map_err(|e| StartError::ListenerTls(e.to_string()))?;
             let listener = ListenerConfig::tcp(addr.to_string())
                 .tls(settings)
-                .l4_buffer(visitor_buffers());
+                .l4_buffer(visitor_buffers(true));
             https.add_listener(listener);
         }
     }
@@ -139,13 +139,13 @@ pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
     server.run_forever()
 }
 
-/// Socket buffering of visitor connections. Pingora's default keeps a 64 KiB read buffer per
-/// connection for its whole life: each idle keep-alive connection cost about 85 KB (850 MB for
-/// 10,000, and Cloudflare keeps many open). 4 KiB holds a typical request head; measured, it
-/// costs no throughput and brings 10,000 idle connections to about 280 MB, while an unbuffered
-/// socket (244 MB) cost 40 % of the throughput (BENCHMARKS.md).
-fn visitor_buffers() -> L4BufferSettings {
-    L4BufferSettings::default().read(4096)
+/// Socket buffering of visitor connections. Pingora's default is a 64 KiB read buffer per
+/// connection for the connection's whole life. The data path reads into a buffer of its own, so
+/// plain HTTP sockets are read directly (no copy, about 4 KB less per idle connection). Under
+/// TLS, OpenSSL reads each record in two steps (header, then body), which a small buffer turns
+/// into one system call: HTTPS sockets keep 4 KiB (BENCHMARKS.md).
+fn visitor_buffers(tls: bool) -> L4BufferSettings {
+    L4BufferSettings::default().read(if tls { 4096 } else { 0 })
 }
 
 /// Raises the open-file soft limit to the hard limit: every visitor connection and every
