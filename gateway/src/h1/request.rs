@@ -16,6 +16,8 @@
 //! A request with a body in some other coding than chunked cannot be framed by a proxy, so it
 //! gets 400 rather than a guess (RFC 9112 6.3, rule 4, leaves the server no other safe choice).
 
+use super::{parse_length, trimmed};
+
 /// Longest request target (Cloudflare's limit for a URL is 16 KB).
 pub const MAX_TARGET_BYTES: usize = 16 * 1024;
 
@@ -132,7 +134,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head>, Refusal> {
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
-            let value = parse_length(h.value)?;
+            let value = parse_length(h.value).ok_or(Refusal::BadLength)?;
             if length.is_some_and(|l| l != value) {
                 return Err(Refusal::BadLength);
             }
@@ -209,25 +211,6 @@ fn check_line_endings(head: &[u8]) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// `1*DIGIT`, or a comma-separated list of the same `1*DIGIT` (RFC 9110 8.6).
-fn parse_length(value: &[u8]) -> Result<u64, Refusal> {
-    let mut result = None;
-    for part in value.split(|&b| b == b',') {
-        let digits = trimmed(part);
-        if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-            return Err(Refusal::BadLength);
-        }
-        let n = digits
-            .iter()
-            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-        if result.is_some_and(|r| r != n) {
-            return Err(Refusal::BadLength);
-        }
-        result = Some(n);
-    }
-    result.ok_or(Refusal::BadLength)
-}
-
 /// `uri-host [ ":" port ]`: a registered name, an IPv4 address or a bracketed IPv6 literal.
 /// Empty is allowed (RFC 9112 3.2, a target without authority).
 fn valid_host(host: &[u8]) -> bool {
@@ -235,18 +218,6 @@ fn valid_host(host: &[u8]) -> bool {
         b.is_ascii_alphanumeric()
             || matches!(b, b'-' | b'.' | b'_' | b'~' | b':' | b'[' | b']' | b'%')
     })
-}
-
-fn trimmed(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &v[start..end]
 }
 
 #[cfg(test)]

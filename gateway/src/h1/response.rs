@@ -2,6 +2,8 @@
 //! that a data path knows where the body ends and whether the connection can carry another
 //! request. A head that cannot be framed safely is a broken backend (the would-be 520/502).
 
+use super::{parse_length, trimmed};
+
 /// Longest response head accepted from a backend.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
@@ -119,36 +121,6 @@ pub fn parse(buf: &[u8], head_request: bool) -> Result<Option<ResponseHead>, Bad
         framing,
         reusable,
     }))
-}
-
-fn parse_length(value: &[u8]) -> Option<u64> {
-    let mut result = None;
-    for part in value.split(|&b| b == b',') {
-        let digits = trimmed(part);
-        if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let n = digits
-            .iter()
-            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-        if result.is_some_and(|r| r != n) {
-            return None;
-        }
-        result = Some(n);
-    }
-    result
-}
-
-fn trimmed(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &v[start..end]
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! same treatment, and the gateway's own `Connection` header.
 
 use super::request::MAX_HEADERS;
+use super::trimmed;
 use std::io::Write;
 use std::net::IpAddr;
 
@@ -174,18 +175,6 @@ pub fn response_head(
     }
     out.extend_from_slice(b"\r\n");
     true
-}
-
-fn trimmed(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &v[start..end]
 }
 
 #[cfg(test)]
