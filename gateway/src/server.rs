@@ -90,21 +90,17 @@ pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
 
+    // One service for every proxy listener, so the data path runs on one runtime with
+    // `threads` workers, whatever the mix of HTTP and HTTPS listeners.
     let connector = Arc::new(Connector::new()?);
-    let threads = Some(options.threads.max(1));
-    let mut http = Service::new(
-        "holdfast http".to_string(),
-        FastPath::new(runtime.clone(), connector.clone(), "http"),
+    let mut proxy = Service::new(
+        "holdfast proxy".to_string(),
+        FastPath::new(runtime.clone(), connector),
     );
-    http.threads = threads;
+    proxy.threads = Some(options.threads.max(1));
     for addr in &config.listen.http {
-        http.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(visitor_buffers(false)));
+        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(visitor_buffers(false)));
     }
-    let mut https = Service::new(
-        "holdfast https".to_string(),
-        FastPath::new(runtime.clone(), connector, "https"),
-    );
-    https.threads = threads;
     if let Some(tls) = &config.listen.tls {
         for addr in &config.listen.https {
             let (cert, key) = (tls.cert.to_string_lossy(), tls.key.to_string_lossy());
@@ -113,17 +109,14 @@ pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
             let listener = ListenerConfig::tcp(addr.to_string())
                 .tls(settings)
                 .l4_buffer(visitor_buffers(true));
-            https.add_listener(listener);
+            proxy.add_listener(listener);
         }
     }
     let mut admin = Service::new("holdfast admin".to_string(), Admin::new(runtime));
     admin.add_tcp(&config.listen.admin.to_string());
     admin.threads = Some(1);
 
-    server.add_service(http);
-    if !config.listen.https.is_empty() {
-        server.add_service(https);
-    }
+    server.add_service(proxy);
     server.add_service(admin);
     server.add_service(background_service(
         "health checks",

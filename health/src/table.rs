@@ -215,10 +215,6 @@ impl HealthTable {
         self.pools.get(index)
     }
 
-    pub fn backend(&self, id: BackendId) -> Option<&Arc<BackendHealth>> {
-        self.pools.get(id.pool)?.tiers.get(id.tier)?.get(id.index)
-    }
-
     /// Reports what a real request met at a backend (passive detection).
     pub fn report_traffic(&self, backend: &BackendHealth, result: Result<(), TrafficFailure>) {
         match result {

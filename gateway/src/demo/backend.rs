@@ -117,10 +117,6 @@ impl DemoBackend {
         Ok(())
     }
 
-    pub fn is_running(&self) -> bool {
-        self.lock().as_ref().is_some_and(|t| !t.is_finished())
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<JoinHandle<()>>> {
         self.task.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -49,25 +49,15 @@ const VISITOR_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// small worker pool must not have them all held open on its side.
 const PINNED_IDLE: Duration = Duration::from_secs(30);
 
-/// The data path, one per listener scheme.
+/// The data path, for every proxy listener.
 pub struct FastPath {
     runtime: Arc<ArcSwap<Runtime>>,
     connector: Arc<Connector>,
-    /// `http` or `https`.
-    proto: &'static str,
 }
 
 impl FastPath {
-    pub fn new(
-        runtime: Arc<ArcSwap<Runtime>>,
-        connector: Arc<Connector>,
-        proto: &'static str,
-    ) -> Self {
-        FastPath {
-            runtime,
-            connector,
-            proto,
-        }
+    pub fn new(runtime: Arc<ArcSwap<Runtime>>, connector: Arc<Connector>) -> Self {
+        FastPath { runtime, connector }
     }
 }
 
@@ -82,8 +72,15 @@ impl ServerApp for FastPath {
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        // The listener's scheme: TLS was terminated by Pingora before this connection came here.
+        let proto = if stream.get_ssl_digest().is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let mut visitor = Visitor {
             app: self,
+            proto,
             stream,
             buf: BytesMut::new(),
             client,
@@ -107,6 +104,8 @@ struct Pinned {
 /// One visitor connection.
 struct Visitor<'a> {
     app: &'a FastPath,
+    /// `http` or `https`: the scheme the visitor connected with.
+    proto: &'static str,
     stream: Stream,
     buf: BytesMut,
     client: IpAddr,
@@ -179,7 +178,7 @@ impl Visitor<'_> {
         let pool_index = runtime.route(host);
         let forwarding = Forwarding {
             client: self.client,
-            proto: self.app.proto,
+            proto: self.proto,
         };
         let rewritten = rewrite::request_head(&self.buf[..head.len], forwarding, &mut self.scratch);
         // From here on `buf` holds what follows the head: the body, or a pipelined request.

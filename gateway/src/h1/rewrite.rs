@@ -33,16 +33,6 @@ const HOP_BY_HOP: [&str; 6] = [
 /// Headers that a `Connection` token may not remove: the request's framing and routing.
 const PROTECTED: [&str; 3] = ["host", "content-length", "transfer-encoding"];
 
-/// Whether the request asks to switch protocols.
-pub fn is_upgrade(head: &[u8]) -> bool {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
-        return false;
-    }
-    upgrade_of(req.headers).is_some()
-}
-
 fn upgrade_of<'h>(headers: &'h [httparse::Header<'h>]) -> Option<&'h [u8]> {
     let asks = headers
         .iter()
@@ -234,7 +224,6 @@ mod tests {
     fn upgrades_pass_through() {
         let head = "GET /chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
                     Sec-WebSocket-Key: x\r\n\r\n";
-        assert!(is_upgrade(head.as_bytes()));
         let out = rewrite(head);
         assert!(
             out.ends_with("Connection: upgrade\r\nUpgrade: websocket\r\n\r\n"),
@@ -244,9 +233,6 @@ mod tests {
         // `Upgrade` without `Connection: upgrade` is not an upgrade: it is dropped.
         let plain = rewrite("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n");
         assert!(!plain.contains("Upgrade"), "{plain}");
-        assert!(!is_upgrade(
-            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n"
-        ));
     }
 
     #[test]
