@@ -68,23 +68,14 @@ pub fn request_head(head: &[u8], fwd: Forwarding, out: &mut Vec<u8>) -> bool {
                 .flat_map(|h| h.value.split(|&b| b == b','))
                 .any(|t| trimmed(t).eq_ignore_ascii_case(name.as_bytes()))
     };
-    let mut forwarded_for: Option<Vec<u8>> = None;
+    let is_forwarded_for = |name: &str| name.eq_ignore_ascii_case("x-forwarded-for");
     let mut proto_seen = false;
     for h in headers.iter() {
         let name = h.name;
-        if HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop)) || named_by_connection(name)
+        if HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop))
+            || named_by_connection(name)
+            || is_forwarded_for(name)
         {
-            continue;
-        }
-        if name.eq_ignore_ascii_case("x-forwarded-for") {
-            let list = forwarded_for.get_or_insert_with(Vec::new);
-            let value = trimmed(h.value);
-            if !value.is_empty() {
-                if !list.is_empty() {
-                    list.extend_from_slice(b", ");
-                }
-                list.extend_from_slice(value);
-            }
             continue;
         }
         proto_seen |= name.eq_ignore_ascii_case("x-forwarded-proto");
@@ -93,9 +84,15 @@ pub fn request_head(head: &[u8], fwd: Forwarding, out: &mut Vec<u8>) -> bool {
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
     }
+    // Every prior `X-Forwarded-For` line merged into one, the client appended.
     out.extend_from_slice(b"X-Forwarded-For: ");
-    if let Some(prior) = forwarded_for.filter(|l| !l.is_empty()) {
-        out.extend_from_slice(&prior);
+    let prior = headers
+        .iter()
+        .filter(|h| is_forwarded_for(h.name) && !named_by_connection(h.name))
+        .map(|h| trimmed(h.value))
+        .filter(|v| !v.is_empty());
+    for value in prior {
+        out.extend_from_slice(value);
         out.extend_from_slice(b", ");
     }
     let _ = write!(out, "{}\r\n", fwd.client);
