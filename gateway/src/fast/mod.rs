@@ -5,10 +5,10 @@
 //! to the visitor's connection while both are kept alive (Cloudflare holds its connections for
 //! minutes), so a request costs no pool look-up, no channel and no extra task.
 //!
-//! Failover follows the same rules as the Pingora path: a failed connect (refused, timed out,
-//! TLS, no route) is reported to health and the same request goes to the next backend; a reused
-//! backend connection that turns out closed before any answer is replaced by a fresh one; when
-//! nothing can serve, the fallback answer, on a connection that stays open.
+//! Failover: a failed connect (refused, timed out, TLS, no route) is reported to health and the
+//! same request goes to the next backend; a kept backend connection that turns out closed before
+//! any answer is replaced by a fresh one to the same backend; when nothing can serve, the
+//! fallback answer, on a connection that stays open.
 
 mod body;
 mod upstream;
