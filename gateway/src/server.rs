@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use holdfast_config::Config;
 use holdfast_health::checker::NetProber;
+use holdfast_health::tls::TlsClient;
 use holdfast_health::HealthTable;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::ListenerConfig;
@@ -57,7 +58,7 @@ pub enum StartError {
     Probe(#[source] std::io::Error),
     #[error("cannot set up the HTTPS listeners: {0}")]
     ListenerTls(String),
-    #[error("cannot set up TLS for health checks: {0}")]
+    #[error("cannot set up TLS towards backends: {0}")]
     Tls(#[from] openssl::error::ErrorStack),
 }
 
@@ -67,7 +68,8 @@ pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
     raise_fd_limit();
     let metrics = Metrics::new()?;
     let health = Arc::new(HealthTable::new(&config, Arc::new(metrics.clone())));
-    let prober = Arc::new(NetProber::new()?);
+    let tls = TlsClient::new()?;
+    let prober = Arc::new(NetProber::new(tls.clone()));
     startup_probe(&health, &prober)?;
 
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(
@@ -92,7 +94,7 @@ pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
 
     // One service for every proxy listener, so the data path runs on one runtime with
     // `threads` workers, whatever the mix of HTTP and HTTPS listeners.
-    let connector = Arc::new(Connector::new()?);
+    let connector = Arc::new(Connector::new(tls));
     let mut proxy = Service::new(
         "holdfast proxy".to_string(),
         FastPath::new(runtime.clone(), connector),

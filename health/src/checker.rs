@@ -1,8 +1,9 @@
 //! The active checks: one loop per backend and check, each waiting its interval plus a random
 //! jitter, and every wait racing shutdown.
 
-use crate::probe::{self, CheckFailure, TlsProbe};
+use crate::probe::{self, CheckFailure};
 use crate::table::{check_kind_label, BackendHealth, CheckRecord, HealthTable};
+use crate::tls::TlsClient;
 use holdfast_config::{Backend, Check, CheckKind};
 use std::future::Future;
 use std::sync::Arc;
@@ -29,14 +30,12 @@ pub trait Prober: Send + Sync + 'static {
 /// Probes over the network with [`probe::probe`].
 #[derive(Debug)]
 pub struct NetProber {
-    tls: TlsProbe,
+    tls: TlsClient,
 }
 
 impl NetProber {
-    pub fn new() -> Result<Self, openssl::error::ErrorStack> {
-        Ok(NetProber {
-            tls: TlsProbe::new()?,
-        })
+    pub fn new(tls: TlsClient) -> Self {
+        NetProber { tls }
     }
 }
 

@@ -3,12 +3,14 @@
 //! - [`state`]: the pure state machine (rise, fall, passive reports), no I/O, no clock;
 //! - [`probe`]: one TCP or HTTP probe of one backend;
 //! - [`table`]: every backend's current state, readable from the request path without locks;
-//! - [`checker`]: the loops that probe each backend on its interval, with jitter, until shutdown.
+//! - [`checker`]: the loops that probe each backend on its interval, with jitter, until shutdown;
+//! - [`tls`]: the TLS client for HTTPS backends, shared with the data path.
 
 pub mod checker;
 pub mod probe;
 pub mod state;
 pub mod table;
+pub mod tls;
 
 pub use probe::CheckFailure;
 pub use state::{Outcome, Reason, Status, TrafficFailure, Transition};

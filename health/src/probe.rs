@@ -4,15 +4,13 @@
 //! backend must then answer without chunked framing and close, so the probe reads the answer to
 //! its end (at most [`MAX_RESPONSE_BYTES`]) and needs no HTTP client beyond a head parser.
 
-use holdfast_config::{Backend, BackendTls, CheckKind, HttpCheck};
-use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use crate::tls::{HandshakeError, TlsClient};
+use holdfast_config::{Backend, CheckKind, HttpCheck};
 use std::fmt;
 use std::io;
-use std::pin::Pin;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_openssl::SslStream;
 
 /// The most of an answer the HTTP probe reads; a body substring is looked for in this prefix.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -52,6 +50,15 @@ impl fmt::Display for CheckFailure {
     }
 }
 
+impl From<HandshakeError> for CheckFailure {
+    fn from(e: HandshakeError) -> Self {
+        match e {
+            HandshakeError::Io(e) => e.into(),
+            HandshakeError::Tls(why) => CheckFailure::Tls(why),
+        }
+    }
+}
+
 impl From<io::Error> for CheckFailure {
     fn from(e: io::Error) -> Self {
         match e.kind() {
@@ -65,58 +72,12 @@ impl From<io::Error> for CheckFailure {
     }
 }
 
-/// Opens TLS connections for probes of HTTPS backends.
-#[derive(Clone)]
-pub struct TlsProbe {
-    connector: SslConnector,
-}
-
-impl std::fmt::Debug for TlsProbe {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("TlsProbe")
-    }
-}
-
-impl TlsProbe {
-    /// A TLS client trusting the system's certificate store.
-    pub fn new() -> Result<Self, openssl::error::ErrorStack> {
-        let mut builder = SslConnector::builder(SslMethod::tls_client())?;
-        builder.set_default_verify_paths()?;
-        Ok(TlsProbe {
-            connector: builder.build(),
-        })
-    }
-
-    async fn handshake(
-        &self,
-        tcp: TcpStream,
-        tls: &BackendTls,
-    ) -> Result<SslStream<TcpStream>, CheckFailure> {
-        let tls_error = |e: &dyn fmt::Display| CheckFailure::Tls(e.to_string());
-        let mut config = self.connector.configure().map_err(|e| tls_error(&e))?;
-        config.set_use_server_name_indication(!tls.sni.is_empty());
-        config.set_verify_hostname(tls.verify && !tls.sni.is_empty());
-        if !tls.verify {
-            config.set_verify(SslVerifyMode::NONE);
-        }
-        let ssl = config.into_ssl(&tls.sni).map_err(|e| tls_error(&e))?;
-        let mut stream = SslStream::new(ssl, tcp).map_err(|e| tls_error(&e))?;
-        match Pin::new(&mut stream).connect().await {
-            Ok(()) => Ok(stream),
-            Err(e) => match e.into_io_error() {
-                Ok(io) => Err(io.into()),
-                Err(e) => Err(tls_error(&e)),
-            },
-        }
-    }
-}
-
 /// Runs one probe of `kind` against `backend`, bounded by `timeout`. For an HTTPS backend the
 /// TCP check also completes the TLS handshake, and the HTTP check runs over TLS.
 pub async fn probe(
     kind: &CheckKind,
     backend: &Backend,
-    tls: &TlsProbe,
+    tls: &TlsClient,
     timeout: Duration,
 ) -> Result<(), CheckFailure> {
     let attempt = async {
@@ -124,7 +85,10 @@ pub async fn probe(
         match (&backend.tls, kind) {
             (None, CheckKind::Tcp) => Ok(()),
             (None, CheckKind::Http(check)) => http(tcp, check, backend).await,
-            (Some(t), CheckKind::Tcp) => tls.handshake(tcp, t).await.map(drop),
+            (Some(t), CheckKind::Tcp) => {
+                tls.handshake(tcp, t).await?;
+                Ok(())
+            }
             (Some(t), CheckKind::Http(check)) => {
                 http(tls.handshake(tcp, t).await?, check, backend).await
             }
@@ -205,6 +169,7 @@ pub fn judge(answer: &[u8], check: &HttpCheck) -> Result<(), CheckFailure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use holdfast_config::BackendTls;
 
     fn check(status: Vec<u16>, body: Option<&str>) -> HttpCheck {
         HttpCheck {
@@ -277,7 +242,7 @@ mod tests {
             }
         });
         let timeout = Duration::from_secs(2);
-        let tls = TlsProbe::new().unwrap();
+        let tls = TlsClient::new().unwrap();
         let plain = backend(addr, None);
         assert_eq!(probe(&CheckKind::Tcp, &plain, &tls, timeout).await, Ok(()));
         let http = CheckKind::Http(check(vec![], None));

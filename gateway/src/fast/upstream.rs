@@ -2,14 +2,12 @@
 //! failure to open one classified the way health and metrics count it.
 
 use holdfast_config::Backend;
+use holdfast_health::tls::{HandshakeError, TlsClient};
 use holdfast_health::TrafficFailure;
-use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use std::io;
-use std::pin::Pin;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio_openssl::SslStream;
 
 /// A byte stream to a backend.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
@@ -17,17 +15,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
 
 /// Opens connections to backends.
 pub struct Connector {
-    tls: SslConnector,
+    tls: TlsClient,
 }
 
 impl Connector {
-    /// A connector trusting the system's certificate store for HTTPS backends.
-    pub fn new() -> Result<Self, openssl::error::ErrorStack> {
-        let mut builder = SslConnector::builder(SslMethod::tls_client())?;
-        builder.set_default_verify_paths()?;
-        Ok(Connector {
-            tls: builder.build(),
-        })
+    pub fn new(tls: TlsClient) -> Self {
+        Connector { tls }
     }
 
     /// Connects to `backend` within `timeout` (the TLS handshake included).
@@ -44,22 +37,12 @@ impl Connector {
             let Some(tls) = &backend.tls else {
                 return Ok(Box::new(tcp) as Box<dyn Io>);
             };
-            let mut config = self.tls.configure().map_err(|_| TrafficFailure::Tls)?;
-            config.set_use_server_name_indication(!tls.sni.is_empty());
-            config.set_verify_hostname(tls.verify && !tls.sni.is_empty());
-            if !tls.verify {
-                config.set_verify(SslVerifyMode::NONE);
-            }
-            let ssl = config.into_ssl(&tls.sni).map_err(|_| TrafficFailure::Tls)?;
-            let mut stream = SslStream::new(ssl, tcp).map_err(|_| TrafficFailure::Tls)?;
-            match Pin::new(&mut stream).connect().await {
-                Ok(()) => Ok(Box::new(stream) as Box<dyn Io>),
-                Err(e) => Err(match e.io_error() {
-                    Some(io) if io.kind() == io::ErrorKind::ConnectionReset => {
-                        TrafficFailure::Reset
-                    }
-                    _ => TrafficFailure::Tls,
-                }),
+            match self.tls.handshake(tcp, tls).await {
+                Ok(stream) => Ok(Box::new(stream) as Box<dyn Io>),
+                Err(HandshakeError::Io(e)) if classify(&e) == TrafficFailure::Reset => {
+                    Err(TrafficFailure::Reset)
+                }
+                Err(_) => Err(TrafficFailure::Tls),
             }
         };
         match tokio::time::timeout(timeout, attempt).await {

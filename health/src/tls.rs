@@ -1,0 +1,77 @@
+//! TLS towards HTTPS backends, shared by the health probes and the data path: one client that
+//! trusts the system's certificate store, and a handshake that sends SNI and verifies the
+//! certificate as the backend's config says.
+
+use holdfast_config::BackendTls;
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use tokio::net::TcpStream;
+use tokio_openssl::SslStream;
+
+/// Why a TLS handshake with a backend failed.
+#[derive(Debug)]
+pub enum HandshakeError {
+    /// The connection itself failed (reset, closed) during the handshake.
+    Io(io::Error),
+    /// TLS failed: no TLS on the port, a certificate refused, no shared cipher.
+    Tls(String),
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandshakeError::Io(e) => write!(f, "{e}"),
+            HandshakeError::Tls(why) => f.write_str(why),
+        }
+    }
+}
+
+/// A TLS client for backends.
+#[derive(Clone)]
+pub struct TlsClient {
+    connector: SslConnector,
+}
+
+impl fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TlsClient")
+    }
+}
+
+impl TlsClient {
+    /// A client trusting the system's certificate store.
+    pub fn new() -> Result<Self, openssl::error::ErrorStack> {
+        let mut builder = SslConnector::builder(SslMethod::tls_client())?;
+        builder.set_default_verify_paths()?;
+        Ok(TlsClient {
+            connector: builder.build(),
+        })
+    }
+
+    /// Completes a handshake on `tcp`: SNI when `tls.sni` is set; chain and name verified
+    /// unless `tls.verify` is off.
+    pub async fn handshake(
+        &self,
+        tcp: TcpStream,
+        tls: &BackendTls,
+    ) -> Result<SslStream<TcpStream>, HandshakeError> {
+        let failed = |e: &dyn fmt::Display| HandshakeError::Tls(e.to_string());
+        let mut config = self.connector.configure().map_err(|e| failed(&e))?;
+        config.set_use_server_name_indication(!tls.sni.is_empty());
+        config.set_verify_hostname(tls.verify && !tls.sni.is_empty());
+        if !tls.verify {
+            config.set_verify(SslVerifyMode::NONE);
+        }
+        let ssl = config.into_ssl(&tls.sni).map_err(|e| failed(&e))?;
+        let mut stream = SslStream::new(ssl, tcp).map_err(|e| failed(&e))?;
+        match Pin::new(&mut stream).connect().await {
+            Ok(()) => Ok(stream),
+            Err(e) => match e.into_io_error() {
+                Ok(io) => Err(HandshakeError::Io(io)),
+                Err(e) => Err(failed(&e)),
+            },
+        }
+    }
+}
