@@ -16,6 +16,7 @@ mod upstream;
 pub use upstream::Connector;
 
 use crate::attempts::{AttemptLimits, Attempts, GiveUp};
+use crate::h1;
 use crate::h1::request::{self, Framing, Head, Refusal};
 use crate::h1::response::{self, BodyFraming};
 use crate::h1::rewrite::{self, Forwarding};
@@ -233,45 +234,35 @@ impl Visitor<'_> {
             let Some(backend) = pool.backend(slot) else {
                 return Err(GiveUp::NoBackend);
             };
-            // The pinned connection serves if it goes to this very backend and is still open.
-            let mut pinned = self
+            // The kept connection first, if it goes to this very backend and is still open;
+            // if the backend closed it meanwhile (no answer, nothing lost), a fresh one.
+            let mut kept = self
                 .pinned
                 .take()
-                .filter(|p| p.pool == pool_index && p.slot == slot);
-            if let Some(p) = &mut pinned {
-                if !still_open(&mut p.io) {
-                    pinned = None;
-                }
-            }
-            let reused = pinned.is_some();
-            let mut up = match pinned {
-                Some(p) => p,
-                None => match self
-                    .app
-                    .connector
-                    .connect(&backend.health.backend, limits.connect)
+                .filter(|p| p.pool == pool_index && p.slot == slot)
+                .and_then(|mut p| still_open(&mut p.io).then_some(p));
+            let attempt = loop {
+                let reused = kept.is_some();
+                let mut up = match kept.take() {
+                    Some(up) => up,
+                    None => match self.open(runtime, pool_index, slot, limits).await {
+                        Some(up) => up,
+                        None => break None, // the connect failed
+                    },
+                };
+                match self
+                    .forward(&mut up, head, request_body, upstream_head, limits)
                     .await
                 {
-                    Ok(io) => {
-                        runtime.health.report_traffic(&backend.health, Ok(()));
-                        Pinned {
-                            pool: pool_index,
-                            slot,
-                            io,
-                            buf: BytesMut::new(),
-                        }
-                    }
-                    Err(kind) => {
-                        backend.metrics.connect_failure(kind);
-                        runtime.health.report_traffic(&backend.health, Err(kind));
-                        continue;
-                    }
-                },
+                    Forwarded::NoAnswer { body_sent, .. }
+                        if reused && (!body_sent || request_body == Body::Empty) => {}
+                    forwarded => break Some((forwarded, up)),
+                }
             };
-            match self
-                .forward(&mut up, head, request_body, upstream_head, limits)
-                .await
-            {
+            let Some((forwarded, up)) = attempt else {
+                continue; // the next backend
+            };
+            match forwarded {
                 Forwarded::Done {
                     exchange,
                     status,
@@ -287,43 +278,7 @@ impl Visitor<'_> {
                     body_sent,
                     timed_out,
                 } => {
-                    if reused && (!body_sent || request_body == Body::Empty) {
-                        // The backend had closed the kept connection: the same backend, fresh.
-                        let fresh = match self
-                            .app
-                            .connector
-                            .connect(&backend.health.backend, limits.connect)
-                            .await
-                        {
-                            Ok(io) => io,
-                            Err(kind) => {
-                                backend.metrics.connect_failure(kind);
-                                runtime.health.report_traffic(&backend.health, Err(kind));
-                                continue;
-                            }
-                        };
-                        let mut up = Pinned {
-                            pool: pool_index,
-                            slot,
-                            io: fresh,
-                            buf: BytesMut::new(),
-                        };
-                        if let Forwarded::Done {
-                            exchange,
-                            status,
-                            reusable,
-                        } = self
-                            .forward(&mut up, head, request_body, upstream_head, limits)
-                            .await
-                        {
-                            pool.metrics.request(status);
-                            if reusable {
-                                self.pinned = Some(up);
-                            }
-                            return Ok(exchange);
-                        }
-                    }
-                    // A fresh connection broke (the would-be 520) or said nothing in time (524).
+                    // A connection broke (the would-be 520) or said nothing in time (524).
                     let kind = if timed_out {
                         TrafficFailure::Timeout
                     } else {
@@ -340,6 +295,38 @@ impl Visitor<'_> {
                     }
                 }
                 Forwarded::Broken => return Ok(Exchange::Close),
+            }
+        }
+    }
+
+    /// Opens a connection to backend `slot`, reporting the outcome to health and metrics.
+    async fn open(
+        &self,
+        runtime: &Runtime,
+        pool_index: usize,
+        slot: Slot,
+        limits: AttemptLimits,
+    ) -> Option<Pinned> {
+        let backend = runtime.pools.get(pool_index)?.backend(slot)?;
+        match self
+            .app
+            .connector
+            .connect(&backend.health.backend, limits.connect)
+            .await
+        {
+            Ok(io) => {
+                runtime.health.report_traffic(&backend.health, Ok(()));
+                Some(Pinned {
+                    pool: pool_index,
+                    slot,
+                    io,
+                    buf: BytesMut::new(),
+                })
+            }
+            Err(kind) => {
+                backend.metrics.connect_failure(kind);
+                runtime.health.report_traffic(&backend.health, Err(kind));
+                None
             }
         }
     }
@@ -503,19 +490,7 @@ impl Visitor<'_> {
             head.keep_alive && head.framing == Framing::Empty && !*self.shutdown.borrow();
         let out = &mut self.scratch;
         out.clear();
-        out.extend_from_slice(
-            format!("HTTP/1.1 {} {}\r\n", answer.status, reason(answer.status)).as_bytes(),
-        );
-        for (name, value) in &answer.headers {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        if !keep_open {
-            out.extend_from_slice(b"Connection: close\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(answer.head(keep_open));
         if !head.head_method {
             out.extend_from_slice(&answer.body);
         }
@@ -542,7 +517,7 @@ impl Visitor<'_> {
         let text = format!("{}\n", refusal.as_str());
         let answer = format!(
             "HTTP/1.1 {status} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-            reason(status),
+            h1::reason(status),
             text.len()
         );
         body::send(&mut self.stream, answer.as_bytes(), VISITOR_WRITE_TIMEOUT).await?;
@@ -579,11 +554,4 @@ fn shrink(buf: &mut BytesMut) {
     if buf.is_empty() && buf.capacity() > KEEP_BUFFER {
         *buf = BytesMut::new();
     }
-}
-
-fn reason(status: u16) -> &'static str {
-    http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("")
 }

@@ -19,6 +19,14 @@ pub mod request;
 pub mod response;
 pub mod rewrite;
 
+/// The reason phrase of a status the gateway answers with itself.
+pub fn reason(status: u16) -> &'static str {
+    http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("")
+}
+
 /// `1*DIGIT`, or a comma-separated list of the same `1*DIGIT` (RFC 9110 8.6); `None` otherwise.
 fn parse_length(value: &[u8]) -> Option<u64> {
     let mut result = None;
