@@ -12,6 +12,12 @@ fn one_backend(addr: SocketAddr) -> String {
     format!("[pools.app.health.tcp]\ninterval = \"60s\"\n[[pools.app.tiers]]\nbackends = [{{ address = \"{addr}\" }}]\n")
 }
 
+/// Sends `request` on `s`, then reads as [`read_until`] does.
+async fn ask(s: &mut TcpStream, request: &[u8], done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    s.write_all(request).await.unwrap();
+    read_until(s, done).await
+}
+
 /// Reads from `s` until `done` holds for everything read (or 5 s pass).
 async fn read_until(s: &mut TcpStream, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
     let mut got = Vec::new();
@@ -123,30 +129,32 @@ async fn head_204_and_304_have_no_body_and_keep_the_connection() {
     let gw = Gateway::start(&one_backend(raw.addr)).await;
     let mut s = TcpStream::connect(gw.http).await.unwrap();
     // HEAD: the backend sends no body for it; the length header says what GET would get.
-    s.write_all(b"HEAD /x HTTP/1.1\r\nHost: a\r\n\r\n")
-        .await
-        .unwrap();
-    let got = read_until(&mut s, |b| b.ends_with(b"\r\n\r\n")).await;
+    let got = ask(&mut s, b"HEAD /x HTTP/1.1\r\nHost: a\r\n\r\n", |b| {
+        b.ends_with(b"\r\n\r\n")
+    })
+    .await;
     assert!(
         got.starts_with(b"HTTP/1.1 200 OK\r\n"),
         "{:?}",
         String::from_utf8_lossy(&got)
     );
     for path in ["/204", "/304"] {
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let got = read_until(&mut s, |b| b.ends_with(b"\r\n\r\n")).await;
+        let got = ask(
+            &mut s,
+            format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes(),
+            |b| b.ends_with(b"\r\n\r\n"),
+        )
+        .await;
         let text = String::from_utf8_lossy(&got);
         assert!(
             text.starts_with(&format!("HTTP/1.1 {}", &path[1..])),
             "{text}"
         );
     }
-    s.write_all(b"GET /last HTTP/1.1\r\nHost: a\r\n\r\n")
-        .await
-        .unwrap();
-    let got = read_until(&mut s, |b| b.ends_with(b"hello")).await;
+    let got = ask(&mut s, b"GET /last HTTP/1.1\r\nHost: a\r\n\r\n", |b| {
+        b.ends_with(b"hello")
+    })
+    .await;
     assert!(
         got.ends_with(b"hello"),
         "{:?}",
@@ -164,15 +172,14 @@ async fn expect_100_continue() {
     let web = backend("web").await;
     let gw = Gateway::start(&one_backend(web.addr())).await;
     let mut s = TcpStream::connect(gw.http).await.unwrap();
-    s.write_all(
+    let got = ask(
+        &mut s,
         b"POST /e HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+        |b| b.ends_with(b"\r\n\r\n"),
     )
-    .await
-    .unwrap();
-    let got = read_until(&mut s, |b| b.ends_with(b"\r\n\r\n")).await;
+    .await;
     assert_eq!(got, b"HTTP/1.1 100 Continue\r\n\r\n");
-    s.write_all(b"body").await.unwrap();
-    let got = read_until(&mut s, |b| b.ends_with(b"body")).await;
+    let got = ask(&mut s, b"body", |b| b.ends_with(b"body")).await;
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert_eq!(
@@ -190,10 +197,7 @@ async fn upgraded_connections_are_handed_over_intact() {
     .await;
     let gw = Gateway::start(&one_backend(raw.addr)).await;
     let mut s = TcpStream::connect(gw.http).await.unwrap();
-    s.write_all(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: x\r\n\r\n")
-        .await
-        .unwrap();
-    let got = read_until(&mut s, |b| b.ends_with(b"\r\n\r\n")).await;
+    let got = ask(&mut s, b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: x\r\n\r\n", |b| b.ends_with(b"\r\n\r\n")).await;
     let text = String::from_utf8_lossy(&got);
     assert!(
         text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
@@ -203,10 +207,10 @@ async fn upgraded_connections_are_handed_over_intact() {
         text.contains("Upgrade: websocket\r\n") && text.contains("Sec-WebSocket-Accept: k\r\n"),
         "{text}"
     );
-    s.write_all(b"ping over the upgraded connection")
-        .await
-        .unwrap();
-    let echoed = read_until(&mut s, |b| b.ends_with(b"connection")).await;
+    let echoed = ask(&mut s, b"ping over the upgraded connection", |b| {
+        b.ends_with(b"connection")
+    })
+    .await;
     assert_eq!(echoed, b"ping over the upgraded connection");
     let request = String::from_utf8_lossy(&raw.requests()[0]).to_string();
     assert!(
@@ -226,13 +230,8 @@ async fn hop_by_hop_headers_stop_at_the_gateway_and_pipelined_requests_keep_orde
     .await;
     let gw = Gateway::start(&one_backend(raw.addr)).await;
     let mut s = TcpStream::connect(gw.http).await.unwrap();
-    s.write_all(
-        b"GET /one HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret\r\nKeep-Alive: 300\r\nX-Secret: s\r\nTE: trailers\r\n\r\n\
-          GET /two HTTP/1.1\r\nHost: a\r\n\r\nGET /three HTTP/1.1\r\nHost: a\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let got = read_until(&mut s, |b| b.ends_with(b"/three")).await;
+    let got = ask(&mut s, b"GET /one HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret\r\nKeep-Alive: 300\r\nX-Secret: s\r\nTE: trailers\r\n\r\n\
+          GET /two HTTP/1.1\r\nHost: a\r\n\r\nGET /three HTTP/1.1\r\nHost: a\r\n\r\n", |b| b.ends_with(b"/three")).await;
     let text = String::from_utf8_lossy(&got);
     let one = text.find("/one").unwrap();
     let two = text.find("/two").unwrap();
@@ -253,10 +252,7 @@ async fn bad_chunk_framing_is_refused_and_not_forwarded() {
             .await;
     let gw = Gateway::start(&one_backend(raw.addr)).await;
     let mut s = TcpStream::connect(gw.http).await.unwrap();
-    s.write_all(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nsmuggled\r\n0\r\n\r\n")
-        .await
-        .unwrap();
-    let got = read_until(&mut s, |b| b.ends_with(b"\n") && b.len() > 20).await;
+    let got = ask(&mut s, b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nsmuggled\r\n0\r\n\r\n", |b| b.ends_with(b"\n") && b.len() > 20).await;
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     assert!(raw
@@ -274,10 +270,10 @@ async fn a_kept_backend_connection_closed_meanwhile_is_not_a_visitor_error() {
             .await;
     let gw = Gateway::start(&one_backend(raw.addr)).await;
     let mut s = TcpStream::connect(gw.http).await.unwrap();
-    s.write_all(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
-        .await
-        .unwrap();
-    let got = read_until(&mut s, |b| b.ends_with(b"ok")).await;
+    let got = ask(&mut s, b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n", |b| {
+        b.ends_with(b"ok")
+    })
+    .await;
     assert!(
         got.starts_with(b"HTTP/1.1 200"),
         "{:?}",
@@ -285,10 +281,12 @@ async fn a_kept_backend_connection_closed_meanwhile_is_not_a_visitor_error() {
     );
     // The backend's close reaches the gateway before the next request does.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    s.write_all(b"POST /second HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\ndata")
-        .await
-        .unwrap();
-    let got = read_until(&mut s, |b| b.ends_with(b"ok")).await;
+    let got = ask(
+        &mut s,
+        b"POST /second HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\ndata",
+        |b| b.ends_with(b"ok"),
+    )
+    .await;
     assert!(
         got.starts_with(b"HTTP/1.1 200"),
         "{:?}",
