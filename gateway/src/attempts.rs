@@ -7,6 +7,7 @@
 
 use crate::select::Slot;
 use holdfast_config::Timeouts;
+use smallvec::SmallVec;
 use std::time::{Duration, Instant};
 
 /// The least time worth starting an attempt with.
@@ -51,7 +52,8 @@ pub struct AttemptLimits {
 #[derive(Debug, Default)]
 pub struct Attempts {
     started: Option<Instant>,
-    tried: Vec<Slot>,
+    /// Inline for the usual few attempts: no allocation per request.
+    tried: SmallVec<[Slot; 4]>,
 }
 
 impl Attempts {
