@@ -138,9 +138,11 @@ pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
 /// connection for the connection's whole life. The data path reads into a buffer of its own, so
 /// plain HTTP sockets are read directly (no copy, about 4 KB less per idle connection). Under
 /// TLS, OpenSSL reads each record in two steps (header, then body), which a small buffer turns
-/// into one system call: HTTPS sockets keep 4 KiB (BENCHMARKS.md).
+/// into one system call: HTTPS sockets keep 4 KiB (BENCHMARKS.md). Writes are not buffered
+/// (Pingora's default is 1,460 bytes per connection): the data path writes an answer's head
+/// and a small body in one piece itself.
 fn visitor_buffers(tls: bool) -> L4BufferSettings {
-    L4BufferSettings::default().read(if tls { 4096 } else { 0 })
+    L4BufferSettings::new(if tls { 4096 } else { 0 }, 0)
 }
 
 /// Raises the open-file soft limit to the hard limit: every visitor connection and every

@@ -310,14 +310,22 @@ def measure(args, proc, url):
 
 
 def idle_connections(proc, port, count):
-    """Opens `count` keep-alive connections, one request each, left idle; returns RSS in MB."""
+    """Opens `count` keep-alive connections, one request each, left idle; returns RSS in MB.
+
+    The connections open in waves, ARGS.idle_wave_gap seconds apart: a proxy that keeps a
+    backend connection per client connection for a while (holdfast: 30 s) holds two descriptors
+    per fresh client connection, and the sandbox's hard limit on open files (20,000) would
+    otherwise cap the count below 10,000."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     count = min(count, hard - 200)
+    waves = max(1, ARGS.idle_waves)
     request = b"GET /1k.bin HTTP/1.1\r\nHost: localhost\r\n\r\n"
     socks = []
     try:
-        for _ in range(count):
+        for i in range(count):
+            if i and i % -(-count // waves) == 0:
+                time.sleep(ARGS.idle_wave_gap)
             try:
                 s = socket.create_connection(("127.0.0.1", port), timeout=5)
                 socks.append(s)
@@ -383,10 +391,12 @@ def main():
     p.add_argument("--workloads", default="http-1k,https-1k,http-100k",
                    help="comma-separated: http-1k, https-1k, http-100k, https-100k")
     p.add_argument("--proxies", default="holdfast,nginx,haproxy")
-    p.add_argument("--idle", type=int, default=9000,
-                   help="idle keep-alive connections for the memory figure (0: skip); 9,000 by default "
-                        "because a proxy holding a backend connection per visitor connection needs two "
-                        "descriptors each and the hard limit here is 20,000")
+    p.add_argument("--idle", type=int, default=10000,
+                   help="idle keep-alive connections for the memory figure (0: skip; default 10,000)")
+    p.add_argument("--idle-waves", type=int, default=2,
+                   help="open the idle connections in this many waves (default 2)")
+    p.add_argument("--idle-wave-gap", type=int, default=32,
+                   help="seconds between waves of idle connections (default 32)")
     p.add_argument("--idle-settle", type=int, default=35,
                    help="seconds the idle connections stay open before the second memory reading")
     p.add_argument("--json", default="target/bench/results.json", help="where to write the raw results")

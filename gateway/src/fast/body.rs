@@ -2,9 +2,10 @@
 //! on as they came (chunked framing included), checked by [`ChunkedScanner`] before they go.
 
 use crate::h1::chunked::{ChunkError, ChunkedScanner};
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
+use std::pin::Pin;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// Bytes asked of the socket per read while a body streams.
 const READ_CHUNK: usize = 32 * 1024;
@@ -52,6 +53,32 @@ pub async fn fill<R: AsyncRead + Unpin>(
     }
 }
 
+/// Like [`fill`], for a connection that holds no buffer while it waits: the first byte is read
+/// on the stack within one poll, and `buf` gets its memory only once that byte exists.
+pub async fn fill_unbuffered<R: AsyncRead + Unpin>(
+    src: &mut R,
+    buf: &mut BytesMut,
+    timeout: Duration,
+) -> Result<usize, BodyError> {
+    let first = std::future::poll_fn(|cx| {
+        let mut byte = [0u8; 1];
+        let mut read = ReadBuf::new(&mut byte);
+        Pin::new(&mut *src)
+            .poll_read(cx, &mut read)
+            .map_ok(|()| read.filled().first().copied())
+    });
+    match tokio::time::timeout(timeout, first).await {
+        Ok(Ok(Some(byte))) => {
+            buf.reserve(HEAD_CHUNK);
+            buf.put_u8(byte);
+            Ok(1)
+        }
+        Ok(Ok(None)) => Ok(0),
+        Ok(Err(_)) => Err(BodyError::Source),
+        Err(_) => Err(BodyError::Timeout),
+    }
+}
+
 /// Writes all of `data`.
 pub async fn send<W: AsyncWrite + Unpin>(
     dst: &mut W,
@@ -72,13 +99,21 @@ pub async fn flush<W: AsyncWrite + Unpin>(dst: &mut W, timeout: Duration) -> Res
     }
 }
 
+/// Body bytes up to this size, already read, go out in one write with the head before them
+/// (one system call, one TLS record); larger ones are written after it.
+const COALESCE: usize = 16 * 1024;
+
 /// Forwards a body from `src` to `dst`. `buf` holds what was already read from `src` past the
-/// head; on success it holds only what follows the body (a pipelined request).
+/// head; on success it holds only what follows the body (a pipelined request). `lead` (a
+/// message head, or nothing) goes out first: with the body bytes already at hand when they are
+/// few, and always before waiting for more, so a slow body never holds its head back. It is
+/// left empty.
 pub async fn forward<R, W>(
     body: Body,
     src: &mut R,
     buf: &mut BytesMut,
     dst: &mut W,
+    lead: &mut Vec<u8>,
     read_timeout: Duration,
     write_timeout: Duration,
 ) -> Result<(), BodyError>
@@ -90,11 +125,14 @@ where
         Body::Empty => {}
         Body::Length(mut left) => {
             while left > 0 {
-                if buf.is_empty() && fill(src, buf, READ_CHUNK, read_timeout).await? == 0 {
-                    return Err(BodyError::Source);
+                if buf.is_empty() {
+                    send_lead(dst, lead, write_timeout).await?;
+                    if fill(src, buf, READ_CHUNK, read_timeout).await? == 0 {
+                        return Err(BodyError::Source);
+                    }
                 }
                 let take = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-                send(dst, &buf[..take], write_timeout).await?;
+                send_led(dst, lead, &buf[..take], write_timeout).await?;
                 buf.advance(take);
                 left -= take as u64;
             }
@@ -102,23 +140,59 @@ where
         Body::Chunked => {
             let mut scanner = ChunkedScanner::default();
             while !scanner.is_done() {
-                if buf.is_empty() && fill(src, buf, READ_CHUNK, read_timeout).await? == 0 {
-                    return Err(BodyError::Source);
+                if buf.is_empty() {
+                    send_lead(dst, lead, write_timeout).await?;
+                    if fill(src, buf, READ_CHUNK, read_timeout).await? == 0 {
+                        return Err(BodyError::Source);
+                    }
                 }
                 let take = scanner.scan(buf).map_err(BodyError::Chunk)?;
-                send(dst, &buf[..take], write_timeout).await?;
+                send_led(dst, lead, &buf[..take], write_timeout).await?;
                 buf.advance(take);
             }
         }
         Body::UntilClose => loop {
-            if buf.is_empty() && fill(src, buf, READ_CHUNK, read_timeout).await? == 0 {
-                break;
+            if buf.is_empty() {
+                send_lead(dst, lead, write_timeout).await?;
+                if fill(src, buf, READ_CHUNK, read_timeout).await? == 0 {
+                    break;
+                }
             }
-            send(dst, buf, write_timeout).await?;
+            send_led(dst, lead, buf, write_timeout).await?;
             buf.clear();
         },
     }
+    send_lead(dst, lead, write_timeout).await?;
     flush(dst, write_timeout).await
+}
+
+/// Writes what is left of `lead`.
+async fn send_lead<W: AsyncWrite + Unpin>(
+    dst: &mut W,
+    lead: &mut Vec<u8>,
+    timeout: Duration,
+) -> Result<(), BodyError> {
+    if lead.is_empty() {
+        return Ok(());
+    }
+    let sent = send(dst, lead, timeout).await;
+    lead.clear();
+    sent
+}
+
+/// Writes `lead` and then `piece`: in one write when `piece` is small.
+async fn send_led<W: AsyncWrite + Unpin>(
+    dst: &mut W,
+    lead: &mut Vec<u8>,
+    piece: &[u8],
+    timeout: Duration,
+) -> Result<(), BodyError> {
+    if !lead.is_empty() && piece.len() <= COALESCE {
+        lead.extend_from_slice(piece);
+        return send_lead(dst, lead, timeout).await;
+    }
+    send_lead(dst, lead, timeout).await?;
+    send(dst, piece, timeout).await
 }
 
 #[cfg(test)]
@@ -130,7 +204,7 @@ mod tests {
         let mut buf = BytesMut::from(pre);
         let mut out = Vec::new();
         let t = Duration::from_secs(1);
-        let r = forward(body, &mut src, &mut buf, &mut out, t, t).await;
+        let r = forward(body, &mut src, &mut buf, &mut out, &mut Vec::new(), t, t).await;
         (r, out, buf.to_vec())
     }
 
@@ -176,5 +250,109 @@ mod tests {
             out.is_empty(),
             "nothing of a read holding bad framing goes on"
         );
+    }
+
+    /// Records each write separately.
+    #[derive(Default)]
+    struct Writes(Vec<Vec<u8>>);
+
+    impl AsyncWrite for Writes {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.0.push(buf.to_vec());
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_head_and_the_small_body_at_hand_go_out_in_one_write() {
+        let t = Duration::from_secs(1);
+        let mut out = Writes::default();
+        let mut lead = b"HEAD ".to_vec();
+        let mut buf = BytesMut::from(&b"hello"[..]);
+        let r = forward(
+            Body::Length(5),
+            &mut &b""[..],
+            &mut buf,
+            &mut out,
+            &mut lead,
+            t,
+            t,
+        )
+        .await;
+        assert_eq!((r, out.0), (Ok(()), vec![b"HEAD hello".to_vec()]));
+        assert!(lead.is_empty());
+
+        // A large body at hand: the head first, then the body as it is.
+        let big = vec![b'x'; COALESCE + 1];
+        let mut out = Writes::default();
+        let mut lead = b"HEAD ".to_vec();
+        let mut buf = BytesMut::from(&big[..]);
+        let r = forward(
+            Body::UntilClose,
+            &mut &b""[..],
+            &mut buf,
+            &mut out,
+            &mut lead,
+            t,
+            t,
+        )
+        .await;
+        assert_eq!((r, out.0), (Ok(()), vec![b"HEAD ".to_vec(), big]));
+
+        // No body: the head alone.
+        let mut out = Writes::default();
+        let mut lead = b"HEAD ".to_vec();
+        let r = forward(
+            Body::Empty,
+            &mut &b""[..],
+            &mut BytesMut::new(),
+            &mut out,
+            &mut lead,
+            t,
+            t,
+        )
+        .await;
+        assert_eq!((r, out.0), (Ok(()), vec![b"HEAD ".to_vec()]));
+    }
+
+    #[tokio::test]
+    async fn a_head_goes_out_before_waiting_for_a_slow_body() {
+        use tokio::io::AsyncWriteExt;
+        let t = Duration::from_secs(5);
+        let (mut source, mut src) = tokio::io::duplex(64);
+        let (mut dst, mut visitor) = tokio::io::duplex(64);
+        let mut lead = b"HEAD\r\n\r\n".to_vec();
+        let mut buf = BytesMut::new();
+        let forwarding = forward(Body::Chunked, &mut src, &mut buf, &mut dst, &mut lead, t, t);
+        let visitor_side = async {
+            let mut head = [0u8; 8];
+            visitor.read_exact(&mut head).await.unwrap();
+            assert_eq!(
+                &head, b"HEAD\r\n\r\n",
+                "the head arrives before any body byte exists"
+            );
+            source.write_all(b"0\r\n\r\n").await.unwrap();
+            let mut end = [0u8; 5];
+            visitor.read_exact(&mut end).await.unwrap();
+            assert_eq!(&end, b"0\r\n\r\n");
+        };
+        let (r, ()) = tokio::join!(forwarding, visitor_side);
+        assert_eq!(r, Ok(()));
     }
 }

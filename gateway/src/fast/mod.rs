@@ -42,6 +42,11 @@ use upstream::Io;
 /// back, so that idle connections hold little memory.
 const KEEP_BUFFER: usize = 16 * 1024;
 
+/// A visitor connection quiet this long between requests gives its buffers back and waits for
+/// its next request without them (Cloudflare keeps thousands of connections open and idle);
+/// a busy connection keeps them and pays nothing.
+const IDLE_LINGER: Duration = Duration::from_millis(250);
+
 /// Writes to a visitor that take longer than this end the connection.
 const VISITOR_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -86,7 +91,8 @@ impl ServerApp for FastPath {
             buf: BytesMut::new(),
             client,
             pinned: None,
-            scratch: Vec::with_capacity(1024),
+            upstream_head: Vec::new(),
+            scratch: Vec::new(),
             shutdown: shutdown.clone(),
         };
         visitor.serve().await;
@@ -111,7 +117,9 @@ struct Visitor<'a> {
     buf: BytesMut,
     client: IpAddr,
     pinned: Option<Pinned>,
-    /// Reused for every head written.
+    /// The request head as it goes to the backend (kept for a retry).
+    upstream_head: Vec<u8>,
+    /// What goes to the visitor next: an answer's head, with a small body.
     scratch: Vec<u8>,
     shutdown: ShutdownWatch,
 }
@@ -136,7 +144,9 @@ impl Visitor<'_> {
                     return;
                 }
             };
-            match self.exchange(head).await {
+            // The exchange's state lives on the heap only while a request is in flight: an
+            // idle connection's task stays small.
+            match Box::pin(self.exchange(head)).await {
                 Exchange::KeepOpen if !*self.shutdown.borrow() => {}
                 _ => return,
             }
@@ -150,6 +160,7 @@ impl Visitor<'_> {
     /// Reads until a whole request head is buffered. `Ok(None)`: the visitor closed or idled out.
     async fn read_head(&mut self, idle: Duration) -> Result<Option<Head>, Refusal> {
         let deadline = Instant::now() + idle;
+        let mut released = false;
         loop {
             if !self.buf.is_empty() {
                 if let Some(head) = request::parse(&self.buf)? {
@@ -157,16 +168,44 @@ impl Visitor<'_> {
                 }
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            let wait = match self.pinned {
-                Some(_) => left.min(PINNED_IDLE),
-                None => left,
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let lingering = self.buf.is_empty() && !released;
+            let mut wait = left;
+            if self.pinned.is_some() {
+                wait = wait.min(PINNED_IDLE);
+            }
+            if lingering {
+                wait = wait.min(IDLE_LINGER);
+            }
+            let read = if released && self.buf.is_empty() {
+                body::fill_unbuffered(&mut self.stream, &mut self.buf, wait).await
+            } else {
+                body::fill(&mut self.stream, &mut self.buf, body::HEAD_CHUNK, wait).await
             };
-            match body::fill(&mut self.stream, &mut self.buf, body::HEAD_CHUNK, wait).await {
+            match read {
                 Ok(n) if n > 0 => {}
-                Err(BodyError::Timeout) if self.pinned.is_some() && !left.is_zero() => {
-                    self.pinned = None;
+                Err(BodyError::Timeout) if lingering => {
+                    self.release_buffers();
+                    released = true;
                 }
+                Err(BodyError::Timeout) if self.pinned.is_some() => self.pinned = None,
                 _ => return Ok(None),
+            }
+        }
+    }
+
+    /// Gives back the memory of the connection's (empty) buffers while it is idle.
+    fn release_buffers(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
+        self.scratch = Vec::new();
+        self.upstream_head = Vec::new();
+        if let Some(pinned) = &mut self.pinned {
+            if pinned.buf.is_empty() {
+                pinned.buf = BytesMut::new();
             }
         }
     }
@@ -181,7 +220,8 @@ impl Visitor<'_> {
             client: self.client,
             proto: self.proto,
         };
-        let rewritten = rewrite::request_head(&self.buf[..head.len], forwarding, &mut self.scratch);
+        let rewritten =
+            rewrite::request_head(&self.buf[..head.len], forwarding, &mut self.upstream_head);
         // From here on `buf` holds what follows the head: the body, or a pipelined request.
         self.buf.advance(head.len);
         if !rewritten {
@@ -197,7 +237,7 @@ impl Visitor<'_> {
             Framing::Length(n) => Body::Length(n),
             Framing::Chunked => Body::Chunked,
         };
-        let upstream_head = std::mem::take(&mut self.scratch);
+        let upstream_head = std::mem::take(&mut self.upstream_head);
         let result = self
             .attempt_chain(
                 &runtime,
@@ -208,7 +248,7 @@ impl Visitor<'_> {
                 &upstream_head,
             )
             .await;
-        self.scratch = upstream_head;
+        self.upstream_head = upstream_head;
         match result {
             Ok(outcome) => outcome,
             Err(why) => self.fallback(&runtime, pool_index, &head, why).await,
@@ -367,6 +407,7 @@ impl Visitor<'_> {
                 &mut self.stream,
                 &mut self.buf,
                 &mut up.io,
+                &mut Vec::new(),
                 limits.read,
                 limits.write,
             )
@@ -433,13 +474,8 @@ impl Visitor<'_> {
             };
         }
         up.buf.advance(answer.len);
-        if body::send(&mut self.stream, &self.scratch, VISITOR_WRITE_TIMEOUT)
-            .await
-            .is_err()
-        {
-            return Forwarded::Broken;
-        }
         if upgrade {
+            let _ = body::send(&mut self.stream, &self.scratch, VISITOR_WRITE_TIMEOUT).await;
             let _ = body::send(&mut self.stream, &up.buf, VISITOR_WRITE_TIMEOUT).await;
             let _ = body::flush(&mut self.stream, VISITOR_WRITE_TIMEOUT).await;
             let _ = body::send(&mut up.io, &self.buf, limits.write).await;
@@ -456,11 +492,13 @@ impl Visitor<'_> {
             BodyFraming::Chunked => Body::Chunked,
             BodyFraming::UntilClose => Body::UntilClose,
         };
+        // The head goes out with the body, in one write when the body is small and at hand.
         let streamed = body::forward(
             response_body,
             &mut up.io,
             &mut up.buf,
             &mut self.stream,
+            &mut self.scratch,
             limits.read,
             VISITOR_WRITE_TIMEOUT,
         )

@@ -294,3 +294,101 @@ async fn a_kept_backend_connection_closed_meanwhile_is_not_a_visitor_error() {
     );
     assert_eq!(raw.requests().len(), 2);
 }
+
+/// A connection quiet between requests gives its buffers back (the gateway's memory with
+/// thousands of idle connections) and serves its next request as before, even one whose head
+/// arrives a byte at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_serves_its_next_request_as_before() {
+    let raw =
+        RawBackend::start(|_| Answer::keep(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+            .await;
+    let gw = Gateway::start(&one_backend(raw.addr)).await;
+    let mut s = TcpStream::connect(gw.http).await.unwrap();
+    let got = ask(&mut s, b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n", |b| {
+        b.ends_with(b"ok")
+    })
+    .await;
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    for round in 2..4 {
+        // Longer than the gateway's linger (250 ms) before it lets the buffers go.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let request = format!("GET /{round} HTTP/1.1\r\nHost: a\r\n\r\n");
+        for (i, byte) in request.as_bytes().iter().enumerate() {
+            s.write_all(&[*byte]).await.unwrap();
+            if i < 3 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let got = read_until(&mut s, |b| b.ends_with(b"ok")).await;
+        assert!(
+            got.starts_with(b"HTTP/1.1 200"),
+            "round {round}: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    let seen = raw.requests();
+    assert_eq!(seen.len(), 3);
+    assert!(
+        seen[2].starts_with(b"GET /3 HTTP/1.1\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&seen[2])
+    );
+}
+
+/// An answer's head reaches the visitor as soon as the backend sends it, not with the body's
+/// first bytes: a slow or streamed body does not hold its head back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_is_passed_on_before_a_slow_body() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let go = std::sync::Arc::new(tokio::sync::Notify::new());
+    let go2 = go.clone();
+    // Every connection is served alike (the health probe's too).
+    let backend = tokio::spawn(async move {
+        while let Ok((mut b, _)) = listener.accept().await {
+            let go = go2.clone();
+            tokio::spawn(async move {
+                let head = read_until(&mut b, |r| r.windows(4).any(|w| w == b"\r\n\r\n")).await;
+                if head.is_empty() {
+                    return;
+                }
+                let _ = b
+                    .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                    .await;
+                // The body only once the visitor has seen the head.
+                go.notified().await;
+                let _ = b.write_all(b"5\r\nhello\r\n0\r\n\r\n").await;
+                let _ = read_until(&mut b, |_| false).await;
+            });
+        }
+    });
+    let gw = Gateway::start(&format!(
+        "[pools.app.health.tcp]\ninterval = \"60s\"\n[[pools.app.tiers]]\nbackends = [{{ address = \"{addr}\" }}]\n"
+    ))
+    .await;
+    let mut s = TcpStream::connect(gw.http).await.unwrap();
+    let head = ask(&mut s, b"GET /stream HTTP/1.1\r\nHost: a\r\n\r\n", |b| {
+        b.windows(4).any(|w| w == b"\r\n\r\n")
+    })
+    .await;
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "no head before the body: {:?}",
+        String::from_utf8_lossy(&head)
+    );
+    go.notify_one();
+    let rest = read_until(&mut s, |b| b.ends_with(b"0\r\n\r\n")).await;
+    let all = [head, rest].concat();
+    assert!(
+        all.ends_with(b"5\r\nhello\r\n0\r\n\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&all)
+    );
+    drop(s);
+    backend.abort();
+}
