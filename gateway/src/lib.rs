@@ -16,6 +16,7 @@ pub mod demo;
 pub mod fallback;
 pub mod fast;
 pub mod h1;
+pub mod listen;
 pub mod metrics;
 pub mod runtime;
 pub mod select;

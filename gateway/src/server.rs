@@ -3,6 +3,7 @@
 
 use crate::admin::Admin;
 use crate::fast::{Connector, FastPath};
+use crate::listen::{self, ProxyService};
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use arc_swap::ArcSwap;
@@ -11,9 +12,6 @@ use holdfast_config::Config;
 use holdfast_health::checker::NetProber;
 use holdfast_health::tls::TlsClient;
 use holdfast_health::HealthTable;
-use pingora::listeners::tls::TlsSettings;
-use pingora::listeners::ListenerConfig;
-use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -58,6 +56,8 @@ pub enum StartError {
     Probe(#[source] std::io::Error),
     #[error("cannot set up the HTTPS listeners: {0}")]
     ListenerTls(String),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(std::net::SocketAddr, #[source] std::io::Error),
     #[error("cannot set up TLS towards backends: {0}")]
     Tls(#[from] openssl::error::ErrorStack),
 }
@@ -92,27 +92,24 @@ pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
 
-    // One service for every proxy listener, so the data path runs on one runtime with
-    // `threads` workers, whatever the mix of HTTP and HTTPS listeners.
+    // One service for every proxy listener: `threads` workers, each accepting on all of them.
     let connector = Arc::new(Connector::new(tls));
-    let mut proxy = Service::new(
-        "holdfast proxy".to_string(),
-        FastPath::new(runtime.clone(), connector),
-    );
-    proxy.threads = Some(options.threads.max(1));
+    let app = Arc::new(FastPath::new(runtime.clone(), connector));
+    let mut proxy = ProxyService::new(app, options.threads);
     for addr in &config.listen.http {
-        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(visitor_buffers(false)));
+        proxy.add(*addr, None);
     }
     if let Some(tls) = &config.listen.tls {
+        let acceptor = listen::tls_acceptor(&tls.cert, &tls.key)
+            .map_err(|e| StartError::ListenerTls(e.to_string()))?;
         for addr in &config.listen.https {
-            let (cert, key) = (tls.cert.to_string_lossy(), tls.key.to_string_lossy());
-            let settings = TlsSettings::intermediate(&cert, &key)
-                .map_err(|e| StartError::ListenerTls(e.to_string()))?;
-            let listener = ListenerConfig::tcp(addr.to_string())
-                .tls(settings)
-                .l4_buffer(visitor_buffers(true));
-            proxy.add_listener(listener);
+            proxy.add(*addr, Some(acceptor.clone()));
         }
+    }
+    if !options.upgrade {
+        proxy
+            .bind_all()
+            .map_err(|(addr, e)| StartError::Listen(addr, e))?;
     }
     let mut admin = Service::new("holdfast admin".to_string(), Admin::new(runtime));
     admin.add_tcp(&config.listen.admin.to_string());
@@ -132,17 +129,6 @@ pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
         "holdfast serving"
     );
     server.run_forever()
-}
-
-/// Socket buffering of visitor connections. Pingora's default is a 64 KiB read buffer per
-/// connection for the connection's whole life. The data path reads into a buffer of its own, so
-/// plain HTTP sockets are read directly (no copy, about 4 KB less per idle connection). Under
-/// TLS, OpenSSL reads each record in two steps (header, then body), which a small buffer turns
-/// into one system call: HTTPS sockets keep 4 KiB (BENCHMARKS.md). Writes are not buffered
-/// (Pingora's default is 1,460 bytes per connection): the data path writes an answer's head
-/// and a small body in one piece itself.
-fn visitor_buffers(tls: bool) -> L4BufferSettings {
-    L4BufferSettings::new(if tls { 4096 } else { 0 }, 0)
 }
 
 /// Raises the open-file soft limit to the hard limit: every visitor connection and every

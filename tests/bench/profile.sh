@@ -12,7 +12,7 @@ seconds=${2:-6}
 for tool in nginx wrk perf inferno-collapse-perf inferno-flamegraph; do
   command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || { echo "profile: $tool is missing" >&2; exit 1; }
 done
-cargo build --release --locked --bin holdfast
+cargo build --profile profiling --locked --bin holdfast
 
 work=$(mktemp -d /tmp/holdfast-profile-XXXXXX)
 chmod 755 "$work"
@@ -39,7 +39,7 @@ path = "/health"
 backends = [{ address = "127.0.0.1:$origin" }]
 CONF
 nginx -c "$work/origin.conf" -p "$work" & pids+=($!)
-target/release/holdfast run --threads 2 --config "$work/holdfast.toml" 2>"$work/holdfast.log" & hf=$!; pids+=($hf)
+target/profiling/holdfast run --threads 2 --config "$work/holdfast.toml" 2>"$work/holdfast.log" & hf=$!; pids+=($hf)
 for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$proxy) 2>/dev/null && break; sleep 0.1; done
 
 wrk -t2 -c64 -d$((seconds + 4))s "http://127.0.0.1:$proxy/1k.bin" > "$work/wrk.txt" & pids+=($!)
@@ -47,6 +47,7 @@ sleep 2
 perf record -e cpu-clock -F 1999 -g --call-graph dwarf,16384 -p "$hf" -o "$work/perf.data" -- sleep "$seconds" 2>/dev/null
 wait "${pids[-1]}" || true
 mkdir -p "$(dirname "$out")"
-perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph --title "holdfast, http-1k, $(grep Requests/sec "$work/wrk.txt" | tr -s ' ')" > "$out"
+perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf > "${out%.svg}.folded"
+inferno-flamegraph --title "holdfast, http-1k, $(grep Requests/sec "$work/wrk.txt" | tr -s ' ')" < "${out%.svg}.folded" > "$out"
 grep -E "Requests/sec|Latency" "$work/wrk.txt"
 echo "flame graph: $out"

@@ -23,19 +23,16 @@ use crate::h1::rewrite::{self, Forwarding};
 use crate::runtime::{PoolRuntime, Runtime};
 use crate::select::Slot;
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use body::{Body, BodyError};
 use bytes::{Buf, BytesMut};
 use holdfast_health::TrafficFailure;
-use pingora::apps::ServerApp;
-use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use upstream::Io;
 
 /// A read buffer left larger than this after an exchange (a large body went through) is given
@@ -67,23 +64,17 @@ impl FastPath {
     }
 }
 
-#[async_trait]
-impl ServerApp for FastPath {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
+impl FastPath {
+    /// Serves one visitor connection until it closes, idles out or the process shuts down.
+    /// `proto` is the scheme the visitor connected with (`http`, or `https` once TLS was
+    /// terminated).
+    pub async fn serve<S: VisitorIo>(
+        &self,
+        stream: S,
+        client: IpAddr,
+        proto: &'static str,
         shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let client = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        // The listener's scheme: TLS was terminated by Pingora before this connection came here.
-        let proto = if stream.get_ssl_digest().is_some() {
-            "https"
-        } else {
-            "http"
-        };
+    ) {
         let mut visitor = Visitor {
             app: self,
             proto,
@@ -96,9 +87,12 @@ impl ServerApp for FastPath {
             shutdown: shutdown.clone(),
         };
         visitor.serve().await;
-        None
     }
 }
+
+/// A visitor's connection: TCP, or TLS over TCP.
+pub trait VisitorIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> VisitorIo for T {}
 
 /// A backend connection kept for the visitor's next request.
 struct Pinned {
@@ -109,11 +103,11 @@ struct Pinned {
 }
 
 /// One visitor connection.
-struct Visitor<'a> {
+struct Visitor<'a, S> {
     app: &'a FastPath,
     /// `http` or `https`: the scheme the visitor connected with.
     proto: &'static str,
-    stream: Stream,
+    stream: S,
     buf: BytesMut,
     client: IpAddr,
     pinned: Option<Pinned>,
@@ -132,7 +126,7 @@ enum Exchange {
     Close,
 }
 
-impl Visitor<'_> {
+impl<S: VisitorIo> Visitor<'_, S> {
     async fn serve(&mut self) {
         loop {
             let idle = self.app.runtime.load().config.listen.keepalive_timeout;
