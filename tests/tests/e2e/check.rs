@@ -305,3 +305,30 @@ fn every_shipped_config_is_valid() {
     }
     assert!(checked > 0, "no config in {}", deploy.display());
 }
+
+/// A listening port already taken stops the start at once, naming the address, instead of a
+/// gateway that runs without its listener.
+#[test]
+fn a_port_in_use_stops_the_start_with_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    drop(admin);
+    let scratch = Scratch::new();
+    let config = scratch.write(
+        "holdfast.toml",
+        &format!("[listen]\nhttp = [\"{addr}\"]\nadmin = \"{admin_addr}\"\n{VALID_POOL}"),
+    );
+    let out = std::process::Command::new(holdfast_tests::gateway::binary())
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run holdfast");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started on a taken port:\n{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "the error does not name the address:\n{stderr}"
+    );
+}
