@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what is missing, then formatting, lints, every
 # shipped config through `holdfast check`, unit tests and the end-to-end tests (which start the
-# real binary in front of real backends on loopback).
+# real binary in front of real backends on loopback), then the fuzz targets for a bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source deploy/prereqs.sh
@@ -22,3 +22,6 @@ done
 
 echo "== tests"
 cargo test --workspace --locked
+
+echo "== fuzz: the HTTP/1.1 wire rules, ${HOLDFAST_FUZZ_SECONDS:-20} s per target"
+tests/fuzz/run.sh "${HOLDFAST_FUZZ_SECONDS:-20}"

@@ -4,8 +4,9 @@
 //! The decisions are plain types that know nothing of the data path: [`select`] (which backend
 //! next), [`attempts`] (whether to try again, with what time left), [`fallback`] (what visitors
 //! get when nothing can serve), [`h1`] (the HTTP/1.1 wire rules: which requests are refused,
-//! how bodies are framed, what is forwarded). [`fast`] is the data path built on them, run as a
-//! Pingora `ServerApp` (Pingora keeps the listeners, TLS, signals and upgrades); [`runtime`] is
+//! how bodies are framed, what is forwarded; the `holdfast-h1` crate). [`fast`] is the data path
+//! built on them and [`listen`] its listeners, one runtime per worker thread (Pingora keeps
+//! signals, the admin listener, health checks and the socket hand-over of upgrades); [`runtime`] is
 //! the immutable snapshot a request works from; [`metrics`] and [`admin`] show what happens;
 //! [`server`] assembles the process; [`demo`] runs it with built-in backends.
 
@@ -15,7 +16,7 @@ pub mod cli;
 pub mod demo;
 pub mod fallback;
 pub mod fast;
-pub mod h1;
+pub use holdfast_h1 as h1;
 pub mod listen;
 pub mod metrics;
 pub mod runtime;

@@ -11,7 +11,7 @@
 //! | `Transfer-Encoding` in an HTTP/1.0 request | 400 |
 //! | HTTP/1.1 without `Host`, any request with two `Host` lines, or a `Host` that is not a host | 400 |
 //! | request target longer than [`MAX_TARGET_BYTES`] | 414 |
-//! | head longer than [`MAX_HEAD_BYTES`], or more than [`MAX_HEADERS`] header lines | 431 |
+//! | head longer than [`MAX_HEAD_BYTES`], or more than [`MAX_VISITOR_HEADERS`] header lines | 431 |
 //!
 //! A request with a body in some other coding than chunked cannot be framed by a proxy, so it
 //! gets 400 rather than a guess (RFC 9112 6.3, rule 4, leaves the server no other safe choice).
@@ -24,8 +24,13 @@ pub const MAX_TARGET_BYTES: usize = 16 * 1024;
 /// Longest request head, request line included (Cloudflare sends at most 32 KB of headers).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
-/// Most header lines in one request.
+/// Most header lines in a request head the gateway handles, as forwarded.
 pub const MAX_HEADERS: usize = 128;
+
+/// Most header lines accepted from a visitor: room is kept for the two the gateway may add
+/// (`X-Forwarded-For`, `X-Forwarded-Proto`), so that whatever is accepted can be forwarded and
+/// reads the same way after rewriting (found by the `request_head` fuzz target).
+pub const MAX_VISITOR_HEADERS: usize = MAX_HEADERS - 2;
 
 /// How the request body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +111,18 @@ impl Refusal {
 /// Judges a complete request head (`buf` starts with the request line and holds at least the
 /// whole head). `Ok(None)` means the head is not complete yet.
 pub fn parse(buf: &[u8]) -> Result<Option<Head>, Refusal> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    parse_with::<MAX_VISITOR_HEADERS>(buf)
+}
+
+/// Judges a head as forwarded to a backend: the same rules, with room for the headers the
+/// gateway adds. What [`parse`] accepts, rewritten, passes here with the same framing (the
+/// `request_head` fuzz target checks it).
+pub fn parse_forwarded(buf: &[u8]) -> Result<Option<Head>, Refusal> {
+    parse_with::<MAX_HEADERS>(buf)
+}
+
+fn parse_with<const LINES: usize>(buf: &[u8]) -> Result<Option<Head>, Refusal> {
+    let mut headers = [httparse::EMPTY_HEADER; LINES];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
@@ -368,9 +384,15 @@ mod tests {
             "b".repeat(MAX_HEAD_BYTES)
         );
         assert_eq!(judge(&endless), Err(Refusal::HeadTooLarge));
-        let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: 1\r\n")).collect();
-        let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
-        assert_eq!(judge(&many), Err(Refusal::HeadTooLarge));
+        let lines = |n: usize| -> String {
+            let more: String = (1..n).map(|i| format!("X-{i}: 1\r\n")).collect();
+            format!("GET / HTTP/1.1\r\nHost: a\r\n{more}\r\n")
+        };
+        assert!(judge(&lines(MAX_VISITOR_HEADERS)).is_ok());
+        assert_eq!(
+            judge(&lines(MAX_VISITOR_HEADERS + 1)),
+            Err(Refusal::HeadTooLarge)
+        );
         assert_eq!(Refusal::HeadTooLarge.status(), 431);
     }
 

@@ -39,7 +39,7 @@ pub struct ResponseHead {
 /// Why a response head is not usable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BadResponse {
-    /// Not HTTP/1.x, or a malformed line.
+    /// Not HTTP/1.x, a malformed line, or a status outside 100-599.
     Malformed,
     /// Several `Content-Length`s that differ, or one that is not digits.
     BadLength,
@@ -64,7 +64,12 @@ pub fn parse(buf: &[u8], head_request: bool) -> Result<Option<ResponseHead>, Bad
     if len > MAX_HEAD_BYTES {
         return Err(BadResponse::TooLarge);
     }
-    let status = res.code.ok_or(BadResponse::Malformed)?;
+    // RFC 9110 15: a status outside 100-599 is invalid (found by the `response_head` fuzz
+    // target: httparse takes any three digits, "002" included).
+    let status = res
+        .code
+        .filter(|c| (100..=599).contains(c))
+        .ok_or(BadResponse::Malformed)?;
     let http11 = res.version == Some(1);
 
     let (mut length, mut chunked, mut other_coding) = (None::<u64>, false, false);
@@ -257,6 +262,14 @@ mod tests {
             parse(b"SSH-2.0-OpenSSH_9.2\r\n\r\n", false),
             Err(BadResponse::Malformed)
         );
+        for status in ["002", "099", "600", "999"] {
+            let head = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+            assert_eq!(
+                parse(head.as_bytes(), false),
+                Err(BadResponse::Malformed),
+                "{status}"
+            );
+        }
         assert_eq!(
             parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n", false),
             Ok(None)

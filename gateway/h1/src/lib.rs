@@ -10,9 +10,8 @@
 //!   whether the connection can be reused;
 //! - [`rewrite`]: the request head as forwarded (hop-by-hop headers out, `X-Forwarded-*` in).
 //!
-//! `chunked`, `response` and `rewrite` are the wire rules of the lean HTTP/1.1 data path
-//! (issue 8), which is being built on them; Pingora's pipeline applies its own equivalents until
-//! that path replaces it.
+//! A crate of its own, with no dependency but `httparse`, so that the fuzz targets of
+//! `tests/fuzz/` build it in seconds with coverage instrumentation.
 
 pub mod chunked;
 pub mod request;
