@@ -14,11 +14,10 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use openssl::ssl::{Ssl, SslAcceptor};
-use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
@@ -30,6 +29,8 @@ struct Shared {
     served: AtomicU64,
     /// HTTPS for new connections when set.
     tls: Mutex<Option<Arc<SslAcceptor>>>,
+    /// Set by `stop`: a connection whose task has not been cancelled yet answers nothing more.
+    stopped: AtomicBool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -57,6 +58,7 @@ impl DemoBackend {
             health_status: AtomicU16::new(200),
             served: AtomicU64::new(0),
             tls: Mutex::new(None),
+            stopped: AtomicBool::new(false),
         });
         let backend = DemoBackend {
             addr: listener.local_addr()?,
@@ -93,6 +95,8 @@ impl DemoBackend {
     /// Stops at once, as a crashed process would: the listener and every open connection are
     /// closed, so new connections are refused.
     pub fn stop(&self) {
+        // Cancelling the tasks takes effect when they are next polled; until then no answer.
+        self.shared.stopped.store(true, Ordering::SeqCst);
         if let Some(task) = self.lock().take() {
             task.abort();
         }
@@ -122,6 +126,7 @@ impl DemoBackend {
     }
 
     fn serve(&self, listener: TcpListener) {
+        self.shared.stopped.store(false, Ordering::SeqCst);
         let shared = self.shared.clone();
         let task = tokio::spawn(async move {
             // Dropped with this task on stop: every connection task is aborted with it.
@@ -176,10 +181,26 @@ where
         .await;
 }
 
+/// The error of a stopped backend's service: the connection closes unanswered.
+#[derive(Debug)]
+struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("backend stopped")
+    }
+}
+
+impl std::error::Error for Stopped {}
+
 async fn answer(
     shared: Arc<Shared>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Full<Bytes>>, Stopped> {
+    if shared.stopped.load(Ordering::SeqCst) {
+        // A crashed process answers nothing: the connection closes without a response.
+        return Err(Stopped);
+    }
     let name = &shared.name;
     if req.uri().path() == "/health" {
         let status = shared.health_status.load(Ordering::Relaxed);

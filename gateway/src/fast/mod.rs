@@ -174,7 +174,12 @@ impl<S: VisitorIo> Visitor<'_, S> {
                 wait = wait.min(IDLE_LINGER);
             }
             let read = if released && self.buf.is_empty() {
-                body::fill_unbuffered(&mut self.stream, &mut self.buf, wait).await
+                // Idle: when the process stops (or hands over to a new one), the connection
+                // closes now instead of when the process exits.
+                tokio::select! {
+                    read = body::fill_unbuffered(&mut self.stream, &mut self.buf, wait) => read,
+                    () = stopping(&mut self.shutdown) => return Ok(None),
+                }
             } else {
                 body::fill(&mut self.stream, &mut self.buf, body::HEAD_CHUNK, wait).await
             };
@@ -579,6 +584,15 @@ fn still_open(io: &mut Box<dyn Io>) -> bool {
     let mut byte = [0u8; 1];
     let mut buf = ReadBuf::new(&mut byte);
     Pin::new(io).poll_read(&mut cx, &mut buf).is_pending()
+}
+
+/// Resolves once the process is shutting down (never, if nothing can tell it so any more).
+async fn stopping(shutdown: &mut ShutdownWatch) {
+    while !*shutdown.borrow_and_update() {
+        if shutdown.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Gives back a read buffer's memory when it holds nothing and grew large.
