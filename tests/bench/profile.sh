@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Profiles holdfast under load and writes a flame graph:
 #   tests/bench/profile.sh [OUT.svg] [WORKLOAD-SECONDS]
-# One nginx origin, holdfast (release build) in front of it, wrk -t2 -c64 on a 1 KB file, and
+# One nginx origin, holdfast (release build with line tables: the `profiling` profile) in front of it, wrk -t2 -c64 on a 1 KB file, and
 # `perf record` (software cpu-clock: hardware counters are not available on every machine) with
 # DWARF call graphs on the holdfast process. Needs nginx, wrk, perf (Debian: linux-perf) and
-# inferno (`cargo install inferno`). Traffic stays on 127.0.0.1; it stops what it started.
+# inferno (`cargo install inferno`). Writes OUT.svg and the folded stacks next to it (OUT.folded,
+# not committed). Traffic stays on 127.0.0.1; it stops what it started.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-tests/bench/profiles/http-1k.svg}
