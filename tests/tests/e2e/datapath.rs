@@ -32,6 +32,15 @@ async fn read_until(s: &mut TcpStream, done: impl Fn(&[u8]) -> bool) -> Vec<u8> 
     got
 }
 
+/// Asserts that `got` is a 200 answer, showing it otherwise.
+fn assert_200(got: &[u8]) {
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(got)
+    );
+}
+
 fn count(hay: &[u8], needle: &[u8]) -> usize {
     hay.windows(needle.len()).filter(|w| *w == needle).count()
 }
@@ -274,11 +283,7 @@ async fn a_kept_backend_connection_closed_meanwhile_is_not_a_visitor_error() {
         b.ends_with(b"ok")
     })
     .await;
-    assert!(
-        got.starts_with(b"HTTP/1.1 200"),
-        "{:?}",
-        String::from_utf8_lossy(&got)
-    );
+    assert_200(&got);
     // The backend's close reaches the gateway before the next request does.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let got = ask(
@@ -287,11 +292,7 @@ async fn a_kept_backend_connection_closed_meanwhile_is_not_a_visitor_error() {
         |b| b.ends_with(b"ok"),
     )
     .await;
-    assert!(
-        got.starts_with(b"HTTP/1.1 200"),
-        "{:?}",
-        String::from_utf8_lossy(&got)
-    );
+    assert_200(&got);
     assert_eq!(raw.requests().len(), 2);
 }
 
@@ -309,11 +310,7 @@ async fn an_idle_connection_serves_its_next_request_as_before() {
         b.ends_with(b"ok")
     })
     .await;
-    assert!(
-        got.starts_with(b"HTTP/1.1 200"),
-        "{:?}",
-        String::from_utf8_lossy(&got)
-    );
+    assert_200(&got);
     for round in 2..4 {
         // Longer than the gateway's linger (250 ms) before it lets the buffers go.
         tokio::time::sleep(Duration::from_millis(600)).await;
