@@ -10,6 +10,12 @@ pub const ADMIN_ADDR: &str = "127.0.0.1:9180";
 /// connection for up to 900 s; closing earlier races its reuse and shows visitors a 520.
 pub const DOWNSTREAM_KEEPALIVE_IDLE: Duration = Duration::from_secs(930);
 
+/// Longest time from the first byte of a request head to its end. Cloudflare sends a whole head
+/// at once; a head that trickles in for longer is a slow client holding a connection (slowloris)
+/// and gets 408. HAProxy's usual `timeout http-request` is 10 s (nginx's
+/// `client_header_timeout`, 60 s).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Time to open a TCP connection to a backend. Backends sit on the same network: a healthy one
 /// answers a SYN in well under a millisecond, and 2 s still allows one SYN retransmission (1 s).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

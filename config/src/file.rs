@@ -58,6 +58,9 @@ pub struct Listen {
     /// Idle keep-alive timeout towards visitors.
     #[serde(default, deserialize_with = "duration::opt")]
     pub keepalive_timeout: Option<Duration>,
+    /// Longest time from a request head's first byte to its end.
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub header_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

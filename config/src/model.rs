@@ -30,6 +30,8 @@ pub struct Listen {
     pub admin: SocketAddr,
     /// Idle keep-alive timeout towards visitors.
     pub keepalive_timeout: Duration,
+    /// Longest time from a request head's first byte to its end; then 408.
+    pub header_timeout: Duration,
 }
 
 /// The certificate the HTTPS listeners present (for Cloudflare's "Full (strict)" mode, a

@@ -61,6 +61,7 @@ fn validate_listen(raw: file::Listen, base_dir: &Path, p: &mut Problems) -> List
         tls_key,
         admin,
         keepalive_timeout,
+        header_timeout,
     } = raw;
     let https_given = https.as_ref().is_some_and(|h| !h.is_empty());
     // Plain HTTP on port 80 unless only HTTPS listeners are configured.
@@ -124,12 +125,17 @@ fn validate_listen(raw: file::Listen, base_dir: &Path, p: &mut Problems) -> List
     if keepalive_timeout < Duration::from_secs(1) {
         p.add("listen.keepalive_timeout", "must be at least 1s");
     }
+    let header_timeout = header_timeout.unwrap_or(d::HEADER_TIMEOUT);
+    if header_timeout < Duration::from_millis(100) {
+        p.add("listen.header_timeout", "must be at least 100ms");
+    }
     Listen {
         http,
         https,
         tls,
         admin,
         keepalive_timeout,
+        header_timeout,
     }
 }
 

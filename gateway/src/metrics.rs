@@ -4,12 +4,14 @@
 //! never disagree with it.
 
 use crate::attempts::GiveUp;
+use crate::h1::request::Refusal;
 use holdfast_health::table::{BackendHealth, CheckRecord, HealthTable, Observer, TransitionRecord};
 use holdfast_health::{Status, TrafficFailure};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
+use std::sync::Arc;
 
 /// Seconds; active checks on a LAN take well under a millisecond, timeouts reach seconds.
 const CHECK_DURATION_BUCKETS: &[f64] = &[
@@ -28,6 +30,8 @@ pub struct Metrics {
     requests: IntCounterVec,
     fallbacks: IntCounterVec,
     active_tier: IntGaugeVec,
+    /// Pre-resolved, indexed by `Refusal as usize`.
+    refusals: Arc<[IntCounter]>,
 }
 
 /// Counters of one pool, resolved once.
@@ -112,6 +116,7 @@ impl Metrics {
                 ),
                 &["pool", "reason"],
             )?,
+            refusals: Arc::from([]),
             active_tier: IntGaugeVec::new(
                 Opts::new(
                     "holdfast_active_tier",
@@ -129,7 +134,27 @@ impl Metrics {
         m.registry.register(Box::new(m.requests.clone()))?;
         m.registry.register(Box::new(m.fallbacks.clone()))?;
         m.registry.register(Box::new(m.active_tier.clone()))?;
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "holdfast_refused_requests_total",
+                "Requests answered 400, 408, 414 or 431 and never forwarded, by reason",
+            ),
+            &["reason"],
+        )?;
+        m.registry.register(Box::new(refused.clone()))?;
+        let mut m = m;
+        m.refusals = Refusal::ALL
+            .iter()
+            .map(|r| refused.with_label_values(&[r.key()]))
+            .collect();
         Ok(m)
+    }
+
+    /// Counts a request refused before forwarding.
+    pub fn refused(&self, refusal: Refusal) {
+        if let Some(counter) = self.refusals.get(refusal as usize) {
+            counter.inc();
+        }
     }
 
     pub fn pool(&self, pool: &str) -> PoolMetrics {

@@ -85,16 +85,22 @@ impl Gateway {
     /// config; the `[listen]` table is added with free loopback ports. Returns once the admin
     /// listener and the HTTP listener answer.
     pub async fn start(pools: &str) -> Gateway {
-        Self::launch(pools, false).await
+        Self::launch("", pools, false).await
+    }
+
+    /// Like [`start`](Self::start), with more keys of the `[listen]` table (`listen`, one
+    /// `key = value` per line).
+    pub async fn start_with_listen(listen: &str, pools: &str) -> Gateway {
+        Self::launch(listen, pools, false).await
     }
 
     /// Like [`start`](Self::start), with an HTTPS listener too (a self-signed certificate for
     /// `localhost`), at [`Gateway::https`].
     pub async fn start_with_https(pools: &str) -> Gateway {
-        Self::launch(pools, true).await
+        Self::launch("", pools, true).await
     }
 
-    async fn launch(pools: &str, with_https: bool) -> Gateway {
+    async fn launch(listen: &str, pools: &str, with_https: bool) -> Gateway {
         let http = free_loopback();
         let admin = free_loopback();
         let scratch = Scratch::new();
@@ -110,8 +116,9 @@ impl Gateway {
             }
             None => String::new(),
         };
-        let text =
-            format!("[listen]\nhttp = [\"{http}\"]\n{https_keys}admin = \"{admin}\"\n\n{pools}");
+        let text = format!(
+            "[listen]\nhttp = [\"{http}\"]\n{https_keys}admin = \"{admin}\"\n{listen}\n\n{pools}"
+        );
         let config = scratch.write("holdfast.toml", &text);
         let log = std::fs::File::create(scratch.path().join("holdfast.log")).unwrap();
         let child = spawn(scratch.path(), &config, log, false);

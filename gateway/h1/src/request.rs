@@ -77,14 +77,51 @@ pub enum Refusal {
     BadHost,
     TargetTooLong,
     HeadTooLarge,
+    /// The head did not arrive whole within the header timeout (a slow client).
+    HeadTimeout,
 }
 
 impl Refusal {
+    /// Every kind, in declaration order (`ALL[r as usize] == r`).
+    pub const ALL: [Refusal; 12] = [
+        Refusal::BareLf,
+        Refusal::Malformed,
+        Refusal::LengthAndChunked,
+        Refusal::BadLength,
+        Refusal::BadTransferEncoding,
+        Refusal::ChunkedInHttp10,
+        Refusal::MissingHost,
+        Refusal::RepeatedHost,
+        Refusal::BadHost,
+        Refusal::TargetTooLong,
+        Refusal::HeadTooLarge,
+        Refusal::HeadTimeout,
+    ];
+
+    /// A short name, for metric labels.
+    pub fn key(self) -> &'static str {
+        match self {
+            Refusal::BareLf => "bare_lf",
+            Refusal::Malformed => "malformed",
+            Refusal::LengthAndChunked => "length_and_chunked",
+            Refusal::BadLength => "bad_length",
+            Refusal::BadTransferEncoding => "bad_transfer_encoding",
+            Refusal::ChunkedInHttp10 => "chunked_in_http10",
+            Refusal::MissingHost => "missing_host",
+            Refusal::RepeatedHost => "repeated_host",
+            Refusal::BadHost => "bad_host",
+            Refusal::TargetTooLong => "target_too_long",
+            Refusal::HeadTooLarge => "head_too_large",
+            Refusal::HeadTimeout => "head_timeout",
+        }
+    }
+
     /// The status to answer with.
     pub fn status(self) -> u16 {
         match self {
             Refusal::TargetTooLong => 414,
             Refusal::HeadTooLarge => 431,
+            Refusal::HeadTimeout => 408,
             _ => 400,
         }
     }
@@ -104,6 +141,7 @@ impl Refusal {
             Refusal::BadHost => "invalid Host",
             Refusal::TargetTooLong => "request target too long",
             Refusal::HeadTooLarge => "request head too large",
+            Refusal::HeadTimeout => "request head not received in time",
         }
     }
 }
@@ -394,6 +432,10 @@ mod tests {
             Err(Refusal::HeadTooLarge)
         );
         assert_eq!(Refusal::HeadTooLarge.status(), 431);
+        assert_eq!(Refusal::HeadTimeout.status(), 408);
+        for (i, r) in Refusal::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "ALL is in declaration order");
+        }
     }
 
     /// Bounded mutation fuzzing: random edits of valid and hostile heads never panic, and

@@ -129,8 +129,9 @@ enum Exchange {
 impl<S: VisitorIo> Visitor<'_, S> {
     async fn serve(&mut self) {
         loop {
-            let idle = self.app.runtime.load().config.listen.keepalive_timeout;
-            let head = match self.read_head(idle).await {
+            let listen = &self.app.runtime.load().config.listen;
+            let (idle, header) = (listen.keepalive_timeout, listen.header_timeout);
+            let head = match self.read_head(idle, header).await {
                 Ok(Some(head)) => head,
                 Ok(None) => return,
                 Err(refusal) => {
@@ -151,19 +152,33 @@ impl<S: VisitorIo> Visitor<'_, S> {
         }
     }
 
-    /// Reads until a whole request head is buffered. `Ok(None)`: the visitor closed or idled out.
-    async fn read_head(&mut self, idle: Duration) -> Result<Option<Head>, Refusal> {
-        let deadline = Instant::now() + idle;
+    /// Reads until a whole request head is buffered. `Ok(None)`: the visitor closed or idled out
+    /// (`idle` with no byte of a new request). A head begun must end within `header`, or the
+    /// visitor gets 408: a client that trickles its head in holds the connection no longer.
+    async fn read_head(
+        &mut self,
+        idle: Duration,
+        header: Duration,
+    ) -> Result<Option<Head>, Refusal> {
+        let mut deadline = Instant::now() + idle;
+        let mut head_begun = false;
         let mut released = false;
         loop {
             if !self.buf.is_empty() {
                 if let Some(head) = request::parse(&self.buf)? {
                     return Ok(Some(head));
                 }
+                if !head_begun {
+                    head_begun = true;
+                    deadline = Instant::now() + header;
+                }
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Ok(None);
+                return match head_begun {
+                    true => Err(Refusal::HeadTimeout),
+                    false => Ok(None),
+                };
             }
             let lingering = self.buf.is_empty() && !released;
             let mut wait = left;
@@ -189,7 +204,8 @@ impl<S: VisitorIo> Visitor<'_, S> {
                     self.release_buffers();
                     released = true;
                 }
-                Err(BodyError::Timeout) if self.pinned.is_some() => self.pinned = None,
+                // The pinned backend connection's idle time, or the deadline (decided above).
+                Err(BodyError::Timeout) => self.pinned = None,
                 _ => return Ok(None),
             }
         }
@@ -550,6 +566,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
 
     /// Answers a refused request and lets the connection close.
     async fn refuse(&mut self, refusal: Refusal) -> Result<(), BodyError> {
+        self.app.runtime.load().metrics.refused(refusal);
         let status = refusal.status();
         let text = format!("{}\n", refusal.as_str());
         let answer = format!(

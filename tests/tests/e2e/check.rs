@@ -12,6 +12,17 @@ backends = [{ address = "127.0.0.1:8081" }]
 /// (what is wrong, config text, expected key path, expected words of the reason)
 const BROKEN: &[(&str, &str, &str, &str)] = &[
     (
+        "header timeout too short",
+        r#"
+[listen]
+header_timeout = "10ms"
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "listen.header_timeout",
+        "at least 100ms",
+    ),
+    (
         "unparsable address",
         r#"
 [[pools.app.tiers]]
