@@ -16,6 +16,12 @@ pub const DOWNSTREAM_KEEPALIVE_IDLE: Duration = Duration::from_secs(930);
 /// `client_header_timeout`, 60 s).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Backend answers after which an idempotent request is tried on the next backend: the
+/// statuses of a backend that cannot serve right now (bad gateway, overloaded or in
+/// maintenance, timed out behind it). 500 is left out: it is usually the application's own
+/// answer to this very request, and would be the same elsewhere.
+pub const RETRY_ON_STATUS: [u16; 3] = [502, 503, 504];
+
 /// Time to open a TCP connection to a backend. Backends sit on the same network: a healthy one
 /// answers a SYN in well under a millisecond, and 2 s still allows one SYN retransmission (1 s).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

@@ -96,6 +96,8 @@ pub struct Pool {
     #[serde(default, deserialize_with = "duration::opt")]
     pub total_timeout: Option<Duration>,
     pub max_attempts: Option<u32>,
+    /// Backend answers that send an idempotent request on to the next backend.
+    pub retry_on_status: Option<Vec<u16>>,
     #[serde(default)]
     pub health: Health,
     #[serde(default)]

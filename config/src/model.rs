@@ -103,6 +103,9 @@ pub struct Pool {
     pub timeouts: Timeouts,
     /// Attempts per request, the first included.
     pub max_attempts: NonZeroU32,
+    /// Backend answers (5xx) after which an idempotent request without a body goes on to the
+    /// next backend; the last answer is passed on when no backend is left.
+    pub retry_on_status: Vec<u16>,
 }
 
 impl Pool {

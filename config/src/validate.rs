@@ -313,6 +313,7 @@ fn validate_pool(name: String, raw: file::Pool, p: &mut Problems) -> Pool {
         write_timeout,
         total_timeout,
         max_attempts,
+        retry_on_status,
         health,
         tiers,
     } = raw;
@@ -361,6 +362,15 @@ fn validate_pool(name: String, raw: file::Pool, p: &mut Problems) -> Pool {
         &format!("{at}.max_attempts"),
         p,
     );
+    let retry_on_status = retry_on_status.unwrap_or_else(|| d::RETRY_ON_STATUS.to_vec());
+    for (i, status) in retry_on_status.iter().enumerate() {
+        if !(500..=599).contains(status) {
+            p.add(
+                format!("{at}.retry_on_status[{i}]"),
+                format!("{status} is not a 5xx status"),
+            );
+        }
+    }
     let health = validate_health(health, &format!("{at}.health"), p);
 
     if tiers.is_empty() {
@@ -431,6 +441,7 @@ fn validate_pool(name: String, raw: file::Pool, p: &mut Problems) -> Pool {
         health,
         timeouts,
         max_attempts,
+        retry_on_status,
     }
 }
 

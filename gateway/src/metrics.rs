@@ -26,6 +26,7 @@ pub struct Metrics {
     transitions: IntCounterVec,
     check_duration: HistogramVec,
     connect_failures: IntCounterVec,
+    retryable_answers: IntCounterVec,
     retries: IntCounterVec,
     requests: IntCounterVec,
     fallbacks: IntCounterVec,
@@ -58,6 +59,8 @@ impl PoolMetrics {
 #[derive(Debug, Clone)]
 pub struct BackendMetrics {
     connect_failures: [IntCounter; TrafficFailure::ALL.len()],
+    /// Answers with a status the pool retries on.
+    pub retryable_answers: IntCounter,
 }
 
 impl BackendMetrics {
@@ -98,6 +101,15 @@ impl Metrics {
                 ),
                 &["pool", "backend", "kind"],
             )?,
+            retryable_answers: IntCounterVec::new(
+                Opts::new(
+                    "holdfast_upstream_retryable_answers_total",
+                    "Backend answers with a status in the pool's retry_on_status (502, 503, 504 by \
+                     default): the request went on to the next backend, or this answer was passed \
+                     on when none was left",
+                ),
+                &["pool", "backend"],
+            )?,
             retries: IntCounterVec::new(
                 Opts::new(
                     "holdfast_upstream_retries_total",
@@ -130,6 +142,7 @@ impl Metrics {
         m.registry.register(Box::new(m.transitions.clone()))?;
         m.registry.register(Box::new(m.check_duration.clone()))?;
         m.registry.register(Box::new(m.connect_failures.clone()))?;
+        m.registry.register(Box::new(m.retryable_answers.clone()))?;
         m.registry.register(Box::new(m.retries.clone()))?;
         m.registry.register(Box::new(m.requests.clone()))?;
         m.registry.register(Box::new(m.fallbacks.clone()))?;
@@ -173,6 +186,7 @@ impl Metrics {
                 self.connect_failures
                     .with_label_values(&[pool, backend, kind.as_str()])
             }),
+            retryable_answers: self.retryable_answers.with_label_values(&[pool, backend]),
         }
     }
 

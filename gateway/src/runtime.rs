@@ -28,6 +28,8 @@ pub struct PoolRuntime {
     selector: Selector,
     pub timeouts: Timeouts,
     pub max_attempts: u32,
+    /// Backend statuses after which an idempotent request goes on to the next backend.
+    pub retry_on_status: Vec<u16>,
     pub metrics: PoolMetrics,
     /// `[tier][index]`.
     backends: Vec<Vec<BackendRuntime>>,
@@ -68,6 +70,7 @@ impl Runtime {
                     selector: Selector::new(&weights),
                     timeouts: pool.timeouts,
                     max_attempts: pool.max_attempts.get(),
+                    retry_on_status: pool.retry_on_status.clone(),
                     metrics: metrics.pool(&pool.name),
                     backends,
                 }

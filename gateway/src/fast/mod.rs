@@ -18,7 +18,7 @@ pub use upstream::Connector;
 use crate::attempts::{AttemptLimits, Attempts, GiveUp};
 use crate::h1;
 use crate::h1::request::{self, Framing, Head, Refusal};
-use crate::h1::response::{self, BodyFraming};
+use crate::h1::response::{self, BodyFraming, ResponseHead};
 use crate::h1::rewrite::{self, Forwarding};
 use crate::runtime::{PoolRuntime, Runtime};
 use crate::select::Slot;
@@ -281,8 +281,33 @@ impl<S: VisitorIo> Visitor<'_, S> {
         upstream_head: &[u8],
     ) -> Result<Exchange, GiveUp> {
         let mut attempts = Attempts::default();
+        // An idempotent request without a body goes on to the next backend after an answer
+        // such as 503, held back meanwhile; when no backend is left, the last one is passed on.
+        let hold: &[u16] = match head.idempotent && request_body == Body::Empty {
+            true => &pool.retry_on_status,
+            false => &[],
+        };
+        let mut held: Option<(Pinned, ResponseHead, AttemptLimits)> = None;
         loop {
-            let (slot, limits) = pool.next_attempt(&mut attempts, Instant::now())?;
+            let (slot, limits) = match pool.next_attempt(&mut attempts, Instant::now()) {
+                Ok(next) => next,
+                Err(why) => {
+                    let Some((mut up, answer, limits)) = held.take() else {
+                        return Err(why);
+                    };
+                    let forwarded = self.relay(&mut up, head, answer, limits).await;
+                    return match forwarded {
+                        Forwarded::Done {
+                            exchange, status, ..
+                        } => {
+                            pool.metrics.request(status);
+                            Ok(exchange) // its body may be unread: the connection is not kept
+                        }
+                        Forwarded::Broken => Ok(Exchange::Close),
+                        _ => Err(why),
+                    };
+                }
+            };
             if attempts.made() > 1 {
                 pool.metrics.retries.inc();
             }
@@ -306,7 +331,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
                     },
                 };
                 match self
-                    .forward(&mut up, head, request_body, upstream_head, limits)
+                    .forward(&mut up, head, request_body, upstream_head, limits, hold)
                     .await
                 {
                     Forwarded::NoAnswer { body_sent, .. }
@@ -349,6 +374,11 @@ impl<S: VisitorIo> Visitor<'_, S> {
                         return Err(GiveUp::AttemptsExhausted);
                     }
                 }
+                Forwarded::Held(answer) => {
+                    backend.metrics.retryable_answers.inc();
+                    // Not kept: the held answer's body is unread.
+                    held = Some((up, answer, limits));
+                }
                 Forwarded::Broken => return Ok(Exchange::Close),
             }
         }
@@ -387,6 +417,8 @@ impl<S: VisitorIo> Visitor<'_, S> {
     }
 
     /// Sends the request to `up` and streams the answer back.
+    /// Sends the request to `up` and streams the answer back, unless its status is in `hold`:
+    /// then nothing goes to the visitor yet and the answer's head is returned (`Held`).
     async fn forward(
         &mut self,
         up: &mut Pinned,
@@ -394,6 +426,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
         request_body: Body,
         upstream_head: &[u8],
         limits: AttemptLimits,
+        hold: &[u16],
     ) -> Forwarded {
         // The request head and any body bytes already read go out together.
         if body::send(&mut up.io, upstream_head, limits.write)
@@ -474,6 +507,20 @@ impl<S: VisitorIo> Visitor<'_, S> {
                 }
             }
         };
+        if hold.contains(&answer.status) {
+            return Forwarded::Held(answer);
+        }
+        self.relay(up, head, answer, limits).await
+    }
+
+    /// Passes an answer whose head was read from `up` on to the visitor, body included.
+    async fn relay(
+        &mut self,
+        up: &mut Pinned,
+        head: &Head,
+        answer: ResponseHead,
+        limits: AttemptLimits,
+    ) -> Forwarded {
         let upgrade = answer.status == 101;
         let until_close = answer.framing == BodyFraming::UntilClose;
         let keep_open = head.keep_alive && !until_close && !upgrade && !*self.shutdown.borrow();
@@ -484,7 +531,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
             &mut self.scratch,
         ) {
             return Forwarded::NoAnswer {
-                body_sent,
+                body_sent: true,
                 timed_out: false,
             };
         }
@@ -589,6 +636,8 @@ enum Forwarded {
     },
     /// The backend connection failed, or stayed silent past the read timeout, before any answer.
     NoAnswer { body_sent: bool, timed_out: bool },
+    /// The backend answered with a status to retry on; nothing went to the visitor yet.
+    Held(ResponseHead),
     /// The visitor's side failed: nothing more can be done on this connection.
     Broken,
 }

@@ -12,6 +12,17 @@ backends = [{ address = "127.0.0.1:8081" }]
 /// (what is wrong, config text, expected key path, expected words of the reason)
 const BROKEN: &[(&str, &str, &str, &str)] = &[
     (
+        "retry on a status that is not 5xx",
+        r#"
+[pools.app]
+retry_on_status = [503, 404]
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "pools.app.retry_on_status[1]",
+        "not a 5xx status",
+    ),
+    (
         "header timeout too short",
         r#"
 [listen]

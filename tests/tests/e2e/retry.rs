@@ -1,0 +1,91 @@
+//! Answers of a backend that cannot serve right now (502, 503, 504 by default): an idempotent
+//! request goes on to the next backend and the visitor sees only the good answer; a request
+//! that may not be repeated gets the answer as it is; when every backend answers so, the last
+//! answer is passed on.
+
+use holdfast_tests::raw::{Answer, RawBackend};
+use holdfast_tests::{backend, client, Gateway};
+
+fn unavailable(body: &'static str) -> impl Fn(&[u8]) -> Answer + Send + Sync + 'static {
+    move |_| {
+        Answer::keep(
+            format!(
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_from_the_primary_never_reaches_a_visitor_of_an_idempotent_request() {
+    let primary = RawBackend::start(unavailable("primary busy")).await;
+    let backup = backend("backup").await;
+    let gw = Gateway::start(&format!(
+        r#"
+[pools.app.health.tcp]
+interval = "60s"
+[[pools.app.tiers]]
+backends = [{{ address = "{}", name = "primary" }}]
+[[pools.app.tiers]]
+backends = [{{ address = "{}", name = "backup" }}]
+"#,
+        primary.addr,
+        backup.addr()
+    ))
+    .await;
+    let c = client();
+    for i in 0..50 {
+        let r = c.get(gw.url(&format!("/page/{i}"))).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.headers()["x-backend"], "backup");
+    }
+    assert_eq!(
+        primary.requests().len(),
+        50,
+        "each went to the primary first"
+    );
+    assert_eq!(backup.served(), 50);
+    assert_eq!(
+        gw.metric(r#"holdfast_upstream_retryable_answers_total{backend="primary",pool="app"}"#)
+            .await,
+        50.0
+    );
+
+    // A POST may not be repeated: its visitor gets the primary's answer, the backup never sees it.
+    let r = c.post(gw.url("/order")).body("one").send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.text().await.unwrap(), "primary busy");
+    assert_eq!(backup.served(), 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_backend_answers_503_the_last_answer_is_passed_on() {
+    let first = RawBackend::start(unavailable("first")).await;
+    let second = RawBackend::start(unavailable("second")).await;
+    let gw = Gateway::start(&format!(
+        r#"
+[pools.app.health.tcp]
+interval = "60s"
+[[pools.app.tiers]]
+backends = [{{ address = "{}", name = "first" }}]
+[[pools.app.tiers]]
+backends = [{{ address = "{}", name = "second" }}]
+"#,
+        first.addr, second.addr
+    ))
+    .await;
+    let c = client();
+    for _ in 0..5 {
+        let r = c.get(gw.url("/")).send().await.unwrap();
+        assert_eq!(r.status(), 503);
+        assert_eq!(
+            r.text().await.unwrap(),
+            "second",
+            "the last backend's own answer"
+        );
+    }
+    assert_eq!(first.requests().len(), 5);
+    assert_eq!(second.requests().len(), 5);
+}
