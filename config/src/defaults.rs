@@ -58,6 +58,11 @@ pub const FALL: u32 = 2;
 /// backend out at once. 1: a refused connect is unambiguous.
 pub const PASSIVE_FALL: u32 = 1;
 
+/// Consecutive answers with a `retry_on_status` status (502, 503, 504) on real traffic that take
+/// a backend out: a backend answering 503 to everything is out after a handful of requests
+/// instead of an active check interval, while an occasional 503 does not eject it.
+pub const STATUS_FALL: u32 = 5;
+
 /// Random extra delay added to each check period, as a fraction of the interval, so that the
 /// checks of many backends do not fire together.
 pub const JITTER_FRACTION: f64 = 0.1;

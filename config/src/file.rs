@@ -111,6 +111,8 @@ pub struct Health {
     pub http: Option<HttpCheck>,
     /// Consecutive connection failures on real traffic that take a backend out.
     pub passive_fall: Option<u32>,
+    /// Consecutive `retry_on_status` answers on real traffic that take a backend out.
+    pub status_fall: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

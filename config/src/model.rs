@@ -166,6 +166,8 @@ pub struct HealthPolicy {
     pub checks: Vec<Check>,
     /// Consecutive connection failures on real traffic that take a backend out.
     pub passive_fall: NonZeroU32,
+    /// Consecutive `retry_on_status` answers on real traffic that take a backend out.
+    pub status_fall: NonZeroU32,
 }
 
 /// One active check; a backend serves only while every check of its pool passes.

@@ -558,6 +558,7 @@ fn validate_health(raw: file::Health, at: &str, p: &mut Problems) -> HealthPolic
         tcp,
         http,
         passive_fall,
+        status_fall,
     } = raw;
     let mut checks = Vec::new();
     let tcp_enabled = tcp.as_ref().and_then(|t| t.enabled).unwrap_or(true);
@@ -636,6 +637,7 @@ fn validate_health(raw: file::Health, at: &str, p: &mut Problems) -> HealthPolic
             &format!("{at}.passive_fall"),
             p,
         ),
+        status_fall: non_zero(status_fall, d::STATUS_FALL, &format!("{at}.status_fall"), p),
     }
 }
 

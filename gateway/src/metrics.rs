@@ -97,7 +97,8 @@ impl Metrics {
                 Opts::new(
                     "holdfast_upstream_connect_failures_total",
                     "Real requests that could not reach a backend, by kind: refused (would-be 521), \
-                     timeout (522), no_route (523), tls (525), reset (520), other",
+                     timeout (522), no_route (523), tls (525), reset (520), other \
+                     (bad_status is not counted here: see holdfast_upstream_retryable_answers_total)",
                 ),
                 &["pool", "backend", "kind"],
             )?,

@@ -8,6 +8,7 @@ use crate::metrics::{BackendMetrics, Metrics, PoolMetrics};
 use crate::select::{Selector, Slot};
 use holdfast_config::{Config, Timeouts};
 use holdfast_health::{BackendHealth, HealthTable};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,6 +31,8 @@ pub struct PoolRuntime {
     pub max_attempts: u32,
     /// Backend statuses after which an idempotent request goes on to the next backend.
     pub retry_on_status: Vec<u16>,
+    /// That many such answers in a row take a backend out.
+    pub status_fall: u32,
     pub metrics: PoolMetrics,
     /// `[tier][index]`.
     backends: Vec<Vec<BackendRuntime>>,
@@ -39,6 +42,27 @@ pub struct PoolRuntime {
 pub struct BackendRuntime {
     pub health: Arc<BackendHealth>,
     pub metrics: BackendMetrics,
+    /// Answers with a `retry_on_status` status in a row.
+    bad_streak: AtomicU32,
+}
+
+impl BackendRuntime {
+    /// Notes one answer of this backend; whether it makes `fall` bad answers in a row (the
+    /// streak starts again then).
+    pub fn note_answer(&self, bad: bool, fall: u32) -> bool {
+        if !bad {
+            if self.bad_streak.load(Ordering::Relaxed) != 0 {
+                self.bad_streak.store(0, Ordering::Relaxed);
+            }
+            return false;
+        }
+        let streak = self.bad_streak.fetch_add(1, Ordering::Relaxed) + 1;
+        if streak >= fall {
+            self.bad_streak.store(0, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
 }
 
 impl Runtime {
@@ -59,6 +83,7 @@ impl Runtime {
                     .map(|tier| {
                         tier.iter()
                             .map(|b| BackendRuntime {
+                                bad_streak: AtomicU32::new(0),
                                 health: b.clone(),
                                 metrics: metrics.backend(&pool.name, &b.backend.name),
                             })
@@ -71,6 +96,7 @@ impl Runtime {
                     timeouts: pool.timeouts,
                     max_attempts: pool.max_attempts.get(),
                     retry_on_status: pool.retry_on_status.clone(),
+                    status_fall: pool.health.status_fall.get(),
                     metrics: metrics.pool(&pool.name),
                     backends,
                 }

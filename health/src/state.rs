@@ -48,16 +48,20 @@ pub enum TrafficFailure {
     NoRoute,
     /// Any other failure to connect.
     Other,
+    /// Answered with a status the pool retries on (502, 503, 504 by default) `status_fall`
+    /// times in a row: reachable, but not serving.
+    BadStatus,
 }
 
 impl TrafficFailure {
-    pub const ALL: [TrafficFailure; 6] = [
+    pub const ALL: [TrafficFailure; 7] = [
         TrafficFailure::Refused,
         TrafficFailure::Timeout,
         TrafficFailure::Reset,
         TrafficFailure::Tls,
         TrafficFailure::NoRoute,
         TrafficFailure::Other,
+        TrafficFailure::BadStatus,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,6 +72,7 @@ impl TrafficFailure {
             TrafficFailure::Tls => "tls",
             TrafficFailure::NoRoute => "no_route",
             TrafficFailure::Other => "other",
+            TrafficFailure::BadStatus => "bad_status",
         }
     }
 }

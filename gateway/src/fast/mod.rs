@@ -349,6 +349,11 @@ impl<S: VisitorIo> Visitor<'_, S> {
                     reusable,
                 } => {
                     pool.metrics.request(status);
+                    let bad = pool.retry_on_status.contains(&status);
+                    if backend.note_answer(bad, pool.status_fall) {
+                        let failure = Err(TrafficFailure::BadStatus);
+                        runtime.health.report_traffic(&backend.health, failure);
+                    }
                     if reusable {
                         self.pinned = Some(up);
                     }
@@ -376,6 +381,10 @@ impl<S: VisitorIo> Visitor<'_, S> {
                 }
                 Forwarded::Held(answer) => {
                     backend.metrics.retryable_answers.inc();
+                    if backend.note_answer(true, pool.status_fall) {
+                        let failure = Err(TrafficFailure::BadStatus);
+                        runtime.health.report_traffic(&backend.health, failure);
+                    }
                     // Not kept: the held answer's body is unread.
                     held = Some((up, answer, limits));
                 }

@@ -24,6 +24,8 @@ async fn a_503_from_the_primary_never_reaches_a_visitor_of_an_idempotent_request
     let backup = backend("backup").await;
     let gw = Gateway::start(&format!(
         r#"
+[pools.app.health]
+status_fall = 1000 # this test is about holding answers back, not about ejecting
 [pools.app.health.tcp]
 interval = "60s"
 [[pools.app.tiers]]
@@ -66,6 +68,8 @@ async fn when_every_backend_answers_503_the_last_answer_is_passed_on() {
     let second = RawBackend::start(unavailable("second")).await;
     let gw = Gateway::start(&format!(
         r#"
+[pools.app.health]
+status_fall = 1000
 [pools.app.health.tcp]
 interval = "60s"
 [[pools.app.tiers]]
@@ -88,4 +92,41 @@ backends = [{{ address = "{}", name = "second" }}]
     }
     assert_eq!(first.requests().len(), 5);
     assert_eq!(second.requests().len(), 5);
+}
+
+/// A backend answering 503 to everything is taken out by real traffic after `status_fall`
+/// answers in a row, so later requests go straight to the backup instead of asking it first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_answering_503_in_a_row_is_taken_out_by_traffic() {
+    let primary = RawBackend::start(unavailable("primary busy")).await;
+    let backup = backend("backup").await;
+    let gw = Gateway::start(&format!(
+        r#"
+[pools.app.health]
+status_fall = 3
+[pools.app.health.tcp]
+interval = "60s"
+[[pools.app.tiers]]
+backends = [{{ address = "{}", name = "primary" }}]
+[[pools.app.tiers]]
+backends = [{{ address = "{}", name = "backup" }}]
+"#,
+        primary.addr,
+        backup.addr()
+    ))
+    .await;
+    let c = client();
+    for i in 0..20 {
+        let r = c.get(gw.url(&format!("/{i}"))).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+    }
+    assert_eq!(
+        primary.requests().len(),
+        3,
+        "the primary was asked until its third 503, then no more"
+    );
+    assert_eq!(backup.served(), 20);
+    let down = r#"holdfast_backend_transitions_total{backend="primary",pool="app",reason="bad_status",tier="primary",to="down"}"#;
+    assert_eq!(gw.metric(down).await, 1.0);
+    assert_eq!(gw.metric(r#"holdfast_active_tier{pool="app"}"#).await, 1.0);
 }
