@@ -6,6 +6,27 @@
 use holdfast_tests::raw::{Answer, RawBackend};
 use holdfast_tests::{backend, client, Gateway};
 
+/// Two tiers of one backend each, a TCP check that stays out of the way, and `status_fall`.
+fn two_tiers(
+    first: (&str, std::net::SocketAddr),
+    second: (&str, std::net::SocketAddr),
+    status_fall: u32,
+) -> String {
+    format!(
+        r#"
+[pools.app.health]
+status_fall = {status_fall}
+[pools.app.health.tcp]
+interval = "60s"
+[[pools.app.tiers]]
+backends = [{{ address = "{}", name = "{}" }}]
+[[pools.app.tiers]]
+backends = [{{ address = "{}", name = "{}" }}]
+"#,
+        first.1, first.0, second.1, second.0
+    )
+}
+
 fn unavailable(body: &'static str) -> impl Fn(&[u8]) -> Answer + Send + Sync + 'static {
     move |_| {
         Answer::keep(
@@ -22,19 +43,10 @@ fn unavailable(body: &'static str) -> impl Fn(&[u8]) -> Answer + Send + Sync + '
 async fn a_503_from_the_primary_never_reaches_a_visitor_of_an_idempotent_request() {
     let primary = RawBackend::start(unavailable("primary busy")).await;
     let backup = backend("backup").await;
-    let gw = Gateway::start(&format!(
-        r#"
-[pools.app.health]
-status_fall = 1000 # this test is about holding answers back, not about ejecting
-[pools.app.health.tcp]
-interval = "60s"
-[[pools.app.tiers]]
-backends = [{{ address = "{}", name = "primary" }}]
-[[pools.app.tiers]]
-backends = [{{ address = "{}", name = "backup" }}]
-"#,
-        primary.addr,
-        backup.addr()
+    let gw = Gateway::start(&two_tiers(
+        ("primary", primary.addr),
+        ("backup", backup.addr()),
+        1000,
     ))
     .await;
     let c = client();
@@ -66,18 +78,10 @@ backends = [{{ address = "{}", name = "backup" }}]
 async fn when_every_backend_answers_503_the_last_answer_is_passed_on() {
     let first = RawBackend::start(unavailable("first")).await;
     let second = RawBackend::start(unavailable("second")).await;
-    let gw = Gateway::start(&format!(
-        r#"
-[pools.app.health]
-status_fall = 1000
-[pools.app.health.tcp]
-interval = "60s"
-[[pools.app.tiers]]
-backends = [{{ address = "{}", name = "first" }}]
-[[pools.app.tiers]]
-backends = [{{ address = "{}", name = "second" }}]
-"#,
-        first.addr, second.addr
+    let gw = Gateway::start(&two_tiers(
+        ("first", first.addr),
+        ("second", second.addr),
+        1000,
     ))
     .await;
     let c = client();
@@ -100,19 +104,10 @@ backends = [{{ address = "{}", name = "second" }}]
 async fn a_backend_answering_503_in_a_row_is_taken_out_by_traffic() {
     let primary = RawBackend::start(unavailable("primary busy")).await;
     let backup = backend("backup").await;
-    let gw = Gateway::start(&format!(
-        r#"
-[pools.app.health]
-status_fall = 3
-[pools.app.health.tcp]
-interval = "60s"
-[[pools.app.tiers]]
-backends = [{{ address = "{}", name = "primary" }}]
-[[pools.app.tiers]]
-backends = [{{ address = "{}", name = "backup" }}]
-"#,
-        primary.addr,
-        backup.addr()
+    let gw = Gateway::start(&two_tiers(
+        ("primary", primary.addr),
+        ("backup", backup.addr()),
+        3,
     ))
     .await;
     let c = client();
