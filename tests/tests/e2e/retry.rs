@@ -43,6 +43,7 @@ fn unavailable(body: &'static str) -> impl Fn(&[u8]) -> Answer + Send + Sync + '
 async fn a_503_from_the_primary_never_reaches_a_visitor_of_an_idempotent_request() {
     let primary = RawBackend::start(unavailable("primary busy")).await;
     let backup = backend("backup").await;
+    // status_fall out of the way: this test is about holding answers back, not ejecting.
     let gw = Gateway::start(&two_tiers(
         ("primary", primary.addr),
         ("backup", backup.addr()),
