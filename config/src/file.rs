@@ -61,6 +61,8 @@ pub struct Listen {
     /// Longest time from a request head's first byte to its end.
     #[serde(default, deserialize_with = "duration::opt")]
     pub header_timeout: Option<Duration>,
+    /// Visitor connections open at once, all listeners together; beyond, a fast 503.
+    pub max_connections: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -32,6 +32,10 @@ pub struct Listen {
     pub keepalive_timeout: Duration,
     /// Longest time from a request head's first byte to its end; then 408.
     pub header_timeout: Duration,
+    /// Visitor connections open at once, all listeners together; a connection beyond gets the
+    /// fallback answer (503, Retry-After) and is closed. `None`: derived from the open-file
+    /// limit at start.
+    pub max_connections: Option<u32>,
 }
 
 /// The certificate the HTTPS listeners present (for Cloudflare's "Full (strict)" mode, a

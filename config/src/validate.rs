@@ -62,6 +62,7 @@ fn validate_listen(raw: file::Listen, base_dir: &Path, p: &mut Problems) -> List
         admin,
         keepalive_timeout,
         header_timeout,
+        max_connections,
     } = raw;
     let https_given = https.as_ref().is_some_and(|h| !h.is_empty());
     // Plain HTTP on port 80 unless only HTTPS listeners are configured.
@@ -129,6 +130,9 @@ fn validate_listen(raw: file::Listen, base_dir: &Path, p: &mut Problems) -> List
     if header_timeout < Duration::from_millis(100) {
         p.add("listen.header_timeout", "must be at least 100ms");
     }
+    if max_connections == Some(0) {
+        p.add("listen.max_connections", "must be at least 1");
+    }
     Listen {
         http,
         https,
@@ -136,6 +140,7 @@ fn validate_listen(raw: file::Listen, base_dir: &Path, p: &mut Problems) -> List
         admin,
         keepalive_timeout,
         header_timeout,
+        max_connections,
     }
 }
 

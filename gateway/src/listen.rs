@@ -20,6 +20,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_openssl::SslStream;
@@ -60,6 +61,8 @@ struct Listening {
 pub struct ProxyService {
     app: Arc<FastPath>,
     threads: usize,
+    /// Visitor connections open at once, beyond which new ones are shed.
+    max_connections: usize,
     listening: Vec<Listening>,
     /// The sockets bound by this process, open for its whole life: their descriptors are in
     /// Pingora's hand-over table.
@@ -67,10 +70,11 @@ pub struct ProxyService {
 }
 
 impl ProxyService {
-    pub fn new(app: Arc<FastPath>, threads: usize) -> Self {
+    pub fn new(app: Arc<FastPath>, threads: usize, max_connections: usize) -> Self {
         ProxyService {
             app,
             threads: threads.max(1),
+            max_connections: max_connections.max(1),
             listening: Vec::new(),
             owned: Vec::new(),
         }
@@ -141,6 +145,10 @@ impl Service for ProxyService {
                 }
             }
         }
+        let limit = Limit {
+            live: Arc::new(AtomicUsize::new(0)),
+            max: self.max_connections,
+        };
         for n in 0..self.threads {
             let mut mine = Vec::new();
             for (socket, tls) in &sockets {
@@ -149,10 +157,10 @@ impl Service for ProxyService {
                     Err(e) => tracing::error!(error = %e, "cannot share a listening socket"),
                 }
             }
-            let (app, shutdown) = (self.app.clone(), shutdown.clone());
+            let (app, shutdown, limit) = (self.app.clone(), shutdown.clone(), limit.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("holdfast-{n}"))
-                .spawn(move || worker(app, mine, shutdown));
+                .spawn(move || worker(app, mine, limit, shutdown));
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "cannot start a worker thread");
             }
@@ -200,10 +208,35 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
+/// The cap on visitor connections open at once, shared by every worker.
+#[derive(Clone)]
+struct Limit {
+    live: Arc<AtomicUsize>,
+    max: usize,
+}
+
+/// One open visitor connection, counted while it lives.
+struct Slot(Arc<AtomicUsize>);
+
+impl Limit {
+    /// Counts a new connection; whether it is over the cap.
+    fn take(&self) -> (Slot, bool) {
+        let live = self.live.fetch_add(1, Ordering::Relaxed) + 1;
+        (Slot(self.live.clone()), live > self.max)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// One worker thread: its own runtime, accepting on every listener.
 fn worker(
     app: Arc<FastPath>,
     sockets: Vec<(TcpListener, Option<SslAcceptor>)>,
+    limit: Limit,
     shutdown: ShutdownWatch,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -223,7 +256,8 @@ fn worker(
                 .and_then(|()| tokio::net::TcpListener::from_std(socket));
             match listener {
                 Ok(listener) => {
-                    tokio::spawn(accept(listener, tls, app.clone(), shutdown.clone()));
+                    let (app, limit) = (app.clone(), limit.clone());
+                    tokio::spawn(accept(listener, tls, app, limit, shutdown.clone()));
                 }
                 Err(e) => tracing::error!(error = %e, "cannot accept on a listening socket"),
             }
@@ -238,6 +272,7 @@ async fn accept(
     listener: tokio::net::TcpListener,
     tls: Option<SslAcceptor>,
     app: Arc<FastPath>,
+    limit: Limit,
     mut shutdown: ShutdownWatch,
 ) {
     loop {
@@ -254,8 +289,12 @@ async fn accept(
         match accepted {
             Ok((tcp, peer)) => {
                 let _ = tcp.set_nodelay(true);
+                let (slot, over) = limit.take();
                 let (app, tls, shutdown) = (app.clone(), tls.clone(), shutdown.clone());
-                tokio::spawn(async move { connection(&app, tcp, peer.ip(), tls, &shutdown).await });
+                tokio::spawn(async move {
+                    connection(&app, tcp, peer.ip(), tls, over, &shutdown).await;
+                    drop(slot);
+                });
                 // Let the other workers take their share of a burst of new connections.
                 tokio::task::yield_now().await;
             }
@@ -276,22 +315,28 @@ fn is_resource_error(e: &io::Error) -> bool {
     )
 }
 
-/// Serves one visitor connection, after its TLS handshake on an HTTPS listener.
+/// Serves one visitor connection, after its TLS handshake on an HTTPS listener; one `over`
+/// the cap gets the fallback answer and is closed.
 async fn connection(
     app: &FastPath,
     tcp: tokio::net::TcpStream,
     client: IpAddr,
     tls: Option<SslAcceptor>,
+    over: bool,
     shutdown: &ShutdownWatch,
 ) {
     let Some(acceptor) = tls else {
-        return app.serve(tcp, client, "http", shutdown).await;
+        return match over {
+            true => app.shed(tcp).await,
+            false => app.serve(tcp, client, "http", shutdown).await,
+        };
     };
     let Ok(mut stream) = Ssl::new(acceptor.context()).and_then(|ssl| SslStream::new(ssl, tcp))
     else {
         return;
     };
     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, Pin::new(&mut stream).accept()).await {
+        Ok(Ok(())) if over => app.shed(stream).await,
         Ok(Ok(())) => app.serve(stream, client, "https", shutdown).await,
         Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%client, "TLS handshake timed out"),

@@ -33,6 +33,7 @@ pub struct Metrics {
     active_tier: IntGaugeVec,
     /// Pre-resolved, indexed by `Refusal as usize`.
     refusals: Arc<[IntCounter]>,
+    shed: IntCounter,
 }
 
 /// Counters of one pool, resolved once.
@@ -130,6 +131,11 @@ impl Metrics {
                 &["pool", "reason"],
             )?,
             refusals: Arc::from([]),
+            shed: IntCounter::new(
+                "holdfast_shed_connections_total",
+                "Visitor connections over listen.max_connections, answered with the fallback \
+                 (503, Retry-After) and closed",
+            )?,
             active_tier: IntGaugeVec::new(
                 Opts::new(
                     "holdfast_active_tier",
@@ -148,6 +154,7 @@ impl Metrics {
         m.registry.register(Box::new(m.requests.clone()))?;
         m.registry.register(Box::new(m.fallbacks.clone()))?;
         m.registry.register(Box::new(m.active_tier.clone()))?;
+        m.registry.register(Box::new(m.shed.clone()))?;
         let refused = IntCounterVec::new(
             Opts::new(
                 "holdfast_refused_requests_total",
@@ -162,6 +169,11 @@ impl Metrics {
             .map(|r| refused.with_label_values(&[r.key()]))
             .collect();
         Ok(m)
+    }
+
+    /// Counts a connection shed for being over the cap.
+    pub fn shed(&self) {
+        self.shed.inc();
     }
 
     /// Counts a request refused before forwarding.

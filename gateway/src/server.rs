@@ -65,7 +65,7 @@ pub enum StartError {
 /// Probes every backend once, then serves until a signal stops the process. Never returns on
 /// success (Pingora exits the process when it stops).
 pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
-    raise_fd_limit();
+    let fd_limit = raise_fd_limit();
     let metrics = Metrics::new()?;
     let health = Arc::new(HealthTable::new(&config, Arc::new(metrics.clone())));
     let tls = TlsClient::new()?;
@@ -95,7 +95,15 @@ pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
     // One service for every proxy listener: `threads` workers, each accepting on all of them.
     let connector = Arc::new(Connector::new(tls));
     let app = Arc::new(FastPath::new(runtime.clone(), connector));
-    let mut proxy = ProxyService::new(app, options.threads);
+    let max_connections = config
+        .listen
+        .max_connections
+        .map_or_else(|| default_max_connections(fd_limit), |m| m as usize);
+    tracing::info!(
+        max_connections,
+        "visitor connections beyond this get a fast 503"
+    );
+    let mut proxy = ProxyService::new(app, options.threads, max_connections);
     for addr in &config.listen.http {
         proxy.add(*addr, None);
     }
@@ -133,11 +141,25 @@ pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
 
 /// Raises the open-file soft limit to the hard limit: every visitor connection and every
 /// backend connection is a file descriptor, and the usual soft limit (1024) is far too low.
-fn raise_fd_limit() {
+fn raise_fd_limit() -> u64 {
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => tracing::info!(limit, "open-file limit"),
-        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+        Ok(limit) => {
+            tracing::info!(limit, "open-file limit");
+            limit
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+            1024
+        }
     }
+}
+
+/// The cap on visitor connections when the config sets none: what the open-file limit allows
+/// with a backend connection beside each, and some room for checks, the admin listener and
+/// shed connections. Beyond it, a fast 503 instead of accepts failing for lack of descriptors.
+fn default_max_connections(fd_limit: u64) -> usize {
+    let room = fd_limit.saturating_sub(256) / 2;
+    usize::try_from(room).unwrap_or(usize::MAX).max(64)
 }
 
 /// Probes every backend once, bounded by the checks' timeouts, so the first visitor is not

@@ -230,6 +230,9 @@ https = ["127.0.0.1:{ports['https']}"]
 tls_cert = "{cert}"
 tls_key = "{key}"
 admin = "127.0.0.1:{ports['admin']}"
+# The default cap (half the open-file limit, for a backend connection beside each) would shed
+# some of the 10,000 idle connections here; nginx and HAProxy get their own explicit limits too.
+max_connections = 12000
 
 [pools.origins.health.tcp]
 interval = "2s"

@@ -32,7 +32,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use upstream::Io;
 
 /// A read buffer left larger than this after an exchange (a large body went through) is given
@@ -89,6 +89,41 @@ impl FastPath {
         visitor.serve().await;
     }
 }
+
+impl FastPath {
+    /// Answers a connection over the cap with the fallback answer (503, `Retry-After`) and
+    /// closes it. What the visitor sent is read first, briefly, and what it still sends is
+    /// drained after: closing a socket with unread bytes would reset the connection before
+    /// the visitor read the answer.
+    pub async fn shed<S: VisitorIo>(&self, mut stream: S) {
+        let runtime = self.runtime.load_full();
+        runtime.metrics.shed();
+        let mut buf = BytesMut::new();
+        let _ = body::fill(&mut stream, &mut buf, body::HEAD_CHUNK, SHED_WAIT).await;
+        let answer = &runtime.fallback;
+        let mut out = Vec::with_capacity(answer.head(false).len() + answer.body.len());
+        out.extend_from_slice(answer.head(false));
+        out.extend_from_slice(&answer.body);
+        if body::send(&mut stream, &out, SHED_WAIT).await.is_err() {
+            return;
+        }
+        let _ = body::flush(&mut stream, SHED_WAIT).await;
+        let _ = tokio::time::timeout(SHED_WAIT, stream.shutdown()).await;
+        let drain = async {
+            loop {
+                buf.clear();
+                match body::fill(&mut stream, &mut buf, body::HEAD_CHUNK, SHED_WAIT).await {
+                    Ok(n) if n > 0 => {}
+                    _ => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(SHED_WAIT, drain).await;
+    }
+}
+
+/// How long a shed connection is given to send its request, and then to take the answer.
+const SHED_WAIT: Duration = Duration::from_secs(1);
 
 /// A visitor's connection: TCP, or TLS over TCP.
 pub trait VisitorIo: AsyncRead + AsyncWrite + Unpin + Send {}

@@ -12,6 +12,17 @@ backends = [{ address = "127.0.0.1:8081" }]
 /// (what is wrong, config text, expected key path, expected words of the reason)
 const BROKEN: &[(&str, &str, &str, &str)] = &[
     (
+        "no connection allowed",
+        r#"
+[listen]
+max_connections = 0
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "listen.max_connections",
+        "at least 1",
+    ),
+    (
         "retry on a status that is not 5xx",
         r#"
 [pools.app]

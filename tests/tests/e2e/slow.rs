@@ -104,3 +104,57 @@ async fn a_trickling_head_gets_408_and_others_are_served_meanwhile() {
         21.0
     );
 }
+
+/// Sends one GET on `s` and returns what one read brings back (up to 5 s).
+async fn ask(s: &mut TcpStream) -> String {
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = vec![0u8; 65536];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&got[..n]).into_owned()
+}
+
+/// Over `listen.max_connections`, a new connection is still accepted and answered: the
+/// fallback (503, Retry-After), then closed; once a connection closes, new ones are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_get_a_fast_503_not_a_refusal() {
+    let web = backend("web").await;
+    let gw = Gateway::start_with_listen(
+        "max_connections = 4",
+        &format!(
+            "[pools.app.health.tcp]\ninterval = \"60s\"\n[[pools.app.tiers]]\nbackends = [{{ address = \"{}\" }}]\n",
+            web.addr()
+        ),
+    )
+    .await;
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(gw.http).await.unwrap();
+        let got = ask(&mut s).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{got:?}");
+        open.push(s);
+    }
+    let mut fifth = TcpStream::connect(gw.http).await.unwrap();
+    fifth
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let (got, _) = until_closed(&mut fifth).await;
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 503"), "{got:?}");
+    assert!(got.to_ascii_lowercase().contains("retry-after:"), "{got:?}");
+    assert_eq!(gw.metric("holdfast_shed_connections_total").await, 1.0);
+
+    // The shed connection and one of the four close: room for one more.
+    drop(fifth);
+    drop(open.pop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut again = TcpStream::connect(gw.http).await.unwrap();
+    let got = ask(&mut again).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "after a close: {got:?}");
+    assert_eq!(web.served(), 5);
+}
