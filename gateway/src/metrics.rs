@@ -27,6 +27,7 @@ pub struct Metrics {
     check_duration: HistogramVec,
     connect_failures: IntCounterVec,
     retryable_answers: IntCounterVec,
+    rescued: IntCounterVec,
     retries: IntCounterVec,
     requests: IntCounterVec,
     fallbacks: IntCounterVec,
@@ -42,6 +43,8 @@ pub struct PoolMetrics {
     /// By status class: index 0 for 1xx ... 4 for 5xx.
     requests: [IntCounter; 5],
     pub retries: IntCounter,
+    /// Requests taken off a backend that was taken out while they waited for its answer.
+    pub rescued: IntCounter,
     fallbacks: [IntCounter; GiveUp::ALL.len()],
 }
 
@@ -112,6 +115,14 @@ impl Metrics {
                 ),
                 &["pool", "backend"],
             )?,
+            rescued: IntCounterVec::new(
+                Opts::new(
+                    "holdfast_rescued_requests_total",
+                    "Idempotent requests waiting for an answer from a backend when it was taken out, \
+                     sent again to another backend",
+                ),
+                &["pool"],
+            )?,
             retries: IntCounterVec::new(
                 Opts::new(
                     "holdfast_upstream_retries_total",
@@ -150,6 +161,7 @@ impl Metrics {
         m.registry.register(Box::new(m.check_duration.clone()))?;
         m.registry.register(Box::new(m.connect_failures.clone()))?;
         m.registry.register(Box::new(m.retryable_answers.clone()))?;
+        m.registry.register(Box::new(m.rescued.clone()))?;
         m.registry.register(Box::new(m.retries.clone()))?;
         m.registry.register(Box::new(m.requests.clone()))?;
         m.registry.register(Box::new(m.fallbacks.clone()))?;
@@ -188,6 +200,7 @@ impl Metrics {
             requests: ["1xx", "2xx", "3xx", "4xx", "5xx"]
                 .map(|class| self.requests.with_label_values(&[pool, class])),
             retries: self.retries.with_label_values(&[pool]),
+            rescued: self.rescued.with_label_values(&[pool]),
             fallbacks: GiveUp::ALL
                 .map(|why| self.fallbacks.with_label_values(&[pool, why.as_str()])),
         }

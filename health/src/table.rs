@@ -10,6 +10,8 @@ use holdfast_config::{Backend, Check, CheckKind, Config};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
+use tokio::sync::futures::Notified;
+use tokio::sync::Notify;
 
 /// Where a backend sits: pool index, tier index, index within the tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,6 +69,8 @@ pub struct BackendHealth {
     /// Set while the state machine counts failed connects, so that successful requests only
     /// take the lock when there is a streak to reset.
     traffic_failing: AtomicBool,
+    /// Woken when the backend is taken out, for requests still waiting on it.
+    taken_out: Notify,
     state: Mutex<HealthState>,
     details: Mutex<Details>,
 }
@@ -77,6 +81,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl BackendHealth {
+    /// Resolves when the backend is next taken out (by a check or by real traffic). Create it
+    /// before checking [`is_usable`](Self::is_usable), so that no transition falls in between.
+    pub fn taken_out(&self) -> Notified<'_> {
+        self.taken_out.notified()
+    }
+
     /// Whether the request path may send traffic here. Lock-free.
     #[inline]
     pub fn is_usable(&self) -> bool {
@@ -184,6 +194,7 @@ impl HealthTable {
                                     backend: backend.clone(),
                                     usable: AtomicBool::new(false),
                                     traffic_failing: AtomicBool::new(false),
+                                    taken_out: Notify::new(),
                                     state: Mutex::new(HealthState::new(
                                         &thresholds,
                                         pool.health.passive_fall.get(),
@@ -243,6 +254,9 @@ impl HealthTable {
                 .store(state.traffic_failures() > 0, Ordering::Relaxed);
             if let Some(t) = t {
                 backend.usable.store(t.to == Status::Up, Ordering::Release);
+                if t.to == Status::Down {
+                    backend.taken_out.notify_waiters();
+                }
             }
             t
         };

@@ -25,6 +25,7 @@ use crate::select::Slot;
 use arc_swap::ArcSwap;
 use body::{Body, BodyError};
 use bytes::{Buf, BytesMut};
+use holdfast_health::table::BackendHealth;
 use holdfast_health::TrafficFailure;
 use pingora::server::ShutdownWatch;
 use std::net::IpAddr;
@@ -119,6 +120,33 @@ impl FastPath {
             }
         };
         let _ = tokio::time::timeout(SHED_WAIT, drain).await;
+    }
+}
+
+/// An answer not begun this long after the request went out starts to watch for its backend
+/// being taken out; quicker answers (nearly all) never register for that.
+const RESCUE_ARM: Duration = Duration::from_millis(50);
+
+/// Reads more of an answer's head, for at most `read`; `None` when `health`'s backend is taken
+/// out (by a check or by another request) before anything arrives.
+async fn await_head(
+    io: &mut Box<dyn Io>,
+    buf: &mut BytesMut,
+    read: Duration,
+    health: &BackendHealth,
+) -> Option<Result<usize, BodyError>> {
+    let first = read.min(RESCUE_ARM);
+    match body::fill(io, buf, body::HEAD_CHUNK, first).await {
+        Err(BodyError::Timeout) if read > first => {}
+        done => return Some(done),
+    }
+    let taken_out = health.taken_out();
+    if !health.is_usable() {
+        return None;
+    }
+    tokio::select! {
+        done = body::fill(io, buf, body::HEAD_CHUNK, read - first) => Some(done),
+        () = taken_out => None,
     }
 }
 
@@ -349,6 +377,9 @@ impl<S: VisitorIo> Visitor<'_, S> {
             let Some(backend) = pool.backend(slot) else {
                 return Err(GiveUp::NoBackend);
             };
+            // A request that may be sent again leaves a backend taken out while it waits.
+            let rescue =
+                (head.idempotent && request_body == Body::Empty).then_some(&*backend.health);
             // The kept connection first, if it goes to this very backend and is still open;
             // if the backend closed it meanwhile (no answer, nothing lost), a fresh one.
             let mut kept = self
@@ -366,7 +397,14 @@ impl<S: VisitorIo> Visitor<'_, S> {
                     },
                 };
                 match self
-                    .forward(&mut up, head, request_body, upstream_head, limits, hold)
+                    .forward(
+                        &mut up,
+                        head,
+                        request_body,
+                        upstream_head,
+                        limits,
+                        Leave { hold, rescue },
+                    )
                     .await
                 {
                     Forwarded::NoAnswer { body_sent, .. }
@@ -414,6 +452,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
                         return Err(GiveUp::AttemptsExhausted);
                     }
                 }
+                Forwarded::Rescued => pool.metrics.rescued.inc(), // the next backend
                 Forwarded::Held(answer) => {
                     backend.metrics.retryable_answers.inc();
                     if backend.note_answer(true, pool.status_fall) {
@@ -460,9 +499,9 @@ impl<S: VisitorIo> Visitor<'_, S> {
         }
     }
 
-    /// Sends the request to `up` and streams the answer back.
-    /// Sends the request to `up` and streams the answer back, unless its status is in `hold`:
-    /// then nothing goes to the visitor yet and the answer's head is returned (`Held`).
+    /// Sends the request to `up` and streams the answer back, unless `leave` lets the attempt
+    /// leave this backend first: an answer whose status is held (`Held`), or the backend taken
+    /// out while the answer is awaited (`Rescued`); nothing has reached the visitor then.
     async fn forward(
         &mut self,
         up: &mut Pinned,
@@ -470,7 +509,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
         request_body: Body,
         upstream_head: &[u8],
         limits: AttemptLimits,
-        hold: &[u16],
+        leave: Leave<'_>,
     ) -> Forwarded {
         // The request head and any body bytes already read go out together.
         if body::send(&mut up.io, upstream_head, limits.write)
@@ -532,7 +571,18 @@ impl<S: VisitorIo> Visitor<'_, S> {
                 Ok(Some(answer)) if answer.interim => up.buf.advance(answer.len),
                 Ok(Some(answer)) => break answer,
                 Ok(None) => {
-                    match body::fill(&mut up.io, &mut up.buf, body::HEAD_CHUNK, limits.read).await {
+                    let read = match leave.rescue {
+                        Some(health) => {
+                            match await_head(&mut up.io, &mut up.buf, limits.read, health).await {
+                                Some(read) => read,
+                                None => return Forwarded::Rescued,
+                            }
+                        }
+                        None => {
+                            body::fill(&mut up.io, &mut up.buf, body::HEAD_CHUNK, limits.read).await
+                        }
+                    };
+                    match read {
                         Ok(n) if n > 0 => {}
                         outcome => {
                             let timed_out = outcome == Err(BodyError::Timeout);
@@ -551,7 +601,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
                 }
             }
         };
-        if hold.contains(&answer.status) {
+        if leave.hold.contains(&answer.status) {
             return Forwarded::Held(answer);
         }
         self.relay(up, head, answer, limits).await
@@ -670,6 +720,15 @@ impl<S: VisitorIo> Visitor<'_, S> {
     }
 }
 
+/// When an attempt may leave its backend for another one, nothing having reached the visitor.
+#[derive(Clone, Copy)]
+struct Leave<'a> {
+    /// Answers with these statuses are held back.
+    hold: &'a [u16],
+    /// The backend whose being taken out ends the wait for its answer.
+    rescue: Option<&'a BackendHealth>,
+}
+
 /// How forwarding one attempt went.
 enum Forwarded {
     /// The backend answered and the answer went to the visitor.
@@ -682,6 +741,9 @@ enum Forwarded {
     NoAnswer { body_sent: bool, timed_out: bool },
     /// The backend answered with a status to retry on; nothing went to the visitor yet.
     Held(ResponseHead),
+    /// The backend was taken out while the request waited for its answer; nothing went to the
+    /// visitor yet, and the request may be sent again.
+    Rescued,
     /// The visitor's side failed: nothing more can be done on this connection.
     Broken,
 }

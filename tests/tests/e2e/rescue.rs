@@ -1,0 +1,100 @@
+//! A backend that hangs (accepts and reads, never answers): requests already waiting on it are
+//! rescued when it is taken out, and sent to another backend; the visitor sees a slower 200,
+//! never an error.
+
+use holdfast_tests::{backend, client, Gateway};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A backend that answers every request (health checks included) with 200 until `hang` is
+/// set, then reads requests and never answers.
+async fn hanging_backend(hang: Arc<AtomicBool>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let hang = hang.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    buf.drain(..end);
+                    if hang.load(Ordering::SeqCst) {
+                        // Holds the connection, answers nothing.
+                        let _ = s.read(&mut chunk).await;
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        return;
+                    }
+                    let answer =
+                        b"HTTP/1.1 200 OK\r\nX-Backend: primary\r\nContent-Length: 2\r\n\r\nok";
+                    if s.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waiting_on_a_backend_that_hangs_are_rescued_when_it_is_taken_out() {
+    let hang = Arc::new(AtomicBool::new(false));
+    let primary = hanging_backend(hang.clone()).await;
+    let backup = backend("backup").await;
+    let gw = Gateway::start(&format!(
+        r#"
+[pools.app]
+read_timeout = "30s"
+[pools.app.health.http]
+path = "/health"
+interval = "500ms"
+timeout = "300ms"
+fall = 1
+[[pools.app.tiers]]
+backends = [{{ address = "{primary}", name = "primary" }}]
+[[pools.app.tiers]]
+backends = [{{ address = "{}", name = "backup" }}]
+"#,
+        backup.addr()
+    ))
+    .await;
+    let c = client();
+    let r = c.get(gw.url("/before")).send().await.unwrap();
+    assert_eq!(r.headers()["x-backend"], "primary");
+
+    hang.store(true, Ordering::SeqCst);
+    // Requests sent now wait on the hung primary until its check fails and takes it out.
+    let started = Instant::now();
+    let mut waiting = Vec::new();
+    for i in 0..4 {
+        let c = c.clone();
+        let url = gw.url(&format!("/during/{i}"));
+        waiting.push(tokio::spawn(async move { c.get(url).send().await }));
+    }
+    for w in waiting {
+        let r = w.await.unwrap().expect("a rescued request is answered");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-backend"], "backup");
+    }
+    let stall = started.elapsed();
+    println!("rescue: 4 requests waiting on a hung primary answered by the backup after {stall:?}");
+    assert!(
+        stall < Duration::from_secs(5),
+        "rescued only after {stall:?} (read_timeout is 30 s)"
+    );
+    assert!(
+        gw.metric(r#"holdfast_rescued_requests_total{pool="app"}"#)
+            .await
+            >= 1.0
+    );
+}
