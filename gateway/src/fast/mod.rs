@@ -7,8 +7,11 @@
 //!
 //! Failover: a failed connect (refused, timed out, TLS, no route) is reported to health and the
 //! same request goes to the next backend; a kept backend connection that turns out closed before
-//! any answer is replaced by a fresh one to the same backend; when nothing can serve, the
-//! fallback answer, on a connection that stays open.
+//! any answer is replaced by a fresh one to the same backend; an idempotent request without a
+//! body also leaves a backend that answers 502/503/504 (the answer held back) or that is taken
+//! out while the request waits for its answer (rescue); when nothing can serve, the fallback
+//! answer, on a connection that stays open. Connections over the cap are answered with the
+//! fallback and closed ([`FastPath::shed`]).
 
 mod body;
 mod upstream;
@@ -53,6 +56,13 @@ const VISITOR_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// small worker pool must not have them all held open on its side.
 const PINNED_IDLE: Duration = Duration::from_secs(30);
 
+/// An answer not begun this long after the request went out starts to watch for its backend
+/// being taken out; quicker answers (nearly all) never register for that.
+const RESCUE_ARM: Duration = Duration::from_millis(50);
+
+/// How long a shed connection is given to send its request, and then to take the answer.
+const SHED_WAIT: Duration = Duration::from_secs(1);
+
 /// The data path, for every proxy listener.
 pub struct FastPath {
     runtime: Arc<ArcSwap<Runtime>>,
@@ -63,9 +73,7 @@ impl FastPath {
     pub fn new(runtime: Arc<ArcSwap<Runtime>>, connector: Arc<Connector>) -> Self {
         FastPath { runtime, connector }
     }
-}
 
-impl FastPath {
     /// Serves one visitor connection until it closes, idles out or the process shuts down.
     /// `proto` is the scheme the visitor connected with (`http`, or `https` once TLS was
     /// terminated).
@@ -89,9 +97,7 @@ impl FastPath {
         };
         visitor.serve().await;
     }
-}
 
-impl FastPath {
     /// Answers a connection over the cap with the fallback answer (503, `Retry-After`) and
     /// closes it. What the visitor sent is read first, briefly, and what it still sends is
     /// drained after: closing a socket with unread bytes would reset the connection before
@@ -123,10 +129,6 @@ impl FastPath {
     }
 }
 
-/// An answer not begun this long after the request went out starts to watch for its backend
-/// being taken out; quicker answers (nearly all) never register for that.
-const RESCUE_ARM: Duration = Duration::from_millis(50);
-
 /// Reads more of an answer's head, for at most `read`; `None` when `health`'s backend is taken
 /// out (by a check or by another request) before anything arrives.
 async fn await_head(
@@ -149,9 +151,6 @@ async fn await_head(
         () = taken_out => None,
     }
 }
-
-/// How long a shed connection is given to send its request, and then to take the answer.
-const SHED_WAIT: Duration = Duration::from_secs(1);
 
 /// A visitor's connection: TCP, or TLS over TCP.
 pub trait VisitorIo: AsyncRead + AsyncWrite + Unpin + Send {}
