@@ -97,6 +97,8 @@ pub struct Pool {
     pub write_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration::opt")]
     pub total_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub response_timeout: Option<Duration>,
     pub max_attempts: Option<u32>,
     /// Backend answers that send an idempotent request on to the next backend.
     pub retry_on_status: Option<Vec<u16>>,

@@ -161,6 +161,10 @@ pub struct Timeouts {
     pub write: Duration,
     /// The whole attempt chain: every connect, failover and the wait for a response head.
     pub total: Duration,
+    /// The wait for an answer's head, for requests that may be sent again (idempotent, no
+    /// body): past it, the request goes to the next backend and the silent one is reported as
+    /// timed out. `None` (the default): `read` alone, so slow but healthy endpoints work.
+    pub response: Option<Duration>,
 }
 
 /// How a pool's backends are judged.

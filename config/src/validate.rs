@@ -317,6 +317,7 @@ fn validate_pool(name: String, raw: file::Pool, p: &mut Problems) -> Pool {
         read_timeout,
         write_timeout,
         total_timeout,
+        response_timeout,
         max_attempts,
         retry_on_status,
         health,
@@ -348,7 +349,11 @@ fn validate_pool(name: String, raw: file::Pool, p: &mut Problems) -> Pool {
             &format!("{at}.total_timeout"),
             p,
         ),
+        response: response_timeout,
     };
+    if response_timeout.is_some_and(|t| t.is_zero()) {
+        p.add(format!("{at}.response_timeout"), "must be more than 0s");
+    }
     if timeouts.total < timeouts.connect {
         p.add(
             format!("{at}.total_timeout"),

@@ -108,6 +108,7 @@ mod tests {
             read: Duration::from_secs(60),
             write: Duration::from_secs(30),
             total: Duration::from_secs(10),
+            response: None,
         }
     }
 

@@ -402,7 +402,11 @@ impl<S: VisitorIo> Visitor<'_, S> {
                         request_body,
                         upstream_head,
                         limits,
-                        Leave { hold, rescue },
+                        Leave {
+                            hold,
+                            rescue,
+                            response: pool.timeouts.response,
+                        },
                     )
                     .await
                 {
@@ -572,7 +576,8 @@ impl<S: VisitorIo> Visitor<'_, S> {
                 Ok(None) => {
                     let read = match leave.rescue {
                         Some(health) => {
-                            match await_head(&mut up.io, &mut up.buf, limits.read, health).await {
+                            let wait = leave.response.map_or(limits.read, |r| r.min(limits.read));
+                            match await_head(&mut up.io, &mut up.buf, wait, health).await {
                                 Some(read) => read,
                                 None => return Forwarded::Rescued,
                             }
@@ -726,6 +731,8 @@ struct Leave<'a> {
     hold: &'a [u16],
     /// The backend whose being taken out ends the wait for its answer.
     rescue: Option<&'a BackendHealth>,
+    /// With `rescue`: the longest wait for the answer's head (the pool's `response_timeout`).
+    response: Option<Duration>,
 }
 
 /// How forwarding one attempt went.

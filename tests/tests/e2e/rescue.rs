@@ -98,3 +98,87 @@ backends = [{{ address = "{}", name = "backup" }}]
             >= 1.0
     );
 }
+
+/// A backend that answers every request after `delay` (its checks too).
+async fn slow_backend(delay: Duration) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let is_check = buf.starts_with(b"GET /health");
+                    buf.drain(..end);
+                    if !is_check {
+                        tokio::time::sleep(delay).await;
+                    }
+                    let answer =
+                        b"HTTP/1.1 200 OK\r\nX-Backend: slow\r\nContent-Length: 2\r\n\r\nok";
+                    if s.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// `response_timeout` (off by default): an idempotent request whose answer has not begun in
+/// time goes to the next backend, and the silent backend is reported as timed out. Without it,
+/// a slow but healthy endpoint keeps its requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_timeout_sends_a_request_on_only_when_set() {
+    let slow = slow_backend(Duration::from_millis(1500)).await;
+    let backup = backend("backup").await;
+    let pools = |extra: &str| {
+        format!(
+            r#"
+[pools.app]
+{extra}
+[pools.app.health.tcp]
+interval = "60s"
+[[pools.app.tiers]]
+backends = [{{ address = "{slow}", name = "slow" }}]
+[[pools.app.tiers]]
+backends = [{{ address = "{}", name = "backup" }}]
+"#,
+            backup.addr()
+        )
+    };
+    let c = client();
+
+    // Off (the default): the slow primary answers, after its 1.5 s.
+    let gw = Gateway::start(&pools("")).await;
+    let started = Instant::now();
+    let r = c.get(gw.url("/report")).send().await.unwrap();
+    assert_eq!(r.headers()["x-backend"], "slow");
+    assert!(started.elapsed() >= Duration::from_millis(1400));
+    drop(gw);
+
+    // Set: the request leaves the silent primary after 300 ms.
+    let gw = Gateway::start(&pools("response_timeout = \"300ms\"")).await;
+    // A POST is not cut short: it may not be sent twice.
+    let started = Instant::now();
+    let r = c.post(gw.url("/order")).body("x").send().await.unwrap();
+    assert_eq!(r.headers()["x-backend"], "slow");
+    assert!(started.elapsed() >= Duration::from_millis(1400));
+    let started = Instant::now();
+    let r = c.get(gw.url("/report")).send().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-backend"], "backup");
+    assert!(took < Duration::from_millis(1200), "took {took:?}");
+    let timed_out =
+        r#"holdfast_upstream_connect_failures_total{backend="slow",kind="timeout",pool="app"}"#;
+    assert_eq!(gw.metric(timed_out).await, 1.0);
+}
