@@ -77,6 +77,14 @@ impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let backend = ["pool", "tier", "backend"];
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "holdfast_refused_requests_total",
+                "Requests answered 400, 408, 414 or 431 and never forwarded, by reason",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(refused.clone()))?;
         let m = Metrics {
             backend_up: IntGaugeVec::new(
                 Opts::new("holdfast_backend_up", "1 while the backend may take traffic, 0 otherwise"),
@@ -141,7 +149,10 @@ impl Metrics {
                 ),
                 &["pool", "reason"],
             )?,
-            refusals: Arc::from([]),
+            refusals: Refusal::ALL
+                .iter()
+                .map(|r| refused.with_label_values(&[r.key()]))
+                .collect(),
             shed: IntCounter::new(
                 "holdfast_shed_connections_total",
                 "Visitor connections over listen.max_connections, answered with the fallback \
@@ -167,19 +178,6 @@ impl Metrics {
         m.registry.register(Box::new(m.fallbacks.clone()))?;
         m.registry.register(Box::new(m.active_tier.clone()))?;
         m.registry.register(Box::new(m.shed.clone()))?;
-        let refused = IntCounterVec::new(
-            Opts::new(
-                "holdfast_refused_requests_total",
-                "Requests answered 400, 408, 414 or 431 and never forwarded, by reason",
-            ),
-            &["reason"],
-        )?;
-        m.registry.register(Box::new(refused.clone()))?;
-        let mut m = m;
-        m.refusals = Refusal::ALL
-            .iter()
-            .map(|r| refused.with_label_values(&[r.key()]))
-            .collect();
         Ok(m)
     }
 

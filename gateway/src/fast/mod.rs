@@ -23,7 +23,7 @@ use crate::h1;
 use crate::h1::request::{self, Framing, Head, Refusal};
 use crate::h1::response::{self, BodyFraming, ResponseHead};
 use crate::h1::rewrite::{self, Forwarding};
-use crate::runtime::{PoolRuntime, Runtime};
+use crate::runtime::{BackendRuntime, PoolRuntime, Runtime};
 use crate::select::Slot;
 use arc_swap::ArcSwap;
 use body::{Body, BodyError};
@@ -345,7 +345,9 @@ impl<S: VisitorIo> Visitor<'_, S> {
         let mut attempts = Attempts::default();
         // An idempotent request without a body goes on to the next backend after an answer
         // such as 503, held back meanwhile; when no backend is left, the last one is passed on.
-        let hold: &[u16] = match head.idempotent && request_body == Body::Empty {
+        // Such a request also leaves a backend taken out while it waits for the answer.
+        let repeatable = head.idempotent && request_body == Body::Empty;
+        let hold: &[u16] = match repeatable {
             true => &pool.retry_on_status,
             false => &[],
         };
@@ -376,9 +378,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
             let Some(backend) = pool.backend(slot) else {
                 return Err(GiveUp::NoBackend);
             };
-            // A request that may be sent again leaves a backend taken out while it waits.
-            let rescue =
-                (head.idempotent && request_body == Body::Empty).then_some(&*backend.health);
+            let rescue = repeatable.then_some(&*backend.health);
             // The kept connection first, if it goes to this very backend and is still open;
             // if the backend closed it meanwhile (no answer, nothing lost), a fresh one.
             let mut kept = self
@@ -425,11 +425,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
                     reusable,
                 } => {
                     pool.metrics.request(status);
-                    let bad = pool.retry_on_status.contains(&status);
-                    if backend.note_answer(bad, pool.status_fall) {
-                        let failure = Err(TrafficFailure::BadStatus);
-                        runtime.health.report_traffic(&backend.health, failure);
-                    }
+                    note_answer(runtime, pool, backend, status);
                     if reusable {
                         self.pinned = Some(up);
                     }
@@ -458,10 +454,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
                 Forwarded::Rescued => pool.metrics.rescued.inc(), // the next backend
                 Forwarded::Held(answer) => {
                     backend.metrics.retryable_answers.inc();
-                    if backend.note_answer(true, pool.status_fall) {
-                        let failure = Err(TrafficFailure::BadStatus);
-                        runtime.health.report_traffic(&backend.health, failure);
-                    }
+                    note_answer(runtime, pool, backend, answer.status);
                     // Not kept: the held answer's body is unread.
                     held = Some((up, answer, limits));
                 }
@@ -752,6 +745,17 @@ enum Forwarded {
     Rescued,
     /// The visitor's side failed: nothing more can be done on this connection.
     Broken,
+}
+
+/// Notes a backend's answer for passive health: `status_fall` answers in a row with a
+/// `retry_on_status` status take the backend out.
+fn note_answer(runtime: &Runtime, pool: &PoolRuntime, backend: &BackendRuntime, status: u16) {
+    let bad = pool.retry_on_status.contains(&status);
+    if backend.note_answer(bad, pool.status_fall) {
+        runtime
+            .health
+            .report_traffic(&backend.health, Err(TrafficFailure::BadStatus));
+    }
 }
 
 /// Whether an idle backend connection is still open: a closed one (or one that sent bytes

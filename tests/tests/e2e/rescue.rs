@@ -8,14 +8,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A backend that answers every request (health checks included) with 200 until `hang` is
-/// set, then reads requests and never answers.
-async fn hanging_backend(hang: Arc<AtomicBool>) -> std::net::SocketAddr {
+/// A backend that reads each request and then, as `wait` says for that request head, answers
+/// 200 (with `X-Backend: name`) after a delay, or never (`None`: it holds the connection and
+/// answers nothing more).
+async fn scripted_backend<F>(name: &'static str, wait: F) -> std::net::SocketAddr
+where
+    F: Fn(&[u8]) -> Option<Duration> + Send + Sync + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let wait = Arc::new(wait);
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
-            let hang = hang.clone();
+            let wait = wait.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -27,16 +32,16 @@ async fn hanging_backend(hang: Arc<AtomicBool>) -> std::net::SocketAddr {
                         }
                     }
                     let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                    buf.drain(..end);
-                    if hang.load(Ordering::SeqCst) {
-                        // Holds the connection, answers nothing.
-                        let _ = s.read(&mut chunk).await;
+                    let head: Vec<u8> = buf.drain(..end).collect();
+                    let Some(delay) = wait(&head) else {
                         tokio::time::sleep(Duration::from_secs(3600)).await;
                         return;
-                    }
-                    let answer =
-                        b"HTTP/1.1 200 OK\r\nX-Backend: primary\r\nContent-Length: 2\r\n\r\nok";
-                    if s.write_all(answer).await.is_err() {
+                    };
+                    tokio::time::sleep(delay).await;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nX-Backend: {name}\r\nContent-Length: 2\r\n\r\nok"
+                    );
+                    if s.write_all(answer.as_bytes()).await.is_err() {
                         return;
                     }
                 }
@@ -49,7 +54,12 @@ async fn hanging_backend(hang: Arc<AtomicBool>) -> std::net::SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_waiting_on_a_backend_that_hangs_are_rescued_when_it_is_taken_out() {
     let hang = Arc::new(AtomicBool::new(false));
-    let primary = hanging_backend(hang.clone()).await;
+    // Answers every request, health checks included, until it hangs.
+    let hang2 = hang.clone();
+    let primary = scripted_backend("primary", move |_| {
+        (!hang2.load(Ordering::SeqCst)).then_some(Duration::ZERO)
+    })
+    .await;
     let backup = backend("backup").await;
     let gw = Gateway::start(&format!(
         r#"
@@ -99,46 +109,19 @@ backends = [{{ address = "{}", name = "backup" }}]
     );
 }
 
-/// A backend that answers every request after `delay` (its checks too).
-async fn slow_backend(delay: Duration) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut chunk).await {
-                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                            _ => return,
-                        }
-                    }
-                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                    let is_check = buf.starts_with(b"GET /health");
-                    buf.drain(..end);
-                    if !is_check {
-                        tokio::time::sleep(delay).await;
-                    }
-                    let answer =
-                        b"HTTP/1.1 200 OK\r\nX-Backend: slow\r\nContent-Length: 2\r\n\r\nok";
-                    if s.write_all(answer).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 /// `response_timeout` (off by default): an idempotent request whose answer has not begun in
 /// time goes to the next backend, and the silent backend is reported as timed out. Without it,
 /// a slow but healthy endpoint keeps its requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn response_timeout_sends_a_request_on_only_when_set() {
-    let slow = slow_backend(Duration::from_millis(1500)).await;
+    // Its checks answered at once, every request after 1.5 s.
+    let slow = scripted_backend("slow", |head| {
+        Some(match head.starts_with(b"GET /health") {
+            true => Duration::ZERO,
+            false => Duration::from_millis(1500),
+        })
+    })
+    .await;
     let backup = backend("backup").await;
     let pools = |extra: &str| {
         format!(
