@@ -6,6 +6,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source deploy/prereqs.sh
 
+# The fault-matrix tests (tests/tests/faults.rs) need `ip` and `iptables` and root; as root they
+# are installed when missing, elsewhere those tests skip and say why.
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+  missing=()
+  command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+  command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "holdfast: installing ${missing[*]} for the fault-matrix tests" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

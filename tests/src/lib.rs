@@ -3,8 +3,10 @@
 //! generator that records what every visitor saw, and polling helpers with deadlines.
 #![allow(clippy::unwrap_used)]
 
+pub mod fault;
 pub mod gateway;
 pub mod load;
+pub mod netns;
 pub mod ports;
 pub mod raw;
 pub mod tls;

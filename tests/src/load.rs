@@ -28,6 +28,11 @@ impl Load {
     /// Starts `clients` clients, each with its own keep-alive connection, sending GETs to `url`
     /// until [`finish`](Self::finish) or `limit`, whichever comes first.
     pub fn start(url: String, clients: usize, limit: Duration) -> Load {
+        Self::start_paced(url, clients, Duration::ZERO, limit)
+    }
+
+    /// Like [`start`](Self::start), each client pausing `pause` after every answer.
+    pub fn start_paced(url: String, clients: usize, pause: Duration, limit: Duration) -> Load {
         let start = Instant::now();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -48,6 +53,9 @@ impl Load {
                             outcome,
                         };
                         seen.lock().unwrap().push(record);
+                        if !pause.is_zero() {
+                            tokio::time::sleep(pause).await;
+                        }
                     }
                 })
             })
@@ -75,13 +83,13 @@ impl Load {
 
     /// Whether the last `n` answers all came from `backend`.
     pub fn last_from(&self, n: usize, backend: &str) -> bool {
+        self.last_all(n, |s| s.outcome.as_deref() == Ok(backend))
+    }
+
+    /// Whether there are `n` answers and the last `n` all match `what`.
+    pub fn last_all(&self, n: usize, what: impl Fn(&Seen) -> bool) -> bool {
         let seen = self.seen.lock().unwrap();
-        seen.len() >= n
-            && seen
-                .iter()
-                .rev()
-                .take(n)
-                .all(|s| s.outcome.as_deref() == Ok(backend))
+        seen.len() >= n && seen.iter().rev().take(n).all(what)
     }
 
     /// Stops the clients and returns what they saw.
@@ -114,6 +122,11 @@ async fn visit(client: &reqwest::Client, url: &str) -> Result<String, String> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    let response_retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let _ = response
         .bytes()
         .await
@@ -121,7 +134,12 @@ async fn visit(client: &reqwest::Client, url: &str) -> Result<String, String> {
     if status.is_success() {
         Ok(backend)
     } else {
-        Err(format!("status {status} from {backend:?}"))
+        let retry_after =
+            response_retry_after.map_or(String::new(), |v| format!(", Retry-After {v}"));
+        Err(format!(
+            "status {} from {backend:?}{retry_after}",
+            status.as_u16()
+        ))
     }
 }
 

@@ -1,0 +1,617 @@
+//! The fault matrix: every way a backend fails (`../shared/origin-faults.md` and issue 9), each
+//! under continuous load inside a network namespace the test creates, with the real gateway and
+//! real backend processes. Each row asserts what a visitor would see: no failed request while
+//! another backend is healthy, a bounded stall, and traffic back on the primary once it is
+//! restored, again without a failed request. Each prints its measurements as a line starting
+//! with `fault-matrix |` (`tests/faults/run.sh` collects them into a table).
+//!
+//! The rows run one after another (one gateway at a time on two cores, so that stalls measure
+//! the gateway, not the machine). They need root; elsewhere each says why and passes.
+#![allow(clippy::unwrap_used)]
+
+use holdfast_tests::fault::{rss_of, FaultBackend};
+use holdfast_tests::netns::Netns;
+use holdfast_tests::{wait_until, Gateway, Load, LoadReport};
+use nix::sys::signal::Signal;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One row at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const PRIMARY: &str = "127.0.0.2:8080";
+const BACKUP: &str = "127.0.0.3:8080";
+
+/// Keep-alive clients, each pausing between requests: continuous load without saturating the
+/// two cores, so that a stall is the gateway's.
+const CLIENTS: usize = 16;
+const PAUSE: Duration = Duration::from_millis(5);
+/// How long a fault lasts once the backup took the traffic.
+const HOLD: Duration = Duration::from_secs(2);
+/// Down-and-up cycles of the flapping row.
+const FLAPS: usize = 4;
+/// A stall no visitor should see: without a rescue, a hung request would wait for the 60 s
+/// read timeout.
+const STALL_LIMIT: Duration = Duration::from_secs(5);
+
+/// The gateway's configuration: the primary first, a backup tier; checks every second (the
+/// benchmark's settings), TCP and HTTP, with short timeouts; everything else at its default.
+fn config(primary_tls: bool) -> String {
+    let tls = if primary_tls {
+        r#", tls = true, tls_verify = false, sni = "localhost""#
+    } else {
+        ""
+    };
+    format!(
+        r#"
+[pools.app]
+connect_timeout = "1s"
+
+[pools.app.health.tcp]
+interval = "1s"
+timeout = "500ms"
+rise = 2
+fall = 1
+
+[pools.app.health.http]
+path = "/healthz"
+interval = "1s"
+timeout = "500ms"
+rise = 2
+fall = 1
+
+[[pools.app.tiers]]
+name = "primary"
+backends = [{{ address = "{PRIMARY}", name = "primary"{tls} }}]
+
+[[pools.app.tiers]]
+name = "backup"
+backends = [{{ address = "{BACKUP}", name = "backup" }}]
+"#
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    /// 1: the process killed (SIGKILL): connect refused.
+    Kill,
+    /// 2: listening on another port: connect refused.
+    Move,
+    /// 3: a firewall rejecting with a reset.
+    Reject,
+    /// 4: a firewall dropping every packet: connects time out, open connections go silent.
+    Drop,
+    /// 5: the process stopped (SIGSTOP): the kernel still accepts, nothing answers.
+    Stop,
+    /// 6: the HTTPS listener gone (the process lives on).
+    TlsGone,
+    /// 7: up but broken: 503 to everything, health endpoint included.
+    Status503,
+    /// The connection reset after the request head, before any answer byte.
+    ResetBeforeHead,
+    /// Accepted, then closed without a word.
+    AcceptThenClose,
+    /// The answer's head 3 s late.
+    SlowHead,
+    /// No more accepts (a full accept backlog) and open connections hung.
+    FullBacklog,
+    /// Killed, back 1 s later, killed again 2.5 s after that: `FLAPS` times.
+    Flapping,
+}
+
+impl Fault {
+    fn label(self) -> &'static str {
+        match self {
+            Fault::Kill => "process killed (SIGKILL)",
+            Fault::Move => "moved to another port",
+            Fault::Reject => "firewall REJECT (tcp-reset)",
+            Fault::Drop => "firewall DROP",
+            Fault::Stop => "process stopped (SIGSTOP)",
+            Fault::TlsGone => "HTTPS listener gone",
+            Fault::Status503 => "answers 503",
+            Fault::ResetBeforeHead => "reset before the response head",
+            Fault::AcceptThenClose => "accept, then close",
+            Fault::SlowHead => "response head 3 s late",
+            Fault::FullBacklog => "full accept backlog, workers hung",
+            Fault::Flapping => "flapping (killed 1 s, back 2.5 s, 4 times)",
+        }
+    }
+
+    /// Starts the fault on `primary` (any backend).
+    async fn apply(self, ns: &Netns, primary: &mut FaultBackend) {
+        let port = primary.addr.port().to_string();
+        let ip = primary.addr.ip().to_string();
+        match self {
+            Fault::Kill => primary.kill(),
+            // The wrong port after a config change.
+            Fault::Move => {
+                let moved = SocketAddr::new(primary.addr.ip(), primary.addr.port() + 1);
+                primary.command(&format!("listen {moved}")).await
+            }
+            Fault::Reject => ns.firewall(&[
+                "-p",
+                "tcp",
+                "-d",
+                &ip,
+                "--dport",
+                &port,
+                "-j",
+                "REJECT",
+                "--reject-with",
+                "tcp-reset",
+            ]),
+            Fault::Drop => ns.firewall(&["-p", "tcp", "-d", &ip, "--dport", &port, "-j", "DROP"]),
+            Fault::Stop => primary.signal(Signal::SIGSTOP),
+            Fault::TlsGone => primary.command("unlisten").await,
+            Fault::Status503 => primary.command("status 503").await,
+            Fault::ResetBeforeHead => primary.command("reset").await,
+            Fault::AcceptThenClose => primary.command("close").await,
+            Fault::SlowHead => primary.command("slow 3000").await,
+            Fault::FullBacklog => primary.command("stall").await,
+            Fault::Flapping => {
+                for _ in 0..FLAPS {
+                    primary.kill();
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    primary.restart().await;
+                    tokio::time::sleep(Duration::from_millis(2500)).await;
+                }
+                primary.kill();
+            }
+        }
+    }
+
+    /// Ends it: the backend is as it was.
+    async fn restore(self, ns: &Netns, primary: &mut FaultBackend) {
+        match self {
+            Fault::Kill | Fault::Flapping => primary.restart().await,
+            Fault::Move | Fault::TlsGone => {
+                let addr = primary.addr;
+                primary.command(&format!("listen {addr}")).await
+            }
+            Fault::Reject | Fault::Drop => ns.firewall_clear(),
+            Fault::Stop => primary.signal(Signal::SIGCONT),
+            Fault::Status503
+            | Fault::ResetBeforeHead
+            | Fault::AcceptThenClose
+            | Fault::SlowHead
+            | Fault::FullBacklog => primary.command("ok").await,
+        }
+    }
+}
+
+/// The namespace for one row, or `None` (with the reason printed) where the matrix cannot run.
+fn namespace(label: &str) -> Option<Arc<Netns>> {
+    if let Some(why) = Netns::unavailable() {
+        println!("skipped: the fault matrix {why}");
+        return None;
+    }
+    Some(Arc::new(Netns::create(label)))
+}
+
+fn row(fault: Fault) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(ns) = namespace("matrix") else {
+        return;
+    };
+    let inside = ns.clone();
+    ns.run(move || under_load(fault, inside));
+}
+
+/// Load on the gateway, the fault on the primary, then the primary restored: what the visitors
+/// saw, asserted and printed.
+async fn under_load(fault: Fault, ns: Arc<Netns>) {
+    let mut primary = FaultBackend::start("primary", addr(PRIMARY), fault == Fault::TlsGone).await;
+    let _backup = FaultBackend::start("backup", addr(BACKUP), false).await;
+    let gw = Gateway::start(&config(fault == Fault::TlsGone)).await;
+    let load = Load::start_paced(gw.url("/"), CLIENTS, PAUSE, Duration::from_secs(40));
+    wait_until(Duration::from_secs(5), "the primary serves", || async {
+        load.last_from(CLIENTS, "primary")
+    })
+    .await;
+
+    let fault_at = load.elapsed();
+    fault.apply(&ns, &mut primary).await;
+    wait_until(
+        Duration::from_secs(8),
+        "the backup takes the traffic",
+        || async { load.last_from(CLIENTS * 4, "backup") },
+    )
+    .await;
+    tokio::time::sleep(HOLD).await;
+
+    let restored_at = load.elapsed();
+    fault.restore(&ns, &mut primary).await;
+    wait_until(
+        Duration::from_secs(10),
+        "the traffic returns to the primary",
+        || async { load.last_from(CLIENTS * 4, "primary") },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = load.finish().await;
+
+    let classes = failure_classes(&gw).await;
+    let measured = Measured::of(&report, fault_at, restored_at);
+    println!(
+        "fault-matrix | {} | {} | {} | {:.2} s | {:.2} s | {:.2} s | {classes} |",
+        fault.label(),
+        report.sent(),
+        report.failures().len(),
+        measured.longest.as_secs_f64(),
+        measured.out.as_secs_f64(),
+        measured.failback.as_secs_f64(),
+    );
+    let failures = report.failures();
+    assert!(
+        failures.is_empty(),
+        "{}: visitors saw {} failures, first: {:?}",
+        fault.label(),
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(
+        measured.longest < STALL_LIMIT,
+        "{}: a visitor waited {:?}",
+        fault.label(),
+        measured.longest
+    );
+}
+
+/// What one row measured, from the fault's start.
+struct Measured {
+    /// The longest any request took.
+    longest: Duration,
+    /// From the fault to the first answer of the backup that was sent after it.
+    out: Duration,
+    /// From the restore to the first answer of the primary that was sent after it.
+    failback: Duration,
+}
+
+impl Measured {
+    fn of(report: &LoadReport, fault_at: Duration, restored_at: Duration) -> Measured {
+        let done = |s: &holdfast_tests::load::Seen| s.sent + s.took;
+        let out = report
+            .first_from_after("backup", fault_at)
+            .map_or(Duration::ZERO, |s| done(s).saturating_sub(fault_at));
+        let failback = report
+            .first_from_after("primary", restored_at)
+            .map_or(Duration::ZERO, |s| done(s).saturating_sub(restored_at));
+        Measured {
+            longest: report.longest(),
+            out,
+            failback,
+        }
+    }
+}
+
+/// The primary's failures as the gateway counted them, by class, for the report.
+async fn failure_classes(gw: &Gateway) -> String {
+    let metrics = gw.metrics().await;
+    let mut parts = Vec::new();
+    for kind in ["refused", "timeout", "reset", "tls", "other"] {
+        let sample = format!(
+            r#"holdfast_upstream_connect_failures_total{{backend="primary",kind="{kind}",pool="app"}}"#
+        );
+        let n = holdfast_tests::gateway::sample_value(&metrics, &sample);
+        if n > 0.0 {
+            parts.push(format!("{kind} {n}"));
+        }
+    }
+    for (name, sample) in [
+        (
+            "5xx",
+            r#"holdfast_upstream_retryable_answers_total{backend="primary",pool="app"}"#,
+        ),
+        ("rescued", r#"holdfast_rescued_requests_total{pool="app"}"#),
+        ("retries", r#"holdfast_upstream_retries_total{pool="app"}"#),
+    ] {
+        let n = holdfast_tests::gateway::sample_value(&metrics, sample);
+        if n > 0.0 {
+            parts.push(format!("{name} {n}"));
+        }
+    }
+    for (name, to) in [("ejected", "down"), ("returned", "up")] {
+        let n: f64 = metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("holdfast_backend_transitions_total{")
+                    && l.contains(r#"backend="primary""#)
+                    && l.contains(&format!(r#"to="{to}""#))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        parts.push(format!("{name} {n}"));
+    }
+    parts.join(", ")
+}
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().unwrap()
+}
+
+#[test]
+fn process_killed() {
+    row(Fault::Kill);
+}
+
+#[test]
+fn moved_to_another_port() {
+    row(Fault::Move);
+}
+
+#[test]
+fn firewall_reject() {
+    row(Fault::Reject);
+}
+
+#[test]
+fn firewall_drop() {
+    row(Fault::Drop);
+}
+
+#[test]
+fn process_stopped() {
+    row(Fault::Stop);
+}
+
+#[test]
+fn tls_listener_gone() {
+    row(Fault::TlsGone);
+}
+
+#[test]
+fn answers_503() {
+    row(Fault::Status503);
+}
+
+#[test]
+fn reset_before_response_head() {
+    row(Fault::ResetBeforeHead);
+}
+
+#[test]
+fn accept_then_close() {
+    row(Fault::AcceptThenClose);
+}
+
+#[test]
+fn slow_response_head() {
+    row(Fault::SlowHead);
+}
+
+#[test]
+fn full_accept_backlog() {
+    row(Fault::FullBacklog);
+}
+
+#[test]
+fn flapping() {
+    row(Fault::Flapping);
+}
+
+/// Fault 8, every backend down at once: the gateway still accepts every connection and answers
+/// each request with the fallback (503 with Retry-After), on open keep-alive connections and on
+/// new ones alike; once a backend is back, visitors get its answers again.
+#[test]
+fn all_backends_down() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(ns) = namespace("down") else {
+        return;
+    };
+    ns.run(|| async {
+        let mut primary = FaultBackend::start("primary", addr(PRIMARY), false).await;
+        let mut backup = FaultBackend::start("backup", addr(BACKUP), false).await;
+        let gw = Gateway::start(&config(false)).await;
+        let load = Load::start_paced(gw.url("/"), CLIENTS, PAUSE, Duration::from_secs(40));
+        wait_until(Duration::from_secs(5), "the primary serves", || async {
+            load.last_from(CLIENTS, "primary")
+        })
+        .await;
+
+        let down_at = load.elapsed();
+        primary.kill();
+        backup.kill();
+        let fallback = |s: &holdfast_tests::load::Seen| {
+            matches!(&s.outcome, Err(e) if e.starts_with("status 503") && e.contains("Retry-After"))
+        };
+        let waited = wait_until(Duration::from_secs(5), "visitors get the fallback", || async {
+            load.last_all(CLIENTS * 4, fallback)
+        })
+        .await;
+        // New connections are accepted and answered too.
+        let mut fresh = 0;
+        for _ in 0..200 {
+            let answer = on_a_new_connection(gw.http).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 503") && answer.to_ascii_lowercase().contains("\r\nretry-after: "),
+                "a new connection got: {answer:?}"
+            );
+            fresh += 1;
+        }
+        tokio::time::sleep(HOLD).await;
+
+        let restored_at = load.elapsed();
+        primary.restart().await;
+        wait_until(Duration::from_secs(10), "the primary serves again", || async {
+            load.last_from(CLIENTS * 4, "primary")
+        })
+        .await;
+        let report = load.finish().await;
+        let answered_503 = report.seen.iter().filter(|s| fallback(s)).count();
+        let other: Vec<_> = report
+            .seen
+            .iter()
+            .filter(|s| s.outcome.is_err() && !fallback(s))
+            .collect();
+        let measured = Measured::of(&report, down_at, restored_at);
+        println!(
+            "fault-matrix | every backend down | {} | {} (all 503 + Retry-After, as meant; {fresh} new connections too) | {:.2} s | {:.2} s | {:.2} s | fallback {} |",
+            report.sent(),
+            answered_503,
+            measured.longest.as_secs_f64(),
+            waited.as_secs_f64(),
+            measured.failback.as_secs_f64(),
+            gw.metric(r#"holdfast_fallback_responses_total{pool="app",reason="no_backend"}"#).await,
+        );
+        assert!(
+            other.is_empty(),
+            "visitors saw something else than a backend's 200 or the fallback: {:?}",
+            &other[..other.len().min(5)]
+        );
+        assert!(answered_503 > 0, "the outage was seen");
+        assert!(measured.longest < STALL_LIMIT, "a visitor waited {:?}", measured.longest);
+    });
+}
+
+/// One `GET /` on a connection of its own; the whole answer as text.
+async fn on_a_new_connection(gateway: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(gateway)
+        .await
+        .expect("the gateway accepts");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: site\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer within 5 s")
+        .expect("read the answer");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Faults the soak picks from (TLS needs a backend of its own; flapping is a sequence of kills).
+const SOAK_FAULTS: [Fault; 10] = [
+    Fault::Kill,
+    Fault::Move,
+    Fault::Reject,
+    Fault::Drop,
+    Fault::Stop,
+    Fault::Status503,
+    Fault::ResetBeforeHead,
+    Fault::AcceptThenClose,
+    Fault::SlowHead,
+    Fault::FullBacklog,
+];
+
+/// Random faults on random backends under load, one at a time, each lasting 1-3 s and ended,
+/// the next one only once the backend is back: no visitor may see a failure, and the gateway's
+/// memory must stay flat. `HOLDFAST_SOAK_SECONDS` (default 60) sets the length,
+/// `HOLDFAST_SOAK_SEED` replays a run (the seed is printed); `tests/faults/soak.sh` runs it long.
+#[test]
+fn soak_random_faults() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(ns) = namespace("soak") else {
+        return;
+    };
+    let seconds: u64 = std::env::var("HOLDFAST_SOAK_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let seed: u64 = std::env::var("HOLDFAST_SOAK_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    let inside = ns.clone();
+    ns.run(move || soak(Duration::from_secs(seconds), seed, inside));
+}
+
+async fn soak(length: Duration, seed: u64, ns: Arc<Netns>) {
+    const SECOND: &str = "127.0.0.4:8080";
+    let mut backends = [
+        FaultBackend::start("primary", addr(PRIMARY), false).await,
+        FaultBackend::start("primary-2", addr(SECOND), false).await,
+        FaultBackend::start("backup", addr(BACKUP), false).await,
+    ];
+    let pools = config(false).replace(
+        r#"name = "primary" }]"#,
+        &format!(r#"name = "primary" }}, {{ address = "{SECOND}", name = "primary-2" }}]"#),
+    );
+    let gw = Gateway::start(&pools).await;
+    println!("soak: {} s, seed {seed}", length.as_secs());
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let load = Load::start_paced(
+        gw.url("/"),
+        CLIENTS,
+        PAUSE,
+        length + Duration::from_secs(60),
+    );
+    let pid = gw.pid();
+    let rss = Arc::new(Mutex::new(Vec::new()));
+    let sampler = {
+        let rss = rss.clone();
+        tokio::spawn(async move {
+            let start = std::time::Instant::now();
+            loop {
+                rss.lock().unwrap().push((start.elapsed(), rss_of(pid)));
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        })
+    };
+
+    let mut faults = Vec::new();
+    while load.elapsed() < length {
+        let which = rng.usize(..backends.len());
+        let fault = SOAK_FAULTS[rng.usize(..SOAK_FAULTS.len())];
+        let backend = &mut backends[which];
+        let (name, tier) = if backend.name == "backup" {
+            (backend.name.clone(), "backup")
+        } else {
+            (backend.name.clone(), "primary")
+        };
+        fault.apply(&ns, backend).await;
+        tokio::time::sleep(Duration::from_millis(rng.u64(1000..3000))).await;
+        fault.restore(&ns, backend).await;
+        let up = format!(r#"holdfast_backend_up{{backend="{name}",pool="app",tier="{tier}"}}"#);
+        wait_until(Duration::from_secs(15), "the backend is back", || async {
+            gw.metric(&up).await == 1.0
+        })
+        .await;
+        faults.push(format!("{} on {name}", fault.label()));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let report = load.finish().await;
+    sampler.abort();
+    let rss = std::mem::take(&mut *rss.lock().unwrap());
+    let mb = |b: u64| b as f64 / 1e6;
+    let series: Vec<String> = rss
+        .iter()
+        .map(|(t, b)| format!("{}s {:.1}", t.as_secs(), mb(*b)))
+        .collect();
+    println!(
+        "soak: {} faults, {} requests, {} failed, longest {:.2} s, by backend {:?}",
+        faults.len(),
+        report.sent(),
+        report.failures().len(),
+        report.longest().as_secs_f64(),
+        report.by_backend()
+    );
+    println!("soak: gateway RSS MB over time: {}", series.join(", "));
+    let failures = report.failures();
+    assert!(
+        failures.is_empty(),
+        "visitors saw {} failures (seed {seed}), first: {:?}; faults: {faults:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(
+        report.longest() < STALL_LIMIT,
+        "a visitor waited {:?}",
+        report.longest()
+    );
+    // Flat: after the first half (warm-up: pools, buffers), memory grows by no more than a
+    // few MB whatever the faults did.
+    let half = rss.len() / 2;
+    if half >= 2 {
+        let early = rss[..half].iter().map(|(_, b)| *b).max().unwrap_or(0);
+        let late = rss[half..].iter().map(|(_, b)| *b).max().unwrap_or(0);
+        assert!(
+            late <= early + 8_000_000,
+            "gateway memory grew from {:.1} MB to {:.1} MB",
+            mb(early),
+            mb(late)
+        );
+    }
+}
