@@ -63,6 +63,14 @@ pub const PASSIVE_FALL: u32 = 1;
 /// instead of an active check interval, while an occasional 503 does not eject it.
 pub const STATUS_FALL: u32 = 5;
 
+/// Hold-down of a backend taken out again (flapping): 10 s for each earlier ejection within
+/// `FLAP_WINDOW`, at most `HOLD_DOWN_MAX`. A backend failing once comes back after `RISE`
+/// passing checks as before; one that fails every few seconds is kept out longer and longer
+/// instead of bouncing traffic between tiers. Envoy's outlier detection uses a 30 s base.
+pub const HOLD_DOWN: Duration = Duration::from_secs(10);
+pub const HOLD_DOWN_MAX: Duration = Duration::from_secs(300);
+pub const FLAP_WINDOW: Duration = Duration::from_secs(300);
+
 /// Random extra delay added to each check period, as a fraction of the interval, so that the
 /// checks of many backends do not fire together.
 pub const JITTER_FRACTION: f64 = 0.1;

@@ -117,6 +117,14 @@ pub struct Health {
     pub passive_fall: Option<u32>,
     /// Consecutive `retry_on_status` answers on real traffic that take a backend out.
     pub status_fall: Option<u32>,
+    /// Extra time out for a backend ejected again: this, times the ejections before it within
+    /// `flap_window`. "0s" turns it off.
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub hold_down: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub hold_down_max: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub flap_window: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -176,6 +176,32 @@ pub struct HealthPolicy {
     pub passive_fall: NonZeroU32,
     /// Consecutive `retry_on_status` answers on real traffic that take a backend out.
     pub status_fall: NonZeroU32,
+    /// How much longer a backend that keeps being taken out stays out.
+    pub hold_down: HoldDown,
+}
+
+/// Hysteresis for a flapping backend, like Envoy's outlier ejection time: a backend taken out
+/// for the k-th time within `window` stays out for `base * (k - 1)` (at most `max`) even once its
+/// checks pass again. The first ejection costs nothing beyond the checks' `rise`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldDown {
+    pub base: Duration,
+    pub max: Duration,
+    pub window: Duration,
+}
+
+impl HoldDown {
+    /// No hold-down: a backend returns as soon as its checks pass.
+    pub const OFF: HoldDown = HoldDown {
+        base: Duration::ZERO,
+        max: Duration::ZERO,
+        window: Duration::ZERO,
+    };
+
+    /// The extra time out after an ejection with `earlier` ejections before it in the window.
+    pub fn after(&self, earlier: u32) -> Duration {
+        self.base.saturating_mul(earlier).min(self.max)
+    }
 }
 
 /// One active check; a backend serves only while every check of its pool passes.

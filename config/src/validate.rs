@@ -569,6 +569,9 @@ fn validate_health(raw: file::Health, at: &str, p: &mut Problems) -> HealthPolic
         http,
         passive_fall,
         status_fall,
+        hold_down,
+        hold_down_max,
+        flap_window,
     } = raw;
     let mut checks = Vec::new();
     let tcp_enabled = tcp.as_ref().and_then(|t| t.enabled).unwrap_or(true);
@@ -648,7 +651,31 @@ fn validate_health(raw: file::Health, at: &str, p: &mut Problems) -> HealthPolic
             p,
         ),
         status_fall: non_zero(status_fall, d::STATUS_FALL, &format!("{at}.status_fall"), p),
+        hold_down: validate_hold_down(hold_down, hold_down_max, flap_window, at, p),
     }
+}
+
+fn validate_hold_down(
+    base: Option<Duration>,
+    max: Option<Duration>,
+    window: Option<Duration>,
+    at: &str,
+    p: &mut Problems,
+) -> HoldDown {
+    let base = base.unwrap_or(d::HOLD_DOWN);
+    let max = max.unwrap_or(d::HOLD_DOWN_MAX.max(base));
+    if max < base {
+        p.add(
+            format!("{at}.hold_down_max"),
+            format!(
+                "{} is shorter than hold_down ({})",
+                humantime::format_duration(max),
+                humantime::format_duration(base)
+            ),
+        );
+    }
+    let window = positive(window, d::FLAP_WINDOW, &format!("{at}.flap_window"), p);
+    HoldDown { base, max, window }
 }
 
 fn check(kind: CheckKind, timing: Option<file::Timing>, at: &str, p: &mut Problems) -> Check {

@@ -118,6 +118,7 @@ fn backend(b: &BackendHealth, pool: &PoolHealth) -> Value {
             None => json!({ "kind": holdfast_health::table::check_kind_label(&check.kind), "result": null }),
         })
         .collect();
+    let (held_for, recent_ejections) = b.hold_down();
     json!({
         "name": b.backend.name,
         "address": b.backend.address,
@@ -126,6 +127,9 @@ fn backend(b: &BackendHealth, pool: &PoolHealth) -> Value {
         "status": b.status().as_str(),
         "usable": b.is_usable(),
         "checks": checks,
+        // Flapping: ejections within the pool's flap window, and what is left of the hold-down.
+        "recent_ejections": recent_ejections,
+        "held_down_ms": held_for.map(|d| d.as_millis() as u64),
         "last_transition": details.last_transition.map(|t| json!({
             "from": t.transition.from.as_str(),
             "to": t.transition.to.as_str(),

@@ -264,9 +264,16 @@ impl Observer for Metrics {
             Status::Up => {
                 tracing::info!(%pool, %tier, %backend, %addr, reason = record.reason, "backend up")
             }
-            _ => {
-                tracing::warn!(%pool, %tier, %backend, %addr, reason = record.reason, "backend down")
-            }
+            _ => match record.hold_down {
+                Some(hold) => tracing::warn!(
+                    %pool, %tier, %backend, %addr, reason = record.reason,
+                    hold_down = %humantime::format_duration(hold),
+                    "backend down again soon after coming back: kept out for the hold-down at least"
+                ),
+                None => {
+                    tracing::warn!(%pool, %tier, %backend, %addr, reason = record.reason, "backend down")
+                }
+            },
         }
     }
 }

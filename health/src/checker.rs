@@ -235,15 +235,19 @@ mod tests {
             "checks_passed"
         );
 
-        // A real request is refused: out at once, before any check runs; the checks, which
-        // pass, bring it back only after rise (3) of them.
+        // A real request is refused: out at once, before any check runs. This second ejection
+        // within the flap window holds it out for the hold-down (10 s by default), although
+        // the checks pass again after rise (3) of them.
         table.report_traffic(&backend, Err(TrafficFailure::Refused));
         assert!(!backend.is_usable());
         assert_eq!(backend.details().last_transition.unwrap().reason, "refused");
-        tokio::time::sleep(Duration::from_millis(2 * 1000 + 20)).await;
-        assert_eq!(backend.status(), Status::Down);
-        tokio::time::sleep(Duration::from_millis(2 * 1100)).await;
+        assert_eq!(backend.hold_down(), (Some(Duration::from_secs(10)), 2));
+        tokio::time::sleep(Duration::from_millis(5 * 1100)).await;
+        assert_eq!(backend.status(), Status::Down, "held down");
+        // Back at the first check after the hold-down.
+        tokio::time::sleep(Duration::from_millis(4500 + 1100 + 20)).await;
         assert!(backend.is_usable());
+        assert_eq!(backend.hold_down().0, None);
 
         stop.send(true).unwrap();
         checks.await.unwrap();

@@ -9,8 +9,15 @@
 //! Real traffic reports too: `passive_fall` consecutive connection failures (refused, timed out,
 //! reset) take the backend down at once, and every check must then pass `rise` times in a row
 //! before it serves again.
+//!
+//! A backend taken out again soon after coming back is flapping: it stays out longer each time
+//! ([`HoldDown`]), whatever its checks say, so that traffic does not bounce between tiers. Time
+//! is given to [`HealthState::observe`], never read.
 
+use holdfast_config::HoldDown;
+use std::collections::VecDeque;
 use std::fmt;
+use std::time::{Duration, Instant};
 
 /// Whether a backend may take traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -129,6 +136,9 @@ struct CheckStreaks {
     failures: u32,
 }
 
+/// Ejections remembered per backend, at most (more would not lengthen a capped hold-down).
+const EJECTIONS_KEPT: usize = 64;
+
 /// The health of one backend.
 #[derive(Debug, Clone)]
 pub struct HealthState {
@@ -136,11 +146,22 @@ pub struct HealthState {
     passive_fall: u32,
     traffic_failures: u32,
     status: Status,
+    hold_down: HoldDown,
+    /// When the backend was taken out (from up), within the flap window.
+    ejections: VecDeque<Instant>,
+    /// Kept out until then, even with every check passing.
+    held_until: Option<Instant>,
 }
 
 impl HealthState {
-    /// A backend not yet probed, judged by `checks` (at least one) and `passive_fall`.
+    /// A backend not yet probed, judged by `checks` (at least one) and `passive_fall`, without
+    /// hold-down.
     pub fn new(checks: &[Thresholds], passive_fall: u32) -> Self {
+        Self::with_hold_down(checks, passive_fall, HoldDown::OFF)
+    }
+
+    /// Like [`new`](Self::new), a flapping backend kept out as `hold_down` says.
+    pub fn with_hold_down(checks: &[Thresholds], passive_fall: u32, hold_down: HoldDown) -> Self {
         HealthState {
             checks: checks
                 .iter()
@@ -154,7 +175,25 @@ impl HealthState {
             passive_fall: passive_fall.max(1),
             traffic_failures: 0,
             status: Status::Unknown,
+            hold_down,
+            ejections: VecDeque::new(),
+            held_until: None,
         }
+    }
+
+    /// How much longer the backend is kept out whatever its checks say, at `now`.
+    pub fn held_for(&self, now: Instant) -> Option<Duration> {
+        self.held_until
+            .and_then(|until| until.checked_duration_since(now))
+            .filter(|left| !left.is_zero())
+    }
+
+    /// Ejections within the flap window before `now`.
+    pub fn recent_ejections(&self, now: Instant) -> usize {
+        self.ejections
+            .iter()
+            .filter(|&&at| now.saturating_duration_since(at) < self.hold_down.window)
+            .count()
     }
 
     pub fn status(&self) -> Status {
@@ -166,8 +205,8 @@ impl HealthState {
         self.traffic_failures
     }
 
-    /// Takes in one outcome; returns the change of status it caused, if any.
-    pub fn observe(&mut self, outcome: Outcome) -> Option<Transition> {
+    /// Takes in one outcome, learned at `now`; returns the change of status it caused, if any.
+    pub fn observe(&mut self, outcome: Outcome, now: Instant) -> Option<Transition> {
         let reason = match outcome {
             Outcome::Check { check, passed } => {
                 let c = self.checks.get_mut(check)?;
@@ -207,9 +246,16 @@ impl HealthState {
         if to == self.status {
             return None;
         }
+        if to == Status::Up && self.held_for(now).is_some() {
+            return None;
+        }
         let from = std::mem::replace(&mut self.status, to);
         if to == Status::Up {
             self.traffic_failures = 0;
+            self.held_until = None;
+        }
+        if from == Status::Up && to == Status::Down {
+            self.eject(now);
         }
         let reason = match (to, reason) {
             // The last check to pass is not the reason a backend is down.
@@ -217,6 +263,20 @@ impl HealthState {
             (_, reason) => reason,
         };
         Some(Transition { from, to, reason })
+    }
+
+    /// Remembers an ejection and holds the backend down for the earlier ones in the window.
+    fn eject(&mut self, now: Instant) {
+        let window = self.hold_down.window;
+        self.ejections
+            .retain(|&at| now.saturating_duration_since(at) < window);
+        let earlier = u32::try_from(self.ejections.len()).unwrap_or(u32::MAX);
+        let hold = self.hold_down.after(earlier);
+        self.held_until = (!hold.is_zero()).then(|| now + hold);
+        if self.ejections.len() == EJECTIONS_KEPT {
+            self.ejections.pop_front();
+        }
+        self.ejections.push_back(now);
     }
 
     fn derived_status(&self) -> Status {
@@ -239,12 +299,19 @@ impl HealthState {
 mod tests {
     use super::*;
 
+    /// A fixed origin and times after it, in seconds.
+    fn at(seconds: u64) -> Instant {
+        use std::sync::OnceLock;
+        static ORIGIN: OnceLock<Instant> = OnceLock::new();
+        *ORIGIN.get_or_init(Instant::now) + Duration::from_secs(seconds)
+    }
+
     fn state(rise: u32, fall: u32, passive_fall: u32) -> HealthState {
         HealthState::new(&[Thresholds { rise, fall }], passive_fall)
     }
 
     fn check(s: &mut HealthState, passed: bool) -> Option<Transition> {
-        s.observe(Outcome::Check { check: 0, passed })
+        s.observe(Outcome::Check { check: 0, passed }, at(0))
     }
 
     #[test]
@@ -298,7 +365,7 @@ mod tests {
         let mut s = state(2, 5, 1);
         check(&mut s, true);
         let t = s
-            .observe(Outcome::TrafficFailed(TrafficFailure::Refused))
+            .observe(Outcome::TrafficFailed(TrafficFailure::Refused), at(0))
             .unwrap();
         assert_eq!(
             (t.from, t.to, t.reason),
@@ -310,7 +377,7 @@ mod tests {
         );
         // Already down: more failures change nothing.
         assert_eq!(
-            s.observe(Outcome::TrafficFailed(TrafficFailure::Refused)),
+            s.observe(Outcome::TrafficFailed(TrafficFailure::Refused), at(0)),
             None
         );
         assert_eq!(check(&mut s, true), None);
@@ -322,24 +389,24 @@ mod tests {
         let mut s = state(1, 1, 3);
         check(&mut s, true);
         assert_eq!(
-            s.observe(Outcome::TrafficFailed(TrafficFailure::Timeout)),
+            s.observe(Outcome::TrafficFailed(TrafficFailure::Timeout), at(0)),
             None
         );
         assert_eq!(
-            s.observe(Outcome::TrafficFailed(TrafficFailure::Timeout)),
+            s.observe(Outcome::TrafficFailed(TrafficFailure::Timeout), at(0)),
             None
         );
-        assert_eq!(s.observe(Outcome::TrafficOk), None);
+        assert_eq!(s.observe(Outcome::TrafficOk, at(0)), None);
         assert_eq!(
-            s.observe(Outcome::TrafficFailed(TrafficFailure::Reset)),
+            s.observe(Outcome::TrafficFailed(TrafficFailure::Reset), at(0)),
             None
         );
         assert_eq!(
-            s.observe(Outcome::TrafficFailed(TrafficFailure::Reset)),
+            s.observe(Outcome::TrafficFailed(TrafficFailure::Reset), at(0)),
             None
         );
         let t = s
-            .observe(Outcome::TrafficFailed(TrafficFailure::Reset))
+            .observe(Outcome::TrafficFailed(TrafficFailure::Reset), at(0))
             .unwrap();
         assert_eq!(t.reason, Reason::Traffic(TrafficFailure::Reset));
     }
@@ -349,40 +416,55 @@ mod tests {
         let thresholds = Thresholds { rise: 1, fall: 1 };
         let mut s = HealthState::new(&[thresholds, thresholds], 1);
         assert_eq!(
-            s.observe(Outcome::Check {
-                check: 0,
-                passed: true
-            }),
+            s.observe(
+                Outcome::Check {
+                    check: 0,
+                    passed: true
+                },
+                at(0)
+            ),
             None
         );
         assert_eq!(s.status(), Status::Unknown);
         let t = s
-            .observe(Outcome::Check {
-                check: 1,
-                passed: true,
-            })
+            .observe(
+                Outcome::Check {
+                    check: 1,
+                    passed: true,
+                },
+                at(0),
+            )
             .unwrap();
         assert_eq!(t.to, Status::Up);
         let t = s
-            .observe(Outcome::Check {
-                check: 1,
-                passed: false,
-            })
+            .observe(
+                Outcome::Check {
+                    check: 1,
+                    passed: false,
+                },
+                at(0),
+            )
             .unwrap();
         assert_eq!((t.to, t.reason), (Status::Down, Reason::CheckFailed(1)));
         // Check 0 passing again does not bring it back while check 1 fails.
         assert_eq!(
-            s.observe(Outcome::Check {
-                check: 0,
-                passed: true
-            }),
+            s.observe(
+                Outcome::Check {
+                    check: 0,
+                    passed: true
+                },
+                at(0)
+            ),
             None
         );
         let t = s
-            .observe(Outcome::Check {
-                check: 1,
-                passed: true,
-            })
+            .observe(
+                Outcome::Check {
+                    check: 1,
+                    passed: true,
+                },
+                at(0),
+            )
             .unwrap();
         assert_eq!(t.to, Status::Up);
     }
@@ -391,12 +473,98 @@ mod tests {
     fn unknown_check_index_is_ignored() {
         let mut s = state(1, 1, 1);
         assert_eq!(
-            s.observe(Outcome::Check {
-                check: 7,
-                passed: true
-            }),
+            s.observe(
+                Outcome::Check {
+                    check: 7,
+                    passed: true
+                },
+                at(0)
+            ),
             None
         );
         assert_eq!(s.status(), Status::Unknown);
+    }
+
+    fn flapping(base: u64, max: u64, window: u64) -> HealthState {
+        HealthState::with_hold_down(
+            &[Thresholds { rise: 2, fall: 1 }],
+            1,
+            HoldDown {
+                base: Duration::from_secs(base),
+                max: Duration::from_secs(max),
+                window: Duration::from_secs(window),
+            },
+        )
+    }
+
+    fn check_at(s: &mut HealthState, passed: bool, t: u64) -> Option<Status> {
+        s.observe(Outcome::Check { check: 0, passed }, at(t))
+            .map(|t| t.to)
+    }
+
+    #[test]
+    fn a_first_ejection_costs_only_rise() {
+        let mut s = flapping(10, 300, 300);
+        assert_eq!(check_at(&mut s, true, 0), Some(Status::Up));
+        assert_eq!(check_at(&mut s, false, 1), Some(Status::Down));
+        assert_eq!(s.held_for(at(1)), None);
+        assert_eq!(check_at(&mut s, true, 2), None);
+        assert_eq!(check_at(&mut s, true, 3), Some(Status::Up));
+    }
+
+    #[test]
+    fn each_ejection_in_the_window_holds_the_backend_out_longer() {
+        let mut s = flapping(10, 300, 300);
+        check_at(&mut s, true, 0);
+        check_at(&mut s, false, 1);
+        check_at(&mut s, true, 2);
+        assert_eq!(check_at(&mut s, true, 3), Some(Status::Up));
+        // Second ejection: 10 s out, however well the checks go.
+        assert_eq!(check_at(&mut s, false, 4), Some(Status::Down));
+        assert_eq!(s.held_for(at(4)), Some(Duration::from_secs(10)));
+        for t in 5..14 {
+            assert_eq!(check_at(&mut s, true, t), None, "at {t} s");
+        }
+        assert_eq!(check_at(&mut s, true, 14), Some(Status::Up));
+        // Third: 20 s.
+        assert_eq!(check_at(&mut s, false, 15), Some(Status::Down));
+        assert_eq!(s.held_for(at(15)), Some(Duration::from_secs(20)));
+        assert_eq!(s.recent_ejections(at(15)), 3);
+        assert_eq!(check_at(&mut s, true, 34), None);
+        assert_eq!(check_at(&mut s, true, 35), Some(Status::Up));
+    }
+
+    #[test]
+    fn hold_down_is_capped_and_forgotten_after_the_window() {
+        let mut s = flapping(10, 15, 60);
+        let mut t = 0;
+        check_at(&mut s, true, t);
+        for _ in 0..4 {
+            t += 1;
+            assert_eq!(check_at(&mut s, false, t), Some(Status::Down));
+            assert!(s.held_for(at(t)) <= Some(Duration::from_secs(15)));
+            t += 16;
+            check_at(&mut s, true, t);
+            t += 1;
+            assert_eq!(check_at(&mut s, true, t), Some(Status::Up));
+        }
+        // Quiet for longer than the window: the next ejection is a first one again.
+        t += 61;
+        assert_eq!(check_at(&mut s, false, t), Some(Status::Down));
+        assert_eq!(s.held_for(at(t)), None);
+    }
+
+    #[test]
+    fn a_traffic_ejection_counts_as_one() {
+        let mut s = flapping(5, 300, 300);
+        check_at(&mut s, true, 0);
+        s.observe(Outcome::TrafficFailed(TrafficFailure::Refused), at(1));
+        check_at(&mut s, true, 2);
+        assert_eq!(check_at(&mut s, true, 3), Some(Status::Up));
+        let t = s
+            .observe(Outcome::TrafficFailed(TrafficFailure::Refused), at(4))
+            .unwrap();
+        assert_eq!(t.to, Status::Down);
+        assert_eq!(s.held_for(at(4)), Some(Duration::from_secs(5)));
     }
 }

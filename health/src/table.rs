@@ -38,6 +38,8 @@ pub struct TransitionRecord {
     /// Short label of the reason, as in metrics: `checks_passed`, `http_check_failed`, `refused`.
     pub reason: &'static str,
     pub at: SystemTime,
+    /// For a backend taken out again soon: how long it stays out whatever its checks say.
+    pub hold_down: Option<Duration>,
 }
 
 /// Told of every check and every change of status (metrics, logs).
@@ -95,6 +97,13 @@ impl BackendHealth {
 
     pub fn status(&self) -> Status {
         lock(&self.state).status()
+    }
+
+    /// How much longer the backend is held out as flapping, and its ejections in the window.
+    pub fn hold_down(&self) -> (Option<Duration>, usize) {
+        let now = tokio::time::Instant::now().into_std();
+        let state = lock(&self.state);
+        (state.held_for(now), state.recent_ejections(now))
     }
 
     pub fn details(&self) -> Details {
@@ -195,9 +204,10 @@ impl HealthTable {
                                     usable: AtomicBool::new(false),
                                     traffic_failing: AtomicBool::new(false),
                                     taken_out: Notify::new(),
-                                    state: Mutex::new(HealthState::new(
+                                    state: Mutex::new(HealthState::with_hold_down(
                                         &thresholds,
                                         pool.health.passive_fall.get(),
+                                        pool.health.hold_down,
                                     )),
                                     details: Mutex::new(Details {
                                         checks: vec![None; thresholds.len()],
@@ -248,7 +258,10 @@ impl HealthTable {
     fn apply(&self, backend: &BackendHealth, outcome: Outcome) {
         let transition = {
             let mut state = lock(&backend.state);
-            let t = state.observe(outcome);
+            // Tokio's clock, so that tests on paused time see hold-downs pass.
+            let now = tokio::time::Instant::now().into_std();
+            let t = state.observe(outcome, now);
+            let held = state.held_for(now);
             backend
                 .traffic_failing
                 .store(state.traffic_failures() > 0, Ordering::Relaxed);
@@ -258,9 +271,9 @@ impl HealthTable {
                     backend.taken_out.notify_waiters();
                 }
             }
-            t
+            t.map(|t| (t, held))
         };
-        let Some(transition) = transition else {
+        let Some((transition, hold_down)) = transition else {
             return;
         };
         let Some(pool) = self.pools.get(backend.id.pool) else {
@@ -270,6 +283,7 @@ impl HealthTable {
             transition,
             reason: pool.reason_label(transition.reason),
             at: SystemTime::now(),
+            hold_down,
         };
         lock(&backend.details).last_transition = Some(record.clone());
         self.observer.on_transition(backend, &record);

@@ -256,6 +256,16 @@ async fn under_load(fault: Fault, ns: Arc<Netns>) {
         fault.label(),
         measured.longest
     );
+    if fault == Fault::Flapping {
+        // Hysteresis: back once after the first ejection, then held out by the hold-down
+        // (10 s for the second ejection) until restored: up at start, once between, once at
+        // the end. Without it, the primary came back after every flap.
+        let returned = transitions(&gw.metrics().await, "primary", "up");
+        assert!(
+            returned <= 3.0,
+            "the flapping primary took traffic back {returned} times"
+        );
+    }
 }
 
 /// What one row measured, from the fault's start.
@@ -312,18 +322,22 @@ async fn failure_classes(gw: &Gateway) -> String {
         }
     }
     for (name, to) in [("ejected", "down"), ("returned", "up")] {
-        let n: f64 = metrics
-            .lines()
-            .filter(|l| {
-                l.starts_with("holdfast_backend_transitions_total{")
-                    && l.contains(r#"backend="primary""#)
-                    && l.contains(&format!(r#"to="{to}""#))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        parts.push(format!("{name} {n}"));
+        parts.push(format!("{name} {}", transitions(&metrics, "primary", to)));
     }
     parts.join(", ")
+}
+
+/// Changes of `backend` to status `to` in a metrics page, whatever the reason.
+fn transitions(metrics: &str, backend: &str, to: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("holdfast_backend_transitions_total{")
+                && l.contains(&format!(r#"backend="{backend}""#))
+                && l.contains(&format!(r#"to="{to}""#))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 fn addr(text: &str) -> SocketAddr {
@@ -525,10 +539,16 @@ async fn soak(length: Duration, seed: u64, ns: Arc<Netns>) {
         FaultBackend::start("primary-2", addr(SECOND), false).await,
         FaultBackend::start("backup", addr(BACKUP), false).await,
     ];
-    let pools = config(false).replace(
-        r#"name = "primary" }]"#,
-        &format!(r#"name = "primary" }}, {{ address = "{SECOND}", name = "primary-2" }}]"#),
-    );
+    // A short hold-down, so that a backend faulted twice in the minute is soon back in play.
+    let pools = config(false)
+        .replace(
+            r#"name = "primary" }]"#,
+            &format!(r#"name = "primary" }}, {{ address = "{SECOND}", name = "primary-2" }}]"#),
+        )
+        .replace(
+            "[pools.app.health.tcp]",
+            "[pools.app.health]\nhold_down = \"2s\"\nhold_down_max = \"6s\"\n\n[pools.app.health.tcp]",
+        );
     let gw = Gateway::start(&pools).await;
     println!("soak: {} s, seed {seed}", length.as_secs());
     let mut rng = fastrand::Rng::with_seed(seed);
@@ -565,7 +585,7 @@ async fn soak(length: Duration, seed: u64, ns: Arc<Netns>) {
         tokio::time::sleep(Duration::from_millis(rng.u64(1000..3000))).await;
         fault.restore(&ns, backend).await;
         let up = format!(r#"holdfast_backend_up{{backend="{name}",pool="app",tier="{tier}"}}"#);
-        wait_until(Duration::from_secs(15), "the backend is back", || async {
+        wait_until(Duration::from_secs(20), "the backend is back", || async {
             gw.metric(&up).await == 1.0
         })
         .await;

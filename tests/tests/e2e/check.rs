@@ -34,6 +34,29 @@ backends = [{ address = "127.0.0.1:8081" }]
         "not a 5xx status",
     ),
     (
+        "hold-down cap below its base",
+        r#"
+[pools.app.health]
+hold_down = "30s"
+hold_down_max = "10s"
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "pools.app.health.hold_down_max",
+        "shorter than hold_down (30s)",
+    ),
+    (
+        "flap window of nothing",
+        r#"
+[pools.app.health]
+flap_window = "0s"
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "pools.app.health.flap_window",
+        "longer than 0s",
+    ),
+    (
         "header timeout too short",
         r#"
 [listen]
