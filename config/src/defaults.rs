@@ -71,6 +71,14 @@ pub const HOLD_DOWN: Duration = Duration::from_secs(10);
 pub const HOLD_DOWN_MAX: Duration = Duration::from_secs(300);
 pub const FLAP_WINDOW: Duration = Duration::from_secs(300);
 
+/// Failure-rate threshold of passive detection: a backend failing a quarter or more of at least
+/// 20 real requests within 10 s is taken out, although its failures may never come `STATUS_FALL`
+/// or `PASSIVE_FALL` in a row. (Envoy's failure-percentage ejection is off by default, at 85 %
+/// when on; here it is on, lower, and never takes out the last usable backend of a pool.)
+pub const FAILURE_RATE_PERCENT: u32 = 25;
+pub const FAILURE_RATE_MIN_REQUESTS: u32 = 20;
+pub const FAILURE_RATE_WINDOW: Duration = Duration::from_secs(10);
+
 /// Random extra delay added to each check period, as a fraction of the interval, so that the
 /// checks of many backends do not fire together.
 pub const JITTER_FRACTION: f64 = 0.1;

@@ -125,6 +125,16 @@ pub struct Health {
     pub hold_down_max: Option<Duration>,
     #[serde(default, deserialize_with = "duration::opt")]
     pub flap_window: Option<Duration>,
+    pub failure_rate: Option<FailureRate>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailureRate {
+    pub percent: Option<u32>,
+    pub min_requests: Option<u32>,
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub window: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

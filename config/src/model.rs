@@ -178,6 +178,19 @@ pub struct HealthPolicy {
     pub status_fall: NonZeroU32,
     /// How much longer a backend that keeps being taken out stays out.
     pub hold_down: HoldDown,
+    /// The share of failed real requests that takes a backend out.
+    pub failure_rate: FailureRatePolicy,
+}
+
+/// A backend failing `percent` % or more of at least `min_requests` real requests within
+/// `window` is taken out (unless it is the last usable backend of its pool). Failures: connects
+/// that failed, connections that broke before an answer, `retry_on_status` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureRatePolicy {
+    /// 0 turns the threshold off.
+    pub percent: u32,
+    pub min_requests: u32,
+    pub window: Duration,
 }
 
 /// Hysteresis for a flapping backend, like Envoy's outlier ejection time: a backend taken out

@@ -572,6 +572,7 @@ fn validate_health(raw: file::Health, at: &str, p: &mut Problems) -> HealthPolic
         hold_down,
         hold_down_max,
         flap_window,
+        failure_rate,
     } = raw;
     let mut checks = Vec::new();
     let tcp_enabled = tcp.as_ref().and_then(|t| t.enabled).unwrap_or(true);
@@ -652,6 +653,34 @@ fn validate_health(raw: file::Health, at: &str, p: &mut Problems) -> HealthPolic
         ),
         status_fall: non_zero(status_fall, d::STATUS_FALL, &format!("{at}.status_fall"), p),
         hold_down: validate_hold_down(hold_down, hold_down_max, flap_window, at, p),
+        failure_rate: validate_failure_rate(failure_rate.unwrap_or_default(), at, p),
+    }
+}
+
+fn validate_failure_rate(raw: file::FailureRate, at: &str, p: &mut Problems) -> FailureRatePolicy {
+    let at = format!("{at}.failure_rate");
+    let percent = raw.percent.unwrap_or(d::FAILURE_RATE_PERCENT);
+    if percent > 100 {
+        p.add(
+            format!("{at}.percent"),
+            format!("{percent} is not a share in percent (0 turns the threshold off, at most 100)"),
+        );
+    }
+    FailureRatePolicy {
+        percent: percent.min(100),
+        min_requests: non_zero(
+            raw.min_requests,
+            d::FAILURE_RATE_MIN_REQUESTS,
+            &format!("{at}.min_requests"),
+            p,
+        )
+        .get(),
+        window: positive(
+            raw.window,
+            d::FAILURE_RATE_WINDOW,
+            &format!("{at}.window"),
+            p,
+        ),
     }
 }
 

@@ -248,6 +248,18 @@ impl Observer for Metrics {
         }
     }
 
+    fn on_failure_rate(&self, b: &BackendHealth, failures: u32, requests: u32, taken_out: bool) {
+        let (pool, backend) = (&b.pool, &b.backend.name);
+        if taken_out {
+            tracing::warn!(%pool, %backend, failures, requests, "failure rate at or above the pool's threshold");
+        } else {
+            tracing::warn!(
+                %pool, %backend, failures, requests,
+                "failure rate at or above the pool's threshold; kept in: no other backend of the pool can serve"
+            );
+        }
+    }
+
     fn on_transition(&self, b: &BackendHealth, record: &TransitionRecord) {
         let to = record.transition.to;
         self.transitions

@@ -93,6 +93,8 @@ pub enum Outcome {
     TrafficOk,
     /// A real request could not reach the backend.
     TrafficFailed(TrafficFailure),
+    /// Real requests failed at the pool's failure-rate threshold or above.
+    FailureRate,
 }
 
 /// Why a backend changed status.
@@ -104,6 +106,8 @@ pub enum Reason {
     CheckFailed(usize),
     /// Real traffic failed to connect `passive_fall` times in a row.
     Traffic(TrafficFailure),
+    /// Real traffic failed at the failure-rate threshold or above.
+    FailureRate,
 }
 
 /// A change of status.
@@ -235,11 +239,15 @@ impl HealthState {
                 if self.traffic_failures < self.passive_fall || self.status == Status::Down {
                     return None;
                 }
-                for c in &mut self.checks {
-                    c.up = Some(false);
-                    c.passes = 0;
-                }
+                self.take_out();
                 Reason::Traffic(kind)
+            }
+            Outcome::FailureRate => {
+                if self.status == Status::Down {
+                    return None;
+                }
+                self.take_out();
+                Reason::FailureRate
             }
         };
         let to = self.derived_status();
@@ -263,6 +271,14 @@ impl HealthState {
             (_, reason) => reason,
         };
         Some(Transition { from, to, reason })
+    }
+
+    /// Down from real traffic: every check must pass `rise` times again.
+    fn take_out(&mut self) {
+        for c in &mut self.checks {
+            c.up = Some(false);
+            c.passes = 0;
+        }
     }
 
     /// Remembers an ejection and holds the backend down for the earlier ones in the window.
@@ -566,5 +582,16 @@ mod tests {
             .unwrap();
         assert_eq!(t.to, Status::Down);
         assert_eq!(s.held_for(at(4)), Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn a_failure_rate_takes_it_out_until_rise() {
+        let mut s = state(2, 1, 5);
+        check(&mut s, true);
+        let t = s.observe(Outcome::FailureRate, at(0)).unwrap();
+        assert_eq!((t.to, t.reason), (Status::Down, Reason::FailureRate));
+        assert_eq!(s.observe(Outcome::FailureRate, at(0)), None);
+        assert_eq!(check(&mut s, true), None);
+        assert_eq!(check(&mut s, true).map(|t| t.to), Some(Status::Up));
     }
 }

@@ -5,6 +5,7 @@
 //! the admin listener take.
 
 use crate::probe::CheckFailure;
+use crate::rate::FailureRate;
 use crate::state::{HealthState, Outcome, Reason, Status, Thresholds, TrafficFailure, Transition};
 use holdfast_config::{Backend, Check, CheckKind, Config};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,6 +47,16 @@ pub struct TransitionRecord {
 pub trait Observer: Send + Sync {
     fn on_check(&self, _backend: &BackendHealth, _record: &CheckRecord) {}
     fn on_transition(&self, _backend: &BackendHealth, _record: &TransitionRecord) {}
+    /// `failures` of `requests` failed within the failure-rate window; `taken_out` unless no
+    /// other backend of the pool could serve.
+    fn on_failure_rate(
+        &self,
+        _backend: &BackendHealth,
+        _failures: u32,
+        _requests: u32,
+        _taken_out: bool,
+    ) {
+    }
 }
 
 /// An observer that ignores everything.
@@ -73,6 +84,8 @@ pub struct BackendHealth {
     traffic_failing: AtomicBool,
     /// Woken when the backend is taken out, for requests still waiting on it.
     taken_out: Notify,
+    /// Share of failed real requests (passive detection beside the consecutive counts).
+    rate: FailureRate,
     state: Mutex<HealthState>,
     details: Mutex<Details>,
 }
@@ -139,6 +152,7 @@ impl PoolHealth {
                 _ => "tcp_check_failed",
             },
             Reason::Traffic(kind) => kind.as_str(),
+            Reason::FailureRate => "failure_rate",
         }
     }
 }
@@ -167,6 +181,7 @@ impl std::fmt::Debug for HealthTable {
 impl HealthTable {
     /// Every backend of `config`, not yet probed (no backend is usable until probed).
     pub fn new(config: &Config, observer: Arc<dyn Observer>) -> Self {
+        let epoch = std::time::Instant::now();
         let pools = config
             .pools
             .iter()
@@ -204,6 +219,7 @@ impl HealthTable {
                                     usable: AtomicBool::new(false),
                                     traffic_failing: AtomicBool::new(false),
                                     taken_out: Notify::new(),
+                                    rate: FailureRate::new(pool.health.failure_rate, epoch),
                                     state: Mutex::new(HealthState::with_hold_down(
                                         &thresholds,
                                         pool.health.passive_fall.get(),
@@ -236,12 +252,48 @@ impl HealthTable {
         self.pools.get(index)
     }
 
-    /// Reports what a real request met at a backend (passive detection).
+    /// Reports what a real request met at a backend (passive detection): a connection made, or
+    /// how it failed. A failure counts towards the failure rate too (`BadStatus`, the streak of
+    /// answers, does not: each answer is reported by [`report_answer`](Self::report_answer)).
     pub fn report_traffic(&self, backend: &BackendHealth, result: Result<(), TrafficFailure>) {
         match result {
             Ok(()) if !backend.traffic_failing.load(Ordering::Relaxed) => {}
             Ok(()) => self.apply(backend, Outcome::TrafficOk),
-            Err(kind) => self.apply(backend, Outcome::TrafficFailed(kind)),
+            Err(kind) => {
+                self.apply(backend, Outcome::TrafficFailed(kind));
+                if kind != TrafficFailure::BadStatus {
+                    self.count_failure(backend);
+                }
+            }
+        }
+    }
+
+    /// Reports a backend's answer to a real request, `bad` when its status is one the pool
+    /// retries on, for the failure rate.
+    pub fn report_answer(&self, backend: &BackendHealth, bad: bool) {
+        if bad {
+            self.count_failure(backend);
+        } else {
+            backend.rate.success();
+        }
+    }
+
+    /// One failed request for the failure rate; at the threshold the backend is taken out,
+    /// unless no other backend of its pool could serve (a backend failing a share of requests
+    /// still serves the rest better than the fallback would).
+    fn count_failure(&self, backend: &BackendHealth) {
+        let now = tokio::time::Instant::now().into_std();
+        let Some((failures, requests)) = backend.rate.failure(now) else {
+            return;
+        };
+        let another = self
+            .pools
+            .get(backend.id.pool)
+            .is_some_and(|pool| pool.backends().any(|b| b.id != backend.id && b.is_usable()));
+        self.observer
+            .on_failure_rate(backend, failures, requests, another);
+        if another {
+            self.apply(backend, Outcome::FailureRate);
         }
     }
 

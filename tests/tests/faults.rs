@@ -30,7 +30,7 @@ const PAUSE: Duration = Duration::from_millis(5);
 /// How long a fault lasts once the backup took the traffic.
 const HOLD: Duration = Duration::from_secs(2);
 /// Down-and-up cycles of the flapping row.
-const FLAPS: usize = 4;
+const FLAPS: usize = 3;
 /// A stall no visitor should see: without a rescue, a hung request would wait for the 60 s
 /// read timeout.
 const STALL_LIMIT: Duration = Duration::from_secs(5);
@@ -114,7 +114,7 @@ impl Fault {
             Fault::AcceptThenClose => "accept, then close",
             Fault::SlowHead => "response head 3 s late",
             Fault::FullBacklog => "full accept backlog, workers hung",
-            Fault::Flapping => "flapping (killed 1 s, back 2.5 s, 4 times)",
+            Fault::Flapping => "flapping (killed 1 s, back 2.5 s, 3 times)",
         }
     }
 
@@ -222,8 +222,9 @@ async fn under_load(fault: Fault, ns: Arc<Netns>) {
 
     let restored_at = load.elapsed();
     fault.restore(&ns, &mut primary).await;
+    // Bounded by the hold-down of a flapping backend (10 s after its second ejection).
     wait_until(
-        Duration::from_secs(10),
+        Duration::from_secs(25),
         "the traffic returns to the primary",
         || async { load.last_from(CLIENTS * 4, "primary") },
     )

@@ -748,9 +748,11 @@ enum Forwarded {
 }
 
 /// Notes a backend's answer for passive health: `status_fall` answers in a row with a
-/// `retry_on_status` status take the backend out.
+/// `retry_on_status` status take the backend out, and so does a share of them at the pool's
+/// failure rate.
 fn note_answer(runtime: &Runtime, pool: &PoolRuntime, backend: &BackendRuntime, status: u16) {
     let bad = pool.retry_on_status.contains(&status);
+    runtime.health.report_answer(&backend.health, bad);
     if backend.note_answer(bad, pool.status_fall) {
         runtime
             .health

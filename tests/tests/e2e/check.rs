@@ -46,6 +46,17 @@ backends = [{ address = "127.0.0.1:8081" }]
         "shorter than hold_down (30s)",
     ),
     (
+        "failure rate above 100 %",
+        r#"
+[pools.app.health.failure_rate]
+percent = 150
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "pools.app.health.failure_rate.percent",
+        "150 is not a share in percent",
+    ),
+    (
         "flap window of nothing",
         r#"
 [pools.app.health]

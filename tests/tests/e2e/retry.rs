@@ -6,16 +6,20 @@
 use holdfast_tests::raw::{Answer, RawBackend};
 use holdfast_tests::{backend, client, Gateway};
 
-/// Two tiers of one backend each, a TCP check that stays out of the way, and `status_fall`.
+/// Two tiers of one backend each, a TCP check that stays out of the way, `status_fall` and
+/// the failure-rate threshold in percent (0: off).
 fn two_tiers(
     first: (&str, std::net::SocketAddr),
     second: (&str, std::net::SocketAddr),
     status_fall: u32,
+    failure_rate: u32,
 ) -> String {
     format!(
         r#"
 [pools.app.health]
 status_fall = {status_fall}
+[pools.app.health.failure_rate]
+percent = {failure_rate}
 [pools.app.health.tcp]
 interval = "60s"
 [[pools.app.tiers]]
@@ -48,6 +52,7 @@ async fn a_503_from_the_primary_never_reaches_a_visitor_of_an_idempotent_request
         ("primary", primary.addr),
         ("backup", backup.addr()),
         1000,
+        0,
     ))
     .await;
     let c = client();
@@ -83,6 +88,7 @@ async fn when_every_backend_answers_503_the_last_answer_is_passed_on() {
         ("first", first.addr),
         ("second", second.addr),
         1000,
+        0,
     ))
     .await;
     let c = client();
@@ -109,6 +115,7 @@ async fn a_backend_answering_503_in_a_row_is_taken_out_by_traffic() {
         ("primary", primary.addr),
         ("backup", backup.addr()),
         3,
+        0,
     ))
     .await;
     let c = client();
@@ -125,4 +132,43 @@ async fn a_backend_answering_503_in_a_row_is_taken_out_by_traffic() {
     let down = r#"holdfast_backend_transitions_total{backend="primary",pool="app",reason="bad_status",tier="primary",to="down"}"#;
     assert_eq!(gw.metric(down).await, 1.0);
     assert_eq!(gw.metric(r#"holdfast_active_tier{pool="app"}"#).await, 1.0);
+}
+
+/// A backend failing one request in three never answers `status_fall` (5) 503s in a row, but
+/// its failure rate (33 %) is above the pool's threshold (25 % of at least 20 requests): it is
+/// taken out after about 20 requests, and no visitor saw one of its 503s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_failing_one_request_in_three_is_taken_out_by_its_failure_rate() {
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = asked.clone();
+    let primary = RawBackend::start(move |_| {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if n % 3 == 0 {
+            Answer::keep(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy")
+        } else {
+            Answer::keep(b"HTTP/1.1 200 OK\r\nX-Backend: primary\r\nContent-Length: 2\r\n\r\nok")
+        }
+    })
+    .await;
+    let backup = backend("backup").await;
+    let gw = Gateway::start(&two_tiers(
+        ("primary", primary.addr),
+        ("backup", backup.addr()),
+        5,
+        25,
+    ))
+    .await;
+    let c = client();
+    for i in 0..60 {
+        let r = c.get(gw.url(&format!("/{i}"))).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+    }
+    let down = r#"holdfast_backend_transitions_total{backend="primary",pool="app",reason="failure_rate",tier="primary",to="down"}"#;
+    assert_eq!(gw.metric(down).await, 1.0, "taken out by its failure rate");
+    let asked = primary.requests().len();
+    assert!(
+        (20..=22).contains(&asked),
+        "the primary was asked until its failures reached a quarter of 20 requests: {asked}"
+    );
+    assert_eq!(backup.served(), (60 - asked + asked / 3) as u64);
 }
