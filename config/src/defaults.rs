@@ -22,6 +22,18 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// answer to this very request, and would be the same elsewhere.
 pub const RETRY_ON_STATUS: [u16; 3] = [502, 503, 504];
 
+/// Methods whose requests may be sent again after a backend had them: the idempotent ones that
+/// applications keep idempotent. PUT and DELETE are idempotent by RFC 9110 too, but many
+/// applications act on them in ways a second copy would repeat (a DELETE that logs, a PUT that
+/// appends), so they are repeated only when an operator lists them.
+pub const RETRY_METHODS: [&str; 4] = ["GET", "HEAD", "OPTIONS", "TRACE"];
+
+/// Largest body of such a request held in memory so that it can be sent again (a PUT of a
+/// small document); larger ones stream to the first backend only.
+pub const RETRY_BODY_MAX_BYTES: u64 = 64 * 1024;
+/// What `retry_body_max_bytes` may be set to at most.
+pub const RETRY_BODY_MAX_BYTES_LIMIT: u64 = 16 * 1024 * 1024;
+
 /// Time to open a TCP connection to a backend. Backends sit on the same network: a healthy one
 /// answers a SYN in well under a millisecond, and 2 s still allows one SYN retransmission (1 s).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

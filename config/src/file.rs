@@ -102,6 +102,10 @@ pub struct Pool {
     pub max_attempts: Option<u32>,
     /// Backend answers that send an idempotent request on to the next backend.
     pub retry_on_status: Option<Vec<u16>>,
+    /// Methods whose requests may be sent again once a backend had them.
+    pub retry_methods: Option<Vec<String>>,
+    /// Largest request body of such a request read whole first, so that it can be sent again.
+    pub retry_body_max_bytes: Option<u64>,
     #[serde(default)]
     pub health: Health,
     #[serde(default)]

@@ -110,6 +110,13 @@ pub struct Pool {
     /// Backend answers (5xx) after which an idempotent request without a body goes on to the
     /// next backend; the last answer is passed on when no backend is left.
     pub retry_on_status: Vec<u16>,
+    /// Methods whose requests may be sent again after a backend had them (an answer held back,
+    /// a connection broken before the answer, a rescue): idempotent ones only.
+    pub retry_methods: Vec<String>,
+    /// A request of those methods with a body up to this size (`Content-Length`) is read whole
+    /// before it goes out, so that it can be sent again; larger and chunked bodies stream and
+    /// are never sent twice.
+    pub retry_body_max_bytes: u64,
 }
 
 impl Pool {

@@ -320,6 +320,8 @@ fn validate_pool(name: String, raw: file::Pool, p: &mut Problems) -> Pool {
         response_timeout,
         max_attempts,
         retry_on_status,
+        retry_methods,
+        retry_body_max_bytes,
         health,
         tiers,
     } = raw;
@@ -380,6 +382,30 @@ fn validate_pool(name: String, raw: file::Pool, p: &mut Problems) -> Pool {
                 format!("{status} is not a 5xx status"),
             );
         }
+    }
+    let retry_methods =
+        retry_methods.unwrap_or_else(|| d::RETRY_METHODS.iter().map(|m| m.to_string()).collect());
+    for (i, method) in retry_methods.iter().enumerate() {
+        if !IDEMPOTENT_METHODS.contains(&method.as_str()) {
+            p.add(
+                format!("{at}.retry_methods[{i}]"),
+                format!(
+                    "{method:?} is not an idempotent method (RFC 9110 9.2.2): sent twice, it could \
+                     act twice; these may be listed: {}",
+                    IDEMPOTENT_METHODS.join(", ")
+                ),
+            );
+        }
+    }
+    let retry_body_max_bytes = retry_body_max_bytes.unwrap_or(d::RETRY_BODY_MAX_BYTES);
+    if retry_body_max_bytes > d::RETRY_BODY_MAX_BYTES_LIMIT {
+        p.add(
+            format!("{at}.retry_body_max_bytes"),
+            format!(
+                "{retry_body_max_bytes} is more than {} (each such request holds its body in memory)",
+                d::RETRY_BODY_MAX_BYTES_LIMIT
+            ),
+        );
     }
     let health = validate_health(health, &format!("{at}.health"), p);
 
@@ -452,8 +478,13 @@ fn validate_pool(name: String, raw: file::Pool, p: &mut Problems) -> Pool {
         timeouts,
         max_attempts,
         retry_on_status,
+        retry_methods,
+        retry_body_max_bytes: retry_body_max_bytes.min(d::RETRY_BODY_MAX_BYTES_LIMIT),
     }
 }
+
+/// The methods `retry_methods` may list: RFC 9110's idempotent ones.
+const IDEMPOTENT_METHODS: [&str; 6] = ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"];
 
 fn default_tier_name(t: usize) -> String {
     match t {

@@ -4,6 +4,7 @@
 
 use crate::attempts::{AttemptLimits, Attempts, GiveUp};
 use crate::fallback::FallbackAnswer;
+use crate::h1::request::Method;
 use crate::metrics::{BackendMetrics, Metrics, PoolMetrics};
 use crate::select::{Selector, Slot};
 use holdfast_config::{Config, Timeouts};
@@ -33,6 +34,11 @@ pub struct PoolRuntime {
     pub retry_on_status: Vec<u16>,
     /// That many such answers in a row take a backend out.
     pub status_fall: u32,
+    /// Methods whose requests may be sent again once a backend had them (bits of
+    /// [`Method::bit`]).
+    retry_methods: u8,
+    /// Largest body of such a request read whole first, so that it can be sent again.
+    pub retry_body_max_bytes: u64,
     pub metrics: PoolMetrics,
     /// `[tier][index]`.
     backends: Vec<Vec<BackendRuntime>>,
@@ -97,6 +103,13 @@ impl Runtime {
                     max_attempts: pool.max_attempts.get(),
                     retry_on_status: pool.retry_on_status.clone(),
                     status_fall: pool.health.status_fall.get(),
+                    retry_methods: pool
+                        .retry_methods
+                        .iter()
+                        .map(|m| Method::from_name(m))
+                        .filter(|m| m.is_idempotent())
+                        .fold(0, |set, m| set | m.bit()),
+                    retry_body_max_bytes: pool.retry_body_max_bytes,
                     metrics: metrics.pool(&pool.name),
                     backends,
                 }
@@ -120,6 +133,11 @@ impl Runtime {
 impl PoolRuntime {
     pub fn backend(&self, (tier, index): Slot) -> Option<&BackendRuntime> {
         self.backends.get(tier)?.get(index)
+    }
+
+    /// Whether a request with `method` may be sent again once a backend had it.
+    pub fn may_repeat(&self, method: Method) -> bool {
+        method.is_idempotent() && self.retry_methods & method.bit() != 0
     }
 
     /// Whether any backend of the pool may take traffic now.

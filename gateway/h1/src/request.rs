@@ -57,10 +57,56 @@ pub struct Head {
     pub expect_continue: bool,
     /// The method is `HEAD` (the answer has no body).
     pub head_method: bool,
-    /// The method is idempotent (RFC 9110 9.2.2): it may be sent again after a failure.
-    pub idempotent: bool,
+    /// The method, as far as forwarding decisions need it.
+    pub method: Method,
     /// Byte range of the `Host` value within the head, if any.
     pub host: Option<(usize, usize)>,
+}
+
+/// A request method, as far as forwarding decisions need it: the idempotent ones by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Options,
+    Trace,
+    Put,
+    Delete,
+    /// POST, PATCH and every other method: not idempotent.
+    Other,
+}
+
+impl Method {
+    /// The idempotent methods (RFC 9110 9.2.2): sent twice, they have the effect of once.
+    pub const IDEMPOTENT: [Method; 6] = [
+        Method::Get,
+        Method::Head,
+        Method::Options,
+        Method::Trace,
+        Method::Put,
+        Method::Delete,
+    ];
+
+    pub fn from_name(name: &str) -> Method {
+        match name {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "OPTIONS" => Method::Options,
+            "TRACE" => Method::Trace,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            _ => Method::Other,
+        }
+    }
+
+    pub fn is_idempotent(self) -> bool {
+        self != Method::Other
+    }
+
+    /// One bit per method, for sets of them.
+    pub fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
 }
 
 /// Why a request head is refused, and with which status.
@@ -240,10 +286,7 @@ fn parse_with<const LINES: usize>(buf: &[u8]) -> Result<Option<Head>, Refusal> {
         keep_alive: !close && (http11 || keep_alive_token),
         expect_continue,
         head_method: method == "HEAD",
-        idempotent: matches!(
-            method,
-            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
-        ),
+        method: Method::from_name(method),
         host,
     }))
 }
@@ -331,11 +374,11 @@ mod tests {
     fn connection_semantics_and_host() {
         let text = "GET / HTTP/1.1\r\nHost: www.example.com:8080\r\n\r\n";
         let h = judge(text).unwrap().unwrap();
-        assert!(h.keep_alive && h.idempotent && !h.head_method && !h.expect_continue);
+        assert!(h.keep_alive && h.method == Method::Get && !h.head_method && !h.expect_continue);
         let (a, b) = h.host.unwrap();
         assert_eq!(&text[a..b], "www.example.com:8080");
         let h = judge("POST / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n").unwrap().unwrap();
-        assert!(!h.keep_alive && h.expect_continue && !h.idempotent);
+        assert!(!h.keep_alive && h.expect_continue && !h.method.is_idempotent());
         assert!(!judge("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap().keep_alive);
         assert!(
             judge("HEAD / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")

@@ -27,7 +27,7 @@ use crate::runtime::{BackendRuntime, PoolRuntime, Runtime};
 use crate::select::Slot;
 use arc_swap::ArcSwap;
 use body::{Body, BodyError};
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use holdfast_health::table::BackendHealth;
 use holdfast_health::TrafficFailure;
 use pingora::server::ShutdownWatch;
@@ -343,10 +343,21 @@ impl<S: VisitorIo> Visitor<'_, S> {
         upstream_head: &[u8],
     ) -> Result<Exchange, GiveUp> {
         let mut attempts = Attempts::default();
-        // An idempotent request without a body goes on to the next backend after an answer
-        // such as 503, held back meanwhile; when no backend is left, the last one is passed on.
-        // Such a request also leaves a backend taken out while it waits for the answer.
-        let repeatable = head.idempotent && request_body == Body::Empty;
+        // A request of a method the pool may send again (GET, HEAD ... by default) goes on to
+        // the next backend after an answer such as 503, held back meanwhile (when no backend is
+        // left, the last one is passed on), and leaves a backend taken out while it waits for
+        // the answer, if it has no body or a small one, read whole first to be sent again.
+        let may_repeat = pool.may_repeat(head.method);
+        let buffered = match request_body {
+            Body::Length(n) if may_repeat && n <= pool.retry_body_max_bytes => {
+                match self.read_body(head, n, pool.timeouts.read).await {
+                    Some(body) => Some(body),
+                    None => return Ok(Exchange::Close), // the visitor went away or stalled
+                }
+            }
+            _ => None,
+        };
+        let repeatable = may_repeat && (request_body == Body::Empty || buffered.is_some());
         let hold: &[u16] = match repeatable {
             true => &pool.retry_on_status,
             false => &[],
@@ -400,6 +411,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
                         &mut up,
                         head,
                         request_body,
+                        buffered.as_deref(),
                         upstream_head,
                         limits,
                         Leave {
@@ -411,7 +423,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
                     .await
                 {
                     Forwarded::NoAnswer { body_sent, .. }
-                        if reused && (!body_sent || request_body == Body::Empty) => {}
+                        if reused && (!body_sent || repeatable) => {}
                     forwarded => break Some((forwarded, up)),
                 }
             };
@@ -443,11 +455,11 @@ impl<S: VisitorIo> Visitor<'_, S> {
                     };
                     backend.metrics.connect_failure(kind);
                     runtime.health.report_traffic(&backend.health, Err(kind));
-                    if body_sent && request_body != Body::Empty {
+                    if body_sent && !repeatable {
                         // The body is gone: it cannot be sent again.
                         return Err(GiveUp::AttemptsExhausted);
                     }
-                    if !head.idempotent {
+                    if !may_repeat {
                         return Err(GiveUp::AttemptsExhausted);
                     }
                 }
@@ -461,6 +473,35 @@ impl<S: VisitorIo> Visitor<'_, S> {
                 Forwarded::Broken => return Ok(Exchange::Close),
             }
         }
+    }
+
+    /// Reads a request body of `len` bytes whole (after `100 Continue` when the visitor waits
+    /// for it); `None` when the visitor closed or stalled for `timeout` first.
+    async fn read_body(&mut self, head: &Head, len: u64, timeout: Duration) -> Option<Bytes> {
+        let len = usize::try_from(len).ok()?;
+        if head.expect_continue && self.buf.len() < len {
+            body::send(
+                &mut self.stream,
+                b"HTTP/1.1 100 Continue\r\n\r\n",
+                VISITOR_WRITE_TIMEOUT,
+            )
+            .await
+            .ok()?;
+            body::flush(&mut self.stream, VISITOR_WRITE_TIMEOUT)
+                .await
+                .ok()?;
+        }
+        while self.buf.len() < len {
+            let room = len - self.buf.len();
+            if body::fill(&mut self.stream, &mut self.buf, room, timeout)
+                .await
+                .ok()?
+                == 0
+            {
+                return None;
+            }
+        }
+        Some(self.buf.split_to(len).freeze())
     }
 
     /// Opens a connection to backend `slot`, reporting the outcome to health and metrics.
@@ -503,6 +544,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
         up: &mut Pinned,
         head: &Head,
         request_body: Body,
+        buffered: Option<&[u8]>,
         upstream_head: &[u8],
         limits: AttemptLimits,
         leave: Leave<'_>,
@@ -518,7 +560,18 @@ impl<S: VisitorIo> Visitor<'_, S> {
             };
         }
         let mut body_sent = false;
-        if request_body != Body::Empty {
+        if let Some(body) = buffered {
+            // Read whole before the first attempt (100 Continue already sent then).
+            body_sent = true;
+            if body::send(&mut up.io, body, limits.write).await.is_err()
+                || body::flush(&mut up.io, limits.write).await.is_err()
+            {
+                return Forwarded::NoAnswer {
+                    body_sent,
+                    timed_out: false,
+                };
+            }
+        } else if request_body != Body::Empty {
             if head.expect_continue {
                 let _ = body::send(
                     &mut self.stream,

@@ -57,6 +57,17 @@ backends = [{ address = "127.0.0.1:8081" }]
         "150 is not a share in percent",
     ),
     (
+        "POST among the methods sent again",
+        r#"
+[pools.app]
+retry_methods = ["GET", "POST"]
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "pools.app.retry_methods[1]",
+        "\"POST\" is not an idempotent method",
+    ),
+    (
         "flap window of nothing",
         r#"
 [pools.app.health]

@@ -172,3 +172,69 @@ async fn a_backend_failing_one_request_in_three_is_taken_out_by_its_failure_rate
     );
     assert_eq!(backup.served(), (60 - asked + asked / 3) as u64);
 }
+
+fn ok_from(name: &'static str) -> impl Fn(&[u8]) -> Answer + Send + Sync + 'static {
+    move |_| {
+        Answer::keep(
+            format!("HTTP/1.1 200 OK\r\nX-Backend: {name}\r\nContent-Length: 2\r\n\r\nok")
+                .as_bytes(),
+        )
+    }
+}
+
+/// PUT and DELETE are sent again only when the pool lists them in `retry_methods`: then a PUT
+/// whose body is small enough is read whole first, and after the primary's 503 the backup gets
+/// the same request, body and all; by default the visitor gets the 503 and nothing is repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_and_delete_are_sent_again_only_when_configured() {
+    let primary = RawBackend::start(unavailable("primary busy")).await;
+    let backup = RawBackend::start(ok_from("backup")).await;
+    let pools = |methods: &str| {
+        format!(
+            "[pools.app]\nretry_methods = {methods}\nretry_body_max_bytes = 1024\n{}",
+            two_tiers(("primary", primary.addr), ("backup", backup.addr), 1000, 0)
+        )
+    };
+    let c = client();
+
+    // Default: GET, HEAD, OPTIONS, TRACE only.
+    let gw = Gateway::start(&pools(r#"["GET", "HEAD", "OPTIONS", "TRACE"]"#)).await;
+    let r = c.put(gw.url("/doc")).body("v1").send().await.unwrap();
+    assert_eq!(r.status(), 503, "the primary's own answer");
+    let r = c.delete(gw.url("/doc")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(backup.requests().is_empty(), "nothing was repeated");
+    drop(gw);
+
+    let gw = Gateway::start(&pools(r#"["GET", "PUT", "DELETE"]"#)).await;
+    let body = "x".repeat(1000);
+    let r = c
+        .put(gw.url("/doc"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-backend"], "backup");
+    let r = c.delete(gw.url("/doc")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = backup.requests();
+    assert_eq!(seen.len(), 2);
+    let put = String::from_utf8_lossy(&seen[0]);
+    assert!(put.starts_with("PUT /doc HTTP/1.1\r\n"), "{put}");
+    assert!(
+        put.ends_with(&format!("\r\n\r\n{body}")),
+        "the body went again: {put}"
+    );
+    assert!(String::from_utf8_lossy(&seen[1]).starts_with("DELETE /doc "));
+
+    // A body over retry_body_max_bytes streams to the first backend only: its 503 is passed on.
+    let r = c
+        .put(gw.url("/big"))
+        .body("y".repeat(2000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(backup.requests().len(), 2);
+}
