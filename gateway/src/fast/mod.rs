@@ -410,9 +410,11 @@ impl<S: VisitorIo> Visitor<'_, S> {
                     .forward(
                         &mut up,
                         head,
-                        request_body,
-                        buffered.as_deref(),
-                        upstream_head,
+                        Outgoing {
+                            head: upstream_head,
+                            body: request_body,
+                            buffered: buffered.as_deref(),
+                        },
                         limits,
                         Leave {
                             hold,
@@ -543,12 +545,15 @@ impl<S: VisitorIo> Visitor<'_, S> {
         &mut self,
         up: &mut Pinned,
         head: &Head,
-        request_body: Body,
-        buffered: Option<&[u8]>,
-        upstream_head: &[u8],
+        outgoing: Outgoing<'_>,
         limits: AttemptLimits,
         leave: Leave<'_>,
     ) -> Forwarded {
+        let Outgoing {
+            head: upstream_head,
+            body: request_body,
+            buffered,
+        } = outgoing;
         // The request head and any body bytes already read go out together.
         if body::send(&mut up.io, upstream_head, limits.write)
             .await
@@ -768,6 +773,15 @@ impl<S: VisitorIo> Visitor<'_, S> {
         body::send(&mut self.stream, answer.as_bytes(), VISITOR_WRITE_TIMEOUT).await?;
         body::flush(&mut self.stream, VISITOR_WRITE_TIMEOUT).await
     }
+}
+
+/// What an attempt sends: the rewritten head, then the body as it comes from the visitor or,
+/// when it was read whole to be sendable again, from memory.
+#[derive(Clone, Copy)]
+struct Outgoing<'a> {
+    head: &'a [u8],
+    body: Body,
+    buffered: Option<&'a [u8]>,
 }
 
 /// When an attempt may leave its backend for another one, nothing having reached the visitor.
