@@ -197,6 +197,8 @@ pub struct Backend {
     pub sni: Option<String>,
     /// Verify the backend's certificate (chain and name); default true.
     pub tls_verify: Option<bool>,
+    /// Requests this backend may have at once; no cap when left out.
+    pub max_in_flight: Option<u32>,
 }
 
 /// The timing keys shared by both kinds of check (serde's `flatten` cannot be combined with

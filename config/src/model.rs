@@ -146,6 +146,9 @@ pub struct Backend {
     pub weight: NonZeroU32,
     /// HTTPS towards this backend; plain HTTP when `None`.
     pub tls: Option<BackendTls>,
+    /// Requests it may have at once (HAProxy's `maxconn` of a server); beyond, the next
+    /// backend with room, or the fallback answer at once. No cap when `None`.
+    pub max_in_flight: Option<NonZeroU32>,
 }
 
 /// How holdfast speaks TLS to a backend.

@@ -502,8 +502,16 @@ fn validate_backend(raw: file::Backend, at: &str, p: &mut Problems) -> Option<Ba
         tls,
         sni,
         tls_verify,
+        max_in_flight,
     } = raw;
     let weight = non_zero(weight, 1, &format!("{at}.weight"), p);
+    if max_in_flight == Some(0) {
+        p.add(
+            format!("{at}.max_in_flight"),
+            "must be at least 1 (leave it out for no cap)",
+        );
+    }
+    let max_in_flight = max_in_flight.and_then(NonZeroU32::new);
     if weight.get() > d::MAX_WEIGHT {
         p.add(
             format!("{at}.weight"),
@@ -529,6 +537,7 @@ fn validate_backend(raw: file::Backend, at: &str, p: &mut Problems) -> Option<Ba
         addr,
         weight,
         tls,
+        max_in_flight,
     })
 }
 

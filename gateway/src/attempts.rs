@@ -22,13 +22,16 @@ pub enum GiveUp {
     AttemptsExhausted,
     /// `total_timeout` is spent.
     BudgetSpent,
+    /// Every usable backend left has its `max_in_flight` requests already.
+    Busy,
 }
 
 impl GiveUp {
-    pub const ALL: [GiveUp; 3] = [
+    pub const ALL: [GiveUp; 4] = [
         GiveUp::NoBackend,
         GiveUp::AttemptsExhausted,
         GiveUp::BudgetSpent,
+        GiveUp::Busy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -36,6 +39,7 @@ impl GiveUp {
             GiveUp::NoBackend => "no_backend",
             GiveUp::AttemptsExhausted => "attempts_exhausted",
             GiveUp::BudgetSpent => "budget_spent",
+            GiveUp::Busy => "busy",
         }
     }
 }

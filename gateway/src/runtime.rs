@@ -50,9 +50,42 @@ pub struct BackendRuntime {
     pub metrics: BackendMetrics,
     /// Answers with a `retry_on_status` status in a row.
     bad_streak: AtomicU32,
+    /// Requests it has now, and how many it may have (`u32::MAX`: no cap).
+    in_flight: AtomicU32,
+    max_in_flight: u32,
+}
+
+/// One request counted against a backend's `max_in_flight` while it lives.
+#[derive(Debug)]
+pub struct InFlight<'a>(&'a AtomicU32);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl BackendRuntime {
+    /// Whether it may take one more request now.
+    #[inline]
+    pub fn has_room(&self) -> bool {
+        self.max_in_flight == u32::MAX
+            || self.in_flight.load(Ordering::Relaxed) < self.max_in_flight
+    }
+
+    /// Counts a request against the cap; `None` when it is full (another request took the last
+    /// place since [`has_room`](Self::has_room)). Without a cap, nothing is counted.
+    pub fn enter(&self) -> Option<Option<InFlight<'_>>> {
+        if self.max_in_flight == u32::MAX {
+            return Some(None);
+        }
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= self.max_in_flight {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Some(InFlight(&self.in_flight)))
+    }
+
     /// Notes one answer of this backend; whether it makes `fall` bad answers in a row (the
     /// streak starts again then).
     pub fn note_answer(&self, bad: bool, fall: u32) -> bool {
@@ -90,6 +123,11 @@ impl Runtime {
                         tier.iter()
                             .map(|b| BackendRuntime {
                                 bad_streak: AtomicU32::new(0),
+                                in_flight: AtomicU32::new(0),
+                                max_in_flight: b
+                                    .backend
+                                    .max_in_flight
+                                    .map_or(u32::MAX, |m| m.get()),
                                 health: b.clone(),
                                 metrics: metrics.backend(&pool.name, &b.backend.name),
                             })
@@ -151,9 +189,25 @@ impl PoolRuntime {
         attempts: &mut Attempts,
         now: Instant,
     ) -> Result<(Slot, AttemptLimits), GiveUp> {
-        attempts.next(&self.timeouts, self.max_attempts, now, |tried| {
-            let usable = |slot| self.backend(slot).is_some_and(|b| b.health.is_usable());
+        let picked = attempts.next(&self.timeouts, self.max_attempts, now, |tried| {
+            let usable = |slot| {
+                self.backend(slot)
+                    .is_some_and(|b| b.health.is_usable() && b.has_room())
+            };
             self.selector.next(usable, tried)
-        })
+        });
+        match picked {
+            // Nothing usable with room: busy if something usable was only full.
+            Err(GiveUp::NoBackend) if self.full() => Err(GiveUp::Busy),
+            other => other,
+        }
+    }
+
+    /// Whether a usable backend is at its `max_in_flight`.
+    fn full(&self) -> bool {
+        self.backends
+            .iter()
+            .flatten()
+            .any(|b| b.health.is_usable() && !b.has_room())
     }
 }

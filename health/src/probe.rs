@@ -227,6 +227,7 @@ mod tests {
             addr,
             weight: std::num::NonZeroU32::MIN,
             tls,
+            max_in_flight: None,
         }
     }
 

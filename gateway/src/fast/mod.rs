@@ -389,6 +389,10 @@ impl<S: VisitorIo> Visitor<'_, S> {
             let Some(backend) = pool.backend(slot) else {
                 return Err(GiveUp::NoBackend);
             };
+            // Counted against the backend's cap until the answer is through.
+            let Some(_in_flight) = backend.enter() else {
+                continue; // it filled up since it was picked: the next backend
+            };
             let rescue = repeatable.then_some(&*backend.health);
             // The kept connection first, if it goes to this very backend and is still open;
             // if the backend closed it meanwhile (no answer, nothing lost), a fresh one.

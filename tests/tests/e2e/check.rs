@@ -68,6 +68,15 @@ backends = [{ address = "127.0.0.1:8081" }]
         "\"POST\" is not an idempotent method",
     ),
     (
+        "a backend that may have no request",
+        r#"
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081", max_in_flight = 0 }]
+"#,
+        "pools.app.tiers[0].backends[0].max_in_flight",
+        "at least 1",
+    ),
+    (
         "flap window of nothing",
         r#"
 [pools.app.health]

@@ -1,0 +1,203 @@
+//! Overload never turns into refusal: a backend at its `max_in_flight` passes requests on to the
+//! next backend with room, or they get the fallback (503, Retry-After) at once; a flood of idle
+//! and slow connections neither makes the listener refuse nor starves a new visitor.
+
+use holdfast_tests::{backend, client, Gateway};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A backend answering each request (health checks included) `delay` after its head, with
+/// `X-Backend: name`.
+async fn slow_backend(name: &'static str, delay: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    buf.drain(..end);
+                    tokio::time::sleep(delay).await;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nX-Backend: {name}\r\nContent-Length: 2\r\n\r\nok"
+                    );
+                    if s.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Sends `n` GETs at once; each answer's status, `X-Backend` (or `Retry-After` for a 503) and
+/// time taken.
+async fn at_once(url: String, n: usize) -> Vec<(u16, String, Duration)> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let r = client().get(url).send().await.unwrap();
+                let status = r.status().as_u16();
+                let header = if status == 503 {
+                    "retry-after"
+                } else {
+                    "x-backend"
+                };
+                let value = r
+                    .headers()
+                    .get(header)
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .unwrap_or_default();
+                let _ = r.bytes().await;
+                (status, value, started.elapsed())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_at_its_in_flight_cap_passes_requests_on_or_they_get_a_fast_503() {
+    let primary = slow_backend("primary", Duration::from_millis(600)).await;
+    let backup = slow_backend("backup", Duration::from_millis(600)).await;
+
+    // With a backup: two requests on the primary at most, the rest spill over.
+    let gw = Gateway::start(&format!(
+        r#"
+[pools.app.health.tcp]
+interval = "60s"
+[[pools.app.tiers]]
+backends = [{{ address = "{primary}", name = "primary", max_in_flight = 2 }}]
+[[pools.app.tiers]]
+backends = [{{ address = "{backup}", name = "backup" }}]
+"#
+    ))
+    .await;
+    let answers = at_once(gw.url("/"), 6).await;
+    let by = |name: &str| answers.iter().filter(|a| a.0 == 200 && a.1 == name).count();
+    assert_eq!((by("primary"), by("backup")), (2, 4), "{answers:?}");
+    drop(gw);
+
+    // Alone: the two it may have are served, the others get the fallback at once.
+    let gw = Gateway::start(&format!(
+        r#"
+[pools.app.health.tcp]
+interval = "60s"
+[[pools.app.tiers]]
+backends = [{{ address = "{primary}", name = "primary", max_in_flight = 2 }}]
+"#
+    ))
+    .await;
+    let answers = at_once(gw.url("/"), 6).await;
+    let served = answers.iter().filter(|a| a.0 == 200).count();
+    let shed: Vec<_> = answers.iter().filter(|a| a.0 == 503).collect();
+    assert_eq!((served, shed.len()), (2, 4), "{answers:?}");
+    for (_, retry_after, took) in &shed {
+        assert!(!retry_after.is_empty(), "503 without Retry-After");
+        assert!(
+            *took < Duration::from_millis(600),
+            "shed at once, not after waiting for the backend: {took:?}"
+        );
+    }
+    let busy = gw
+        .metric(r#"holdfast_fallback_responses_total{pool="app",reason="busy"}"#)
+        .await;
+    assert_eq!(busy, 4.0);
+    // Once the two are through, there is room again.
+    let answers = at_once(gw.url("/"), 2).await;
+    assert!(answers.iter().all(|a| a.0 == 200), "{answers:?}");
+}
+
+/// Thousands of connections at once, idle ones and ones sending a head a byte a second: every
+/// one is accepted, the slow heads get 408 after `header_timeout`, and a new visitor is served
+/// throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_neither_refuses_nor_starves_a_new_visitor() {
+    const IDLE: usize = 2000;
+    const SLOW: usize = 500;
+    // This test process holds every connection's other end.
+    let (_, hard) = rlimit::Resource::NOFILE.get().unwrap();
+    rlimit::Resource::NOFILE.set(hard, hard).unwrap();
+    let web = backend("web").await;
+    let gw = Gateway::start_with_listen(
+        "header_timeout = \"3s\"",
+        &format!(
+            "[pools.app.health.tcp]\ninterval = \"60s\"\n[[pools.app.tiers]]\nbackends = [{{ address = \"{}\" }}]\n",
+            web.addr()
+        ),
+    )
+    .await;
+
+    let mut idle = Vec::with_capacity(IDLE);
+    for i in 0..IDLE {
+        let s = TcpStream::connect(gw.http)
+            .await
+            .unwrap_or_else(|e| panic!("idle connection {i} refused: {e}"));
+        idle.push(s);
+    }
+    let mut slow = Vec::with_capacity(SLOW);
+    for i in 0..SLOW {
+        let mut s = TcpStream::connect(gw.http)
+            .await
+            .unwrap_or_else(|e| panic!("slow connection {i} refused: {e}"));
+        slow.push(tokio::spawn(async move {
+            // One byte a second; the answer (408) arrives while it is still sending.
+            for b in b"GET / HTTP/1.1\r\nHost: flood\r\n" {
+                if s.write_all(&[*b]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let mut got = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+            got
+        }));
+    }
+
+    // A new visitor, meanwhile, on fresh connections.
+    let mut served = 0;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        let r = reqwest::Client::new()
+            .get(gw.url("/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        served >= 20,
+        "a new visitor was served {served} times in 4 s"
+    );
+
+    let mut cut = 0;
+    for t in slow {
+        let got = t.await.unwrap();
+        if got.starts_with(b"HTTP/1.1 408") {
+            cut += 1;
+        }
+    }
+    assert_eq!(cut, SLOW, "every slow head got 408");
+    let r = client().get(gw.url("/after")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    drop(idle);
+}
