@@ -7,6 +7,7 @@
 
 use crate::select::Slot;
 use holdfast_config::Timeouts;
+use holdfast_health::TrafficFailure;
 use smallvec::SmallVec;
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,46 @@ impl GiveUp {
             GiveUp::AttemptsExhausted => "attempts_exhausted",
             GiveUp::BudgetSpent => "budget_spent",
             GiveUp::Busy => "busy",
+        }
+    }
+}
+
+/// Why a request went on to another backend: how the previous attempt failed (a held
+/// `retry_on_status` answer is `Failed(BadStatus)`), its backend taken out while it waited
+/// (`Rescued`), or the backend picked filled up meanwhile (`Busy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryCause {
+    Failed(TrafficFailure),
+    Rescued,
+    Busy,
+}
+
+impl RetryCause {
+    /// Every cause, in the order of [`index`](Self::index).
+    pub const ALL: [RetryCause; TrafficFailure::ALL.len() + 2] = {
+        let mut all = [RetryCause::Rescued; TrafficFailure::ALL.len() + 2];
+        let mut i = 0;
+        while i < TrafficFailure::ALL.len() {
+            all[i] = RetryCause::Failed(TrafficFailure::ALL[i]);
+            i += 1;
+        }
+        all[i + 1] = RetryCause::Busy;
+        all
+    };
+
+    pub fn index(self) -> usize {
+        match self {
+            RetryCause::Failed(kind) => kind as usize,
+            RetryCause::Rescued => TrafficFailure::ALL.len(),
+            RetryCause::Busy => TrafficFailure::ALL.len() + 1,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryCause::Failed(kind) => kind.as_str(),
+            RetryCause::Rescued => "rescued",
+            RetryCause::Busy => "busy",
         }
     }
 }
@@ -168,5 +209,16 @@ mod tests {
             Err(GiveUp::NoBackend)
         );
         assert_eq!(a.made(), 0);
+    }
+
+    #[test]
+    fn every_retry_cause_has_its_own_index() {
+        for (i, cause) in RetryCause::ALL.iter().enumerate() {
+            assert_eq!(cause.index(), i, "{cause:?}");
+        }
+        assert_eq!(
+            RetryCause::ALL[TrafficFailure::Refused as usize].as_str(),
+            "refused"
+        );
     }
 }

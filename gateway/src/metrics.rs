@@ -3,7 +3,7 @@
 //! state (backend up, active tier) are read from the health table at scrape time, so they can
 //! never disagree with it.
 
-use crate::attempts::GiveUp;
+use crate::attempts::{GiveUp, RetryCause};
 use crate::h1::request::Refusal;
 use holdfast_health::table::{BackendHealth, CheckRecord, HealthTable, Observer, TransitionRecord};
 use holdfast_health::{Status, TrafficFailure};
@@ -42,7 +42,8 @@ pub struct Metrics {
 pub struct PoolMetrics {
     /// By status class: index 0 for 1xx ... 4 for 5xx.
     requests: [IntCounter; 5],
-    pub retries: IntCounter,
+    /// By cause, indexed by [`RetryCause::index`].
+    retries: [IntCounter; RetryCause::ALL.len()],
     /// Requests taken off a backend that was taken out while they waited for its answer.
     pub rescued: IntCounter,
     fallbacks: [IntCounter; GiveUp::ALL.len()],
@@ -52,6 +53,10 @@ impl PoolMetrics {
     pub fn request(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.requests[class].inc();
+    }
+
+    pub fn retry(&self, cause: RetryCause) {
+        self.retries[cause.index()].inc();
     }
 
     pub fn fallback(&self, why: GiveUp) {
@@ -134,9 +139,12 @@ impl Metrics {
             retries: IntCounterVec::new(
                 Opts::new(
                     "holdfast_upstream_retries_total",
-                    "Attempts beyond the first, each sent to another backend",
+                    "Attempts beyond the first, each sent to another backend, by why the previous \
+                     one did not answer: how it failed (refused, timeout, reset, tls, no_route, \
+                     other, bad_response, bad_status for a held 502/503/504), rescued (its \
+                     backend taken out meanwhile), busy (at its max_in_flight)",
                 ),
-                &["pool"],
+                &["pool", "reason"],
             )?,
             requests: IntCounterVec::new(
                 Opts::new("holdfast_requests_total", "Requests answered, by pool and status class"),
@@ -197,7 +205,8 @@ impl Metrics {
         PoolMetrics {
             requests: ["1xx", "2xx", "3xx", "4xx", "5xx"]
                 .map(|class| self.requests.with_label_values(&[pool, class])),
-            retries: self.retries.with_label_values(&[pool]),
+            retries: RetryCause::ALL
+                .map(|cause| self.retries.with_label_values(&[pool, cause.as_str()])),
             rescued: self.rescued.with_label_values(&[pool]),
             fallbacks: GiveUp::ALL
                 .map(|why| self.fallbacks.with_label_values(&[pool, why.as_str()])),

@@ -55,19 +55,23 @@ pub enum TrafficFailure {
     NoRoute,
     /// Any other failure to connect.
     Other,
+    /// Answered with something that is not an HTTP response (or one holdfast cannot pass on)
+    /// before any byte reached the visitor: Cloudflare's 520.
+    BadResponse,
     /// Answered with a status the pool retries on (502, 503, 504 by default) `status_fall`
     /// times in a row: reachable, but not serving.
     BadStatus,
 }
 
 impl TrafficFailure {
-    pub const ALL: [TrafficFailure; 7] = [
+    pub const ALL: [TrafficFailure; 8] = [
         TrafficFailure::Refused,
         TrafficFailure::Timeout,
         TrafficFailure::Reset,
         TrafficFailure::Tls,
         TrafficFailure::NoRoute,
         TrafficFailure::Other,
+        TrafficFailure::BadResponse,
         TrafficFailure::BadStatus,
     ];
 
@@ -79,6 +83,7 @@ impl TrafficFailure {
             TrafficFailure::Tls => "tls",
             TrafficFailure::NoRoute => "no_route",
             TrafficFailure::Other => "other",
+            TrafficFailure::BadResponse => "bad_response",
             TrafficFailure::BadStatus => "bad_status",
         }
     }

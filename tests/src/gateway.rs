@@ -247,6 +247,12 @@ impl Gateway {
         sample_value(&text, sample)
     }
 
+    /// The sum of every sample whose text starts with `prefix`, e.g. all reasons of
+    /// `holdfast_upstream_retries_total{pool="app"`.
+    pub async fn metric_sum(&self, prefix: &str) -> f64 {
+        sum_of(&self.metrics().await, prefix)
+    }
+
     pub async fn status(&self) -> String {
         self.admin("/status").await
     }
@@ -271,6 +277,14 @@ fn spawn(scratch: &Path, config: &Path, log: std::fs::File, upgrade: bool) -> Ch
         .stderr(log)
         .spawn()
         .expect("start holdfast")
+}
+
+/// The sum of the samples starting with `prefix` in a Prometheus text page.
+pub fn sum_of(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// The value of `sample` (name and labels exactly as exposed) in a Prometheus text page.

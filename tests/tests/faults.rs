@@ -92,6 +92,8 @@ enum Fault {
     ResetBeforeHead,
     /// Accepted, then closed without a word.
     AcceptThenClose,
+    /// Something that is not HTTP instead of an answer.
+    Garbage,
     /// The answer's head 3 s late.
     SlowHead,
     /// No more accepts (a full accept backlog) and open connections hung.
@@ -112,6 +114,7 @@ impl Fault {
             Fault::Status503 => "answers 503",
             Fault::ResetBeforeHead => "reset before the response head",
             Fault::AcceptThenClose => "accept, then close",
+            Fault::Garbage => "answers something not HTTP",
             Fault::SlowHead => "response head 3 s late",
             Fault::FullBacklog => "full accept backlog, workers hung",
             Fault::Flapping => "flapping (killed 1 s, back 2.5 s, 3 times)",
@@ -147,6 +150,7 @@ impl Fault {
             Fault::Status503 => primary.command("status 503").await,
             Fault::ResetBeforeHead => primary.command("reset").await,
             Fault::AcceptThenClose => primary.command("close").await,
+            Fault::Garbage => primary.command("garbage").await,
             Fault::SlowHead => primary.command("slow 3000").await,
             Fault::FullBacklog => primary.command("stall").await,
             Fault::Flapping => {
@@ -174,6 +178,7 @@ impl Fault {
             Fault::Status503
             | Fault::ResetBeforeHead
             | Fault::AcceptThenClose
+            | Fault::Garbage
             | Fault::SlowHead
             | Fault::FullBacklog => primary.command("ok").await,
         }
@@ -296,26 +301,40 @@ impl Measured {
     }
 }
 
-/// The primary's failures as the gateway counted them, by class, for the report.
+/// The primary's failures as the gateway counted them, by class, and the retries by cause,
+/// for the report.
 async fn failure_classes(gw: &Gateway) -> String {
     let metrics = gw.metrics().await;
     let mut parts = Vec::new();
-    for kind in ["refused", "timeout", "reset", "tls", "other"] {
-        let sample = format!(
-            r#"holdfast_upstream_connect_failures_total{{backend="primary",kind="{kind}",pool="app"}}"#
-        );
-        let n = holdfast_tests::gateway::sample_value(&metrics, &sample);
-        if n > 0.0 {
-            parts.push(format!("{kind} {n}"));
+    for (prefix, label) in [
+        (
+            r#"holdfast_upstream_connect_failures_total{backend="primary",kind=""#,
+            "failed",
+        ),
+        (
+            r#"holdfast_upstream_retries_total{pool="app",reason=""#,
+            "retried",
+        ),
+    ] {
+        let counts: Vec<String> = metrics
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .filter_map(|rest| {
+                let (class, value) = rest.split_once('"')?;
+                let n: f64 = value.rsplit(' ').next()?.parse().ok()?;
+                (n > 0.0).then(|| format!("{class} {n}"))
+            })
+            .collect();
+        if !counts.is_empty() {
+            parts.push(format!("{label}: {}", counts.join(" ")));
         }
     }
     for (name, sample) in [
         (
-            "5xx",
+            "5xx answers",
             r#"holdfast_upstream_retryable_answers_total{backend="primary",pool="app"}"#,
         ),
         ("rescued", r#"holdfast_rescued_requests_total{pool="app"}"#),
-        ("retries", r#"holdfast_upstream_retries_total{pool="app"}"#),
     ] {
         let n = holdfast_tests::gateway::sample_value(&metrics, sample);
         if n > 0.0 {
@@ -388,6 +407,11 @@ fn reset_before_response_head() {
 #[test]
 fn accept_then_close() {
     row(Fault::AcceptThenClose);
+}
+
+#[test]
+fn answers_garbage() {
+    row(Fault::Garbage);
 }
 
 #[test]
@@ -498,7 +522,7 @@ async fn on_a_new_connection(gateway: SocketAddr) -> String {
 }
 
 /// Faults the soak picks from (TLS needs a backend of its own; flapping is a sequence of kills).
-const SOAK_FAULTS: [Fault; 10] = [
+const SOAK_FAULTS: [Fault; 11] = [
     Fault::Kill,
     Fault::Move,
     Fault::Reject,
@@ -507,6 +531,7 @@ const SOAK_FAULTS: [Fault; 10] = [
     Fault::Status503,
     Fault::ResetBeforeHead,
     Fault::AcceptThenClose,
+    Fault::Garbage,
     Fault::SlowHead,
     Fault::FullBacklog,
 ];

@@ -18,7 +18,7 @@ mod upstream;
 
 pub use upstream::Connector;
 
-use crate::attempts::{AttemptLimits, Attempts, GiveUp};
+use crate::attempts::{AttemptLimits, Attempts, GiveUp, RetryCause};
 use crate::h1;
 use crate::h1::request::{self, Framing, Head, Refusal};
 use crate::h1::response::{self, BodyFraming, ResponseHead};
@@ -363,6 +363,8 @@ impl<S: VisitorIo> Visitor<'_, S> {
             false => &[],
         };
         let mut held: Option<(Pinned, ResponseHead, AttemptLimits)> = None;
+        // Why the previous attempt did not answer: what a retry is counted as.
+        let mut cause = RetryCause::Failed(TrafficFailure::Other);
         loop {
             let (slot, limits) = match pool.next_attempt(&mut attempts, Instant::now()) {
                 Ok(next) => next,
@@ -384,13 +386,14 @@ impl<S: VisitorIo> Visitor<'_, S> {
                 }
             };
             if attempts.made() > 1 {
-                pool.metrics.retries.inc();
+                pool.metrics.retry(cause);
             }
             let Some(backend) = pool.backend(slot) else {
                 return Err(GiveUp::NoBackend);
             };
             // Counted against the backend's cap until the answer is through.
             let Some(_in_flight) = backend.enter() else {
+                cause = RetryCause::Busy;
                 continue; // it filled up since it was picked: the next backend
             };
             let rescue = repeatable.then_some(&*backend.health);
@@ -406,8 +409,11 @@ impl<S: VisitorIo> Visitor<'_, S> {
                 let mut up = match kept.take() {
                     Some(up) => up,
                     None => match self.open(runtime, pool_index, slot, limits).await {
-                        Some(up) => up,
-                        None => break None, // the connect failed
+                        Ok(up) => up,
+                        Err(kind) => {
+                            cause = RetryCause::Failed(kind);
+                            break None; // the connect failed
+                        }
                     },
                 };
                 match self
@@ -449,16 +455,11 @@ impl<S: VisitorIo> Visitor<'_, S> {
                     }
                     return Ok(exchange);
                 }
-                Forwarded::NoAnswer {
-                    body_sent,
-                    timed_out,
-                } => {
-                    // A connection broke (the would-be 520) or said nothing in time (524).
-                    let kind = if timed_out {
-                        TrafficFailure::Timeout
-                    } else {
-                        TrafficFailure::Reset
-                    };
+                Forwarded::NoAnswer { body_sent, failure } => {
+                    // A connection broke or answered garbage (the would-be 520), or said
+                    // nothing in time (524).
+                    let kind = failure;
+                    cause = RetryCause::Failed(kind);
                     backend.metrics.connect_failure(kind);
                     runtime.health.report_traffic(&backend.health, Err(kind));
                     if body_sent && !repeatable {
@@ -469,8 +470,12 @@ impl<S: VisitorIo> Visitor<'_, S> {
                         return Err(GiveUp::AttemptsExhausted);
                     }
                 }
-                Forwarded::Rescued => pool.metrics.rescued.inc(), // the next backend
+                Forwarded::Rescued => {
+                    pool.metrics.rescued.inc(); // the next backend
+                    cause = RetryCause::Rescued;
+                }
                 Forwarded::Held(answer) => {
+                    cause = RetryCause::Failed(TrafficFailure::BadStatus);
                     backend.metrics.retryable_answers.inc();
                     note_answer(runtime, pool, backend, answer.status);
                     // Not kept: the held answer's body is unread.
@@ -517,8 +522,12 @@ impl<S: VisitorIo> Visitor<'_, S> {
         pool_index: usize,
         slot: Slot,
         limits: AttemptLimits,
-    ) -> Option<Pinned> {
-        let backend = runtime.pools.get(pool_index)?.backend(slot)?;
+    ) -> Result<Pinned, TrafficFailure> {
+        let backend = runtime
+            .pools
+            .get(pool_index)
+            .and_then(|pool| pool.backend(slot))
+            .ok_or(TrafficFailure::Other)?;
         match self
             .app
             .connector
@@ -527,7 +536,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
         {
             Ok(io) => {
                 runtime.health.report_traffic(&backend.health, Ok(()));
-                Some(Pinned {
+                Ok(Pinned {
                     pool: pool_index,
                     slot,
                     io,
@@ -537,7 +546,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
             Err(kind) => {
                 backend.metrics.connect_failure(kind);
                 runtime.health.report_traffic(&backend.health, Err(kind));
-                None
+                Err(kind)
             }
         }
     }
@@ -565,7 +574,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
         {
             return Forwarded::NoAnswer {
                 body_sent: false,
-                timed_out: false,
+                failure: TrafficFailure::Reset,
             };
         }
         let mut body_sent = false;
@@ -577,7 +586,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
             {
                 return Forwarded::NoAnswer {
                     body_sent,
-                    timed_out: false,
+                    failure: TrafficFailure::Reset,
                 };
             }
         } else if request_body != Body::Empty {
@@ -611,7 +620,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
                 Err(BodyError::Sink) => {
                     return Forwarded::NoAnswer {
                         body_sent,
-                        timed_out: false,
+                        failure: TrafficFailure::Reset,
                     }
                 }
                 Err(BodyError::Timeout) => return Forwarded::Broken,
@@ -619,7 +628,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
         } else if body::flush(&mut up.io, limits.write).await.is_err() {
             return Forwarded::NoAnswer {
                 body_sent: false,
-                timed_out: false,
+                failure: TrafficFailure::Reset,
             };
         }
 
@@ -644,18 +653,18 @@ impl<S: VisitorIo> Visitor<'_, S> {
                     match read {
                         Ok(n) if n > 0 => {}
                         outcome => {
-                            let timed_out = outcome == Err(BodyError::Timeout);
-                            return Forwarded::NoAnswer {
-                                body_sent,
-                                timed_out,
+                            let failure = match outcome {
+                                Err(BodyError::Timeout) => TrafficFailure::Timeout,
+                                _ => TrafficFailure::Reset,
                             };
+                            return Forwarded::NoAnswer { body_sent, failure };
                         }
                     }
                 }
                 Err(_) => {
                     return Forwarded::NoAnswer {
                         body_sent,
-                        timed_out: false,
+                        failure: TrafficFailure::BadResponse,
                     }
                 }
             }
@@ -685,7 +694,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
         ) {
             return Forwarded::NoAnswer {
                 body_sent: true,
-                timed_out: false,
+                failure: TrafficFailure::BadResponse,
             };
         }
         up.buf.advance(answer.len);
@@ -808,7 +817,10 @@ enum Forwarded {
         reusable: bool,
     },
     /// The backend connection failed, or stayed silent past the read timeout, before any answer.
-    NoAnswer { body_sent: bool, timed_out: bool },
+    NoAnswer {
+        body_sent: bool,
+        failure: TrafficFailure,
+    },
     /// The backend answered with a status to retry on; nothing went to the visitor yet.
     Held(ResponseHead),
     /// The backend was taken out while the request waited for its answer; nothing went to the

@@ -11,6 +11,7 @@
 //! - `status N`: that status for everything
 //! - `reset`: the head is read, then the connection reset (RST) before any answer byte
 //! - `close`: a new connection is closed at once; an open one is closed when its next head comes
+//! - `garbage`: something that is not HTTP instead of an answer, then the connection closed
 //! - `slow MS`: the answer's head written MS milliseconds after the request head
 //! - `hang`: the head is read and never answered
 //! - `stall`: no more accepts, the accept queue filled (new SYNs go unanswered), and open
@@ -41,6 +42,7 @@ enum Mode {
     Status(u16),
     Reset,
     Close,
+    Garbage,
     Slow(Duration),
     Hang,
     Stall,
@@ -65,6 +67,7 @@ fn parse(line: &str) -> Result<Command, String> {
         "status" => Command::Mode(Mode::Status(number("status")? as u16)),
         "reset" => Command::Mode(Mode::Reset),
         "close" => Command::Mode(Mode::Close),
+        "garbage" => Command::Mode(Mode::Garbage),
         "slow" => Command::Mode(Mode::Slow(Duration::from_millis(number("slow")?))),
         "hang" => Command::Mode(Mode::Hang),
         "stall" => Command::Mode(Mode::Stall),
@@ -267,6 +270,11 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin + Tcp>(backend: &Backend, mu
                 return;
             }
             Mode::Close => return,
+            Mode::Garbage => {
+                let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.2p1\r\n\r\n").await;
+                let _ = stream.shutdown().await;
+                return;
+            }
             Mode::Hang | Mode::Stall => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 return;

@@ -80,7 +80,7 @@ async fn primary_killed_under_load_costs_no_request() {
         0.0
     );
     assert!(
-        gw.metric(r#"holdfast_upstream_retries_total{pool="app"}"#)
+        gw.metric_sum(r#"holdfast_upstream_retries_total{pool="app""#)
             .await
             >= 1.0
     );
@@ -241,7 +241,7 @@ interval = "60s"
         .await;
     assert_eq!(refused, 1.0);
     assert_eq!(
-        gw.metric(r#"holdfast_upstream_retries_total{pool="app"}"#)
+        gw.metric(r#"holdfast_upstream_retries_total{pool="app",reason="refused"}"#)
             .await,
         1.0
     );
