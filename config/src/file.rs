@@ -130,6 +130,9 @@ pub struct Health {
     #[serde(default, deserialize_with = "duration::opt")]
     pub flap_window: Option<Duration>,
     pub failure_rate: Option<FailureRate>,
+    /// Time over which a backend back from down ramps up to its full share.
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub slow_start: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

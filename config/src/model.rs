@@ -190,6 +190,10 @@ pub struct HealthPolicy {
     pub hold_down: HoldDown,
     /// The share of failed real requests that takes a backend out.
     pub failure_rate: FailureRatePolicy,
+    /// A backend back from down takes a share of its requests growing from a tenth to all of
+    /// them over this time (HAProxy's `slowstart`); the rest go where they went while it was
+    /// down. Zero: all at once.
+    pub slow_start: Duration,
 }
 
 /// A backend failing `percent` % or more of at least `min_requests` real requests within

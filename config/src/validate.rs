@@ -613,6 +613,7 @@ fn validate_health(raw: file::Health, at: &str, p: &mut Problems) -> HealthPolic
         hold_down_max,
         flap_window,
         failure_rate,
+        slow_start,
     } = raw;
     let mut checks = Vec::new();
     let tcp_enabled = tcp.as_ref().and_then(|t| t.enabled).unwrap_or(true);
@@ -694,6 +695,7 @@ fn validate_health(raw: file::Health, at: &str, p: &mut Problems) -> HealthPolic
         status_fall: non_zero(status_fall, d::STATUS_FALL, &format!("{at}.status_fall"), p),
         hold_down: validate_hold_down(hold_down, hold_down_max, flap_window, at, p),
         failure_rate: validate_failure_rate(failure_rate.unwrap_or_default(), at, p),
+        slow_start: slow_start.unwrap_or(Duration::ZERO),
     }
 }
 

@@ -130,6 +130,8 @@ fn backend(b: &BackendHealth, pool: &PoolHealth) -> Value {
         // Flapping: ejections within the pool's flap window, and what is left of the hold-down.
         "recent_ejections": recent_ejections,
         "held_down_ms": held_for.map(|d| d.as_millis() as u64),
+        // Slow start: the share of its requests it takes now, while ramping up.
+        "slow_start_share": b.ramp(),
         "last_transition": details.last_transition.map(|t| json!({
             "from": t.transition.from.as_str(),
             "to": t.transition.to.as_str(),

@@ -194,7 +194,18 @@ impl PoolRuntime {
                 self.backend(slot)
                     .is_some_and(|b| b.health.is_usable() && b.has_room())
             };
-            self.selector.next(usable, tried)
+            // A backend in slow start takes its growing share of the requests; the others go
+            // where they would go without it, unless nothing else can take them.
+            let admitted = |slot| {
+                usable(slot)
+                    && self
+                        .backend(slot)
+                        .and_then(|b| b.health.ramp())
+                        .is_none_or(|share| fastrand::f64() < share)
+            };
+            self.selector
+                .next(admitted, tried)
+                .or_else(|| self.selector.next(usable, tried))
         });
         match picked {
             // Nothing usable with room: busy if something usable was only full.

@@ -8,7 +8,7 @@ use crate::probe::CheckFailure;
 use crate::rate::FailureRate;
 use crate::state::{HealthState, Outcome, Reason, Status, Thresholds, TrafficFailure, Transition};
 use holdfast_config::{Backend, Check, CheckKind, Config};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use tokio::sync::futures::Notified;
@@ -86,8 +86,20 @@ pub struct BackendHealth {
     taken_out: Notify,
     /// Share of failed real requests (passive detection beside the consecutive counts).
     rate: FailureRate,
+    /// Slow start: when it last came back from down, in milliseconds since `epoch` (0: not
+    /// ramping), and over how long it ramps up.
+    back_at: AtomicU64,
+    epoch: std::time::Instant,
+    slow_start: Duration,
     state: Mutex<HealthState>,
     details: Mutex<Details>,
+}
+
+/// Milliseconds from `epoch` to `now`, at least 1 (0 means "not set" where this is stored).
+fn millis_since(epoch: std::time::Instant, now: std::time::Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(epoch).as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -106,6 +118,25 @@ impl BackendHealth {
     #[inline]
     pub fn is_usable(&self) -> bool {
         self.usable.load(Ordering::Acquire)
+    }
+
+    /// During slow start after coming back: the share of requests it takes now (from 0.1 to
+    /// 1); `None` once it takes them all. One relaxed load when not ramping; the clock is read
+    /// only while it is.
+    #[inline]
+    pub fn ramp(&self) -> Option<f64> {
+        let back_at = self.back_at.load(Ordering::Relaxed);
+        if back_at == 0 {
+            return None;
+        }
+        let now = tokio::time::Instant::now().into_std();
+        let since = millis_since(self.epoch, now).saturating_sub(back_at);
+        let over = self.slow_start.as_millis() as u64;
+        if since >= over {
+            self.back_at.store(0, Ordering::Relaxed);
+            return None;
+        }
+        Some((since as f64 / over as f64).max(0.1))
     }
 
     pub fn status(&self) -> Status {
@@ -220,6 +251,9 @@ impl HealthTable {
                                     traffic_failing: AtomicBool::new(false),
                                     taken_out: Notify::new(),
                                     rate: FailureRate::new(pool.health.failure_rate, epoch),
+                                    back_at: AtomicU64::new(0),
+                                    epoch,
+                                    slow_start: pool.health.slow_start,
                                     state: Mutex::new(HealthState::with_hold_down(
                                         &thresholds,
                                         pool.health.passive_fall.get(),
@@ -318,6 +352,11 @@ impl HealthTable {
                 .traffic_failing
                 .store(state.traffic_failures() > 0, Ordering::Relaxed);
             if let Some(t) = t {
+                if t.from == Status::Down && t.to == Status::Up && !backend.slow_start.is_zero() {
+                    backend
+                        .back_at
+                        .store(millis_since(backend.epoch, now), Ordering::Relaxed);
+                }
                 backend.usable.store(t.to == Status::Up, Ordering::Release);
                 if t.to == Status::Down {
                     backend.taken_out.notify_waiters();

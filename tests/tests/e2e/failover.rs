@@ -145,6 +145,65 @@ async fn recovered_primary_takes_traffic_back_without_errors() {
     assert_eq!(gw.metric(r#"holdfast_active_tier{pool="app"}"#).await, 0.0);
 }
 
+/// With `slow_start`, a primary back from down takes a share of the traffic growing from a
+/// tenth to all of it over that time; the rest stays on the backup meanwhile, and no visitor
+/// sees an error either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_start_ramps_a_recovered_primary_up() {
+    let primary = backend("primary").await;
+    let backup = backend("backup").await;
+    primary.stop();
+    let health = format!("slow_start = \"3s\"\n{FAST_TCP_CHECK}");
+    let gw = Gateway::start(&two_tiers(
+        &primary.addr().to_string(),
+        &backup.addr().to_string(),
+        &health,
+    ))
+    .await;
+
+    let load = Load::start(gw.url("/"), 8, Duration::from_secs(20));
+    wait_until(Duration::from_secs(10), "the backup serves", || async {
+        load.served_by("backup") >= 200
+    })
+    .await;
+    primary.restart().await.unwrap();
+    let restarted_at = load.elapsed();
+    wait_until(
+        Duration::from_secs(15),
+        "traffic all on the primary",
+        || async { load.last_from(200, "primary") },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = load.finish().await;
+
+    assert!(report.failures().is_empty(), "{:?}", report.failures());
+    let back = report
+        .first_from_after("primary", restarted_at)
+        .unwrap()
+        .sent;
+    let share = |from: Duration, to: Duration| {
+        let window: Vec<_> = report
+            .seen
+            .iter()
+            .filter(|s| s.sent >= from && s.sent < to)
+            .collect();
+        let primary = window
+            .iter()
+            .filter(|s| s.outcome.as_deref() == Ok("primary"))
+            .count();
+        (primary as f64 / window.len().max(1) as f64, window.len())
+    };
+    let early = share(back, back + Duration::from_millis(600));
+    let late = share(
+        back + Duration::from_millis(3200),
+        back + Duration::from_millis(4000),
+    );
+    println!("slow start: primary's share {early:?} in its first 0.6 s back, {late:?} after 3.2 s");
+    assert!(early.0 < 0.5, "ramping: {early:?}");
+    assert!(late.1 > 0 && late.0 == 1.0, "ramped up: {late:?}");
+}
+
 /// Test 3: a backend whose health endpoint answers 503 (its TCP port still fine) is taken out
 /// by the HTTP check, and brought back when it answers 200 again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
