@@ -63,6 +63,15 @@ pub struct Listen {
     pub header_timeout: Option<Duration>,
     /// Visitor connections open at once, all listeners together; beyond, a fast 503.
     pub max_connections: Option<u32>,
+    /// Caps of single listeners, by their address as written in `http` or `https`.
+    pub limits: Option<std::collections::BTreeMap<String, ListenerLimits>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerLimits {
+    pub max_connections: Option<u32>,
+    pub max_in_flight: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -36,6 +36,17 @@ pub struct Listen {
     /// fallback answer (503, Retry-After) and is closed. `None`: derived from the open-file
     /// limit at start.
     pub max_connections: Option<u32>,
+    /// Caps of single listeners (beside `max_connections`), by address.
+    pub limits: HashMap<SocketAddr, ListenerLimits>,
+}
+
+/// Caps of one listener; beyond either, the fallback answer (503, `Retry-After`) at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListenerLimits {
+    /// Visitor connections open at once on this listener.
+    pub max_connections: Option<u32>,
+    /// Requests being answered at once on this listener.
+    pub max_in_flight: Option<u32>,
 }
 
 /// The certificate the HTTPS listeners present (for Cloudflare's "Full (strict)" mode, a

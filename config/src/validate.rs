@@ -63,6 +63,7 @@ fn validate_listen(raw: file::Listen, base_dir: &Path, p: &mut Problems) -> List
         keepalive_timeout,
         header_timeout,
         max_connections,
+        limits,
     } = raw;
     let https_given = https.as_ref().is_some_and(|h| !h.is_empty());
     // Plain HTTP on port 80 unless only HTTPS listeners are configured.
@@ -133,6 +134,41 @@ fn validate_listen(raw: file::Listen, base_dir: &Path, p: &mut Problems) -> List
     if max_connections == Some(0) {
         p.add("listen.max_connections", "must be at least 1");
     }
+    let mut by_addr = HashMap::new();
+    for (written, l) in limits.unwrap_or_default() {
+        let at = format!("listen.limits.{written:?}");
+        let addr = written
+            .parse::<SocketAddr>()
+            .ok()
+            .filter(|a| http.contains(a) || https.contains(a));
+        let Some(addr) = addr else {
+            p.add(
+                at,
+                format!(
+                    "{written:?} is not the address of a listener in listen.http or listen.https"
+                ),
+            );
+            continue;
+        };
+        for (key, value) in [
+            ("max_connections", l.max_connections),
+            ("max_in_flight", l.max_in_flight),
+        ] {
+            if value == Some(0) {
+                p.add(
+                    format!("{at}.{key}"),
+                    "must be at least 1 (leave it out for no cap)",
+                );
+            }
+        }
+        by_addr.insert(
+            addr,
+            ListenerLimits {
+                max_connections: l.max_connections.filter(|&n| n > 0),
+                max_in_flight: l.max_in_flight.filter(|&n| n > 0),
+            },
+        );
+    }
     Listen {
         http,
         https,
@@ -141,6 +177,7 @@ fn validate_listen(raw: file::Listen, base_dir: &Path, p: &mut Problems) -> List
         keepalive_timeout,
         header_timeout,
         max_connections,
+        limits: by_addr,
     }
 }
 

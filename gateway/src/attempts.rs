@@ -23,7 +23,8 @@ pub enum GiveUp {
     AttemptsExhausted,
     /// `total_timeout` is spent.
     BudgetSpent,
-    /// Every usable backend left has its `max_in_flight` requests already.
+    /// Every usable backend left has its `max_in_flight` requests already, or the listener
+    /// has its own `max_in_flight`.
     Busy,
 }
 

@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod attempts;
+pub mod cap;
 pub mod cli;
 pub mod demo;
 pub mod fallback;

@@ -9,8 +9,10 @@
 //! taken from its table of inherited listening sockets, or bound here and put into that table,
 //! and Pingora passes the table to the next process.
 
+use crate::cap::Cap;
 use crate::fast::FastPath;
 use async_trait::async_trait;
+use holdfast_config::ListenerLimits;
 use openssl::ssl::{Ssl, SslAcceptor, SslFiletype, SslMethod};
 use pingora::server::{ListenFds, ShutdownWatch};
 use pingora::services::Service;
@@ -20,7 +22,6 @@ use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_openssl::SslStream;
@@ -53,8 +54,18 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<SslAcceptor, openssl::err
 struct Listening {
     addr: SocketAddr,
     tls: Option<SslAcceptor>,
+    /// This listener's own caps, beside the one for all listeners.
+    limits: ListenerLimits,
     /// Bound before the server started (so that a port in use stops the start with an error).
     bound: Option<TcpListener>,
+}
+
+/// What the workers share of one listener: its socket, TLS, and caps.
+#[derive(Clone)]
+struct Shared {
+    tls: Option<SslAcceptor>,
+    connections: Option<Arc<Cap>>,
+    in_flight: Option<Arc<Cap>>,
 }
 
 /// The proxy service: listeners and their worker threads.
@@ -80,11 +91,12 @@ impl ProxyService {
         }
     }
 
-    /// Adds a listener: plain HTTP, or HTTPS with `tls`.
-    pub fn add(&mut self, addr: SocketAddr, tls: Option<SslAcceptor>) {
+    /// Adds a listener: plain HTTP, or HTTPS with `tls`, with its own caps.
+    pub fn add(&mut self, addr: SocketAddr, tls: Option<SslAcceptor>, limits: ListenerLimits) {
         self.listening.push(Listening {
             addr,
             tls,
+            limits,
             bound: None,
         });
     }
@@ -136,8 +148,15 @@ impl Service for ProxyService {
     ) {
         let mut sockets = Vec::new();
         for i in 0..self.listening.len() {
+            let l = &self.listening[i];
+            let cap = |max: Option<u32>| max.map(|m| Cap::new(m as usize));
+            let shared = Shared {
+                tls: l.tls.clone(),
+                connections: cap(l.limits.max_connections),
+                in_flight: cap(l.limits.max_in_flight),
+            };
             match self.socket(i, fds.as_ref()) {
-                Ok(s) => sockets.push((s, self.listening[i].tls.clone())),
+                Ok(s) => sockets.push((s, shared)),
                 Err(e) => {
                     let addr = self.listening[i].addr;
                     tracing::error!(address = %addr, error = %e, "cannot listen; stopping");
@@ -145,15 +164,12 @@ impl Service for ProxyService {
                 }
             }
         }
-        let limit = Limit {
-            live: Arc::new(AtomicUsize::new(0)),
-            max: self.max_connections,
-        };
+        let limit = Cap::new(self.max_connections);
         for n in 0..self.threads {
             let mut mine = Vec::new();
-            for (socket, tls) in &sockets {
+            for (socket, shared) in &sockets {
                 match socket.try_clone() {
-                    Ok(s) => mine.push((s, tls.clone())),
+                    Ok(s) => mine.push((s, shared.clone())),
                     Err(e) => tracing::error!(error = %e, "cannot share a listening socket"),
                 }
             }
@@ -208,35 +224,11 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
-/// The cap on visitor connections open at once, shared by every worker.
-#[derive(Clone)]
-struct Limit {
-    live: Arc<AtomicUsize>,
-    max: usize,
-}
-
-/// One open visitor connection, counted while it lives.
-struct Slot(Arc<AtomicUsize>);
-
-impl Limit {
-    /// Counts a new connection; whether it is over the cap.
-    fn take(&self) -> (Slot, bool) {
-        let live = self.live.fetch_add(1, Ordering::Relaxed) + 1;
-        (Slot(self.live.clone()), live > self.max)
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// One worker thread: its own runtime, accepting on every listener.
 fn worker(
     app: Arc<FastPath>,
-    sockets: Vec<(TcpListener, Option<SslAcceptor>)>,
-    limit: Limit,
+    sockets: Vec<(TcpListener, Shared)>,
+    limit: Arc<Cap>,
     shutdown: ShutdownWatch,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -250,14 +242,14 @@ fn worker(
         }
     };
     runtime.block_on(async move {
-        for (socket, tls) in sockets {
+        for (socket, shared) in sockets {
             let listener = socket
                 .set_nonblocking(true)
                 .and_then(|()| tokio::net::TcpListener::from_std(socket));
             match listener {
                 Ok(listener) => {
                     let (app, limit) = (app.clone(), limit.clone());
-                    tokio::spawn(accept(listener, tls, app, limit, shutdown.clone()));
+                    tokio::spawn(accept(listener, shared, app, limit, shutdown.clone()));
                 }
                 Err(e) => tracing::error!(error = %e, "cannot accept on a listening socket"),
             }
@@ -270,9 +262,9 @@ fn worker(
 /// Accepts connections until shutdown; each is served on this thread.
 async fn accept(
     listener: tokio::net::TcpListener,
-    tls: Option<SslAcceptor>,
+    shared: Shared,
     app: Arc<FastPath>,
-    limit: Limit,
+    limit: Arc<Cap>,
     mut shutdown: ShutdownWatch,
 ) {
     loop {
@@ -289,11 +281,19 @@ async fn accept(
         match accepted {
             Ok((tcp, peer)) => {
                 let _ = tcp.set_nodelay(true);
-                let (slot, over) = limit.take();
-                let (app, tls, shutdown) = (app.clone(), tls.clone(), shutdown.clone());
+                let (all, over_all) = limit.take();
+                let (mine, over_mine) = match &shared.connections {
+                    Some(cap) => {
+                        let (ticket, over) = cap.take();
+                        (Some(ticket), over)
+                    }
+                    None => (None, false),
+                };
+                let over = over_all || over_mine;
+                let (app, shared, shutdown) = (app.clone(), shared.clone(), shutdown.clone());
                 tokio::spawn(async move {
-                    connection(&app, tcp, peer.ip(), tls, over, &shutdown).await;
-                    drop(slot);
+                    connection(&app, tcp, peer.ip(), shared, over, &shutdown).await;
+                    drop((all, mine));
                 });
                 // Let the other workers take their share of a burst of new connections.
                 tokio::task::yield_now().await;
@@ -321,14 +321,15 @@ async fn connection(
     app: &FastPath,
     tcp: tokio::net::TcpStream,
     client: IpAddr,
-    tls: Option<SslAcceptor>,
+    shared: Shared,
     over: bool,
     shutdown: &ShutdownWatch,
 ) {
-    let Some(acceptor) = tls else {
+    let in_flight = shared.in_flight;
+    let Some(acceptor) = shared.tls else {
         return match over {
             true => app.shed(tcp).await,
-            false => app.serve(tcp, client, "http", shutdown).await,
+            false => app.serve(tcp, client, "http", in_flight, shutdown).await,
         };
     };
     let Ok(mut stream) = Ssl::new(acceptor.context()).and_then(|ssl| SslStream::new(ssl, tcp))
@@ -337,7 +338,10 @@ async fn connection(
     };
     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, Pin::new(&mut stream).accept()).await {
         Ok(Ok(())) if over => app.shed(stream).await,
-        Ok(Ok(())) => app.serve(stream, client, "https", shutdown).await,
+        Ok(Ok(())) => {
+            app.serve(stream, client, "https", in_flight, shutdown)
+                .await
+        }
         Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
     }

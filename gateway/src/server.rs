@@ -104,14 +104,16 @@ pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
         "visitor connections beyond this get a fast 503"
     );
     let mut proxy = ProxyService::new(app, options.threads, max_connections);
+    let limits =
+        |addr: &std::net::SocketAddr| config.listen.limits.get(addr).copied().unwrap_or_default();
     for addr in &config.listen.http {
-        proxy.add(*addr, None);
+        proxy.add(*addr, None, limits(addr));
     }
     if let Some(tls) = &config.listen.tls {
         let acceptor = listen::tls_acceptor(&tls.cert, &tls.key)
             .map_err(|e| StartError::ListenerTls(e.to_string()))?;
         for addr in &config.listen.https {
-            proxy.add(*addr, Some(acceptor.clone()));
+            proxy.add(*addr, Some(acceptor.clone()), limits(addr));
         }
     }
     if !options.upgrade {

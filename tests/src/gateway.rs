@@ -89,7 +89,7 @@ impl Gateway {
     }
 
     /// Like [`start`](Self::start), with more keys of the `[listen]` table (`listen`, one
-    /// `key = value` per line).
+    /// `key = value` per line, or sub-tables; `{http}` stands for the HTTP listener's address).
     pub async fn start_with_listen(listen: &str, pools: &str) -> Gateway {
         Self::launch(listen, pools, false).await
     }
@@ -116,6 +116,7 @@ impl Gateway {
             }
             None => String::new(),
         };
+        let listen = listen.replace("{http}", &http.to_string());
         let text = format!(
             "[listen]\nhttp = [\"{http}\"]\n{https_keys}admin = \"{admin}\"\n{listen}\n\n{pools}"
         );

@@ -19,6 +19,7 @@ mod upstream;
 pub use upstream::Connector;
 
 use crate::attempts::{AttemptLimits, Attempts, GiveUp, RetryCause};
+use crate::cap::Cap;
 use crate::h1;
 use crate::h1::request::{self, Framing, Head, Refusal};
 use crate::h1::response::{self, BodyFraming, ResponseHead};
@@ -82,11 +83,13 @@ impl FastPath {
         stream: S,
         client: IpAddr,
         proto: &'static str,
+        in_flight: Option<Arc<Cap>>,
         shutdown: &ShutdownWatch,
     ) {
         let mut visitor = Visitor {
             app: self,
             proto,
+            in_flight,
             stream,
             buf: BytesMut::new(),
             client,
@@ -169,6 +172,8 @@ struct Visitor<'a, S> {
     app: &'a FastPath,
     /// `http` or `https`: the scheme the visitor connected with.
     proto: &'static str,
+    /// The listener's cap on requests answered at once, if it has one.
+    in_flight: Option<Arc<Cap>>,
     stream: S,
     buf: BytesMut,
     client: IpAddr,
@@ -308,6 +313,18 @@ impl<S: VisitorIo> Visitor<'_, S> {
             return self
                 .fallback(&runtime, pool_index, &head, GiveUp::NoBackend)
                 .await;
+        };
+        // Counted against the listener's cap until answered; over it, the fallback at once.
+        let _in_flight = match &self.in_flight {
+            Some(cap) => match cap.take() {
+                (_, true) => {
+                    return self
+                        .fallback(&runtime, pool_index, &head, GiveUp::Busy)
+                        .await
+                }
+                (ticket, false) => Some(ticket),
+            },
+            None => None,
         };
         let request_body = match head.framing {
             Framing::Empty => Body::Empty,

@@ -77,6 +77,19 @@ backends = [{ address = "127.0.0.1:8081", max_in_flight = 0 }]
         "at least 1",
     ),
     (
+        "limits of a listener that does not exist",
+        r#"
+[listen]
+http = ["127.0.0.1:8080"]
+[listen.limits."127.0.0.1:9999"]
+max_in_flight = 10
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "listen.limits.\"127.0.0.1:9999\"",
+        "not the address of a listener",
+    ),
+    (
         "flap window of nothing",
         r#"
 [pools.app.health]

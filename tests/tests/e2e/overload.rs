@@ -125,6 +125,54 @@ backends = [{{ address = "{primary}", name = "primary", max_in_flight = 2 }}]
     assert!(answers.iter().all(|a| a.0 == 200), "{answers:?}");
 }
 
+/// A listener's own caps: past its `max_in_flight` requests at once a request gets the fallback
+/// at once; past its `max_connections` a new connection is shed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_at_its_own_caps_sheds_with_a_fast_503() {
+    let web = slow_backend("web", Duration::from_millis(600)).await;
+    let gw = Gateway::start_with_listen(
+        "[listen.limits.\"{http}\"]\nmax_in_flight = 2\nmax_connections = 8",
+        &format!(
+            "[pools.app.health.tcp]\ninterval = \"60s\"\n[[pools.app.tiers]]\nbackends = [{{ address = \"{web}\" }}]\n"
+        ),
+    )
+    .await;
+    let answers = at_once(gw.url("/"), 5).await;
+    let served = answers.iter().filter(|a| a.0 == 200).count();
+    let shed: Vec<_> = answers.iter().filter(|a| a.0 == 503).collect();
+    assert_eq!((served, shed.len()), (2, 3), "{answers:?}");
+    assert!(shed
+        .iter()
+        .all(|a| !a.1.is_empty() && a.2 < Duration::from_millis(600)));
+    assert_eq!(
+        gw.metric(r#"holdfast_fallback_responses_total{pool="app",reason="busy"}"#)
+            .await,
+        3.0
+    );
+
+    // Eight connections held open: the ninth is answered 503 and closed. (The clients above
+    // have closed theirs; give the gateway a moment to see it.)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(TcpStream::connect(gw.http).await.unwrap());
+    }
+    let mut ninth = TcpStream::connect(gw.http).await.unwrap();
+    ninth
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), ninth.read_to_end(&mut got)).await;
+    assert!(
+        got.starts_with(b"HTTP/1.1 503"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(gw.metric("holdfast_shed_connections_total").await, 1.0);
+    drop(held);
+}
+
 /// Thousands of connections at once, idle ones and ones sending a head a byte a second: every
 /// one is accepted, the slow heads get 408 after `header_timeout`, and a new visitor is served
 /// throughout.

@@ -1,0 +1,55 @@
+//! A count of things open at once (connections, requests) against a cap, shared by every worker
+//! thread: one relaxed atomic add and sub per thing.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// How many are open, and how many may be.
+#[derive(Debug)]
+pub struct Cap {
+    live: AtomicUsize,
+    max: usize,
+}
+
+/// One counted thing, for as long as it lives.
+#[derive(Debug)]
+pub struct Ticket(Arc<Cap>);
+
+impl Cap {
+    pub fn new(max: usize) -> Arc<Cap> {
+        Arc::new(Cap {
+            live: AtomicUsize::new(0),
+            max: max.max(1),
+        })
+    }
+
+    /// Counts one more; whether it is over the cap (it is counted either way, until the ticket
+    /// is dropped).
+    pub fn take(self: &Arc<Self>) -> (Ticket, bool) {
+        let live = self.live.fetch_add(1, Ordering::Relaxed) + 1;
+        (Ticket(self.clone()), live > self.max)
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn over_the_cap_until_a_ticket_goes() {
+        let cap = Cap::new(2);
+        let (a, over_a) = cap.take();
+        let (_b, over_b) = cap.take();
+        let (c, over_c) = cap.take();
+        assert_eq!((over_a, over_b, over_c), (false, false, true));
+        drop(c);
+        drop(a);
+        assert!(!cap.take().1);
+    }
+}
