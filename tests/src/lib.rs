@@ -7,6 +7,7 @@ pub mod fault;
 pub mod gateway;
 pub mod load;
 pub mod netns;
+pub mod other;
 pub mod ports;
 pub mod raw;
 pub mod tls;

@@ -11,6 +11,7 @@
 
 use holdfast_tests::fault::{rss_of, FaultBackend};
 use holdfast_tests::netns::Netns;
+use holdfast_tests::other::{Other, OtherProxy};
 use holdfast_tests::{wait_until, Gateway, Load, LoadReport};
 use nix::sys::signal::Signal;
 use std::net::SocketAddr;
@@ -200,16 +201,68 @@ fn row(fault: Fault) {
         return;
     };
     let inside = ns.clone();
-    ns.run(move || under_load(fault, inside));
+    ns.run(move || under_load(fault, inside, None));
+    drop(ns);
+    // The same row with nginx and HAProxy in holdfast's place, when asked for
+    // (`tests/faults/run.sh --compare`): measured and printed, not asserted.
+    if std::env::var_os("HOLDFAST_MATRIX_COMPARE").is_some() {
+        for other in [Other::Nginx, Other::Haproxy] {
+            if other.binary().is_none() {
+                println!("{} is not installed: no comparison row", other.name());
+                continue;
+            }
+            let ns = Arc::new(Netns::create("compare"));
+            let inside = ns.clone();
+            ns.run(move || under_load(fault, inside, Some(other)));
+        }
+    }
 }
 
-/// Load on the gateway, the fault on the primary, then the primary restored: what the visitors
-/// saw, asserted and printed.
-async fn under_load(fault: Fault, ns: Arc<Netns>) {
-    let mut primary = FaultBackend::start("primary", addr(PRIMARY), fault == Fault::TlsGone).await;
+/// Polls `condition` every 20 ms for up to `limit`; how long it took, if it came.
+async fn reached<F, Fut>(limit: Duration, mut condition: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if condition().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// What the visitors connect to: holdfast, or another proxy for comparison.
+enum Front {
+    Holdfast(Gateway),
+    Other(OtherProxy, Other),
+}
+
+impl Front {
+    fn url(&self) -> String {
+        match self {
+            Front::Holdfast(gw) => gw.url("/"),
+            Front::Other(proxy, _) => proxy.url("/"),
+        }
+    }
+}
+
+/// Load on the gateway (or on `other` in its place), the fault on the primary, then the
+/// primary restored: what the visitors saw, printed, and for holdfast asserted.
+async fn under_load(fault: Fault, ns: Arc<Netns>, other: Option<Other>) {
+    let tls = fault == Fault::TlsGone;
+    let mut primary = FaultBackend::start("primary", addr(PRIMARY), tls).await;
     let _backup = FaultBackend::start("backup", addr(BACKUP), false).await;
-    let gw = Gateway::start(&config(fault == Fault::TlsGone)).await;
-    let load = Load::start_paced(gw.url("/"), CLIENTS, PAUSE, Duration::from_secs(40));
+    let front = match other {
+        None => Front::Holdfast(Gateway::start(&config(tls)).await),
+        Some(o) => Front::Other(
+            OtherProxy::start(o, addr(PRIMARY), addr(BACKUP), tls).await,
+            o,
+        ),
+    };
+    let load = Load::start_paced(front.url(), CLIENTS, PAUSE, Duration::from_secs(60));
     wait_until(Duration::from_secs(5), "the primary serves", || async {
         load.last_from(CLIENTS, "primary")
     })
@@ -217,36 +270,55 @@ async fn under_load(fault: Fault, ns: Arc<Netns>) {
 
     let fault_at = load.elapsed();
     fault.apply(&ns, &mut primary).await;
-    wait_until(
-        Duration::from_secs(8),
-        "the backup takes the traffic",
-        || async { load.last_from(CLIENTS * 4, "backup") },
-    )
+    let moved = reached(Duration::from_secs(8), || async {
+        load.last_from(CLIENTS * 4, "backup")
+    })
     .await;
     tokio::time::sleep(HOLD).await;
 
     let restored_at = load.elapsed();
     fault.restore(&ns, &mut primary).await;
     // Bounded by the hold-down of a flapping backend (10 s after its second ejection).
-    wait_until(
-        Duration::from_secs(25),
-        "the traffic returns to the primary",
-        || async { load.last_from(CLIENTS * 4, "primary") },
-    )
+    let back = reached(Duration::from_secs(25), || async {
+        load.last_from(CLIENTS * 4, "primary")
+    })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let report = load.finish().await;
 
-    let classes = failure_classes(&gw).await;
     let measured = Measured::of(&report, fault_at, restored_at);
+    let (name, classes) = match &front {
+        Front::Holdfast(gw) => ("fault-matrix", failure_classes(gw).await),
+        Front::Other(_, Other::Nginx) => ("fault-matrix-nginx", String::new()),
+        Front::Other(_, Other::Haproxy) => ("fault-matrix-haproxy", String::new()),
+    };
+    let never = |d: Option<Duration>, what: &str| match d {
+        Some(_) => String::new(),
+        None => format!(" ({what})"),
+    };
     println!(
-        "fault-matrix | {} | {} | {} | {:.2} s | {:.2} s | {:.2} s | {classes} |",
+        "{name} | {} | {} | {} | {:.2} s | {:.2} s{} | {:.2} s{} | {classes} |",
         fault.label(),
         report.sent(),
         report.failures().len(),
         measured.longest.as_secs_f64(),
         measured.out.as_secs_f64(),
+        never(moved, "never all on the backup"),
         measured.failback.as_secs_f64(),
+        never(back, "never all back"),
+    );
+    let Front::Holdfast(gw) = &front else {
+        return;
+    };
+    assert!(
+        moved.is_some(),
+        "{}: the backup never took the traffic",
+        fault.label()
+    );
+    assert!(
+        back.is_some(),
+        "{}: the traffic never returned to the primary",
+        fault.label()
     );
     let failures = report.failures();
     assert!(
@@ -329,13 +401,10 @@ async fn failure_classes(gw: &Gateway) -> String {
             parts.push(format!("{label}: {}", counts.join(" ")));
         }
     }
-    for (name, sample) in [
-        (
-            "5xx answers",
-            r#"holdfast_upstream_retryable_answers_total{backend="primary",pool="app"}"#,
-        ),
-        ("rescued", r#"holdfast_rescued_requests_total{pool="app"}"#),
-    ] {
+    for (name, sample) in [(
+        "5xx answers",
+        r#"holdfast_upstream_retryable_answers_total{backend="primary",pool="app"}"#,
+    )] {
         let n = holdfast_tests::gateway::sample_value(&metrics, sample);
         if n > 0.0 {
             parts.push(format!("{name} {n}"));
