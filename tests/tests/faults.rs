@@ -401,14 +401,12 @@ async fn failure_classes(gw: &Gateway) -> String {
             parts.push(format!("{label}: {}", counts.join(" ")));
         }
     }
-    for (name, sample) in [(
-        "5xx answers",
+    let answers_5xx = holdfast_tests::gateway::sample_value(
+        &metrics,
         r#"holdfast_upstream_retryable_answers_total{backend="primary",pool="app"}"#,
-    )] {
-        let n = holdfast_tests::gateway::sample_value(&metrics, sample);
-        if n > 0.0 {
-            parts.push(format!("{name} {n}"));
-        }
+    );
+    if answers_5xx > 0.0 {
+        parts.push(format!("5xx answers {answers_5xx}"));
     }
     for (name, to) in [("ejected", "down"), ("returned", "up")] {
         parts.push(format!("{name} {}", transitions(&metrics, "primary", to)));
