@@ -18,6 +18,8 @@ pub use load::{Load, LoadReport};
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use std::time::{Duration, Instant};
 
 /// A backend on a free loopback port.
@@ -53,4 +55,47 @@ pub fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(15))
         .build()
         .unwrap()
+}
+
+/// A backend that reads each request and then, as `wait` says for that request head, answers
+/// 200 (with `X-Backend: name`) after a delay, or never (`None`: it holds the connection and
+/// answers nothing more).
+pub async fn scripted_backend<F>(name: &'static str, wait: F) -> SocketAddr
+where
+    F: Fn(&[u8]) -> Option<Duration> + Send + Sync + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let wait = Arc::new(wait);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let wait = wait.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let head: Vec<u8> = buf.drain(..end).collect();
+                    let Some(delay) = wait(&head) else {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        return;
+                    };
+                    tokio::time::sleep(delay).await;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nX-Backend: {name}\r\nContent-Length: 2\r\n\r\nok"
+                    );
+                    if s.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
 }

@@ -1,6 +1,6 @@
 //! Failover from a dead or broken primary to the backup, and failback, under load.
 
-use holdfast_tests::{backend, client, wait_until, Gateway, Load};
+use holdfast_tests::{backend, client, wait_until, DemoBackend, Gateway, Load};
 use std::time::Duration;
 
 fn two_tiers(primary: &str, backup: &str, health: &str) -> String {
@@ -95,20 +95,21 @@ async fn primary_killed_under_load_costs_no_request() {
     assert_eq!(by_traffic, 1.0, "marked down by the failed request itself");
 }
 
-/// Test 2: the primary comes back; after `rise` passing checks traffic returns to it, with no
-/// failed request during the switch.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recovered_primary_takes_traffic_back_without_errors() {
+/// A primary down from the start and a backup, behind a gateway with `health`; eight clients
+/// without pause until the backup served 200, then the primary back: the gateway, the load
+/// still running, when the primary came back, and the backends (to keep them alive).
+async fn primary_back_under_load(
+    health: &str,
+) -> (Gateway, Load, Duration, (DemoBackend, DemoBackend)) {
     let primary = backend("primary").await;
     let backup = backend("backup").await;
     primary.stop();
     let gw = Gateway::start(&two_tiers(
         &primary.addr().to_string(),
         &backup.addr().to_string(),
-        FAST_TCP_CHECK,
+        health,
     ))
     .await;
-
     let load = Load::start(gw.url("/"), 8, Duration::from_secs(20));
     wait_until(Duration::from_secs(10), "the backup serves", || async {
         load.served_by("backup") >= 200
@@ -116,6 +117,14 @@ async fn recovered_primary_takes_traffic_back_without_errors() {
     .await;
     primary.restart().await.unwrap();
     let restarted_at = load.elapsed();
+    (gw, load, restarted_at, (primary, backup))
+}
+
+/// Test 2: the primary comes back; after `rise` passing checks traffic returns to it, with no
+/// failed request during the switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovered_primary_takes_traffic_back_without_errors() {
+    let (gw, load, restarted_at, _backends) = primary_back_under_load(FAST_TCP_CHECK).await;
     let took = wait_until(
         Duration::from_secs(10),
         "traffic returns to the primary",
@@ -150,24 +159,8 @@ async fn recovered_primary_takes_traffic_back_without_errors() {
 /// sees an error either way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_start_ramps_a_recovered_primary_up() {
-    let primary = backend("primary").await;
-    let backup = backend("backup").await;
-    primary.stop();
     let health = format!("slow_start = \"3s\"\n{FAST_TCP_CHECK}");
-    let gw = Gateway::start(&two_tiers(
-        &primary.addr().to_string(),
-        &backup.addr().to_string(),
-        &health,
-    ))
-    .await;
-
-    let load = Load::start(gw.url("/"), 8, Duration::from_secs(20));
-    wait_until(Duration::from_secs(10), "the backup serves", || async {
-        load.served_by("backup") >= 200
-    })
-    .await;
-    primary.restart().await.unwrap();
-    let restarted_at = load.elapsed();
+    let (_gw, load, restarted_at, _backends) = primary_back_under_load(&health).await;
     wait_until(
         Duration::from_secs(15),
         "traffic all on the primary",

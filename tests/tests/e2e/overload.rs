@@ -2,43 +2,16 @@
 //! next backend with room, or they get the fallback (503, Retry-After) at once; a flood of idle
 //! and slow connections neither makes the listener refuse nor starves a new visitor.
 
-use holdfast_tests::{backend, client, Gateway};
+use holdfast_tests::{backend, client, scripted_backend, Gateway};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// A backend answering each request (health checks included) `delay` after its head, with
 /// `X-Backend: name`.
 async fn slow_backend(name: &'static str, delay: Duration) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut chunk).await {
-                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                            _ => return,
-                        }
-                    }
-                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                    buf.drain(..end);
-                    tokio::time::sleep(delay).await;
-                    let answer = format!(
-                        "HTTP/1.1 200 OK\r\nX-Backend: {name}\r\nContent-Length: 2\r\n\r\nok"
-                    );
-                    if s.write_all(answer.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
+    scripted_backend(name, move |_| Some(delay)).await
 }
 
 /// Sends `n` GETs at once; each answer's status, `X-Backend` (or `Retry-After` for a 503) and
@@ -78,33 +51,25 @@ async fn a_backend_at_its_in_flight_cap_passes_requests_on_or_they_get_a_fast_50
     let primary = slow_backend("primary", Duration::from_millis(600)).await;
     let backup = slow_backend("backup", Duration::from_millis(600)).await;
 
+    // The pool: the primary with a cap of 2, and a backup tier when `backup` is given.
+    let pools = |backup: Option<SocketAddr>| {
+        let backup = backup.map_or(String::new(), |b| {
+            format!("[[pools.app.tiers]]\nbackends = [{{ address = \"{b}\", name = \"backup\" }}]\n")
+        });
+        format!(
+            "[pools.app.health.tcp]\ninterval = \"60s\"\n[[pools.app.tiers]]\nbackends = [{{ address = \"{primary}\", name = \"primary\", max_in_flight = 2 }}]\n{backup}"
+        )
+    };
+
     // With a backup: two requests on the primary at most, the rest spill over.
-    let gw = Gateway::start(&format!(
-        r#"
-[pools.app.health.tcp]
-interval = "60s"
-[[pools.app.tiers]]
-backends = [{{ address = "{primary}", name = "primary", max_in_flight = 2 }}]
-[[pools.app.tiers]]
-backends = [{{ address = "{backup}", name = "backup" }}]
-"#
-    ))
-    .await;
+    let gw = Gateway::start(&pools(Some(backup))).await;
     let answers = at_once(gw.url("/"), 6).await;
     let by = |name: &str| answers.iter().filter(|a| a.0 == 200 && a.1 == name).count();
     assert_eq!((by("primary"), by("backup")), (2, 4), "{answers:?}");
     drop(gw);
 
     // Alone: the two it may have are served, the others get the fallback at once.
-    let gw = Gateway::start(&format!(
-        r#"
-[pools.app.health.tcp]
-interval = "60s"
-[[pools.app.tiers]]
-backends = [{{ address = "{primary}", name = "primary", max_in_flight = 2 }}]
-"#
-    ))
-    .await;
+    let gw = Gateway::start(&pools(None)).await;
     let answers = at_once(gw.url("/"), 6).await;
     let served = answers.iter().filter(|a| a.0 == 200).count();
     let shed: Vec<_> = answers.iter().filter(|a| a.0 == 503).collect();
