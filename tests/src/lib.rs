@@ -19,8 +19,8 @@ pub use load::{Load, LoadReport};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A backend on a free loopback port.
 pub async fn backend(name: &str) -> DemoBackend {

@@ -54,7 +54,9 @@ async fn a_backend_at_its_in_flight_cap_passes_requests_on_or_they_get_a_fast_50
     // The pool: the primary with a cap of 2, and a backup tier when `backup` is given.
     let pools = |backup: Option<SocketAddr>| {
         let backup = backup.map_or(String::new(), |b| {
-            format!("[[pools.app.tiers]]\nbackends = [{{ address = \"{b}\", name = \"backup\" }}]\n")
+            format!(
+                "[[pools.app.tiers]]\nbackends = [{{ address = \"{b}\", name = \"backup\" }}]\n"
+            )
         });
         format!(
             "[pools.app.health.tcp]\ninterval = \"60s\"\n[[pools.app.tiers]]\nbackends = [{{ address = \"{primary}\", name = \"primary\", max_in_flight = 2 }}]\n{backup}"
