@@ -1,6 +1,9 @@
 //! Support for the end-to-end tests: the real `holdfast` binary started as a process with a
-//! generated config, real backends ([`holdfast::demo::DemoBackend`]) on loopback, a load
-//! generator that records what every visitor saw, and polling helpers with deadlines.
+//! generated config, real backends ([`holdfast::demo::DemoBackend`], [`raw`], a scripted one)
+//! on loopback, a load generator that records what every visitor saw, and polling helpers with
+//! deadlines. For the fault matrix: network namespaces ([`netns`]), a backend process whose
+//! faults a test switches ([`fault`], `src/bin/fault-backend.rs`), and nginx and HAProxy in
+//! holdfast's place for comparison ([`other`]).
 #![allow(clippy::unwrap_used)]
 
 pub mod fault;
