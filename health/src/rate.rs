@@ -3,15 +3,20 @@
 //! request in three never makes `passive_fall` or `status_fall` consecutive ones).
 //!
 //! Counted per backend in a window that opens at the first failure after the previous one has
-//! expired: a success costs one relaxed atomic add and never reads the clock; a failure reads
-//! the time given to it. A crossing starts a new window, so one burst takes a backend out once.
+//! expired, so a backend that does not fail costs nothing but a relaxed load of a line nobody
+//! writes: successes are counted only while the window holds a failure (a shared counter
+//! written by every request would bounce between the cores). A failure reads the time given to
+//! it; every 256th success counted checks whether the window has expired. A crossing starts a
+//! new window, so one burst takes a backend out once.
 
 use holdfast_config::FailureRatePolicy;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
-/// One backend's counts.
+/// One backend's counts, on cache lines of their own (they are written while a backend fails,
+/// beside the health flags every request reads).
 #[derive(Debug)]
+#[repr(align(128))]
 pub struct FailureRate {
     policy: FailureRatePolicy,
     epoch: Instant,
@@ -35,9 +40,30 @@ impl FailureRate {
     /// A request the backend served.
     #[inline]
     pub fn success(&self) {
-        if self.policy.percent != 0 {
-            self.requests.fetch_add(1, Ordering::Relaxed);
+        if self.failures.load(Ordering::Relaxed) == 0 {
+            return; // no failure in the window: nothing to weigh
         }
+        let counted = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        if counted % 256 == 0 {
+            self.expire(Instant::now());
+        }
+    }
+
+    /// Closes the window once it is over, so that successes stop being counted.
+    fn expire(&self, now: Instant) {
+        let start = self.window_start.load(Ordering::Relaxed);
+        if self.millis(now).saturating_sub(start) >= self.window_millis() {
+            self.failures.store(0, Ordering::Relaxed);
+            self.requests.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn millis(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn window_millis(&self) -> u64 {
+        u64::try_from(self.policy.window.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// A request the backend failed, at `now`: the failures and requests of the window when
@@ -47,11 +73,9 @@ impl FailureRate {
         if policy.percent == 0 {
             return None;
         }
-        let now_ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
-            .unwrap_or(u64::MAX);
+        let now_ms = self.millis(now);
         let start = self.window_start.load(Ordering::Relaxed);
-        let window_ms = u64::try_from(policy.window.as_millis()).unwrap_or(u64::MAX);
-        if now_ms.saturating_sub(start) >= window_ms
+        if now_ms.saturating_sub(start) >= self.window_millis()
             && self
                 .window_start
                 .compare_exchange(start, now_ms, Ordering::Relaxed, Ordering::Relaxed)
@@ -103,8 +127,9 @@ mod tests {
                 r.success();
             }
         }
-        // Request 21 is the 7th failure: 7 of 21 (33 %), the first time with 20 requests.
-        assert_eq!(crossed, Some((21, (7, 21))));
+        // Counting starts at the first failure (request 3): request 24 is the 8th failure, 8 of
+        // 22 counted (36 %); request 21 was 7 of 19, too few.
+        assert_eq!(crossed, Some((24, (8, 22))));
     }
 
     #[test]
@@ -143,6 +168,19 @@ mod tests {
         // 2 of 5 (40 %), then 3 of 6 (50 %).
         assert_eq!(r.failure(later), None);
         assert_eq!(r.failure(later), Some((3, 6)));
+    }
+
+    #[test]
+    fn successes_count_only_while_the_window_holds_a_failure() {
+        let (r, t0) = rate(50, 4, 10);
+        for _ in 0..100 {
+            r.success();
+        }
+        // The 100 successes before any failure weigh nothing: 1 of 1, then 2 of 3, 3 of 4.
+        assert_eq!(r.failure(t0), None);
+        r.success();
+        assert_eq!(r.failure(t0), None);
+        assert_eq!(r.failure(t0), Some((3, 4)));
     }
 
     #[test]

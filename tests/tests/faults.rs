@@ -689,9 +689,13 @@ async fn soak(length: Duration, seed: u64, ns: Arc<Netns>) {
     sampler.abort();
     let rss = std::mem::take(&mut *rss.lock().unwrap());
     let mb = |b: u64| b as f64 / 1e6;
+    // At most about 40 readings printed, whatever the length (a reading every 5 s is taken).
+    let step = (rss.len() / 40).max(1);
     let series: Vec<String> = rss
         .iter()
-        .map(|(t, b)| format!("{}s {:.1}", t.as_secs(), mb(*b)))
+        .enumerate()
+        .filter(|(i, _)| i % step == 0 || *i + 1 == rss.len())
+        .map(|(_, (t, b))| format!("{}s {:.1}", t.as_secs(), mb(*b)))
         .collect();
     println!(
         "soak: {} faults, {} requests, {} failed, longest {:.2} s, by backend {:?}",
