@@ -23,6 +23,12 @@ impl Cap {
         })
     }
 
+    /// Whether one more would be within the cap.
+    #[inline]
+    pub fn has_room(&self) -> bool {
+        self.live.load(Ordering::Relaxed) < self.max
+    }
+
     /// Counts one more; whether it is over the cap (it is counted either way, until the ticket
     /// is dropped).
     pub fn take(self: &Arc<Self>) -> (Ticket, bool) {

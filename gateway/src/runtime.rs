@@ -3,6 +3,7 @@
 //! it sees exactly one version (a reload will build a new one and swap it in whole).
 
 use crate::attempts::{AttemptLimits, Attempts, GiveUp};
+use crate::cap::{Cap, Ticket};
 use crate::fallback::FallbackAnswer;
 use crate::h1::request::Method;
 use crate::metrics::{BackendMetrics, Metrics, PoolMetrics};
@@ -50,40 +51,25 @@ pub struct BackendRuntime {
     pub metrics: BackendMetrics,
     /// Answers with a `retry_on_status` status in a row.
     bad_streak: AtomicU32,
-    /// Requests it has now, and how many it may have (`u32::MAX`: no cap).
-    in_flight: AtomicU32,
-    max_in_flight: u32,
-}
-
-/// One request counted against a backend's `max_in_flight` while it lives.
-#[derive(Debug)]
-pub struct InFlight<'a>(&'a AtomicU32);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
+    /// Its `max_in_flight`, counting the requests it has now; no cap when `None`.
+    in_flight: Option<Arc<Cap>>,
 }
 
 impl BackendRuntime {
     /// Whether it may take one more request now.
     #[inline]
     pub fn has_room(&self) -> bool {
-        self.max_in_flight == u32::MAX
-            || self.in_flight.load(Ordering::Relaxed) < self.max_in_flight
+        self.in_flight.as_ref().is_none_or(|cap| cap.has_room())
     }
 
     /// Counts a request against the cap; `None` when it is full (another request took the last
     /// place since [`has_room`](Self::has_room)). Without a cap, nothing is counted.
-    pub fn enter(&self) -> Option<Option<InFlight<'_>>> {
-        if self.max_in_flight == u32::MAX {
-            return Some(None);
+    pub fn enter(&self) -> Option<Option<Ticket>> {
+        match self.in_flight.as_ref().map(|cap| cap.take()) {
+            None => Some(None),
+            Some((_, true)) => None, // the ticket goes at once
+            Some((ticket, false)) => Some(Some(ticket)),
         }
-        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= self.max_in_flight {
-            self.in_flight.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(Some(InFlight(&self.in_flight)))
     }
 
     /// Notes one answer of this backend; whether it makes `fall` bad answers in a row (the
@@ -123,11 +109,10 @@ impl Runtime {
                         tier.iter()
                             .map(|b| BackendRuntime {
                                 bad_streak: AtomicU32::new(0),
-                                in_flight: AtomicU32::new(0),
-                                max_in_flight: b
+                                in_flight: b
                                     .backend
                                     .max_in_flight
-                                    .map_or(u32::MAX, |m| m.get()),
+                                    .map(|m| Cap::new(m.get() as usize)),
                                 health: b.clone(),
                                 metrics: metrics.backend(&pool.name, &b.backend.name),
                             })
