@@ -2,6 +2,7 @@
 //! rescued when it is taken out, and sent to another backend; the visitor sees a slower 200,
 //! never an error.
 
+use holdfast_tests::raw::{Answer, RawBackend};
 use holdfast_tests::{backend, client, scripted_backend, Gateway};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -120,4 +121,63 @@ backends = [{{ address = "{}", name = "backup" }}]
     let timed_out =
         r#"holdfast_upstream_connect_failures_total{backend="slow",kind="timeout",pool="app"}"#;
     assert_eq!(gw.metric(timed_out).await, 1.0);
+}
+
+/// A PUT that the pool may send again (`retry_methods`), its small body read whole before it
+/// went out, is rescued like a GET when its backend hangs: the backup gets the same request,
+/// body and all, and the visitor a 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_listed_in_retry_methods_is_rescued_with_its_body() {
+    let hang = Arc::new(AtomicBool::new(false));
+    let hang2 = hang.clone();
+    let primary = scripted_backend("primary", move |_| {
+        (!hang2.load(Ordering::SeqCst)).then_some(Duration::ZERO)
+    })
+    .await;
+    let backup = RawBackend::start(|_| {
+        Answer::keep(b"HTTP/1.1 200 OK\r\nX-Backend: backup\r\nContent-Length: 2\r\n\r\nok")
+    })
+    .await;
+    let gw = Gateway::start(&format!(
+        r#"
+[pools.app]
+read_timeout = "30s"
+retry_methods = ["GET", "PUT"]
+[pools.app.health.http]
+path = "/health"
+interval = "500ms"
+timeout = "300ms"
+fall = 1
+[[pools.app.tiers]]
+backends = [{{ address = "{primary}", name = "primary" }}]
+[[pools.app.tiers]]
+backends = [{{ address = "{}", name = "backup" }}]
+"#,
+        backup.addr
+    ))
+    .await;
+
+    hang.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    let r = client()
+        .put(gw.url("/doc"))
+        .body("version 2")
+        .send()
+        .await
+        .expect("a rescued PUT is answered");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-backend"], "backup");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "rescued only after {:?} (read_timeout is 30 s)",
+        started.elapsed()
+    );
+    let puts: Vec<String> = backup
+        .requests()
+        .iter()
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .filter(|r| r.starts_with("PUT "))
+        .collect();
+    assert_eq!(puts.len(), 1, "{puts:?}");
+    assert!(puts[0].ends_with("\r\n\r\nversion 2"), "{}", puts[0]);
 }
