@@ -4,24 +4,26 @@
 
 use holdfast_tests::raw::{Answer, RawBackend};
 use holdfast_tests::{backend, client, scripted_backend, Gateway};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_waiting_on_a_backend_that_hangs_are_rescued_when_it_is_taken_out() {
+/// A primary that answers every request, health checks included, until the returned flag is
+/// set, then holds every request it gets; behind a gateway with an HTTP check every 500 ms
+/// (timeout 300 ms, `fall = 1`), `read_timeout` 30 s and `pool_keys`, `backup` as its backup.
+async fn hanging_primary(backup: SocketAddr, pool_keys: &str) -> (Arc<AtomicBool>, Gateway) {
     let hang = Arc::new(AtomicBool::new(false));
-    // Answers every request, health checks included, until it hangs.
-    let hang2 = hang.clone();
+    let hung = hang.clone();
     let primary = scripted_backend("primary", move |_| {
-        (!hang2.load(Ordering::SeqCst)).then_some(Duration::ZERO)
+        (!hung.load(Ordering::SeqCst)).then_some(Duration::ZERO)
     })
     .await;
-    let backup = backend("backup").await;
     let gw = Gateway::start(&format!(
         r#"
 [pools.app]
 read_timeout = "30s"
+{pool_keys}
 [pools.app.health.http]
 path = "/health"
 interval = "500ms"
@@ -30,11 +32,17 @@ fall = 1
 [[pools.app.tiers]]
 backends = [{{ address = "{primary}", name = "primary" }}]
 [[pools.app.tiers]]
-backends = [{{ address = "{}", name = "backup" }}]
-"#,
-        backup.addr()
+backends = [{{ address = "{backup}", name = "backup" }}]
+"#
     ))
     .await;
+    (hang, gw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waiting_on_a_backend_that_hangs_are_rescued_when_it_is_taken_out() {
+    let backup = backend("backup").await;
+    let (hang, gw) = hanging_primary(backup.addr(), "").await;
     let c = client();
     let r = c.get(gw.url("/before")).send().await.unwrap();
     assert_eq!(r.headers()["x-backend"], "primary");
@@ -128,34 +136,11 @@ backends = [{{ address = "{}", name = "backup" }}]
 /// body and all, and the visitor a 200.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_listed_in_retry_methods_is_rescued_with_its_body() {
-    let hang = Arc::new(AtomicBool::new(false));
-    let hang2 = hang.clone();
-    let primary = scripted_backend("primary", move |_| {
-        (!hang2.load(Ordering::SeqCst)).then_some(Duration::ZERO)
-    })
-    .await;
     let backup = RawBackend::start(|_| {
         Answer::keep(b"HTTP/1.1 200 OK\r\nX-Backend: backup\r\nContent-Length: 2\r\n\r\nok")
     })
     .await;
-    let gw = Gateway::start(&format!(
-        r#"
-[pools.app]
-read_timeout = "30s"
-retry_methods = ["GET", "PUT"]
-[pools.app.health.http]
-path = "/health"
-interval = "500ms"
-timeout = "300ms"
-fall = 1
-[[pools.app.tiers]]
-backends = [{{ address = "{primary}", name = "primary" }}]
-[[pools.app.tiers]]
-backends = [{{ address = "{}", name = "backup" }}]
-"#,
-        backup.addr
-    ))
-    .await;
+    let (hang, gw) = hanging_primary(backup.addr, r#"retry_methods = ["GET", "PUT"]"#).await;
 
     hang.store(true, Ordering::SeqCst);
     let started = Instant::now();
