@@ -7,11 +7,13 @@
 //!
 //! Failover: a failed connect (refused, timed out, TLS, no route) is reported to health and the
 //! same request goes to the next backend; a kept backend connection that turns out closed before
-//! any answer is replaced by a fresh one to the same backend; an idempotent request without a
-//! body also leaves a backend that answers 502/503/504 (the answer held back) or that is taken
-//! out while the request waits for its answer (rescue); when nothing can serve, the fallback
-//! answer, on a connection that stays open. Connections over the cap are answered with the
-//! fallback and closed ([`FastPath::shed`]).
+//! any answer is replaced by a fresh one to the same backend; a request the pool may send again
+//! (a method in its `retry_methods`, no body or a small one read whole first) also leaves a
+//! backend that answers 502/503/504 (the answer held back), that breaks before answering, or
+//! that is taken out while the request waits for its answer (rescue); a backend at its
+//! `max_in_flight` is passed over; when nothing can serve, the fallback answer, on a connection
+//! that stays open. Connections over the cap are answered with the fallback and closed
+//! ([`FastPath::shed`]).
 
 mod body;
 mod upstream;
@@ -472,10 +474,12 @@ impl<S: VisitorIo> Visitor<'_, S> {
                     }
                     return Ok(exchange);
                 }
-                Forwarded::NoAnswer { body_sent, failure } => {
+                Forwarded::NoAnswer {
+                    body_sent,
+                    failure: kind,
+                } => {
                     // A connection broke or answered garbage (the would-be 520), or said
                     // nothing in time (524).
-                    let kind = failure;
                     cause = RetryCause::Failed(kind);
                     backend.metrics.connect_failure(kind);
                     runtime.health.report_traffic(&backend.health, Err(kind));
