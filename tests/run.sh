@@ -37,5 +37,13 @@ done
 echo "== tests"
 cargo test --workspace --locked
 
+# The fault matrix is #[ignore]d for plain `cargo test` (it needs root); here it runs as root.
+echo "== fault matrix"
+if [ "$(id -u)" -eq 0 ]; then
+  cargo test --locked -p holdfast-tests --test faults -- --ignored --test-threads 1
+else
+  echo "skipped: the fault matrix needs root (network namespaces, iptables); CI runs it as root"
+fi
+
 echo "== fuzz: the HTTP/1.1 wire rules, ${HOLDFAST_FUZZ_SECONDS:-20} s per target"
 tests/fuzz/run.sh "${HOLDFAST_FUZZ_SECONDS:-20}"

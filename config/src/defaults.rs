@@ -91,6 +91,14 @@ pub const FAILURE_RATE_PERCENT: u32 = 25;
 pub const FAILURE_RATE_MIN_REQUESTS: u32 = 20;
 pub const FAILURE_RATE_WINDOW: Duration = Duration::from_secs(10);
 
+/// The largest share of a pool's backends that passive detection may hold out on what happened
+/// after a request went out (a broken connection, a bad answer, `status_fall`, the failure
+/// rate): what a visitor's requests can partly bring about. Half: a pool of a primary and a
+/// backup can lose its broken one, three backends can lose one, and one always may go. Envoy's
+/// `max_ejection_percent` defaults to 10 % (at least one); a smaller pool of origin servers
+/// needs more room. Failed connects are not capped: nothing of the request was sent.
+pub const MAX_EJECTION_PERCENT: u32 = 50;
+
 /// Random extra delay added to each check period, as a fraction of the interval, so that the
 /// checks of many backends do not fire together.
 pub const JITTER_FRACTION: f64 = 0.1;

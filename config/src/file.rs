@@ -139,6 +139,9 @@ pub struct Health {
     #[serde(default, deserialize_with = "duration::opt")]
     pub flap_window: Option<Duration>,
     pub failure_rate: Option<FailureRate>,
+    /// Largest share of the pool's backends held out by passive detection on what a request
+    /// could bring about.
+    pub max_ejection_percent: Option<u32>,
     /// Time over which a backend back from down ramps up to its full share.
     #[serde(default, deserialize_with = "duration::opt")]
     pub slow_start: Option<Duration>,

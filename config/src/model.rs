@@ -201,6 +201,12 @@ pub struct HealthPolicy {
     pub hold_down: HoldDown,
     /// The share of failed real requests that takes a backend out.
     pub failure_rate: FailureRatePolicy,
+    /// Passive detection takes a backend out on what happened after a request went out (a
+    /// broken connection, a bad answer, `status_fall`, the failure rate) only while no more
+    /// than this share of the pool's backends, in percent, would be out, and never the last
+    /// that can serve: a visitor's requests can cost a pool that much at most. One backend may
+    /// always go. Failed connects are not bounded.
+    pub max_ejection_percent: u32,
     /// A backend back from down takes a share of its requests growing from a tenth to all of
     /// them over this time (HAProxy's `slowstart`); the rest go where they went while it was
     /// down. Zero: all at once.

@@ -253,6 +253,16 @@ fn validate_fallback(raw: file::Fallback, base_dir: &Path, p: &mut Problems) -> 
             }
         }
     };
+    // It goes into the answer's head as it is: a line break there would let the config write
+    // headers (or a second answer) of its own.
+    if let Some(value) = &content_type {
+        if value.trim().is_empty() || value.bytes().any(|b| (b < b' ' && b != b'\t') || b == 0x7f) {
+            p.add(
+                "fallback.content_type",
+                format!("{value:?} is not a header value: it must not be empty nor hold control characters"),
+            );
+        }
+    }
     Fallback {
         status,
         retry_after,
@@ -650,6 +660,7 @@ fn validate_health(raw: file::Health, at: &str, p: &mut Problems) -> HealthPolic
         hold_down_max,
         flap_window,
         failure_rate,
+        max_ejection_percent,
         slow_start,
     } = raw;
     let mut checks = Vec::new();
@@ -732,8 +743,23 @@ fn validate_health(raw: file::Health, at: &str, p: &mut Problems) -> HealthPolic
         status_fall: non_zero(status_fall, d::STATUS_FALL, &format!("{at}.status_fall"), p),
         hold_down: validate_hold_down(hold_down, hold_down_max, flap_window, at, p),
         failure_rate: validate_failure_rate(failure_rate.unwrap_or_default(), at, p),
+        max_ejection_percent: percent(
+            max_ejection_percent,
+            d::MAX_EJECTION_PERCENT,
+            &format!("{at}.max_ejection_percent"),
+            p,
+        ),
         slow_start: slow_start.unwrap_or(Duration::ZERO),
     }
+}
+
+/// A share in percent, 0 to 100.
+fn percent(value: Option<u32>, default: u32, at: &str, p: &mut Problems) -> u32 {
+    let value = value.unwrap_or(default);
+    if value > 100 {
+        p.add(at, format!("{value} is not a share in percent (0 to 100)"));
+    }
+    value.min(100)
 }
 
 fn validate_failure_rate(raw: file::FailureRate, at: &str, p: &mut Problems) -> FailureRatePolicy {

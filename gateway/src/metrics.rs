@@ -5,6 +5,7 @@
 
 use crate::attempts::{GiveUp, RetryCause};
 use crate::h1::request::Refusal;
+use holdfast_health::passive::Ejection;
 use holdfast_health::table::{BackendHealth, CheckRecord, HealthTable, Observer, TransitionRecord};
 use holdfast_health::{Status, TrafficFailure};
 use prometheus::{
@@ -257,14 +258,15 @@ impl Observer for Metrics {
         }
     }
 
-    fn on_failure_rate(&self, b: &BackendHealth, failures: u32, requests: u32, taken_out: bool) {
+    fn on_ejection(&self, b: &BackendHealth, ejection: &Ejection, taken_out: bool) {
         let (pool, backend) = (&b.pool, &b.backend.name);
-        if taken_out {
+        if let Some((failures, requests)) = ejection.rate {
             tracing::warn!(%pool, %backend, failures, requests, "failure rate at or above the pool's threshold");
-        } else {
+        }
+        if !taken_out {
             tracing::warn!(
-                %pool, %backend, failures, requests,
-                "failure rate at or above the pool's threshold; kept in: no other backend of the pool can serve"
+                %pool, %backend, reason = ejection.label(),
+                "passive detection would take this backend out; kept in: the pool would be left with too few backends (max_ejection_percent, or the last that can serve)"
             );
         }
     }

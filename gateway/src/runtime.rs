@@ -10,7 +10,6 @@ use crate::metrics::{BackendMetrics, Metrics, PoolMetrics};
 use crate::select::{Selector, Slot};
 use holdfast_config::{Config, Timeouts};
 use holdfast_health::{BackendHealth, HealthTable};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,8 +32,6 @@ pub struct PoolRuntime {
     pub max_attempts: u32,
     /// Backend statuses after which an idempotent request goes on to the next backend.
     pub retry_on_status: Vec<u16>,
-    /// That many such answers in a row take a backend out.
-    pub status_fall: u32,
     /// Methods whose requests may be sent again once a backend had them (bits of
     /// [`Method::bit`]).
     retry_methods: u8,
@@ -49,8 +46,6 @@ pub struct PoolRuntime {
 pub struct BackendRuntime {
     pub health: Arc<BackendHealth>,
     pub metrics: BackendMetrics,
-    /// Answers with a `retry_on_status` status in a row.
-    bad_streak: AtomicU32,
     /// Its `max_in_flight`, counting the requests it has now; no cap when `None`.
     in_flight: Option<Arc<Cap>>,
 }
@@ -70,23 +65,6 @@ impl BackendRuntime {
             Some((_, true)) => None, // the ticket goes at once
             Some((ticket, false)) => Some(Some(ticket)),
         }
-    }
-
-    /// Notes one answer of this backend; whether it makes `fall` bad answers in a row (the
-    /// streak starts again then).
-    pub fn note_answer(&self, bad: bool, fall: u32) -> bool {
-        if !bad {
-            if self.bad_streak.load(Ordering::Relaxed) != 0 {
-                self.bad_streak.store(0, Ordering::Relaxed);
-            }
-            return false;
-        }
-        let streak = self.bad_streak.fetch_add(1, Ordering::Relaxed) + 1;
-        if streak >= fall {
-            self.bad_streak.store(0, Ordering::Relaxed);
-            return true;
-        }
-        false
     }
 }
 
@@ -108,7 +86,6 @@ impl Runtime {
                     .map(|tier| {
                         tier.iter()
                             .map(|b| BackendRuntime {
-                                bad_streak: AtomicU32::new(0),
                                 in_flight: b
                                     .backend
                                     .max_in_flight
@@ -125,7 +102,6 @@ impl Runtime {
                     timeouts: pool.timeouts,
                     max_attempts: pool.max_attempts.get(),
                     retry_on_status: pool.retry_on_status.clone(),
-                    status_fall: pool.health.status_fall.get(),
                     retry_methods: pool
                         .retry_methods
                         .iter()

@@ -141,6 +141,7 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::passive::Attempt;
     use crate::state::{Status, TrafficFailure};
     use crate::table::NoObserver;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -238,7 +239,7 @@ mod tests {
         // A real request is refused: out at once, before any check runs. This second ejection
         // within the flap window holds it out for the hold-down (10 s by default), although
         // the checks pass again after rise (3) of them.
-        table.report_traffic(&backend, Err(TrafficFailure::Refused));
+        table.report(&backend, Attempt::ConnectFailed(TrafficFailure::Refused));
         assert!(!backend.is_usable());
         assert_eq!(backend.details().last_transition.unwrap().reason, "refused");
         assert_eq!(backend.hold_down(), (Some(Duration::from_secs(10)), 2));

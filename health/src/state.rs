@@ -6,9 +6,9 @@
 //! bring it back. The first result of a check decides at once (the start-up probe), so the first
 //! visitor is not sent to a dead backend, nor a live one kept out for `rise` intervals.
 //!
-//! Real traffic reports too: `passive_fall` consecutive connection failures (refused, timed out,
-//! reset) take the backend down at once, and every check must then pass `rise` times in a row
-//! before it serves again.
+//! Real traffic reports too: when passive detection ([`crate::passive`]) takes a backend out,
+//! it is down at once, and every check must then pass `rise` times in a row before it serves
+//! again.
 //!
 //! A backend taken out again soon after coming back is flapping: it stays out longer each time
 //! ([`HoldDown`]), whatever its checks say, so that traffic does not bounce between tiers. Time
@@ -58,8 +58,8 @@ pub enum TrafficFailure {
     /// Answered with something that is not an HTTP response (or one holdfast cannot pass on)
     /// before any byte reached the visitor: Cloudflare's 520.
     BadResponse,
-    /// Answered with a status the pool retries on (502, 503, 504 by default) `status_fall`
-    /// times in a row: reachable, but not serving.
+    /// Answered with a status the pool retries on (502, 503, 504 by default): reachable, but
+    /// not serving.
     BadStatus,
 }
 
@@ -94,12 +94,8 @@ impl TrafficFailure {
 pub enum Outcome {
     /// Active check number `check` (its index in the pool's policy) passed or failed.
     Check { check: usize, passed: bool },
-    /// A real request reached the backend.
-    TrafficOk,
-    /// A real request could not reach the backend.
-    TrafficFailed(TrafficFailure),
-    /// Real requests failed at the pool's failure-rate threshold or above.
-    FailureRate,
+    /// Passive detection takes the backend out, for this reason (`Traffic` or `FailureRate`).
+    Ejected(Reason),
 }
 
 /// Why a backend changed status.
@@ -109,7 +105,8 @@ pub enum Reason {
     ChecksPassed,
     /// Check number `.0` failed (`fall` times in a row, or once at start-up).
     CheckFailed(usize),
-    /// Real traffic failed to connect `passive_fall` times in a row.
+    /// Real traffic failed this way `passive_fall` times in a row (`status_fall` for
+    /// `BadStatus`).
     Traffic(TrafficFailure),
     /// Real traffic failed at the failure-rate threshold or above.
     FailureRate,
@@ -152,8 +149,6 @@ const EJECTIONS_KEPT: usize = 64;
 #[derive(Debug, Clone)]
 pub struct HealthState {
     checks: Vec<CheckStreaks>,
-    passive_fall: u32,
-    traffic_failures: u32,
     status: Status,
     hold_down: HoldDown,
     /// When the backend was taken out (from up), within the flap window.
@@ -163,14 +158,13 @@ pub struct HealthState {
 }
 
 impl HealthState {
-    /// A backend not yet probed, judged by `checks` (at least one) and `passive_fall`, without
-    /// hold-down.
-    pub fn new(checks: &[Thresholds], passive_fall: u32) -> Self {
-        Self::with_hold_down(checks, passive_fall, HoldDown::OFF)
+    /// A backend not yet probed, judged by `checks` (at least one), without hold-down.
+    pub fn new(checks: &[Thresholds]) -> Self {
+        Self::with_hold_down(checks, HoldDown::OFF)
     }
 
     /// Like [`new`](Self::new), a flapping backend kept out as `hold_down` says.
-    pub fn with_hold_down(checks: &[Thresholds], passive_fall: u32, hold_down: HoldDown) -> Self {
+    pub fn with_hold_down(checks: &[Thresholds], hold_down: HoldDown) -> Self {
         HealthState {
             checks: checks
                 .iter()
@@ -181,8 +175,6 @@ impl HealthState {
                     failures: 0,
                 })
                 .collect(),
-            passive_fall: passive_fall.max(1),
-            traffic_failures: 0,
             status: Status::Unknown,
             hold_down,
             ejections: VecDeque::new(),
@@ -209,11 +201,6 @@ impl HealthState {
         self.status
     }
 
-    /// Consecutive failed connects of real traffic since the last success.
-    pub fn traffic_failures(&self) -> u32 {
-        self.traffic_failures
-    }
-
     /// Takes in one outcome, learned at `now`; returns the change of status it caused, if any.
     pub fn observe(&mut self, outcome: Outcome, now: Instant) -> Option<Transition> {
         let reason = match outcome {
@@ -235,24 +222,12 @@ impl HealthState {
                     Reason::CheckFailed(check)
                 }
             }
-            Outcome::TrafficOk => {
-                self.traffic_failures = 0;
-                return None;
-            }
-            Outcome::TrafficFailed(kind) => {
-                self.traffic_failures = self.traffic_failures.saturating_add(1);
-                if self.traffic_failures < self.passive_fall || self.status == Status::Down {
-                    return None;
-                }
-                self.take_out();
-                Reason::Traffic(kind)
-            }
-            Outcome::FailureRate => {
+            Outcome::Ejected(reason) => {
                 if self.status == Status::Down {
                     return None;
                 }
                 self.take_out();
-                Reason::FailureRate
+                reason
             }
         };
         let to = self.derived_status();
@@ -264,7 +239,6 @@ impl HealthState {
         }
         let from = std::mem::replace(&mut self.status, to);
         if to == Status::Up {
-            self.traffic_failures = 0;
             self.held_until = None;
         }
         if from == Status::Up && to == Status::Down {
@@ -327,8 +301,12 @@ mod tests {
         *ORIGIN.get_or_init(Instant::now) + Duration::from_secs(seconds)
     }
 
-    fn state(rise: u32, fall: u32, passive_fall: u32) -> HealthState {
-        HealthState::new(&[Thresholds { rise, fall }], passive_fall)
+    fn state(rise: u32, fall: u32) -> HealthState {
+        HealthState::new(&[Thresholds { rise, fall }])
+    }
+
+    fn ejected(kind: TrafficFailure) -> Outcome {
+        Outcome::Ejected(Reason::Traffic(kind))
     }
 
     fn check(s: &mut HealthState, passed: bool) -> Option<Transition> {
@@ -337,7 +315,7 @@ mod tests {
 
     #[test]
     fn first_result_decides_at_start_up() {
-        let mut s = state(3, 3, 1);
+        let mut s = state(3, 3);
         assert_eq!(s.status(), Status::Unknown);
         let t = check(&mut s, true).unwrap();
         assert_eq!(
@@ -345,14 +323,14 @@ mod tests {
             (Status::Unknown, Status::Up, Reason::ChecksPassed)
         );
 
-        let mut s = state(3, 3, 1);
+        let mut s = state(3, 3);
         let t = check(&mut s, false).unwrap();
         assert_eq!((t.to, t.reason), (Status::Down, Reason::CheckFailed(0)));
     }
 
     #[test]
     fn fall_consecutive_failures_take_it_down() {
-        let mut s = state(2, 3, 1);
+        let mut s = state(2, 3);
         check(&mut s, true);
         assert_eq!(check(&mut s, false), None);
         assert_eq!(check(&mut s, false), None);
@@ -366,7 +344,7 @@ mod tests {
 
     #[test]
     fn rise_consecutive_passes_bring_it_back() {
-        let mut s = state(3, 1, 1);
+        let mut s = state(3, 1);
         check(&mut s, false);
         assert_eq!(s.status(), Status::Down);
         assert_eq!(check(&mut s, true), None);
@@ -383,11 +361,9 @@ mod tests {
 
     #[test]
     fn one_refused_connect_takes_it_down_and_rise_brings_it_back() {
-        let mut s = state(2, 5, 1);
+        let mut s = state(2, 5);
         check(&mut s, true);
-        let t = s
-            .observe(Outcome::TrafficFailed(TrafficFailure::Refused), at(0))
-            .unwrap();
+        let t = s.observe(ejected(TrafficFailure::Refused), at(0)).unwrap();
         assert_eq!(
             (t.from, t.to, t.reason),
             (
@@ -397,45 +373,15 @@ mod tests {
             )
         );
         // Already down: more failures change nothing.
-        assert_eq!(
-            s.observe(Outcome::TrafficFailed(TrafficFailure::Refused), at(0)),
-            None
-        );
+        assert_eq!(s.observe(ejected(TrafficFailure::Refused), at(0)), None);
         assert_eq!(check(&mut s, true), None);
         assert_eq!(check(&mut s, true).map(|t| t.to), Some(Status::Up));
     }
 
     #[test]
-    fn passive_threshold_counts_consecutive_failures_only() {
-        let mut s = state(1, 1, 3);
-        check(&mut s, true);
-        assert_eq!(
-            s.observe(Outcome::TrafficFailed(TrafficFailure::Timeout), at(0)),
-            None
-        );
-        assert_eq!(
-            s.observe(Outcome::TrafficFailed(TrafficFailure::Timeout), at(0)),
-            None
-        );
-        assert_eq!(s.observe(Outcome::TrafficOk, at(0)), None);
-        assert_eq!(
-            s.observe(Outcome::TrafficFailed(TrafficFailure::Reset), at(0)),
-            None
-        );
-        assert_eq!(
-            s.observe(Outcome::TrafficFailed(TrafficFailure::Reset), at(0)),
-            None
-        );
-        let t = s
-            .observe(Outcome::TrafficFailed(TrafficFailure::Reset), at(0))
-            .unwrap();
-        assert_eq!(t.reason, Reason::Traffic(TrafficFailure::Reset));
-    }
-
-    #[test]
     fn every_check_must_pass() {
         let thresholds = Thresholds { rise: 1, fall: 1 };
-        let mut s = HealthState::new(&[thresholds, thresholds], 1);
+        let mut s = HealthState::new(&[thresholds, thresholds]);
         assert_eq!(
             s.observe(
                 Outcome::Check {
@@ -492,7 +438,7 @@ mod tests {
 
     #[test]
     fn unknown_check_index_is_ignored() {
-        let mut s = state(1, 1, 1);
+        let mut s = state(1, 1);
         assert_eq!(
             s.observe(
                 Outcome::Check {
@@ -509,7 +455,6 @@ mod tests {
     fn flapping(base: u64, max: u64, window: u64) -> HealthState {
         HealthState::with_hold_down(
             &[Thresholds { rise: 2, fall: 1 }],
-            1,
             HoldDown {
                 base: Duration::from_secs(base),
                 max: Duration::from_secs(max),
@@ -579,23 +524,26 @@ mod tests {
     fn a_traffic_ejection_counts_as_one() {
         let mut s = flapping(5, 300, 300);
         check_at(&mut s, true, 0);
-        s.observe(Outcome::TrafficFailed(TrafficFailure::Refused), at(1));
+        s.observe(ejected(TrafficFailure::Refused), at(1));
         check_at(&mut s, true, 2);
         assert_eq!(check_at(&mut s, true, 3), Some(Status::Up));
-        let t = s
-            .observe(Outcome::TrafficFailed(TrafficFailure::Refused), at(4))
-            .unwrap();
+        let t = s.observe(ejected(TrafficFailure::Refused), at(4)).unwrap();
         assert_eq!(t.to, Status::Down);
         assert_eq!(s.held_for(at(4)), Some(Duration::from_secs(5)));
     }
 
     #[test]
     fn a_failure_rate_takes_it_out_until_rise() {
-        let mut s = state(2, 1, 5);
+        let mut s = state(2, 1);
         check(&mut s, true);
-        let t = s.observe(Outcome::FailureRate, at(0)).unwrap();
+        let t = s
+            .observe(Outcome::Ejected(Reason::FailureRate), at(0))
+            .unwrap();
         assert_eq!((t.to, t.reason), (Status::Down, Reason::FailureRate));
-        assert_eq!(s.observe(Outcome::FailureRate, at(0)), None);
+        assert_eq!(
+            s.observe(Outcome::Ejected(Reason::FailureRate), at(0)),
+            None
+        );
         assert_eq!(check(&mut s, true), None);
         assert_eq!(check(&mut s, true).map(|t| t.to), Some(Status::Up));
     }

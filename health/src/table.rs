@@ -4,9 +4,9 @@
 //! machine and the details shown by `/status` sit behind mutexes that only checks, failures and
 //! the admin listener take.
 
+use crate::passive::{self, Attempt, Ejection, Passive, PassivePolicy};
 use crate::probe::CheckFailure;
-use crate::rate::FailureRate;
-use crate::state::{HealthState, Outcome, Reason, Status, Thresholds, TrafficFailure, Transition};
+use crate::state::{HealthState, Outcome, Reason, Status, Thresholds, Transition};
 use holdfast_config::{Backend, Check, CheckKind, Config};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -47,16 +47,9 @@ pub struct TransitionRecord {
 pub trait Observer: Send + Sync {
     fn on_check(&self, _backend: &BackendHealth, _record: &CheckRecord) {}
     fn on_transition(&self, _backend: &BackendHealth, _record: &TransitionRecord) {}
-    /// `failures` of `requests` failed within the failure-rate window; `taken_out` unless no
-    /// other backend of the pool could serve.
-    fn on_failure_rate(
-        &self,
-        _backend: &BackendHealth,
-        _failures: u32,
-        _requests: u32,
-        _taken_out: bool,
-    ) {
-    }
+    /// Passive detection called for `ejection`; `taken_out` unless the pool's ejection cap
+    /// kept the backend in.
+    fn on_ejection(&self, _backend: &BackendHealth, _ejection: &Ejection, _taken_out: bool) {}
 }
 
 /// An observer that ignores everything.
@@ -79,13 +72,12 @@ pub struct BackendHealth {
     pub tier: Arc<str>,
     pub backend: Backend,
     usable: AtomicBool,
-    /// Set while the state machine counts failed connects, so that successful requests only
-    /// take the lock when there is a streak to reset.
-    traffic_failing: AtomicBool,
+    /// Set while passive detection counts something, so that a good answer takes the lock only
+    /// when it has a streak to end or a window to count in.
+    passive_counting: AtomicBool,
     /// Woken when the backend is taken out, for requests still waiting on it.
     taken_out: Notify,
-    /// Share of failed real requests (passive detection beside the consecutive counts).
-    rate: FailureRate,
+    passive: Mutex<Passive>,
     /// Slow start: when it last came back from down, in milliseconds since `epoch` (0: not
     /// ramping), and over how long it ramps up.
     back_at: AtomicU64,
@@ -160,12 +152,28 @@ impl BackendHealth {
 pub struct PoolHealth {
     pub name: Arc<str>,
     pub checks: Vec<Check>,
+    /// Passive detection holds out at most this share of the backends on bounded ejections.
+    pub max_ejection_percent: u32,
     pub tiers: Vec<Vec<Arc<BackendHealth>>>,
 }
 
 impl PoolHealth {
     pub fn backends(&self) -> impl Iterator<Item = &Arc<BackendHealth>> {
         self.tiers.iter().flatten()
+    }
+
+    /// Whether passive detection may take `backend` out on a bounded ejection now.
+    fn may_eject(&self, backend: &BackendHealth) -> bool {
+        let (mut total, mut out, mut usable_others) = (0, 0, 0);
+        for b in self.backends() {
+            total += 1;
+            match (b.id == backend.id, b.is_usable()) {
+                (true, _) => {}
+                (false, true) => usable_others += 1,
+                (false, false) => out += 1,
+            }
+        }
+        passive::may_eject(total, out, usable_others, self.max_ejection_percent)
     }
 
     /// Index of the first tier with a usable backend, if any.
@@ -219,6 +227,11 @@ impl HealthTable {
             .enumerate()
             .map(|(p, pool)| {
                 let pool_name: Arc<str> = Arc::from(pool.name.as_str());
+                let passive = PassivePolicy {
+                    passive_fall: pool.health.passive_fall.get(),
+                    status_fall: pool.health.status_fall.get(),
+                    failure_rate: pool.health.failure_rate,
+                };
                 let thresholds: Vec<Thresholds> = pool
                     .health
                     .checks
@@ -248,15 +261,14 @@ impl HealthTable {
                                     tier: tier_name.clone(),
                                     backend: backend.clone(),
                                     usable: AtomicBool::new(false),
-                                    traffic_failing: AtomicBool::new(false),
+                                    passive_counting: AtomicBool::new(false),
                                     taken_out: Notify::new(),
-                                    rate: FailureRate::new(pool.health.failure_rate, epoch),
+                                    passive: Mutex::new(Passive::new(passive)),
                                     back_at: AtomicU64::new(0),
                                     epoch,
                                     slow_start: pool.health.slow_start,
                                     state: Mutex::new(HealthState::with_hold_down(
                                         &thresholds,
-                                        pool.health.passive_fall.get(),
                                         pool.health.hold_down,
                                     )),
                                     details: Mutex::new(Details {
@@ -271,6 +283,7 @@ impl HealthTable {
                 PoolHealth {
                     name: pool_name,
                     checks: pool.health.checks.clone(),
+                    max_ejection_percent: pool.health.max_ejection_percent,
                     tiers,
                 }
             })
@@ -286,48 +299,40 @@ impl HealthTable {
         self.pools.get(index)
     }
 
-    /// Reports what a real request met at a backend (passive detection): a connection made, or
-    /// how it failed. A failure counts towards the failure rate too (`BadStatus`, the streak of
-    /// answers, does not: each answer is reported by [`report_answer`](Self::report_answer)).
-    pub fn report_traffic(&self, backend: &BackendHealth, result: Result<(), TrafficFailure>) {
-        match result {
-            Ok(()) if !backend.traffic_failing.load(Ordering::Relaxed) => {}
-            Ok(()) => self.apply(backend, Outcome::TrafficOk),
-            Err(kind) => {
-                self.apply(backend, Outcome::TrafficFailed(kind));
-                if kind != TrafficFailure::BadStatus {
-                    self.count_failure(backend);
-                }
-            }
+    /// Reports how one attempt of a real request at `backend` ended (passive detection). A
+    /// good answer from a backend with nothing counted costs one relaxed load.
+    #[inline]
+    pub fn report(&self, backend: &BackendHealth, attempt: Attempt) {
+        if attempt == Attempt::Answered && !backend.passive_counting.load(Ordering::Relaxed) {
+            return;
         }
+        self.observe(backend, attempt);
     }
 
-    /// Reports a backend's answer to a real request, `bad` when its status is one the pool
-    /// retries on, for the failure rate.
-    pub fn report_answer(&self, backend: &BackendHealth, bad: bool) {
-        if bad {
-            self.count_failure(backend);
-        } else {
-            backend.rate.success();
-        }
-    }
-
-    /// One failed request for the failure rate; at the threshold the backend is taken out,
-    /// unless no other backend of its pool could serve (a backend failing a share of requests
-    /// still serves the rest better than the fallback would).
-    fn count_failure(&self, backend: &BackendHealth) {
+    fn observe(&self, backend: &BackendHealth, attempt: Attempt) {
         let now = tokio::time::Instant::now().into_std();
-        let Some((failures, requests)) = backend.rate.failure(now) else {
+        let ejection = {
+            let mut passive = lock(&backend.passive);
+            let ejection = passive.observe(attempt, now);
+            backend
+                .passive_counting
+                .store(!passive.is_idle(), Ordering::Relaxed);
+            ejection
+        };
+        let Some(ejection) = ejection else {
             return;
         };
-        let another = self
-            .pools
-            .get(backend.id.pool)
-            .is_some_and(|pool| pool.backends().any(|b| b.id != backend.id && b.is_usable()));
-        self.observer
-            .on_failure_rate(backend, failures, requests, another);
-        if another {
-            self.apply(backend, Outcome::FailureRate);
+        if !backend.is_usable() {
+            return; // already out
+        }
+        let allowed = !ejection.bounded
+            || self
+                .pools
+                .get(backend.id.pool)
+                .is_some_and(|pool| pool.may_eject(backend));
+        self.observer.on_ejection(backend, &ejection, allowed);
+        if allowed {
+            self.apply(backend, Outcome::Ejected(ejection.reason));
         }
     }
 
@@ -348,10 +353,12 @@ impl HealthTable {
             let now = tokio::time::Instant::now().into_std();
             let t = state.observe(outcome, now);
             let held = state.held_for(now);
-            backend
-                .traffic_failing
-                .store(state.traffic_failures() > 0, Ordering::Relaxed);
             if let Some(t) = t {
+                if t.to == Status::Up {
+                    // Back: what real traffic counted before it went out is history.
+                    lock(&backend.passive).reset();
+                    backend.passive_counting.store(false, Ordering::Relaxed);
+                }
                 if t.from == Status::Down && t.to == Status::Up && !backend.slow_start.is_zero() {
                     backend
                         .back_at

@@ -25,7 +25,7 @@ cargo build "${profile[@]}" --workspace --locked --bins
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 HOLDFAST_SOAK_SECONDS=${HOLDFAST_SOAK_SECONDS:-60} \
-  cargo test "${profile[@]}" --locked -p holdfast-tests --test faults -- --nocapture --test-threads 1 \
+  cargo test "${profile[@]}" --locked -p holdfast-tests --test faults -- --ignored --nocapture --test-threads 1 \
   2>&1 | tee "$out" | grep -E '^test |^soak|panicked' || true
 echo
 echo "| fault | requests | failed | longest request | to the other backend | failback | gateway's counters |"

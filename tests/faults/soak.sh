@@ -8,4 +8,4 @@ cd "$(dirname "$0")/../.."
 source deploy/prereqs.sh
 cargo build --release --workspace --locked --bins
 HOLDFAST_SOAK_SECONDS=${1:-1800} \
-  cargo test --release --locked -p holdfast-tests --test faults soak_random_faults -- --nocapture
+  cargo test --release --locked -p holdfast-tests --test faults soak_random_faults -- --ignored --nocapture

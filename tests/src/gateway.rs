@@ -242,14 +242,14 @@ impl Gateway {
         self.admin("/metrics").await
     }
 
-    /// The value of one sample, e.g. `holdfast_active_tier{pool="app"}`; 0 when absent.
+    /// The value of one sample, e.g. `holdfast_active_tier{pool="app"}` (see [`sample_value`]).
     pub async fn metric(&self, sample: &str) -> f64 {
         let text = self.metrics().await;
         sample_value(&text, sample)
     }
 
     /// The sum of every sample whose text starts with `prefix`, e.g. all reasons of
-    /// `holdfast_upstream_retries_total{pool="app"`.
+    /// `holdfast_upstream_retries_total{pool="app"`; panics when there is none.
     pub async fn metric_sum(&self, prefix: &str) -> f64 {
         sum_of(&self.metrics().await, prefix)
     }
@@ -280,19 +280,39 @@ fn spawn(scratch: &Path, config: &Path, log: std::fs::File, upgrade: bool) -> Ch
         .expect("start holdfast")
 }
 
-/// The sum of the samples starting with `prefix` in a Prometheus text page.
+/// The sum of the samples starting with `prefix` in a Prometheus text page; panics when there
+/// is none.
 pub fn sum_of(text: &str, prefix: &str) -> f64 {
-    text.lines()
+    let values: Vec<f64> = text
+        .lines()
         .filter(|line| line.starts_with(prefix))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .collect();
+    assert!(!values.is_empty(), "no sample starts with {prefix}");
+    values.iter().sum()
 }
 
-/// The value of `sample` (name and labels exactly as exposed) in a Prometheus text page.
+/// The value of `sample` (name and labels exactly as exposed) in a Prometheus text page. A
+/// combination of labels not counted yet reads 0; a metric of which the page has no sample at
+/// all panics, naming what there is (a renamed metric must not pass an `== 0.0` assertion).
 pub fn sample_value(text: &str, sample: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0.0)
+    let found = text.lines().find_map(|line| {
+        let value = line.strip_prefix(sample)?;
+        value.starts_with(' ').then(|| value.trim().parse().ok())?
+    });
+    if let Some(value) = found {
+        return value;
+    }
+    let name = sample.split('{').next().unwrap_or(sample);
+    let named = |line: &&str| {
+        line.strip_prefix(name)
+            .is_some_and(|r| r.starts_with(['{', ' ']))
+    };
+    assert!(
+        text.lines().any(|line| named(&line)),
+        "no metric {name} in the page (asked for {sample})"
+    );
+    0.0
 }
 
 impl Drop for Gateway {
@@ -302,5 +322,32 @@ impl Drop for Gateway {
         if std::thread::panicking() {
             eprintln!("--- holdfast log ---\n{}", self.log());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGE: &str = "# TYPE holdfast_x counter\nholdfast_x{pool=\"app\"} 3\nholdfast_xy 7\n";
+
+    #[test]
+    fn samples_are_read_exactly() {
+        assert_eq!(sample_value(PAGE, r#"holdfast_x{pool="app"}"#), 3.0);
+        assert_eq!(sample_value(PAGE, "holdfast_xy"), 7.0);
+        assert_eq!(sample_value(PAGE, r#"holdfast_x{pool="other"}"#), 0.0);
+        assert_eq!(sum_of(PAGE, "holdfast_x"), 10.0);
+    }
+
+    #[test]
+    #[should_panic(expected = "no metric holdfast_renamed")]
+    fn a_metric_that_is_not_there_fails() {
+        sample_value(PAGE, r#"holdfast_renamed{pool="app"}"#);
+    }
+
+    #[test]
+    #[should_panic(expected = "no sample starts with")]
+    fn a_sum_of_nothing_fails() {
+        sum_of(PAGE, "holdfast_renamed");
     }
 }

@@ -32,7 +32,7 @@ use arc_swap::ArcSwap;
 use body::{Body, BodyError};
 use bytes::{Buf, Bytes, BytesMut};
 use holdfast_health::table::BackendHealth;
-use holdfast_health::TrafficFailure;
+use holdfast_health::{Attempt, TrafficFailure};
 use pingora::server::ShutdownWatch;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -482,7 +482,9 @@ impl<S: VisitorIo> Visitor<'_, S> {
                     // nothing in time (524).
                     cause = RetryCause::Failed(kind);
                     backend.metrics.connect_failure(kind);
-                    runtime.health.report_traffic(&backend.health, Err(kind));
+                    runtime
+                        .health
+                        .report(&backend.health, Attempt::Broken(kind));
                     if body_sent && !repeatable {
                         // The body is gone: it cannot be sent again.
                         return Err(GiveUp::AttemptsExhausted);
@@ -555,18 +557,17 @@ impl<S: VisitorIo> Visitor<'_, S> {
             .connect(&backend.health.backend, limits.connect)
             .await
         {
-            Ok(io) => {
-                runtime.health.report_traffic(&backend.health, Ok(()));
-                Ok(Pinned {
-                    pool: pool_index,
-                    slot,
-                    io,
-                    buf: BytesMut::new(),
-                })
-            }
+            Ok(io) => Ok(Pinned {
+                pool: pool_index,
+                slot,
+                io,
+                buf: BytesMut::new(),
+            }),
             Err(kind) => {
                 backend.metrics.connect_failure(kind);
-                runtime.health.report_traffic(&backend.health, Err(kind));
+                runtime
+                    .health
+                    .report(&backend.health, Attempt::ConnectFailed(kind));
                 Err(kind)
             }
         }
@@ -851,17 +852,14 @@ enum Forwarded {
     Broken,
 }
 
-/// Notes a backend's answer for passive health: `status_fall` answers in a row with a
-/// `retry_on_status` status take the backend out, and so does a share of them at the pool's
-/// failure rate.
+/// Notes a backend's answer for passive health: a `retry_on_status` status counts toward
+/// `status_fall` and the failure rate, any other is an answer.
 fn note_answer(runtime: &Runtime, pool: &PoolRuntime, backend: &BackendRuntime, status: u16) {
-    let bad = pool.retry_on_status.contains(&status);
-    runtime.health.report_answer(&backend.health, bad);
-    if backend.note_answer(bad, pool.status_fall) {
-        runtime
-            .health
-            .report_traffic(&backend.health, Err(TrafficFailure::BadStatus));
-    }
+    let attempt = match pool.retry_on_status.contains(&status) {
+        true => Attempt::RetryableStatus,
+        false => Attempt::Answered,
+    };
+    runtime.health.report(&backend.health, attempt);
 }
 
 /// Whether an idle backend connection is still open: a closed one (or one that sent bytes

@@ -57,6 +57,28 @@ backends = [{ address = "127.0.0.1:8081" }]
         "150 is not a share in percent",
     ),
     (
+        "ejection cap above 100 %",
+        r#"
+[pools.app.health]
+max_ejection_percent = 101
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "pools.app.health.max_ejection_percent",
+        "101 is not a share in percent",
+    ),
+    (
+        "a line break in the fallback's content type",
+        r#"
+[fallback]
+content_type = "text/html\r\nSet-Cookie: x=1"
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "fallback.content_type",
+        "must not be empty nor hold control characters",
+    ),
+    (
         "POST among the methods sent again",
         r#"
 [pools.app]

@@ -106,32 +106,33 @@ async fn when_every_backend_answers_503_the_last_answer_is_passed_on() {
 }
 
 /// A backend answering 503 to everything is taken out by real traffic after `status_fall`
-/// answers in a row, so later requests go straight to the backup instead of asking it first.
+/// answers in a row, so later requests go straight to the backup instead of asking it first;
+/// whatever `passive_fall` is (each retry connects afresh, and a connect is no answer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_answering_503_in_a_row_is_taken_out_by_traffic() {
-    let primary = RawBackend::start(unavailable("primary busy")).await;
-    let backup = backend("backup").await;
-    let gw = Gateway::start(&two_tiers(
-        ("primary", primary.addr),
-        ("backup", backup.addr()),
-        3,
-        0,
-    ))
-    .await;
-    let c = client();
-    for i in 0..20 {
-        let r = c.get(gw.url(&format!("/{i}"))).send().await.unwrap();
-        assert_eq!(r.status(), 200, "request {i}");
+    for passive_fall in [1, 3] {
+        let primary = RawBackend::start(unavailable("primary busy")).await;
+        let backup = backend("backup").await;
+        let pools = two_tiers(("primary", primary.addr), ("backup", backup.addr()), 3, 0).replace(
+            "[pools.app.health]\n",
+            &format!("[pools.app.health]\npassive_fall = {passive_fall}\n"),
+        );
+        let gw = Gateway::start(&pools).await;
+        let c = client();
+        for i in 0..20 {
+            let r = c.get(gw.url(&format!("/{i}"))).send().await.unwrap();
+            assert_eq!(r.status(), 200, "passive_fall {passive_fall}, request {i}");
+        }
+        assert_eq!(
+            primary.requests().len(),
+            3,
+            "passive_fall {passive_fall}: the primary was asked until its third 503, then no more"
+        );
+        assert_eq!(backup.served(), 20);
+        let down = r#"holdfast_backend_transitions_total{backend="primary",pool="app",reason="bad_status",tier="primary",to="down"}"#;
+        assert_eq!(gw.metric(down).await, 1.0);
+        assert_eq!(gw.metric(r#"holdfast_active_tier{pool="app"}"#).await, 1.0);
     }
-    assert_eq!(
-        primary.requests().len(),
-        3,
-        "the primary was asked until its third 503, then no more"
-    );
-    assert_eq!(backup.served(), 20);
-    let down = r#"holdfast_backend_transitions_total{backend="primary",pool="app",reason="bad_status",tier="primary",to="down"}"#;
-    assert_eq!(gw.metric(down).await, 1.0);
-    assert_eq!(gw.metric(r#"holdfast_active_tier{pool="app"}"#).await, 1.0);
 }
 
 /// A backend failing one request in three never answers `status_fall` (5) 503s in a row, but
@@ -238,4 +239,49 @@ async fn put_and_delete_are_sent_again_only_when_configured() {
         .unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(backup.requests().len(), 2);
+}
+
+/// What a visitor's requests can partly bring about (503s from an endpoint that answers so to
+/// bad input) costs a pool at most `max_ejection_percent` of its backends (50 % by default):
+/// with two primaries answering 503 to everything and a backup, `status_fall` takes one primary
+/// out, the other stays in (two of three would be out), and every visitor still gets the
+/// backup's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passive_detection_never_empties_a_pool_past_its_ejection_cap() {
+    let first = RawBackend::start(unavailable("first")).await;
+    let second = RawBackend::start(unavailable("second")).await;
+    let backup = backend("backup").await;
+    let gw = Gateway::start(&format!(
+        r#"
+[pools.app.health]
+status_fall = 2
+[pools.app.health.tcp]
+interval = "60s"
+[[pools.app.tiers]]
+backends = [{{ address = "{}", name = "first" }}, {{ address = "{}", name = "second" }}]
+[[pools.app.tiers]]
+backends = [{{ address = "{}", name = "backup" }}]
+"#,
+        first.addr,
+        second.addr,
+        backup.addr()
+    ))
+    .await;
+    let c = client();
+    for i in 0..30 {
+        let r = c.get(gw.url(&format!("/{i}"))).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+    }
+    assert_eq!(backup.served(), 30);
+    let down = |name: &str| {
+        format!(
+            r#"holdfast_backend_transitions_total{{backend="{name}",pool="app",reason="bad_status",tier="primary",to="down"}}"#
+        )
+    };
+    let ejected = gw.metric(&down("first")).await + gw.metric(&down("second")).await;
+    assert_eq!(ejected, 1.0, "one primary out, the other kept in by the cap");
+    assert!(
+        gw.log().contains("kept in: the pool would be left with too few backends"),
+        "the log says why the second stays in"
+    );
 }
