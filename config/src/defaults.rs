@@ -38,8 +38,15 @@ pub const RETRY_BODY_MAX_BYTES_LIMIT: u64 = 16 * 1024 * 1024;
 /// answers a SYN in well under a millisecond, and 2 s still allows one SYN retransmission (1 s).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Longest wait for any read from a backend (the response head, then each read of the body).
+/// Longest wait for a backend's response head once the request is sent (a deadline: a backend
+/// trickling its head does not restart it), then for each read of the body.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An upgraded connection (WebSocket) with no byte in either direction for this long is closed.
+/// Cloudflare itself closes a WebSocket idle for about 100 s, so applications ping well within
+/// that; HAProxy's `timeout tunnel` is commonly set to an hour, nginx's `proxy_read_timeout`
+/// (60 s) applies to tunnels too.
+pub const TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Longest wait for a backend to take the request body, per write.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);

@@ -108,6 +108,8 @@ pub struct Pool {
     pub total_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration::opt")]
     pub response_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub tunnel_idle_timeout: Option<Duration>,
     pub max_attempts: Option<u32>,
     /// Backend answers that send an idempotent request on to the next backend.
     pub retry_on_status: Option<Vec<u16>>,

@@ -176,7 +176,8 @@ pub struct BackendTls {
 pub struct Timeouts {
     /// Opening the TCP connection.
     pub connect: Duration,
-    /// Each read from the backend, the wait for the response head included.
+    /// The wait for the response head once the request is sent (a deadline), then each read of
+    /// the body.
     pub read: Duration,
     /// Each write of the request to the backend.
     pub write: Duration,
@@ -186,6 +187,8 @@ pub struct Timeouts {
     /// body): past it, the request goes to the next backend and the silent one is reported as
     /// timed out. `None` (the default): `read` alone, so slow but healthy endpoints work.
     pub response: Option<Duration>,
+    /// An upgraded connection (WebSocket) idle this long in both directions is closed.
+    pub tunnel_idle: Duration,
 }
 
 /// How a pool's backends are judged.

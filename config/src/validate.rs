@@ -365,6 +365,7 @@ fn validate_pool(name: String, raw: file::Pool, p: &mut Problems) -> Pool {
         write_timeout,
         total_timeout,
         response_timeout,
+        tunnel_idle_timeout,
         max_attempts,
         retry_on_status,
         retry_methods,
@@ -399,6 +400,12 @@ fn validate_pool(name: String, raw: file::Pool, p: &mut Problems) -> Pool {
             p,
         ),
         response: response_timeout,
+        tunnel_idle: positive(
+            tunnel_idle_timeout,
+            d::TUNNEL_IDLE_TIMEOUT,
+            &format!("{at}.tunnel_idle_timeout"),
+            p,
+        ),
     };
     if response_timeout.is_some_and(|t| t.is_zero()) {
         p.add(format!("{at}.response_timeout"), "must be more than 0s");

@@ -90,8 +90,13 @@ impl RetryCause {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttemptLimits {
     pub connect: Duration,
+    /// The longest wait for the answer's head once the request is sent (a deadline, not a
+    /// budget per read), and for each read of a body.
     pub read: Duration,
     pub write: Duration,
+    /// The end of the whole chain (`total_timeout` after its first attempt): no wait for a
+    /// response head goes past it, however the backend trickles.
+    pub deadline: Instant,
 }
 
 /// The attempts one request has made so far.
@@ -139,6 +144,7 @@ impl Attempts {
                 connect: timeouts.connect.min(left),
                 read: timeouts.read.min(left),
                 write: timeouts.write,
+                deadline: started + timeouts.total,
             },
         ))
     }
@@ -155,6 +161,7 @@ mod tests {
             write: Duration::from_secs(30),
             total: Duration::from_secs(10),
             response: None,
+            tunnel_idle: Duration::from_secs(300),
         }
     }
 
@@ -190,10 +197,17 @@ mod tests {
             "read is capped by the budget"
         );
 
+        assert_eq!(limits.deadline, start + Duration::from_secs(10));
+
         let later = start + Duration::from_millis(9_500);
         let (_, limits) = a.next(&timeouts(), 10, later, |_| Some((0, 1))).unwrap();
         assert_eq!(limits.connect, Duration::from_millis(500));
         assert_eq!(limits.read, Duration::from_millis(500));
+        assert_eq!(
+            limits.deadline,
+            start + Duration::from_secs(10),
+            "one deadline for the chain"
+        );
 
         let spent = start + Duration::from_secs(10);
         assert_eq!(

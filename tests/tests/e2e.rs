@@ -26,3 +26,5 @@ mod tiers;
 mod tls;
 #[path = "e2e/upgrade.rs"]
 mod upgrade;
+#[path = "e2e/visitors.rs"]
+mod visitors;

@@ -9,6 +9,7 @@
 //! | `Content-Length` not all digits, or several that differ | 400 |
 //! | `Transfer-Encoding` other than exactly `chunked` (`xchunked`, `chunked, identity`, `gzip, chunked`, `chunked` twice) | 400 |
 //! | `Transfer-Encoding` in an HTTP/1.0 request | 400 |
+//! | a header name that reads as `Content-Length` or `Transfer-Encoding` once `_` is taken for `-` (`Transfer_Encoding`: CGI, WSGI and Rack turn both spellings into one variable) | 400 |
 //! | HTTP/1.1 without `Host`, any request with two `Host` lines, or a `Host` that is not a host | 400 |
 //! | request target longer than [`MAX_TARGET_BYTES`] | 414 |
 //! | head longer than [`MAX_HEAD_BYTES`], or more than [`MAX_VISITOR_HEADERS`] header lines | 431 |
@@ -61,6 +62,9 @@ pub struct Head {
     pub method: Method,
     /// Byte range of the `Host` value within the head, if any.
     pub host: Option<(usize, usize)>,
+    /// A `GET` asking to switch protocols (`Upgrade`, named in `Connection`): only then may a
+    /// backend's `101` open a tunnel.
+    pub upgrade: bool,
 }
 
 /// A request method, as far as forwarding decisions need it: the idempotent ones by name.
@@ -118,6 +122,8 @@ pub enum Refusal {
     BadLength,
     BadTransferEncoding,
     ChunkedInHttp10,
+    /// `Content_Length`, `Transfer_Encoding` and the like.
+    FramingLookalike,
     MissingHost,
     RepeatedHost,
     BadHost,
@@ -129,13 +135,14 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every kind, in declaration order (`ALL[r as usize] == r`).
-    pub const ALL: [Refusal; 12] = [
+    pub const ALL: [Refusal; 13] = [
         Refusal::BareLf,
         Refusal::Malformed,
         Refusal::LengthAndChunked,
         Refusal::BadLength,
         Refusal::BadTransferEncoding,
         Refusal::ChunkedInHttp10,
+        Refusal::FramingLookalike,
         Refusal::MissingHost,
         Refusal::RepeatedHost,
         Refusal::BadHost,
@@ -153,6 +160,7 @@ impl Refusal {
             Refusal::BadLength => "bad_length",
             Refusal::BadTransferEncoding => "bad_transfer_encoding",
             Refusal::ChunkedInHttp10 => "chunked_in_http10",
+            Refusal::FramingLookalike => "framing_lookalike",
             Refusal::MissingHost => "missing_host",
             Refusal::RepeatedHost => "repeated_host",
             Refusal::BadHost => "bad_host",
@@ -182,6 +190,9 @@ impl Refusal {
             Refusal::BadLength => "invalid or conflicting Content-Length",
             Refusal::BadTransferEncoding => "Transfer-Encoding other than chunked",
             Refusal::ChunkedInHttp10 => "Transfer-Encoding in an HTTP/1.0 request",
+            Refusal::FramingLookalike => {
+                "a header name that reads as Content-Length or Transfer-Encoding with '_' for '-'"
+            }
             Refusal::MissingHost => "HTTP/1.1 request without Host",
             Refusal::RepeatedHost => "more than one Host",
             Refusal::BadHost => "invalid Host",
@@ -229,6 +240,7 @@ fn parse_with<const LINES: usize>(buf: &[u8]) -> Result<Option<Head>, Refusal> {
     let (mut length, mut chunked, mut te_seen) = (None::<u64>, false, false);
     let mut hosts = 0;
     let (mut close, mut keep_alive_token, mut expect_continue) = (false, false, false);
+    let (mut upgrade_token, mut upgrade_header) = (false, false);
     let mut host = None;
     let base = buf.as_ptr() as usize;
     for h in req.headers.iter() {
@@ -261,9 +273,14 @@ fn parse_with<const LINES: usize>(buf: &[u8]) -> Result<Option<Head>, Refusal> {
             for token in h.value.split(|&b| b == b',').map(trimmed) {
                 close |= token.eq_ignore_ascii_case(b"close");
                 keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                upgrade_token |= token.eq_ignore_ascii_case(b"upgrade");
             }
         } else if name.eq_ignore_ascii_case(b"expect") {
             expect_continue |= trimmed(h.value).eq_ignore_ascii_case(b"100-continue");
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade_header = true;
+        } else if name.contains(&b'_') && reads_as_framing(name) {
+            return Err(Refusal::FramingLookalike);
         }
     }
     if chunked && !http11 {
@@ -288,7 +305,22 @@ fn parse_with<const LINES: usize>(buf: &[u8]) -> Result<Option<Head>, Refusal> {
         head_method: method == "HEAD",
         method: Method::from_name(method),
         host,
+        upgrade: upgrade_token && upgrade_header && method == "GET",
     }))
+}
+
+/// Whether a header name with `_` in it reads as `Content-Length` or `Transfer-Encoding` once
+/// each `_` is taken for `-`.
+fn reads_as_framing(name: &[u8]) -> bool {
+    [&b"content-length"[..], b"transfer-encoding"]
+        .iter()
+        .any(|framing| {
+            name.len() == framing.len()
+                && name
+                    .iter()
+                    .zip(framing.iter())
+                    .all(|(&n, &f)| n.eq_ignore_ascii_case(&f) || (n == b'_' && f == b'-'))
+        })
 }
 
 /// Every line of the head ends in CRLF, and none is folded onto the previous one.
@@ -395,6 +427,34 @@ mod tests {
     }
 
     #[test]
+    fn an_upgrade_is_a_get_that_names_upgrade_in_connection() {
+        let cases = [
+            ("GET /chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", true),
+            ("GET /chat HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, upgrade\r\nUpgrade: h2c\r\n\r\n", true),
+            ("POST /chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", false),
+            ("GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n", false),
+            ("GET /chat HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\n\r\n", false),
+            ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", false),
+        ];
+        for (head, upgrade) in cases {
+            assert_eq!(judge(head).unwrap().unwrap().upgrade, upgrade, "{head:?}");
+        }
+    }
+
+    #[test]
+    fn other_names_with_underscores_pass() {
+        for name in [
+            "X_Custom",
+            "Content_Type",
+            "Content_Lengths",
+            "Transfer_Encodin",
+        ] {
+            let head = format!("GET / HTTP/1.1\r\nHost: a\r\n{name}: 1\r\n\r\n");
+            assert!(judge(&head).is_ok_and(|h| h.is_some()), "{head:?}");
+        }
+    }
+
+    #[test]
     fn incomplete_heads_wait_for_more() {
         assert_eq!(judge("GET / HTTP/1.1\r\nHost: a\r\n"), Ok(None));
         assert_eq!(judge("GET / HT"), Ok(None));
@@ -421,6 +481,10 @@ mod tests {
             ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\x0b\r\n\r\n", Malformed),
             ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n", Malformed),
             ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", ChunkedInHttp10),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\n\r\n", FramingLookalike),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\ncontent_length: 50\r\n\r\n", FramingLookalike),
+            ("POST / HTTP/1.1\r\nHost: a\r\nCONTENT_LENGTH: 5\r\n\r\n", FramingLookalike),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer_encoding: x\r\n\r\n", FramingLookalike),
             ("GET / HTTP/1.1\nHost: a\n\n", BareLf),
             ("GET / HTTP/1.1\r\nHost: a\n\r\n", BareLf),
             ("GET / HTTP/1.1\r\nHost: a\r\nX-Folded: one\r\n two\r\n\r\n", Malformed),

@@ -109,7 +109,8 @@ pub fn request_head(head: &[u8], fwd: Forwarding, out: &mut Vec<u8>) -> bool {
 }
 
 /// Writes the response head to send to the visitor into `out` (cleared first): the status line
-/// as received, every header but the hop-by-hop ones, and the gateway's own `Connection` header:
+/// as received, every header but the hop-by-hop ones (and `Content-Length` beside
+/// `Transfer-Encoding`), and the gateway's own `Connection` header:
 /// `close` when the visitor's connection ends after this answer, `keep-alive` for an HTTP/1.0
 /// visitor whose connection stays open, `upgrade` (with `Upgrade`) for a 101. `head` is a
 /// complete response head; returns false if it is not.
@@ -134,8 +135,20 @@ pub fn response_head(
     );
     let headers = res.headers;
     let upgrade = (code == 101).then(|| upgrade_of(headers)).flatten();
+    // With `Transfer-Encoding`, the body is framed by it (chunked) or by the close, never by
+    // a `Content-Length` beside it: that one is dropped, so that the answer cannot be read two
+    // ways downstream (RFC 9112 6.3 rule 3: a sender must remove it before forwarding).
+    // (A `Transfer-Encoding` naming no coding frames nothing, as in `response::parse`.)
+    let transfer_coded = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .any(|coding| !trimmed(coding).is_empty());
     for h in headers.iter() {
         let name = h.name;
+        if transfer_coded && name.eq_ignore_ascii_case("content-length") {
+            continue;
+        }
         let connection_named = !PROTECTED.iter().any(|p| name.eq_ignore_ascii_case(p))
             && headers
                 .iter()
@@ -248,6 +261,35 @@ mod tests {
         let switching = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: k\r\n\r\n";
         assert!(response_head(switching, false, true, &mut out));
         assert_eq!(out, b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: k\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n");
+    }
+
+    #[test]
+    fn content_length_beside_transfer_encoding_is_dropped() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\nX: 1\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX: 1\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 9\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n",
+            ),
+            // Found by the response_head fuzz target: an empty Transfer-Encoding frames
+            // nothing, so the Content-Length stays.
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: \r\n\r\n",
+                "HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: \r\n\r\n",
+            ),
+        ];
+        for (from, to) in cases {
+            let mut out = Vec::new();
+            assert!(response_head(from.as_bytes(), true, true, &mut out));
+            assert_eq!(String::from_utf8_lossy(&out), *to, "{from:?}");
+        }
     }
 
     #[test]

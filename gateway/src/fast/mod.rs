@@ -13,9 +13,14 @@
 //! that is taken out while the request waits for its answer (rescue); a backend at its
 //! `max_in_flight` is passed over; when nothing can serve, the fallback answer, on a connection
 //! that stays open. Connections over the cap are answered with the fallback and closed
-//! ([`FastPath::shed`]).
+//! ([`FastPath::shed`]). One exchange with one backend (sending, the answer's head within its
+//! deadlines, an answer that comes before the body is through, relaying) is `exchange.rs`; an
+//! upgraded connection is `tunnel.rs`. Each attempt's outcome goes to the backend's passive
+//! detector as it ended: only what the backend did counts, never what the visitor did.
 
 mod body;
+mod exchange;
+mod tunnel;
 mod upstream;
 
 pub use upstream::Connector;
@@ -24,14 +29,14 @@ use crate::attempts::{AttemptLimits, Attempts, GiveUp, RetryCause};
 use crate::cap::Cap;
 use crate::h1;
 use crate::h1::request::{self, Framing, Head, Refusal};
-use crate::h1::response::{self, BodyFraming, ResponseHead};
+use crate::h1::response::ResponseHead;
 use crate::h1::rewrite::{self, Forwarding};
 use crate::runtime::{BackendRuntime, PoolRuntime, Runtime};
 use crate::select::Slot;
 use arc_swap::ArcSwap;
 use body::{Body, BodyError};
 use bytes::{Buf, Bytes, BytesMut};
-use holdfast_health::table::BackendHealth;
+use exchange::{Forwarded, Leave, Outgoing};
 use holdfast_health::{Attempt, TrafficFailure};
 use pingora::server::ShutdownWatch;
 use std::net::IpAddr;
@@ -39,7 +44,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use upstream::Io;
 
 /// A read buffer left larger than this after an exchange (a large body went through) is given
@@ -59,12 +64,12 @@ const VISITOR_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// small worker pool must not have them all held open on its side.
 const PINNED_IDLE: Duration = Duration::from_secs(30);
 
-/// An answer not begun this long after the request went out starts to watch for its backend
-/// being taken out; quicker answers (nearly all) never register for that.
-const RESCUE_ARM: Duration = Duration::from_millis(50);
-
-/// How long a shed connection is given to send its request, and then to take the answer.
+/// How long a shed connection is given to send its request, and then to take the answer; and
+/// the longest pause of a visitor whose rest of a body is read away after an early answer.
 const SHED_WAIT: Duration = Duration::from_secs(1);
+
+/// The longest a visitor's rest of a body is read away after an early answer.
+const LINGER: Duration = Duration::from_secs(10);
 
 /// The data path, for every proxy listener.
 pub struct FastPath {
@@ -134,29 +139,6 @@ impl FastPath {
     }
 }
 
-/// Reads more of an answer's head, for at most `read`; `None` when `health`'s backend is taken
-/// out (by a check or by another request) before anything arrives.
-async fn await_head(
-    io: &mut Box<dyn Io>,
-    buf: &mut BytesMut,
-    read: Duration,
-    health: &BackendHealth,
-) -> Option<Result<usize, BodyError>> {
-    let first = read.min(RESCUE_ARM);
-    match body::fill(io, buf, body::HEAD_CHUNK, first).await {
-        Err(BodyError::Timeout) if read > first => {}
-        done => return Some(done),
-    }
-    let taken_out = health.taken_out();
-    if !health.is_usable() {
-        return None;
-    }
-    tokio::select! {
-        done = body::fill(io, buf, body::HEAD_CHUNK, read - first) => Some(done),
-        () = taken_out => None,
-    }
-}
-
 /// A visitor's connection: TCP, or TLS over TCP.
 pub trait VisitorIo: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> VisitorIo for T {}
@@ -193,6 +175,10 @@ enum Exchange {
     KeepOpen,
     /// Answered (or failed past answering); close the connection.
     Close,
+    /// Answered before the visitor's body was read whole: read the rest away (for a while),
+    /// then close, so that the close does not reset the connection before the visitor has
+    /// read the answer.
+    Linger,
 }
 
 impl<S: VisitorIo> Visitor<'_, S> {
@@ -212,6 +198,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
             // idle connection's task stays small.
             match Box::pin(self.exchange(head)).await {
                 Exchange::KeepOpen if !*self.shutdown.borrow() => {}
+                Exchange::Linger => return linger(&mut self.stream).await,
                 _ => return,
             }
             shrink(&mut self.buf);
@@ -229,7 +216,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
         idle: Duration,
         header: Duration,
     ) -> Result<Option<Head>, Refusal> {
-        let mut deadline = Instant::now() + idle;
+        let mut deadline = now() + idle;
         let mut head_begun = false;
         let mut released = false;
         loop {
@@ -239,10 +226,10 @@ impl<S: VisitorIo> Visitor<'_, S> {
                 }
                 if !head_begun {
                     head_begun = true;
-                    deadline = Instant::now() + header;
+                    deadline = now() + header;
                 }
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(now());
             if left.is_zero() {
                 return match head_begun {
                     true => Err(Refusal::HeadTimeout),
@@ -385,13 +372,14 @@ impl<S: VisitorIo> Visitor<'_, S> {
         // Why the previous attempt did not answer: what a retry is counted as.
         let mut cause = RetryCause::Failed(TrafficFailure::Other);
         loop {
-            let (slot, limits) = match pool.next_attempt(&mut attempts, Instant::now()) {
+            let (slot, limits) = match pool.next_attempt(&mut attempts, now()) {
                 Ok(next) => next,
                 Err(why) => {
                     let Some((mut up, answer, limits)) = held.take() else {
                         return Err(why);
                     };
-                    let forwarded = self.relay(&mut up, head, answer, limits).await;
+                    let idle = pool.timeouts.tunnel_idle;
+                    let forwarded = self.relay(&mut up, head, answer, limits, idle, true).await;
                     return match forwarded {
                         Forwarded::Done {
                             exchange, status, ..
@@ -449,6 +437,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
                             hold,
                             rescue,
                             response: pool.timeouts.response,
+                            tunnel_idle: pool.timeouts.tunnel_idle,
                         },
                     )
                     .await
@@ -573,193 +562,6 @@ impl<S: VisitorIo> Visitor<'_, S> {
         }
     }
 
-    /// Sends the request to `up` and streams the answer back, unless `leave` lets the attempt
-    /// leave this backend first: an answer whose status is held (`Held`), or the backend taken
-    /// out while the answer is awaited (`Rescued`); nothing has reached the visitor then.
-    async fn forward(
-        &mut self,
-        up: &mut Pinned,
-        head: &Head,
-        outgoing: Outgoing<'_>,
-        limits: AttemptLimits,
-        leave: Leave<'_>,
-    ) -> Forwarded {
-        let Outgoing {
-            head: upstream_head,
-            body: request_body,
-            buffered,
-        } = outgoing;
-        // The request head and any body bytes already read go out together.
-        if body::send(&mut up.io, upstream_head, limits.write)
-            .await
-            .is_err()
-        {
-            return Forwarded::NoAnswer {
-                body_sent: false,
-                failure: TrafficFailure::Reset,
-            };
-        }
-        let mut body_sent = false;
-        if let Some(body) = buffered {
-            // Read whole before the first attempt (100 Continue already sent then).
-            body_sent = true;
-            if body::send(&mut up.io, body, limits.write).await.is_err()
-                || body::flush(&mut up.io, limits.write).await.is_err()
-            {
-                return Forwarded::NoAnswer {
-                    body_sent,
-                    failure: TrafficFailure::Reset,
-                };
-            }
-        } else if request_body != Body::Empty {
-            if head.expect_continue {
-                let _ = body::send(
-                    &mut self.stream,
-                    b"HTTP/1.1 100 Continue\r\n\r\n",
-                    VISITOR_WRITE_TIMEOUT,
-                )
-                .await;
-                let _ = body::flush(&mut self.stream, VISITOR_WRITE_TIMEOUT).await;
-            }
-            body_sent = true;
-            let sent = body::forward(
-                request_body,
-                &mut self.stream,
-                &mut self.buf,
-                &mut up.io,
-                &mut Vec::new(),
-                limits.read,
-                limits.write,
-            )
-            .await;
-            match sent {
-                Ok(()) => {}
-                Err(BodyError::Chunk(_)) => {
-                    let _ = self.refuse(Refusal::Malformed).await;
-                    return Forwarded::Broken;
-                }
-                Err(BodyError::Source) => return Forwarded::Broken,
-                Err(BodyError::Sink) => {
-                    return Forwarded::NoAnswer {
-                        body_sent,
-                        failure: TrafficFailure::Reset,
-                    }
-                }
-                Err(BodyError::Timeout) => return Forwarded::Broken,
-            }
-        } else if body::flush(&mut up.io, limits.write).await.is_err() {
-            return Forwarded::NoAnswer {
-                body_sent: false,
-                failure: TrafficFailure::Reset,
-            };
-        }
-
-        // The answer's head; interim answers (100 Continue, 103) are not passed on.
-        let answer = loop {
-            match response::parse(&up.buf, head.head_method) {
-                Ok(Some(answer)) if answer.interim => up.buf.advance(answer.len),
-                Ok(Some(answer)) => break answer,
-                Ok(None) => {
-                    let read = match leave.rescue {
-                        Some(health) => {
-                            let wait = leave.response.map_or(limits.read, |r| r.min(limits.read));
-                            match await_head(&mut up.io, &mut up.buf, wait, health).await {
-                                Some(read) => read,
-                                None => return Forwarded::Rescued,
-                            }
-                        }
-                        None => {
-                            body::fill(&mut up.io, &mut up.buf, body::HEAD_CHUNK, limits.read).await
-                        }
-                    };
-                    match read {
-                        Ok(n) if n > 0 => {}
-                        outcome => {
-                            let failure = match outcome {
-                                Err(BodyError::Timeout) => TrafficFailure::Timeout,
-                                _ => TrafficFailure::Reset,
-                            };
-                            return Forwarded::NoAnswer { body_sent, failure };
-                        }
-                    }
-                }
-                Err(_) => {
-                    return Forwarded::NoAnswer {
-                        body_sent,
-                        failure: TrafficFailure::BadResponse,
-                    }
-                }
-            }
-        };
-        if leave.hold.contains(&answer.status) {
-            return Forwarded::Held(answer);
-        }
-        self.relay(up, head, answer, limits).await
-    }
-
-    /// Passes an answer whose head was read from `up` on to the visitor, body included.
-    async fn relay(
-        &mut self,
-        up: &mut Pinned,
-        head: &Head,
-        answer: ResponseHead,
-        limits: AttemptLimits,
-    ) -> Forwarded {
-        let upgrade = answer.status == 101;
-        let until_close = answer.framing == BodyFraming::UntilClose;
-        let keep_open = head.keep_alive && !until_close && !upgrade && !*self.shutdown.borrow();
-        if !rewrite::response_head(
-            &up.buf[..answer.len],
-            keep_open,
-            head.http11,
-            &mut self.scratch,
-        ) {
-            return Forwarded::NoAnswer {
-                body_sent: true,
-                failure: TrafficFailure::BadResponse,
-            };
-        }
-        up.buf.advance(answer.len);
-        if upgrade {
-            let _ = body::send(&mut self.stream, &self.scratch, VISITOR_WRITE_TIMEOUT).await;
-            let _ = body::send(&mut self.stream, &up.buf, VISITOR_WRITE_TIMEOUT).await;
-            let _ = body::flush(&mut self.stream, VISITOR_WRITE_TIMEOUT).await;
-            let _ = body::send(&mut up.io, &self.buf, limits.write).await;
-            let _ = tokio::io::copy_bidirectional(&mut self.stream, &mut up.io).await;
-            return Forwarded::Done {
-                exchange: Exchange::Close,
-                status: answer.status,
-                reusable: false,
-            };
-        }
-        let response_body = match answer.framing {
-            BodyFraming::Empty => Body::Empty,
-            BodyFraming::Length(n) => Body::Length(n),
-            BodyFraming::Chunked => Body::Chunked,
-            BodyFraming::UntilClose => Body::UntilClose,
-        };
-        // The head goes out with the body, in one write when the body is small and at hand.
-        let streamed = body::forward(
-            response_body,
-            &mut up.io,
-            &mut up.buf,
-            &mut self.stream,
-            &mut self.scratch,
-            limits.read,
-            VISITOR_WRITE_TIMEOUT,
-        )
-        .await;
-        Forwarded::Done {
-            exchange: match (streamed, keep_open) {
-                (Ok(()), true) => Exchange::KeepOpen,
-                _ => Exchange::Close,
-            },
-            status: answer.status,
-            // Anything left over after the body means the backend said more than it framed.
-            reusable: streamed.is_ok() && answer.reusable && up.buf.is_empty(),
-        }
-    }
-
     /// Answers with the fallback; the connection stays open when the request body allows it.
     async fn fallback(
         &mut self,
@@ -786,6 +588,9 @@ impl<S: VisitorIo> Visitor<'_, S> {
         let flushed = body::flush(&mut self.stream, VISITOR_WRITE_TIMEOUT).await;
         match (sent, flushed, keep_open) {
             (Ok(()), Ok(()), true) => Exchange::KeepOpen,
+            // The body may still be coming: read it away, so that the close does not reset
+            // the connection before the visitor read the answer.
+            (Ok(()), Ok(()), false) if head.framing != Framing::Empty => Exchange::Linger,
             _ => Exchange::Close,
         }
     }
@@ -808,48 +613,6 @@ impl<S: VisitorIo> Visitor<'_, S> {
         body::send(&mut self.stream, answer.as_bytes(), VISITOR_WRITE_TIMEOUT).await?;
         body::flush(&mut self.stream, VISITOR_WRITE_TIMEOUT).await
     }
-}
-
-/// What an attempt sends: the rewritten head, then the body as it comes from the visitor or,
-/// when it was read whole to be sendable again, from memory.
-#[derive(Clone, Copy)]
-struct Outgoing<'a> {
-    head: &'a [u8],
-    body: Body,
-    buffered: Option<&'a [u8]>,
-}
-
-/// When an attempt may leave its backend for another one, nothing having reached the visitor.
-#[derive(Clone, Copy)]
-struct Leave<'a> {
-    /// Answers with these statuses are held back.
-    hold: &'a [u16],
-    /// The backend whose being taken out ends the wait for its answer.
-    rescue: Option<&'a BackendHealth>,
-    /// With `rescue`: the longest wait for the answer's head (the pool's `response_timeout`).
-    response: Option<Duration>,
-}
-
-/// How forwarding one attempt went.
-enum Forwarded {
-    /// The backend answered and the answer went to the visitor.
-    Done {
-        exchange: Exchange,
-        status: u16,
-        reusable: bool,
-    },
-    /// The backend connection failed, or stayed silent past the read timeout, before any answer.
-    NoAnswer {
-        body_sent: bool,
-        failure: TrafficFailure,
-    },
-    /// The backend answered with a status to retry on; nothing went to the visitor yet.
-    Held(ResponseHead),
-    /// The backend was taken out while the request waited for its answer; nothing went to the
-    /// visitor yet, and the request may be sent again.
-    Rescued,
-    /// The visitor's side failed: nothing more can be done on this connection.
-    Broken,
 }
 
 /// Notes a backend's answer for passive health: a `retry_on_status` status counts toward
@@ -879,6 +642,27 @@ async fn stopping(shutdown: &mut ShutdownWatch) {
             std::future::pending::<()>().await;
         }
     }
+}
+
+/// The time now, on tokio's clock (so that tests on paused time move it).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// After an answer sent before the visitor's request body was read whole: stop sending, then
+/// read and drop what the visitor still sends, for at most [`LINGER`] (nginx's lingering close).
+async fn linger<S: VisitorIo>(stream: &mut S) {
+    let _ = tokio::time::timeout(SHED_WAIT, stream.shutdown()).await;
+    let drain = async {
+        let mut sink = [0u8; 16 * 1024];
+        loop {
+            match tokio::time::timeout(SHED_WAIT, stream.read(&mut sink)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// Gives back a read buffer's memory when it holds nothing and grew large.

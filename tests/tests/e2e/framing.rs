@@ -46,6 +46,14 @@ const AMBIGUOUS: &[(&str, &str)] = &[
     ("HTTP/1.1 without Host", "GET / HTTP/1.1\r\nAccept: */*\r\n\r\n"),
     ("two Host lines", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
     (
+        "Transfer_Encoding (CGI, WSGI and Rack read it as Transfer-Encoding)",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer_Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ),
+    (
+        "Content_Length beside Content-Length",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent_Length: 40\r\n\r\nabcde",
+    ),
+    (
         "gzip before chunked",
         "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
     ),

@@ -279,9 +279,13 @@ backends = [{{ address = "{}", name = "backup" }}]
         )
     };
     let ejected = gw.metric(&down("first")).await + gw.metric(&down("second")).await;
-    assert_eq!(ejected, 1.0, "one primary out, the other kept in by the cap");
+    assert_eq!(
+        ejected, 1.0,
+        "one primary out, the other kept in by the cap"
+    );
     assert!(
-        gw.log().contains("kept in: the pool would be left with too few backends"),
+        gw.log()
+            .contains("kept in: the pool would be left with too few backends"),
         "the log says why the second stays in"
     );
 }

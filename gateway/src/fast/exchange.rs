@@ -1,0 +1,434 @@
+//! One exchange with one backend: send the request (head, then the body from memory or as it
+//! comes from the visitor, watching for an answer that comes before the body is through), await
+//! the answer's head within its deadlines, and relay it (or open the tunnel a `101` starts).
+//!
+//! Time limits here are deadlines: the wait for a response head ends at the earliest of
+//! `read_timeout` after the request went out, the pool's `response_timeout` for a request that
+//! may be sent again, and the end of the chain's `total_timeout`, however the backend trickles
+//! its bytes; at most [`MAX_INTERIM`] interim answers are taken before the final one.
+
+use super::body::{self, Body, BodyError};
+use super::upstream::{Detached, Io};
+use super::{now, tunnel, Exchange, Pinned, Visitor, VisitorIo, VISITOR_WRITE_TIMEOUT};
+use crate::attempts::AttemptLimits;
+use crate::h1::request::{Head, Refusal};
+use crate::h1::response::{self, BodyFraming, ResponseHead};
+use crate::h1::rewrite;
+use bytes::{Buf, BytesMut};
+use holdfast_health::table::BackendHealth;
+use holdfast_health::TrafficFailure;
+use std::time::{Duration, Instant};
+
+/// Interim answers (`100 Continue`, `103 Early Hints`) taken before the final one; a backend
+/// sending more is not answering (`bad_response`).
+pub const MAX_INTERIM: usize = 16;
+
+/// An answer not begun this long after the request went out starts to watch for its backend
+/// being taken out; quicker answers (nearly all) never register for that.
+const RESCUE_ARM: Duration = Duration::from_millis(50);
+
+/// What an attempt sends: the rewritten head, then the body as it comes from the visitor or,
+/// when it was read whole to be sendable again, from memory.
+#[derive(Clone, Copy)]
+pub(super) struct Outgoing<'a> {
+    pub head: &'a [u8],
+    pub body: Body,
+    pub buffered: Option<&'a [u8]>,
+}
+
+/// When an attempt may leave its backend for another one, nothing having reached the visitor.
+#[derive(Clone, Copy)]
+pub(super) struct Leave<'a> {
+    /// Answers with these statuses are held back.
+    pub hold: &'a [u16],
+    /// The backend whose being taken out ends the wait for its answer.
+    pub rescue: Option<&'a BackendHealth>,
+    /// With `rescue`: the longest wait for the answer's head (the pool's `response_timeout`).
+    pub response: Option<Duration>,
+    /// The pool's `tunnel_idle_timeout`, for an upgrade.
+    pub tunnel_idle: Duration,
+}
+
+/// How forwarding one attempt went.
+pub(super) enum Forwarded {
+    /// The backend answered and the answer went to the visitor.
+    Done {
+        exchange: Exchange,
+        status: u16,
+        reusable: bool,
+    },
+    /// The backend connection failed, stayed silent past its deadline, or answered something
+    /// that is not HTTP, before any answer reached the visitor.
+    NoAnswer {
+        body_sent: bool,
+        failure: TrafficFailure,
+    },
+    /// The backend answered with a status to retry on; nothing went to the visitor yet.
+    Held(ResponseHead),
+    /// The backend was taken out while the request waited for its answer; nothing went to the
+    /// visitor yet, and the request may be sent again.
+    Rescued,
+    /// The visitor's side failed: nothing more can be done on this connection.
+    Broken,
+}
+
+/// How sending a streamed request body ended.
+enum Sent {
+    /// All of it went out.
+    Whole,
+    /// The backend answered before taking all of it (a 413, 401 ...): its answer is buffered.
+    AnsweredEarly,
+    /// The backend stopped taking it (closed, reset, too slow): its answer, if it sent one
+    /// before, decides.
+    Refused,
+}
+
+impl<S: VisitorIo> Visitor<'_, S> {
+    /// Sends the request to `up` and streams the answer back, unless `leave` lets the attempt
+    /// leave this backend first: an answer whose status is held (`Held`), or the backend taken
+    /// out while the answer is awaited (`Rescued`); nothing has reached the visitor then.
+    pub(super) async fn forward(
+        &mut self,
+        up: &mut Pinned,
+        head: &Head,
+        outgoing: Outgoing<'_>,
+        limits: AttemptLimits,
+        leave: Leave<'_>,
+    ) -> Forwarded {
+        let Outgoing {
+            head: upstream_head,
+            body: request_body,
+            buffered,
+        } = outgoing;
+        let broken = |body_sent| Forwarded::NoAnswer {
+            body_sent,
+            failure: TrafficFailure::Reset,
+        };
+        // The request head and any body bytes already read go out together.
+        if body::send(&mut up.io, upstream_head, limits.write)
+            .await
+            .is_err()
+        {
+            return broken(false);
+        }
+        let mut body_whole = true;
+        let body_sent = buffered.is_some() || request_body != Body::Empty;
+        if let Some(body) = buffered {
+            // Read whole before the first attempt (100 Continue already sent then).
+            if body::send(&mut up.io, body, limits.write).await.is_err()
+                || body::flush(&mut up.io, limits.write).await.is_err()
+            {
+                return broken(true);
+            }
+        } else if request_body != Body::Empty {
+            if head.expect_continue {
+                let _ = body::send(
+                    &mut self.stream,
+                    b"HTTP/1.1 100 Continue\r\n\r\n",
+                    VISITOR_WRITE_TIMEOUT,
+                )
+                .await;
+                let _ = body::flush(&mut self.stream, VISITOR_WRITE_TIMEOUT).await;
+            }
+            match self.stream_body(up, request_body, head, limits).await {
+                Ok(Sent::Whole) => {}
+                Ok(Sent::AnsweredEarly | Sent::Refused) => body_whole = false,
+                Err(BodyError::Chunk(_)) => {
+                    let _ = self.refuse(Refusal::Malformed).await;
+                    return Forwarded::Broken;
+                }
+                // The visitor closed or stalled: nothing the backend did.
+                Err(_) => return Forwarded::Broken,
+            }
+        } else if body::flush(&mut up.io, limits.write).await.is_err() {
+            return broken(false);
+        }
+
+        let answer = match self.await_answer(up, head, limits, leave, body_sent).await {
+            Ok(answer) => answer,
+            Err(not_answered) => return not_answered,
+        };
+        if body_whole && leave.hold.contains(&answer.status) {
+            return Forwarded::Held(answer);
+        }
+        self.relay(up, head, answer, limits, leave.tunnel_idle, body_whole)
+            .await
+    }
+
+    /// Streams a request body from the visitor to `up` while watching `up` for its answer: an
+    /// answer that comes first (a backend refusing a large upload with 413 and closing) ends
+    /// the sending and is the backend's answer, not its failure.
+    async fn stream_body(
+        &mut self,
+        up: &mut Pinned,
+        request_body: Body,
+        head: &Head,
+        limits: AttemptLimits,
+    ) -> Result<Sent, BodyError> {
+        let io = std::mem::replace(&mut up.io, Box::new(Detached));
+        let (mut from_backend, mut to_backend) = tokio::io::split(io);
+        let mut no_lead = Vec::new();
+        let sent = {
+            let sending = body::forward(
+                request_body,
+                &mut self.stream,
+                &mut self.buf,
+                &mut to_backend,
+                &mut no_lead,
+                limits.read,
+                limits.write,
+            );
+            let watching = watch_for_answer(&mut from_backend, &mut up.buf, head.head_method);
+            tokio::select! {
+                biased;
+                sent = sending => match sent {
+                    Ok(()) => Ok(Sent::Whole),
+                    Err(BodyError::Sink) => Ok(Sent::Refused),
+                    Err(e) => Err(e),
+                },
+                () = watching => Ok(Sent::AnsweredEarly),
+            }
+        };
+        up.io = from_backend.unsplit(to_backend);
+        sent
+    }
+
+    /// Reads the answer's head from `up` within its deadlines, interim answers skipped; the
+    /// attempt's end when there is none.
+    async fn await_answer(
+        &mut self,
+        up: &mut Pinned,
+        head: &Head,
+        limits: AttemptLimits,
+        leave: Leave<'_>,
+        body_sent: bool,
+    ) -> Result<ResponseHead, Forwarded> {
+        let sent = now();
+        let mut until = limits.deadline.min(sent + limits.read);
+        if let (Some(_), Some(response)) = (leave.rescue, leave.response) {
+            until = until.min(sent + response);
+        }
+        let no_answer = |failure| Forwarded::NoAnswer { body_sent, failure };
+        let mut interim = 0;
+        loop {
+            match response::parse(&up.buf, head.head_method) {
+                Ok(Some(answer)) if answer.interim => {
+                    interim += 1;
+                    if interim > MAX_INTERIM {
+                        return Err(no_answer(TrafficFailure::BadResponse));
+                    }
+                    up.buf.advance(answer.len);
+                    continue;
+                }
+                Ok(Some(answer)) => return Ok(answer),
+                Ok(None) => {}
+                Err(_) => return Err(no_answer(TrafficFailure::BadResponse)),
+            }
+            let read = match leave.rescue {
+                Some(health) => {
+                    let armed = sent + RESCUE_ARM;
+                    match await_head(&mut up.io, &mut up.buf, until, armed, health).await {
+                        Some(read) => read,
+                        None => return Err(Forwarded::Rescued),
+                    }
+                }
+                None => body::fill(&mut up.io, &mut up.buf, body::HEAD_CHUNK, left(until)).await,
+            };
+            match read {
+                Ok(n) if n > 0 => {}
+                Err(BodyError::Timeout) => return Err(no_answer(TrafficFailure::Timeout)),
+                _ => return Err(no_answer(TrafficFailure::Reset)),
+            }
+        }
+    }
+
+    /// Passes an answer whose head was read from `up` on to the visitor, body included; a
+    /// `101` to a request that asked to upgrade opens the tunnel. `body_whole`: the visitor's
+    /// request body was read to its end (if not, the connection closes after the answer).
+    pub(super) async fn relay(
+        &mut self,
+        up: &mut Pinned,
+        head: &Head,
+        answer: ResponseHead,
+        limits: AttemptLimits,
+        tunnel_idle: Duration,
+        body_whole: bool,
+    ) -> Forwarded {
+        let upgrade = answer.status == 101;
+        if upgrade && !head.upgrade {
+            // A switch of protocols nobody asked for: not an answer that can be passed on.
+            return Forwarded::NoAnswer {
+                body_sent: true,
+                failure: TrafficFailure::BadResponse,
+            };
+        }
+        let until_close = answer.framing == BodyFraming::UntilClose;
+        let keep_open =
+            head.keep_alive && body_whole && !until_close && !upgrade && !*self.shutdown.borrow();
+        if !rewrite::response_head(
+            &up.buf[..answer.len],
+            keep_open,
+            head.http11,
+            &mut self.scratch,
+        ) {
+            return Forwarded::NoAnswer {
+                body_sent: true,
+                failure: TrafficFailure::BadResponse,
+            };
+        }
+        up.buf.advance(answer.len);
+        if upgrade {
+            let _ = body::send(&mut self.stream, &self.scratch, VISITOR_WRITE_TIMEOUT).await;
+            let _ = body::send(&mut self.stream, &up.buf, VISITOR_WRITE_TIMEOUT).await;
+            let _ = body::flush(&mut self.stream, VISITOR_WRITE_TIMEOUT).await;
+            let _ = body::send(&mut up.io, &self.buf, limits.write).await;
+            tunnel::run(&mut self.stream, &mut up.io, tunnel_idle).await;
+            return Forwarded::Done {
+                exchange: Exchange::Close,
+                status: answer.status,
+                reusable: false,
+            };
+        }
+        let response_body = match answer.framing {
+            BodyFraming::Empty => Body::Empty,
+            BodyFraming::Length(n) => Body::Length(n),
+            BodyFraming::Chunked => Body::Chunked,
+            BodyFraming::UntilClose => Body::UntilClose,
+        };
+        // The head goes out with the body, in one write when the body is small and at hand.
+        let streamed = body::forward(
+            response_body,
+            &mut up.io,
+            &mut up.buf,
+            &mut self.stream,
+            &mut self.scratch,
+            limits.read,
+            VISITOR_WRITE_TIMEOUT,
+        )
+        .await;
+        Forwarded::Done {
+            exchange: match (streamed, keep_open, body_whole) {
+                (Ok(()), true, _) => Exchange::KeepOpen,
+                // The rest of the visitor's body is still coming: read it away before closing,
+                // or the close would reset the connection before the answer is read.
+                (Ok(()), false, false) => Exchange::Linger,
+                _ => Exchange::Close,
+            },
+            status: answer.status,
+            // Anything left over after the body means the backend said more than it framed.
+            reusable: streamed.is_ok() && answer.reusable && up.buf.is_empty() && body_whole,
+        }
+    }
+}
+
+/// Time left until `until`.
+fn left(until: Instant) -> Duration {
+    until.saturating_duration_since(now())
+}
+
+/// Reads more of an answer's head until `until`; `None` when `health`'s backend is taken out
+/// (by a check or by another request) after `armed` and before anything arrives.
+async fn await_head(
+    io: &mut Box<dyn Io>,
+    buf: &mut BytesMut,
+    until: Instant,
+    armed: Instant,
+    health: &BackendHealth,
+) -> Option<Result<usize, BodyError>> {
+    if now() < armed {
+        let first = left(armed.min(until));
+        match body::fill(io, buf, body::HEAD_CHUNK, first).await {
+            Err(BodyError::Timeout) if until > armed => {}
+            done => return Some(done),
+        }
+    }
+    let taken_out = health.taken_out();
+    if !health.is_usable() {
+        return None;
+    }
+    tokio::select! {
+        done = body::fill(io, buf, body::HEAD_CHUNK, left(until)) => Some(done),
+        () = taken_out => None,
+    }
+}
+
+/// Reads from a backend while the request body is still going out; returns once `buf` holds a
+/// final answer's head (interim ones are left for the caller to skip) or something that is no
+/// answer at all. Never returns when the backend only closes or fails: the sending side finds
+/// out, and the answer (if any) is read after it.
+async fn watch_for_answer<R: tokio::io::AsyncRead + Unpin>(
+    from_backend: &mut R,
+    buf: &mut BytesMut,
+    head_request: bool,
+) {
+    loop {
+        let mut at = 0;
+        let mut interim = 0;
+        let answered = loop {
+            match response::parse(&buf[at..], head_request) {
+                Ok(Some(answer)) if answer.interim && interim < MAX_INTERIM => {
+                    interim += 1;
+                    at += answer.len;
+                }
+                Ok(Some(_)) | Err(_) => break true,
+                Ok(None) => break false,
+            }
+        };
+        if answered {
+            return;
+        }
+        match body::fill(from_backend, buf, body::HEAD_CHUNK, Duration::MAX).await {
+            Ok(n) if n > 0 => {}
+            _ => std::future::pending::<()>().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Time stands still in these tests unless a task waits: what matters is the order.
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_before_the_body_is_through_ends_the_watch() {
+        let (mut backend, mut gateway_side) = tokio::io::duplex(64);
+        let mut buf = BytesMut::new();
+        let watch = watch_for_answer(&mut gateway_side, &mut buf, false);
+        let answer = async {
+            use tokio::io::AsyncWriteExt;
+            backend
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            backend
+                .write_all(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .unwrap();
+        };
+        let started = tokio::time::Instant::now();
+        tokio::join!(watch, answer);
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(1),
+            "a 100 Continue is no answer; the 413 after it is"
+        );
+        assert!(buf.starts_with(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 413"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backend_that_only_closes_is_left_to_the_sender() {
+        let (backend, mut gateway_side) = tokio::io::duplex(64);
+        drop(backend);
+        let mut buf = BytesMut::new();
+        let watched = tokio::time::timeout(
+            Duration::from_secs(3600),
+            watch_for_answer(&mut gateway_side, &mut buf, false),
+        )
+        .await;
+        assert!(
+            watched.is_err(),
+            "no answer: the watch never ends by itself"
+        );
+    }
+}
