@@ -2,7 +2,8 @@
 //! ordered tiers.
 //!
 //! The decisions are plain types that know nothing of the data path: [`select`] (which backend
-//! next), [`attempts`] (whether to try again, with what time left), [`fallback`] (what visitors
+//! next), [`attempts`] (whether to try again, with what time left), [`failover`] (what each
+//! attempt's outcome means: report it, answer, try again, hold an answer, give up), [`fallback`] (what visitors
 //! get when nothing can serve), [`h1`] (the HTTP/1.1 wire rules: which requests are refused,
 //! how bodies are framed, what is forwarded; the `holdfast-h1` crate). [`fast`] is the data path
 //! built on them and [`listen`] its listeners, one runtime per worker thread (Pingora keeps
@@ -15,6 +16,7 @@ pub mod attempts;
 pub mod cap;
 pub mod cli;
 pub mod demo;
+pub mod failover;
 pub mod fallback;
 pub mod fast;
 pub use holdfast_h1 as h1;

@@ -38,8 +38,9 @@ pub struct PoolRuntime {
     /// Largest body of such a request read whole first, so that it can be sent again.
     pub retry_body_max_bytes: u64,
     pub metrics: PoolMetrics,
-    /// `[tier][index]`.
-    backends: Vec<Vec<BackendRuntime>>,
+    /// `[tier][index]`; one shared object per backend, so that a later snapshot can carry a
+    /// backend over unchanged.
+    backends: Vec<Vec<Arc<BackendRuntime>>>,
 }
 
 #[derive(Debug)]
@@ -85,13 +86,15 @@ impl Runtime {
                     .iter()
                     .map(|tier| {
                         tier.iter()
-                            .map(|b| BackendRuntime {
-                                in_flight: b
-                                    .backend
-                                    .max_in_flight
-                                    .map(|m| Cap::new(m.get() as usize)),
-                                health: b.clone(),
-                                metrics: metrics.backend(&pool.name, &b.backend.name),
+                            .map(|b| {
+                                Arc::new(BackendRuntime {
+                                    in_flight: b
+                                        .backend
+                                        .max_in_flight
+                                        .map(|m| Cap::new(m.get() as usize)),
+                                    health: b.clone(),
+                                    metrics: metrics.backend(&pool.name, &b.backend.name),
+                                })
                             })
                             .collect()
                     })
@@ -130,7 +133,7 @@ impl Runtime {
 }
 
 impl PoolRuntime {
-    pub fn backend(&self, (tier, index): Slot) -> Option<&BackendRuntime> {
+    pub fn backend(&self, (tier, index): Slot) -> Option<&Arc<BackendRuntime>> {
         self.backends.get(tier)?.get(index)
     }
 

@@ -13,31 +13,30 @@
 //! that is taken out while the request waits for its answer (rescue); a backend at its
 //! `max_in_flight` is passed over; when nothing can serve, the fallback answer, on a connection
 //! that stays open. Connections over the cap are answered with the fallback and closed
-//! ([`FastPath::shed`]). One exchange with one backend (sending, the answer's head within its
-//! deadlines, an answer that comes before the body is through, relaying) is `exchange.rs`; an
-//! upgraded connection is `tunnel.rs`. Each attempt's outcome goes to the backend's passive
-//! detector as it ended: only what the backend did counts, never what the visitor did.
+//! ([`FastPath::shed`]). The attempt chain is `chain.rs`, asking [`crate::failover`] after each
+//! attempt; one exchange with one backend (sending, the answer's head within its deadlines, an
+//! answer that comes before the body is through, relaying) is `exchange.rs`; an upgraded
+//! connection is `tunnel.rs`. Each attempt's outcome goes to the backend's passive detector as
+//! it ended: only what the backend did counts, never what the visitor did.
 
 mod body;
+mod chain;
 mod exchange;
 mod tunnel;
 mod upstream;
 
 pub use upstream::Connector;
 
-use crate::attempts::{AttemptLimits, Attempts, GiveUp, RetryCause};
+use crate::attempts::GiveUp;
 use crate::cap::Cap;
 use crate::h1;
 use crate::h1::request::{self, Framing, Head, Refusal};
-use crate::h1::response::ResponseHead;
 use crate::h1::rewrite::{self, Forwarding};
-use crate::runtime::{BackendRuntime, PoolRuntime, Runtime};
+use crate::runtime::Runtime;
 use crate::select::Slot;
 use arc_swap::ArcSwap;
 use body::{Body, BodyError};
-use bytes::{Buf, Bytes, BytesMut};
-use exchange::{Forwarded, Leave, Outgoing};
-use holdfast_health::{Attempt, TrafficFailure};
+use bytes::{Buf, BytesMut};
 use pingora::server::ShutdownWatch;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -338,230 +337,6 @@ impl<S: VisitorIo> Visitor<'_, S> {
         }
     }
 
-    /// Tries backends until one answers; `Err` when the fallback must answer instead.
-    async fn attempt_chain(
-        &mut self,
-        runtime: &Runtime,
-        pool_index: usize,
-        pool: &PoolRuntime,
-        head: &Head,
-        request_body: Body,
-        upstream_head: &[u8],
-    ) -> Result<Exchange, GiveUp> {
-        let mut attempts = Attempts::default();
-        // A request of a method the pool may send again (GET, HEAD ... by default) goes on to
-        // the next backend after an answer such as 503, held back meanwhile (when no backend is
-        // left, the last one is passed on), and leaves a backend taken out while it waits for
-        // the answer, if it has no body or a small one, read whole first to be sent again.
-        let may_repeat = pool.may_repeat(head.method);
-        let buffered = match request_body {
-            Body::Length(n) if may_repeat && n <= pool.retry_body_max_bytes => {
-                match self.read_body(head, n, pool.timeouts.read).await {
-                    Some(body) => Some(body),
-                    None => return Ok(Exchange::Close), // the visitor went away or stalled
-                }
-            }
-            _ => None,
-        };
-        let repeatable = may_repeat && (request_body == Body::Empty || buffered.is_some());
-        let hold: &[u16] = match repeatable {
-            true => &pool.retry_on_status,
-            false => &[],
-        };
-        let mut held: Option<(Pinned, ResponseHead, AttemptLimits)> = None;
-        // Why the previous attempt did not answer: what a retry is counted as.
-        let mut cause = RetryCause::Failed(TrafficFailure::Other);
-        loop {
-            let (slot, limits) = match pool.next_attempt(&mut attempts, now()) {
-                Ok(next) => next,
-                Err(why) => {
-                    let Some((mut up, answer, limits)) = held.take() else {
-                        return Err(why);
-                    };
-                    let idle = pool.timeouts.tunnel_idle;
-                    let forwarded = self.relay(&mut up, head, answer, limits, idle, true).await;
-                    return match forwarded {
-                        Forwarded::Done {
-                            exchange, status, ..
-                        } => {
-                            pool.metrics.request(status);
-                            Ok(exchange) // its body may be unread: the connection is not kept
-                        }
-                        Forwarded::Broken => Ok(Exchange::Close),
-                        _ => Err(why),
-                    };
-                }
-            };
-            if attempts.made() > 1 {
-                pool.metrics.retry(cause);
-            }
-            let Some(backend) = pool.backend(slot) else {
-                return Err(GiveUp::NoBackend);
-            };
-            // Counted against the backend's cap until the answer is through.
-            let Some(_in_flight) = backend.enter() else {
-                cause = RetryCause::Busy;
-                continue; // it filled up since it was picked: the next backend
-            };
-            let rescue = repeatable.then_some(&*backend.health);
-            // The kept connection first, if it goes to this very backend and is still open;
-            // if the backend closed it meanwhile (no answer, nothing lost), a fresh one.
-            let mut kept = self
-                .pinned
-                .take()
-                .filter(|p| p.pool == pool_index && p.slot == slot)
-                .and_then(|mut p| still_open(&mut p.io).then_some(p));
-            let attempt = loop {
-                let reused = kept.is_some();
-                let mut up = match kept.take() {
-                    Some(up) => up,
-                    None => match self.open(runtime, pool_index, slot, limits).await {
-                        Ok(up) => up,
-                        Err(kind) => {
-                            cause = RetryCause::Failed(kind);
-                            break None; // the connect failed
-                        }
-                    },
-                };
-                match self
-                    .forward(
-                        &mut up,
-                        head,
-                        Outgoing {
-                            head: upstream_head,
-                            body: request_body,
-                            buffered: buffered.as_deref(),
-                        },
-                        limits,
-                        Leave {
-                            hold,
-                            rescue,
-                            response: pool.timeouts.response,
-                            tunnel_idle: pool.timeouts.tunnel_idle,
-                        },
-                    )
-                    .await
-                {
-                    Forwarded::NoAnswer { body_sent, .. }
-                        if reused && (!body_sent || repeatable) => {}
-                    forwarded => break Some((forwarded, up)),
-                }
-            };
-            let Some((forwarded, up)) = attempt else {
-                continue; // the next backend
-            };
-            match forwarded {
-                Forwarded::Done {
-                    exchange,
-                    status,
-                    reusable,
-                } => {
-                    pool.metrics.request(status);
-                    note_answer(runtime, pool, backend, status);
-                    if reusable {
-                        self.pinned = Some(up);
-                    }
-                    return Ok(exchange);
-                }
-                Forwarded::NoAnswer {
-                    body_sent,
-                    failure: kind,
-                } => {
-                    // A connection broke or answered garbage (the would-be 520), or said
-                    // nothing in time (524).
-                    cause = RetryCause::Failed(kind);
-                    backend.metrics.connect_failure(kind);
-                    runtime
-                        .health
-                        .report(&backend.health, Attempt::Broken(kind));
-                    if body_sent && !repeatable {
-                        // The body is gone: it cannot be sent again.
-                        return Err(GiveUp::AttemptsExhausted);
-                    }
-                    if !may_repeat {
-                        return Err(GiveUp::AttemptsExhausted);
-                    }
-                }
-                Forwarded::Rescued => {
-                    pool.metrics.rescued.inc(); // the next backend
-                    cause = RetryCause::Rescued;
-                }
-                Forwarded::Held(answer) => {
-                    cause = RetryCause::Failed(TrafficFailure::BadStatus);
-                    backend.metrics.retryable_answers.inc();
-                    note_answer(runtime, pool, backend, answer.status);
-                    // Not kept: the held answer's body is unread.
-                    held = Some((up, answer, limits));
-                }
-                Forwarded::Broken => return Ok(Exchange::Close),
-            }
-        }
-    }
-
-    /// Reads a request body of `len` bytes whole (after `100 Continue` when the visitor waits
-    /// for it); `None` when the visitor closed or stalled for `timeout` first.
-    async fn read_body(&mut self, head: &Head, len: u64, timeout: Duration) -> Option<Bytes> {
-        let len = usize::try_from(len).ok()?;
-        if head.expect_continue && self.buf.len() < len {
-            body::send(
-                &mut self.stream,
-                b"HTTP/1.1 100 Continue\r\n\r\n",
-                VISITOR_WRITE_TIMEOUT,
-            )
-            .await
-            .ok()?;
-            body::flush(&mut self.stream, VISITOR_WRITE_TIMEOUT)
-                .await
-                .ok()?;
-        }
-        while self.buf.len() < len {
-            let room = len - self.buf.len();
-            if body::fill(&mut self.stream, &mut self.buf, room, timeout)
-                .await
-                .ok()?
-                == 0
-            {
-                return None;
-            }
-        }
-        Some(self.buf.split_to(len).freeze())
-    }
-
-    /// Opens a connection to backend `slot`, reporting the outcome to health and metrics.
-    async fn open(
-        &self,
-        runtime: &Runtime,
-        pool_index: usize,
-        slot: Slot,
-        limits: AttemptLimits,
-    ) -> Result<Pinned, TrafficFailure> {
-        let backend = runtime
-            .pools
-            .get(pool_index)
-            .and_then(|pool| pool.backend(slot))
-            .ok_or(TrafficFailure::Other)?;
-        match self
-            .app
-            .connector
-            .connect(&backend.health.backend, limits.connect)
-            .await
-        {
-            Ok(io) => Ok(Pinned {
-                pool: pool_index,
-                slot,
-                io,
-                buf: BytesMut::new(),
-            }),
-            Err(kind) => {
-                backend.metrics.connect_failure(kind);
-                runtime
-                    .health
-                    .report(&backend.health, Attempt::ConnectFailed(kind));
-                Err(kind)
-            }
-        }
-    }
-
     /// Answers with the fallback; the connection stays open when the request body allows it.
     async fn fallback(
         &mut self,
@@ -613,16 +388,6 @@ impl<S: VisitorIo> Visitor<'_, S> {
         body::send(&mut self.stream, answer.as_bytes(), VISITOR_WRITE_TIMEOUT).await?;
         body::flush(&mut self.stream, VISITOR_WRITE_TIMEOUT).await
     }
-}
-
-/// Notes a backend's answer for passive health: a `retry_on_status` status counts toward
-/// `status_fall` and the failure rate, any other is an answer.
-fn note_answer(runtime: &Runtime, pool: &PoolRuntime, backend: &BackendRuntime, status: u16) {
-    let attempt = match pool.retry_on_status.contains(&status) {
-        true => Attempt::RetryableStatus,
-        false => Attempt::Answered,
-    };
-    runtime.health.report(&backend.health, attempt);
 }
 
 /// Whether an idle backend connection is still open: a closed one (or one that sent bytes
