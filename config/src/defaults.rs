@@ -124,3 +124,24 @@ pub const FALLBACK_BODY_MAX_BYTES: u64 = 1 << 20;
 
 /// Largest backend weight; weights expand into a schedule, so they stay small.
 pub const MAX_WEIGHT: u32 = 1000;
+
+/// Hedged connects: a connect to a backend not done after its smoothed connect time plus four
+/// deviations (RFC 6298's retransmission estimate), and never before this, starts a second one
+/// to the next backend, and the first to complete is used. Backends sit on the same network
+/// (connects well under a millisecond) and a lost SYN is sent again only after 1 s, so a connect
+/// still pending after 20 ms is all but lost: a firewall dropping packets, a full accept queue.
+pub const HEDGE_CONNECT_MIN: Duration = Duration::from_millis(20);
+
+/// Hedged answers: for a request that may be sent again, an answer not begun after the
+/// backend's smoothed head latency plus four deviations, within these bounds, sends a copy to
+/// the next backend, and the first answer wins. 100 ms keeps quick endpoints' ordinary jitter
+/// from hedging; past 1 s a visitor waits longer than the fault matrix's checks would, and a
+/// slower endpoint's own latency raises the estimate above it anyway.
+pub const HEDGE_RESPONSE_MIN: Duration = Duration::from_millis(100);
+pub const HEDGE_RESPONSE_MAX: Duration = Duration::from_secs(1);
+
+/// Hedged answers cost a second backend the same work, so they are budgeted: at most this share
+/// of a pool's requests (Envoy's retry budget is 20 % of active requests), with a burst of
+/// `HEDGE_BURST` for a backend that hangs under a handful of waiting requests at once.
+pub const HEDGE_BUDGET_PERCENT: u32 = 10;
+pub const HEDGE_BURST: u32 = 32;

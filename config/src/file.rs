@@ -120,7 +120,25 @@ pub struct Pool {
     #[serde(default)]
     pub health: Health,
     #[serde(default)]
+    pub hedge: Hedge,
+    #[serde(default)]
     pub tiers: Vec<Tier>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hedge {
+    /// Hedge slow connects (on by default).
+    pub connect: Option<bool>,
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub connect_min: Option<Duration>,
+    /// Hedge slow answers of requests that may be sent again (on by default).
+    pub response: Option<bool>,
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub response_min: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub response_max: Option<Duration>,
+    pub budget_percent: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -116,6 +116,7 @@ pub struct Pool {
     pub tiers: Vec<Tier>,
     pub health: HealthPolicy,
     pub timeouts: Timeouts,
+    pub hedge: HedgePolicy,
     /// Attempts per request, the first included.
     pub max_attempts: NonZeroU32,
     /// Backend answers (5xx) after which an idempotent request without a body goes on to the
@@ -189,6 +190,20 @@ pub struct Timeouts {
     pub response: Option<Duration>,
     /// An upgraded connection (WebSocket) idle this long in both directions is closed.
     pub tunnel_idle: Duration,
+}
+
+/// When a slow attempt gets a second one beside it, to the next backend; the first to complete
+/// is used, the other dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HedgePolicy {
+    /// A connect still pending after the backend's usual connect time (at least `connect_min`)
+    /// starts one to the next backend. Nothing was sent: any request may.
+    pub connect: Option<Duration>,
+    /// For a request that may be sent again, an answer not begun after the backend's usual head
+    /// latency, within these bounds, sends a copy to the next backend.
+    pub response: Option<(Duration, Duration)>,
+    /// Answer hedges at most this share of the pool's requests, in percent.
+    pub budget_percent: u32,
 }
 
 /// How a pool's backends are judged.

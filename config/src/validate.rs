@@ -371,6 +371,7 @@ fn validate_pool(name: String, raw: file::Pool, p: &mut Problems) -> Pool {
         retry_methods,
         retry_body_max_bytes,
         health,
+        hedge,
         tiers,
     } = raw;
     let at = format!("pools.{name}");
@@ -462,6 +463,7 @@ fn validate_pool(name: String, raw: file::Pool, p: &mut Problems) -> Pool {
         );
     }
     let health = validate_health(health, &format!("{at}.health"), p);
+    let hedge = validate_hedge(hedge, &format!("{at}.hedge"), p);
 
     if tiers.is_empty() {
         p.add(
@@ -534,6 +536,53 @@ fn validate_pool(name: String, raw: file::Pool, p: &mut Problems) -> Pool {
         retry_on_status,
         retry_methods,
         retry_body_max_bytes: retry_body_max_bytes.min(d::RETRY_BODY_MAX_BYTES_LIMIT),
+        hedge,
+    }
+}
+
+fn validate_hedge(raw: file::Hedge, at: &str, p: &mut Problems) -> HedgePolicy {
+    let file::Hedge {
+        connect,
+        connect_min,
+        response,
+        response_min,
+        response_max,
+        budget_percent,
+    } = raw;
+    let connect_min = positive(
+        connect_min,
+        d::HEDGE_CONNECT_MIN,
+        &format!("{at}.connect_min"),
+        p,
+    );
+    let response_min = positive(
+        response_min,
+        d::HEDGE_RESPONSE_MIN,
+        &format!("{at}.response_min"),
+        p,
+    );
+    let response_max = response_max.unwrap_or(d::HEDGE_RESPONSE_MAX.max(response_min));
+    if response_max < response_min {
+        p.add(
+            format!("{at}.response_max"),
+            format!(
+                "{} is shorter than response_min ({})",
+                humantime::format_duration(response_max),
+                humantime::format_duration(response_min)
+            ),
+        );
+    }
+    HedgePolicy {
+        connect: connect.unwrap_or(true).then_some(connect_min),
+        response: response
+            .unwrap_or(true)
+            .then_some((response_min, response_max.max(response_min))),
+        budget_percent: percent(
+            budget_percent,
+            d::HEDGE_BUDGET_PERCENT,
+            &format!("{at}.budget_percent"),
+            p,
+        ),
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! The decisions are plain types that know nothing of the data path: [`select`] (which backend
 //! next), [`attempts`] (whether to try again, with what time left), [`failover`] (what each
-//! attempt's outcome means: report it, answer, try again, hold an answer, give up), [`fallback`] (what visitors
+//! attempt's outcome means: report it, answer, try again, hold an answer, give up), [`hedge`]
+//! (when a slow attempt gets a second one beside it), [`fallback`] (what visitors
 //! get when nothing can serve), [`h1`] (the HTTP/1.1 wire rules: which requests are refused,
 //! how bodies are framed, what is forwarded; the `holdfast-h1` crate). [`fast`] is the data path
 //! built on them and [`listen`] its listeners, one runtime per worker thread (Pingora keeps
@@ -19,6 +20,7 @@ pub mod demo;
 pub mod failover;
 pub mod fallback;
 pub mod fast;
+pub mod hedge;
 pub use holdfast_h1 as h1;
 pub mod listen;
 pub mod metrics;

@@ -32,6 +32,7 @@ pub struct Metrics {
     retries: IntCounterVec,
     requests: IntCounterVec,
     fallbacks: IntCounterVec,
+    hedges: IntCounterVec,
     active_tier: IntGaugeVec,
     /// Pre-resolved, indexed by `Refusal as usize`.
     refusals: Arc<[IntCounter]>,
@@ -48,9 +49,33 @@ pub struct PoolMetrics {
     /// Requests taken off a backend that was taken out while they waited for its answer.
     pub rescued: IntCounter,
     fallbacks: [IntCounter; GiveUp::ALL.len()],
+    /// By [`HedgeKind`] and [`HedgeResult`].
+    hedges: [[IntCounter; 3]; 2],
+}
+
+/// What was hedged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HedgeKind {
+    Connect = 0,
+    Response = 1,
+}
+
+/// How a hedge ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HedgeResult {
+    /// The second attempt completed first and was used.
+    Won = 0,
+    /// The first attempt completed first; the second was dropped.
+    Lost = 1,
+    /// Not started: the pool's hedge budget was spent.
+    NoBudget = 2,
 }
 
 impl PoolMetrics {
+    pub fn hedge(&self, kind: HedgeKind, result: HedgeResult) {
+        self.hedges[kind as usize][result as usize].inc();
+    }
+
     pub fn request(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.requests[class].inc();
@@ -158,6 +183,15 @@ impl Metrics {
                 ),
                 &["pool", "reason"],
             )?,
+            hedges: IntCounterVec::new(
+                Opts::new(
+                    "holdfast_upstream_hedges_total",
+                    "Second attempts started beside a slow one on the next backend, by kind (connect, \
+                     response) and result: won (it completed first and was used), lost (the first \
+                     did), no_budget (not started: the pool's hedge budget was spent)",
+                ),
+                &["pool", "kind", "result"],
+            )?,
             refusals: Refusal::ALL
                 .iter()
                 .map(|r| refused.with_label_values(&[r.key()]))
@@ -185,6 +219,7 @@ impl Metrics {
         m.registry.register(Box::new(m.retries.clone()))?;
         m.registry.register(Box::new(m.requests.clone()))?;
         m.registry.register(Box::new(m.fallbacks.clone()))?;
+        m.registry.register(Box::new(m.hedges.clone()))?;
         m.registry.register(Box::new(m.active_tier.clone()))?;
         m.registry.register(Box::new(m.shed.clone()))?;
         Ok(m)
@@ -211,6 +246,10 @@ impl Metrics {
             rescued: self.rescued.with_label_values(&[pool]),
             fallbacks: GiveUp::ALL
                 .map(|why| self.fallbacks.with_label_values(&[pool, why.as_str()])),
+            hedges: ["connect", "response"].map(|kind| {
+                ["won", "lost", "no_budget"]
+                    .map(|result| self.hedges.with_label_values(&[pool, kind, result]))
+            }),
         }
     }
 

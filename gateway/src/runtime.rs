@@ -6,9 +6,11 @@ use crate::attempts::{AttemptLimits, Attempts, GiveUp};
 use crate::cap::{Cap, Ticket};
 use crate::fallback::FallbackAnswer;
 use crate::h1::request::Method;
+use crate::hedge::{Budget, Latency};
 use crate::metrics::{BackendMetrics, Metrics, PoolMetrics};
 use crate::select::{Selector, Slot};
-use holdfast_config::{Config, Timeouts};
+use holdfast_config::defaults::HEDGE_BURST;
+use holdfast_config::{Config, HedgePolicy, Timeouts};
 use holdfast_health::{BackendHealth, HealthTable};
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,6 +40,10 @@ pub struct PoolRuntime {
     /// Largest body of such a request read whole first, so that it can be sent again.
     pub retry_body_max_bytes: u64,
     pub metrics: PoolMetrics,
+    /// When a slow attempt gets a second one beside it.
+    pub hedge: HedgePolicy,
+    /// Answer hedges left to spend.
+    pub hedge_budget: Budget,
     /// `[tier][index]`; one shared object per backend, so that a later snapshot can carry a
     /// backend over unchanged.
     backends: Vec<Vec<Arc<BackendRuntime>>>,
@@ -47,6 +53,9 @@ pub struct PoolRuntime {
 pub struct BackendRuntime {
     pub health: Arc<BackendHealth>,
     pub metrics: BackendMetrics,
+    /// How long connects to it and its answers' heads usually take, for hedging.
+    pub connect_latency: Latency,
+    pub head_latency: Latency,
     /// Its `max_in_flight`, counting the requests it has now; no cap when `None`.
     in_flight: Option<Arc<Cap>>,
 }
@@ -94,6 +103,8 @@ impl Runtime {
                                         .map(|m| Cap::new(m.get() as usize)),
                                     health: b.clone(),
                                     metrics: metrics.backend(&pool.name, &b.backend.name),
+                                    connect_latency: Latency::default(),
+                                    head_latency: Latency::default(),
                                 })
                             })
                             .collect()
@@ -113,6 +124,8 @@ impl Runtime {
                         .fold(0, |set, m| set | m.bit()),
                     retry_body_max_bytes: pool.retry_body_max_bytes,
                     metrics: metrics.pool(&pool.name),
+                    hedge: pool.hedge,
+                    hedge_budget: Budget::new(pool.hedge.budget_percent, HEDGE_BURST),
                     backends,
                 }
             })

@@ -12,6 +12,8 @@ mod failover;
 mod fallback;
 #[path = "e2e/framing.rs"]
 mod framing;
+#[path = "e2e/hedge.rs"]
+mod hedge;
 #[path = "e2e/overload.rs"]
 mod overload;
 #[path = "e2e/rescue.rs"]

@@ -1,19 +1,159 @@
 //! The attempt chain of one request: backends tried one after another until one answers, each
 //! attempt's outcome judged by [`Failover`] (report it, answer, try again, hold an answer, give
-//! up) and each exchange done by `exchange.rs`.
+//! up) and each exchange done by `exchange.rs`. A slow connect, and a slow answer to a request
+//! that may be sent again, get a second attempt beside them on the next backend
+//! ([`crate::hedge`]); the first to complete is used.
 
 use super::body::{self, Body};
-use super::exchange::{Forwarded, Leave, Outgoing};
+use super::exchange::{self, Forwarded, Leave, Outgoing};
+use super::upstream::{Connector, Io};
 use super::{now, still_open, Exchange, Pinned, Visitor, VisitorIo, VISITOR_WRITE_TIMEOUT};
 use crate::attempts::{AttemptLimits, Attempts, GiveUp, RetryCause};
-use crate::failover::{Ended, Failover, RequestBody, Then};
+use crate::cap::Ticket;
+use crate::failover::{Decision, Ended, Failover, RequestBody, Then};
 use crate::h1::request::Head;
 use crate::h1::response::ResponseHead;
-use crate::runtime::{PoolRuntime, Runtime};
+use crate::metrics::{HedgeKind, HedgeResult};
+use crate::runtime::{BackendRuntime, PoolRuntime, Runtime};
 use crate::select::Slot;
 use bytes::{Bytes, BytesMut};
-use holdfast_health::TrafficFailure;
+use holdfast_health::{HealthTable, TrafficFailure};
+use std::future::Future;
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// What one request's chain works with.
+struct Chain<'r> {
+    runtime: &'r Runtime,
+    pool_index: usize,
+    pool: &'r PoolRuntime,
+    failover: Failover<'r>,
+}
+
+/// A backend being tried, counted against its `max_in_flight` until the answer is through.
+struct Tried<'r> {
+    slot: Slot,
+    backend: &'r Arc<BackendRuntime>,
+    limits: AttemptLimits,
+    _ticket: Option<Ticket>,
+}
+
+/// What one side of a hedged exchange came to: its answer's head, or how it ended without one.
+type Waited = Result<ResponseHead, Forwarded>;
+
+/// How one attempt (and any hedge beside it) ended: the backend whose result counts, how it
+/// ended, and the connection with what forwarding did (none after a failed connect).
+type Outcome<'r> = (Tried<'r>, Ended, Option<(Pinned, Forwarded)>);
+
+impl<'r> Chain<'r> {
+    /// Judges how an attempt at `backend` ended, and tells its health and metrics.
+    fn judge(&self, backend: &BackendRuntime, ended: Ended) -> Decision {
+        let decision = self.failover.after(ended);
+        if let Some(report) = decision.report {
+            self.runtime.health.report(&backend.health, report);
+        }
+        if let (Ended::ConnectFailed(kind) | Ended::NoAnswer { failure: kind, .. }, false) =
+            (ended, decision.then == Then::SameBackend)
+        {
+            backend.metrics.connect_failure(kind);
+        }
+        decision
+    }
+
+    /// When the wait for an answer may leave `backend`, and where its latency is noted.
+    fn leave(&self, backend: &'r BackendRuntime) -> Leave<'r> {
+        let timeouts = &self.pool.timeouts;
+        Leave {
+            hold: self.failover.hold(),
+            rescue: self.failover.rescuable().then_some(&*backend.health),
+            response: timeouts.response,
+            tunnel_idle: timeouts.tunnel_idle,
+            latency: &backend.head_latency,
+        }
+    }
+
+    /// The next backend, counted against its cap; `None` when the one picked filled up since
+    /// (an attempt all the same); `Err` when none is left.
+    fn next(&self, attempts: &mut Attempts) -> Result<Option<Tried<'r>>, GiveUp> {
+        let (slot, limits) = self.pool.next_attempt(attempts, now())?;
+        let backend = self.pool.backend(slot).ok_or(GiveUp::NoBackend)?;
+        Ok(backend.enter().map(|ticket| Tried {
+            slot,
+            backend,
+            limits,
+            _ticket: ticket,
+        }))
+    }
+
+    /// The backend for a hedge beside a slow attempt, if any is left and has room.
+    fn hedge_target(&self, attempts: &mut Attempts) -> Option<Tried<'r>> {
+        self.next(attempts).ok().flatten()
+    }
+}
+
+/// How an exchange that was forwarded ended.
+fn ended(forwarded: &Forwarded, reused: bool) -> Ended {
+    match forwarded {
+        Forwarded::Done { status, .. } => Ended::Answered(*status),
+        Forwarded::Held(answer) => Ended::Answered(answer.status),
+        Forwarded::NoAnswer { body_sent, failure } => Ended::NoAnswer {
+            failure: *failure,
+            body_sent: *body_sent,
+            reused,
+        },
+        Forwarded::Rescued => Ended::Rescued,
+        Forwarded::Broken => Ended::VisitorGone,
+    }
+}
+
+/// Opens a connection to backend `slot`, noting how long it took. Generic over how the connector
+/// and the backend are held, so that a connect may own them and outlive its request.
+async fn open<C, B>(
+    connector: C,
+    backend: B,
+    pool_index: usize,
+    slot: Slot,
+    timeout: Duration,
+) -> Result<Pinned, TrafficFailure>
+where
+    C: Deref<Target = Connector>,
+    B: Deref<Target = BackendRuntime>,
+{
+    let started = now();
+    let io: Box<dyn Io> = connector.connect(&backend.health.backend, timeout).await?;
+    backend
+        .connect_latency
+        .observe(now().saturating_duration_since(started));
+    Ok(Pinned {
+        pool: pool_index,
+        slot,
+        io,
+        buf: BytesMut::new(),
+    })
+}
+
+/// Tells a backend's health and metrics of a connect that failed after its request had gone
+/// elsewhere (the first of a hedged pair): as [`Failover`] has it for any failed connect.
+fn report_connect_failure(health: &HealthTable, backend: &BackendRuntime, kind: TrafficFailure) {
+    let ended = Ended::ConnectFailed(kind);
+    if let Some(report) = Failover::new(false, RequestBody::None, &[])
+        .after(ended)
+        .report
+    {
+        health.report(&backend.health, report);
+    }
+    backend.metrics.connect_failure(kind);
+}
+
+/// Waits for `first` for at most `delay`: its output, or the still pending future.
+async fn within<F: Future + Unpin>(first: &mut F, delay: Duration) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        out = first => Some(out),
+        () = tokio::time::sleep(delay) => None,
+    }
+}
 
 impl<S: VisitorIo> Visitor<'_, S> {
     /// Tries backends until one answers; `Err` when the fallback must answer instead. What
@@ -44,18 +184,31 @@ impl<S: VisitorIo> Visitor<'_, S> {
             (_, Some(_)) => RequestBody::Buffered,
             _ => RequestBody::Streamed,
         };
-        let failover = Failover::new(may_repeat, body_kind, &pool.retry_on_status);
+        let chain = Chain {
+            runtime,
+            pool_index,
+            pool,
+            failover: Failover::new(may_repeat, body_kind, &pool.retry_on_status),
+        };
         let outgoing = Outgoing {
             head: upstream_head,
             body: request_body,
             buffered: buffered.as_deref(),
         };
+        pool.hedge_budget.earn();
         let mut held: Option<(Pinned, ResponseHead, AttemptLimits)> = None;
         // Why the previous attempt did not answer: what a retry is counted as.
         let mut cause = RetryCause::Failed(TrafficFailure::Other);
         loop {
-            let (slot, limits) = match pool.next_attempt(&mut attempts, now()) {
-                Ok(next) => next,
+            let tried = match chain.next(&mut attempts) {
+                Ok(Some(tried)) => tried,
+                // It filled up since it was picked: the next backend.
+                Ok(None) => {
+                    if let Then::Next(why) = chain.failover.after(Ended::Full).then {
+                        cause = why;
+                    }
+                    continue;
+                }
                 Err(why) => {
                     // Nothing left to try: the answer held back, if any, or the fallback.
                     let Some((mut up, answer, limits)) = held.take() else {
@@ -78,44 +231,25 @@ impl<S: VisitorIo> Visitor<'_, S> {
             if attempts.made() > 1 {
                 pool.metrics.retry(cause);
             }
-            let Some(backend) = pool.backend(slot) else {
-                return Err(GiveUp::NoBackend);
-            };
-            let leave = Leave {
-                hold: failover.hold(),
-                rescue: failover.rescuable().then_some(&*backend.health),
-                response: pool.timeouts.response,
-                tunnel_idle: pool.timeouts.tunnel_idle,
-            };
-            // Counted against the backend's cap until the answer is through.
-            let Some(_in_flight) = backend.enter() else {
-                if let Then::Next(why) = failover.after(Ended::Full).then {
-                    cause = why; // it filled up since it was picked: the next backend
-                }
-                continue;
-            };
             // The kept connection first, if it goes to this very backend and is still open.
-            let mut kept = self
+            let kept = self
                 .pinned
                 .take()
-                .filter(|p| p.pool == pool_index && p.slot == slot)
+                .filter(|p| p.pool == pool_index && p.slot == tried.slot)
                 .and_then(|mut p| still_open(&mut p.io).then_some(p));
-            let (decision, done) = loop {
-                let (ended, done) = match kept.take() {
-                    Some(up) => self.attempt(up, head, outgoing, limits, leave, true).await,
-                    None => match self.open(runtime, pool_index, slot, limits).await {
-                        Ok(up) => self.attempt(up, head, outgoing, limits, leave, false).await,
-                        Err(kind) => (Ended::ConnectFailed(kind), None),
-                    },
-                };
-                let decision = failover.after(ended);
-                if decision.then != Then::SameBackend {
-                    break (decision, done);
-                }
+            let (tried, up, reused) = match kept {
+                Some(up) => (tried, up, true),
+                None => match self.connect(&chain, &mut attempts, tried).await {
+                    Ok((tried, up)) => (tried, up, false),
+                    Err(why) => {
+                        cause = why;
+                        continue;
+                    }
+                },
             };
-            if let Some(report) = decision.report {
-                runtime.health.report(&backend.health, report);
-            }
+            let (tried, decision, done) = self
+                .exchange_with(&chain, &mut attempts, tried, up, reused, head, outgoing)
+                .await;
             match (decision.then, done) {
                 (
                     Then::Relay,
@@ -135,16 +269,14 @@ impl<S: VisitorIo> Visitor<'_, S> {
                     return Ok(exchange);
                 }
                 (Then::HoldAndNext(why), Some((up, Forwarded::Held(answer)))) => {
-                    backend.metrics.retryable_answers.inc();
+                    tried.backend.metrics.retryable_answers.inc();
                     // Not kept: the held answer's body is unread.
-                    held = Some((up, answer, limits));
+                    held = Some((up, answer, tried.limits));
                     cause = why;
                 }
                 (Then::Next(why), _) => {
-                    match why {
-                        RetryCause::Failed(kind) => backend.metrics.connect_failure(kind),
-                        RetryCause::Rescued => pool.metrics.rescued.inc(),
-                        RetryCause::Busy => {}
+                    if why == RetryCause::Rescued {
+                        pool.metrics.rescued.inc();
                     }
                     cause = why;
                 }
@@ -155,30 +287,327 @@ impl<S: VisitorIo> Visitor<'_, S> {
         }
     }
 
-    /// Sends the request on `up` and reads the answer: how the attempt ended, with the
-    /// connection and what forwarding did, except after a connect failure.
-    async fn attempt(
+    /// Opens a connection for `tried`; when it is slower than its backend's connects usually
+    /// are, a connect to the next backend starts beside it and the first to complete is used.
+    /// Failures are judged here; `Err` is what the next attempt counts as.
+    async fn connect<'r>(
+        &self,
+        chain: &Chain<'r>,
+        attempts: &mut Attempts,
+        tried: Tried<'r>,
+    ) -> Result<(Tried<'r>, Pinned), RetryCause> {
+        let app = self.app;
+        let failed = |tried: &Tried<'_>, kind| match chain
+            .judge(tried.backend, Ended::ConnectFailed(kind))
+            .then
+        {
+            Then::Next(why) => why,
+            _ => RetryCause::Failed(kind),
+        };
+        // Owned, so that it can finish on its own when a hedge wins: a connect that then times
+        // out still takes its backend out (a firewall dropping packets), one that completes is
+        // closed.
+        let mut first = Box::pin(open(
+            app.connector.clone(),
+            tried.backend.clone(),
+            chain.pool_index,
+            tried.slot,
+            tried.limits.connect,
+        ));
+        let Some(min) = chain.pool.hedge.connect else {
+            return match first.await {
+                Ok(up) => Ok((tried, up)),
+                Err(kind) => Err(failed(&tried, kind)),
+            };
+        };
+        let delay = tried
+            .backend
+            .connect_latency
+            .hedge_after(min, tried.limits.connect);
+        let early = within(&mut first, delay).await;
+        let second = match early {
+            Some(Ok(up)) => return Ok((tried, up)),
+            Some(Err(kind)) => return Err(failed(&tried, kind)),
+            None => chain.hedge_target(attempts),
+        };
+        let Some(second) = second else {
+            return match first.await {
+                Ok(up) => Ok((tried, up)),
+                Err(kind) => Err(failed(&tried, kind)),
+            };
+        };
+        let metrics = &chain.pool.metrics;
+        let mut hedge = Box::pin(open(
+            &*app.connector,
+            &**second.backend,
+            chain.pool_index,
+            second.slot,
+            second.limits.connect,
+        ));
+        let (mut first_done, mut hedge_done) = (false, false);
+        let mut last = RetryCause::Failed(TrafficFailure::Other);
+        while !(first_done && hedge_done) {
+            tokio::select! {
+                opened = &mut first, if !first_done => match opened {
+                    Ok(up) => {
+                        metrics.hedge(HedgeKind::Connect, HedgeResult::Lost);
+                        drop(hedge);
+                        return Ok((tried, up));
+                    }
+                    Err(kind) => {
+                        first_done = true;
+                        last = failed(&tried, kind);
+                    }
+                },
+                opened = &mut hedge, if !hedge_done => match opened {
+                    Ok(up) => {
+                        metrics.hedge(HedgeKind::Connect, HedgeResult::Won);
+                        if !first_done {
+                            let health = chain.runtime.health.clone();
+                            let backend = tried.backend.clone();
+                            tokio::spawn(async move {
+                                if let Err(kind) = first.await {
+                                    report_connect_failure(&health, &backend, kind);
+                                }
+                            });
+                        }
+                        return Ok((second, up));
+                    }
+                    Err(kind) => {
+                        hedge_done = true;
+                        last = failed(&second, kind);
+                    }
+                },
+            }
+        }
+        metrics.hedge(HedgeKind::Connect, HedgeResult::Lost);
+        Err(last)
+    }
+
+    /// One exchange on `up` (a fresh connection to the same backend when a kept one turns out
+    /// closed), judged: the backend whose answer counts, the decision, and what forwarding did.
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange_with<'r>(
         &mut self,
+        chain: &Chain<'r>,
+        attempts: &mut Attempts,
+        mut tried: Tried<'r>,
         mut up: Pinned,
+        mut reused: bool,
         head: &Head,
         outgoing: Outgoing<'_>,
-        limits: AttemptLimits,
-        leave: Leave<'_>,
+    ) -> (Tried<'r>, Decision, Option<(Pinned, Forwarded)>) {
+        loop {
+            let hedged = chain.failover.repeatable() && chain.pool.hedge.response.is_some();
+            let (now_tried, how, done) = match hedged {
+                true => {
+                    self.race(chain, attempts, tried, up, reused, head, outgoing)
+                        .await
+                }
+                false => {
+                    let leave = chain.leave(tried.backend);
+                    let forwarded = self
+                        .forward(&mut up, head, outgoing, tried.limits, leave)
+                        .await;
+                    (tried, ended(&forwarded, reused), Some((up, forwarded)))
+                }
+            };
+            tried = now_tried;
+            let decision = chain.judge(tried.backend, how);
+            if decision.then != Then::SameBackend {
+                return (tried, decision, done);
+            }
+            // The kept connection was closed meanwhile: nothing lost, a fresh one.
+            let timeout = tried.limits.connect;
+            let connector = &*self.app.connector;
+            up = match open(
+                connector,
+                &**tried.backend,
+                chain.pool_index,
+                tried.slot,
+                timeout,
+            )
+            .await
+            {
+                Ok(up) => up,
+                Err(kind) => {
+                    let decision = chain.judge(tried.backend, Ended::ConnectFailed(kind));
+                    return (tried, decision, None);
+                }
+            };
+            reused = false;
+        }
+    }
+
+    /// An exchange for a request that may be sent again: when its answer has not begun after
+    /// the backend's usual time, a copy goes to the next backend (within the pool's hedge
+    /// budget) and the first answer wins; the other attempt is dropped, its connection closed.
+    /// A side that fails while the other still runs is judged here.
+    #[allow(clippy::too_many_arguments)]
+    async fn race<'r>(
+        &mut self,
+        chain: &Chain<'r>,
+        attempts: &mut Attempts,
+        tried: Tried<'r>,
+        mut up: Pinned,
         reused: bool,
-    ) -> (Ended, Option<(Pinned, Forwarded)>) {
-        let forwarded = self.forward(&mut up, head, outgoing, limits, leave).await;
-        let ended = match &forwarded {
-            Forwarded::Done { status, .. } => Ended::Answered(*status),
-            Forwarded::Held(answer) => Ended::Answered(answer.status),
-            Forwarded::NoAnswer { body_sent, failure } => Ended::NoAnswer {
-                failure: *failure,
-                body_sent: *body_sent,
-                reused,
-            },
-            Forwarded::Rescued => Ended::Rescued,
-            Forwarded::Broken => Ended::VisitorGone,
+        head: &Head,
+        outgoing: Outgoing<'_>,
+    ) -> Outcome<'r> {
+        let sent = match self.send(&mut up, head, outgoing, tried.limits).await {
+            Ok(sent) => sent,
+            Err(not_sent) => return (tried, ended(&not_sent, reused), Some((up, not_sent))),
         };
-        (ended, Some((up, forwarded)))
+        let (app, metrics) = (self.app, &chain.pool.metrics);
+        let leave = chain.leave(tried.backend);
+        let (min, max) = chain.pool.hedge.response.unwrap_or_default();
+        let delay = tried.backend.head_latency.hedge_after(min, max);
+        let head_request = head.head_method;
+        let limits = tried.limits;
+        let mut waiting = Box::pin(exchange::await_answer(
+            &mut up,
+            head_request,
+            limits,
+            leave,
+            sent.body_sent,
+        ));
+        let second = match within(&mut waiting, delay).await {
+            Some(done) => {
+                drop(waiting);
+                return self.settle(chain, tried, up, reused, head, done).await;
+            }
+            None if !chain.pool.hedge_budget.spend() => {
+                metrics.hedge(HedgeKind::Response, HedgeResult::NoBudget);
+                None
+            }
+            None => chain.hedge_target(attempts),
+        };
+        let Some(second) = second else {
+            let done = waiting.await;
+            return self.settle(chain, tried, up, reused, head, done).await;
+        };
+        // The copy: its own connection, the same request from memory, its own deadlines.
+        let (slot, backend, copy_limits) = (second.slot, second.backend, second.limits);
+        let copy = async move {
+            let connector = &*app.connector;
+            let mut up = open(
+                connector,
+                &**backend,
+                chain.pool_index,
+                slot,
+                copy_limits.connect,
+            )
+            .await?;
+            let waited = match exchange::send_whole(&mut up, outgoing, copy_limits).await {
+                Ok(sent) => {
+                    let leave = chain.leave(backend);
+                    exchange::await_answer(
+                        &mut up,
+                        head_request,
+                        copy_limits,
+                        leave,
+                        sent.body_sent,
+                    )
+                    .await
+                }
+                Err(not_sent) => Err(not_sent),
+            };
+            Ok::<_, TrafficFailure>((up, waited))
+        };
+        let mut copy = Box::pin(copy);
+        // A side's head ends the race, unless it is one to hold back; a side that fails (or
+        // gives one to hold back) waits for the other.
+        let passes = |w: &Waited| matches!(w, Ok(a) if !leave.hold.contains(&a.status));
+        let mut first: Option<Waited> = None;
+        let mut other: Option<Option<(Pinned, Waited)>> = None;
+        loop {
+            tokio::select! {
+                done = &mut waiting, if first.is_none() => {
+                    let good = passes(&done);
+                    first = Some(done);
+                    if good || other.is_some() {
+                        break;
+                    }
+                }
+                done = &mut copy, if other.is_none() => {
+                    let copied = match done {
+                        Ok(copied) => Some(copied),
+                        Err(kind) => {
+                            chain.judge(second.backend, Ended::ConnectFailed(kind));
+                            None
+                        }
+                    };
+                    let good = copied.as_ref().is_some_and(|(_, w)| passes(w));
+                    other = Some(copied);
+                    if good || first.is_some() {
+                        break;
+                    }
+                }
+            }
+        }
+        // Whichever is not used is dropped here, its connection closed.
+        drop((waiting, copy));
+        let first_passes = first.as_ref().is_some_and(passes);
+        match (first, other.flatten()) {
+            (Some(waited), copy) if first_passes => {
+                metrics.hedge(HedgeKind::Response, HedgeResult::Lost);
+                if let Some((_, Err(not_answered))) = &copy {
+                    chain.judge(second.backend, ended(not_answered, false));
+                }
+                self.settle(chain, tried, up, reused, head, waited).await
+            }
+            // The copy's answer: it passes, or it is held while the first gave none.
+            (first, Some((copy_up, waited)))
+                if passes(&waited)
+                    || (waited.is_ok() && !first.as_ref().is_some_and(Result::is_ok)) =>
+            {
+                metrics.hedge(HedgeKind::Response, HedgeResult::Won);
+                if let Some(Err(not_answered)) = &first {
+                    chain.judge(tried.backend, ended(not_answered, reused));
+                }
+                self.settle(chain, second, copy_up, false, head, waited)
+                    .await
+            }
+            // Neither passes: the first attempt's result counts, the copy's is judged.
+            (Some(waited), copy) => {
+                metrics.hedge(HedgeKind::Response, HedgeResult::Lost);
+                if let Some((_, Err(not_answered))) = &copy {
+                    chain.judge(second.backend, ended(not_answered, false));
+                }
+                self.settle(chain, tried, up, reused, head, waited).await
+            }
+            // (The race ends with the first attempt's result unless the copy's passed.)
+            (None, _) => {
+                let no_answer = Ended::NoAnswer {
+                    failure: TrafficFailure::Other,
+                    body_sent: sent.body_sent,
+                    reused,
+                };
+                (tried, no_answer, None)
+            }
+        }
+    }
+
+    /// Passes on (or holds) the answer whose head `waited` holds, or returns how the attempt
+    /// ended without one.
+    async fn settle<'r>(
+        &mut self,
+        chain: &Chain<'r>,
+        tried: Tried<'r>,
+        mut up: Pinned,
+        reused: bool,
+        head: &Head,
+        waited: Result<ResponseHead, Forwarded>,
+    ) -> Outcome<'r> {
+        let forwarded = match waited {
+            Ok(answer) => {
+                let leave = chain.leave(tried.backend);
+                self.finish(&mut up, head, answer, tried.limits, leave, true)
+                    .await
+            }
+            Err(not_answered) => not_answered,
+        };
+        (tried, ended(&forwarded, reused), Some((up, forwarded)))
     }
 
     /// Reads a request body of `len` bytes whole (after `100 Continue` when the visitor waits
@@ -208,31 +637,5 @@ impl<S: VisitorIo> Visitor<'_, S> {
             }
         }
         Some(self.buf.split_to(len).freeze())
-    }
-
-    /// Opens a connection to backend `slot`.
-    async fn open(
-        &self,
-        runtime: &Runtime,
-        pool_index: usize,
-        slot: Slot,
-        limits: AttemptLimits,
-    ) -> Result<Pinned, TrafficFailure> {
-        let backend = runtime
-            .pools
-            .get(pool_index)
-            .and_then(|pool| pool.backend(slot))
-            .ok_or(TrafficFailure::Other)?;
-        let io = self
-            .app
-            .connector
-            .connect(&backend.health.backend, limits.connect)
-            .await?;
-        Ok(Pinned {
-            pool: pool_index,
-            slot,
-            io,
-            buf: BytesMut::new(),
-        })
     }
 }

@@ -14,6 +14,7 @@ use crate::attempts::AttemptLimits;
 use crate::h1::request::{Head, Refusal};
 use crate::h1::response::{self, BodyFraming, ResponseHead};
 use crate::h1::rewrite;
+use crate::hedge::Latency;
 use bytes::{Buf, BytesMut};
 use holdfast_health::table::BackendHealth;
 use holdfast_health::TrafficFailure;
@@ -36,6 +37,13 @@ pub(super) struct Outgoing<'a> {
     pub buffered: Option<&'a [u8]>,
 }
 
+impl Outgoing<'_> {
+    /// Whether the body comes from the visitor as it is sent (not from memory).
+    fn streams(&self) -> bool {
+        self.body != Body::Empty && self.buffered.is_none()
+    }
+}
+
 /// When an attempt may leave its backend for another one, nothing having reached the visitor.
 #[derive(Clone, Copy)]
 pub(super) struct Leave<'a> {
@@ -47,6 +55,8 @@ pub(super) struct Leave<'a> {
     pub response: Option<Duration>,
     /// The pool's `tunnel_idle_timeout`, for an upgrade.
     pub tunnel_idle: Duration,
+    /// Where the time to the answer's head is noted (for hedging).
+    pub latency: &'a Latency,
 }
 
 /// How forwarding one attempt went.
@@ -72,8 +82,17 @@ pub(super) enum Forwarded {
     Broken,
 }
 
+/// How a request went out.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sent {
+    /// A body (or part of it) went out.
+    pub body_sent: bool,
+    /// The visitor's body was read to its end.
+    pub body_whole: bool,
+}
+
 /// How sending a streamed request body ended.
-enum Sent {
+enum Streamed {
     /// All of it went out.
     Whole,
     /// The backend answered before taking all of it (a 413, 401 ...): its answer is buffered.
@@ -95,59 +114,73 @@ impl<S: VisitorIo> Visitor<'_, S> {
         limits: AttemptLimits,
         leave: Leave<'_>,
     ) -> Forwarded {
-        let Outgoing {
-            head: upstream_head,
-            body: request_body,
-            buffered,
-        } = outgoing;
-        let broken = |body_sent| Forwarded::NoAnswer {
-            body_sent,
-            failure: TrafficFailure::Reset,
+        let sent = match self.send(up, head, outgoing, limits).await {
+            Ok(sent) => sent,
+            Err(not_sent) => return not_sent,
         };
-        // The request head and any body bytes already read go out together.
-        if body::send(&mut up.io, upstream_head, limits.write)
-            .await
-            .is_err()
-        {
-            return broken(false);
-        }
-        let mut body_whole = true;
-        let body_sent = buffered.is_some() || request_body != Body::Empty;
-        if let Some(body) = buffered {
-            // Read whole before the first attempt (100 Continue already sent then).
-            if body::send(&mut up.io, body, limits.write).await.is_err()
-                || body::flush(&mut up.io, limits.write).await.is_err()
-            {
-                return broken(true);
-            }
-        } else if request_body != Body::Empty {
-            if head.expect_continue {
-                let _ = body::send(
-                    &mut self.stream,
-                    b"HTTP/1.1 100 Continue\r\n\r\n",
-                    VISITOR_WRITE_TIMEOUT,
-                )
-                .await;
-                let _ = body::flush(&mut self.stream, VISITOR_WRITE_TIMEOUT).await;
-            }
-            match self.stream_body(up, request_body, head, limits).await {
-                Ok(Sent::Whole) => {}
-                Ok(Sent::AnsweredEarly | Sent::Refused) => body_whole = false,
-                Err(BodyError::Chunk(_)) => {
-                    let _ = self.refuse(Refusal::Malformed).await;
-                    return Forwarded::Broken;
-                }
-                // The visitor closed or stalled: nothing the backend did.
-                Err(_) => return Forwarded::Broken,
-            }
-        } else if body::flush(&mut up.io, limits.write).await.is_err() {
-            return broken(false);
-        }
-
-        let answer = match self.await_answer(up, head, limits, leave, body_sent).await {
+        let answer = match await_answer(up, head.head_method, limits, leave, sent.body_sent).await {
             Ok(answer) => answer,
             Err(not_answered) => return not_answered,
         };
+        self.finish(up, head, answer, limits, leave, sent.body_whole)
+            .await
+    }
+
+    /// Sends the request to `up`: the head, then the body from memory, or as it comes from the
+    /// visitor while watching for an early answer.
+    pub(super) async fn send(
+        &mut self,
+        up: &mut Pinned,
+        head: &Head,
+        outgoing: Outgoing<'_>,
+        limits: AttemptLimits,
+    ) -> Result<Sent, Forwarded> {
+        if !outgoing.streams() {
+            return send_whole(up, outgoing, limits).await;
+        }
+        // The request head and any body bytes already read go out together.
+        if body::send(&mut up.io, outgoing.head, limits.write)
+            .await
+            .is_err()
+        {
+            return Err(broken(false));
+        }
+        if head.expect_continue {
+            let _ = body::send(
+                &mut self.stream,
+                b"HTTP/1.1 100 Continue\r\n\r\n",
+                VISITOR_WRITE_TIMEOUT,
+            )
+            .await;
+            let _ = body::flush(&mut self.stream, VISITOR_WRITE_TIMEOUT).await;
+        }
+        let body_whole = match self.stream_body(up, outgoing.body, head, limits).await {
+            Ok(Streamed::Whole) => true,
+            Ok(Streamed::AnsweredEarly | Streamed::Refused) => false,
+            Err(BodyError::Chunk(_)) => {
+                let _ = self.refuse(Refusal::Malformed).await;
+                return Err(Forwarded::Broken);
+            }
+            // The visitor closed or stalled: nothing the backend did.
+            Err(_) => return Err(Forwarded::Broken),
+        };
+        Ok(Sent {
+            body_sent: true,
+            body_whole,
+        })
+    }
+
+    /// What follows an answer's head: held back when its status says so (the request body
+    /// whole), else relayed.
+    pub(super) async fn finish(
+        &mut self,
+        up: &mut Pinned,
+        head: &Head,
+        answer: ResponseHead,
+        limits: AttemptLimits,
+        leave: Leave<'_>,
+        body_whole: bool,
+    ) -> Forwarded {
         if body_whole && leave.hold.contains(&answer.status) {
             return Forwarded::Held(answer);
         }
@@ -164,7 +197,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
         request_body: Body,
         head: &Head,
         limits: AttemptLimits,
-    ) -> Result<Sent, BodyError> {
+    ) -> Result<Streamed, BodyError> {
         let io = std::mem::replace(&mut up.io, Box::new(Detached));
         let (mut from_backend, mut to_backend) = tokio::io::split(io);
         let mut no_lead = Vec::new();
@@ -182,64 +215,15 @@ impl<S: VisitorIo> Visitor<'_, S> {
             tokio::select! {
                 biased;
                 sent = sending => match sent {
-                    Ok(()) => Ok(Sent::Whole),
-                    Err(BodyError::Sink) => Ok(Sent::Refused),
+                    Ok(()) => Ok(Streamed::Whole),
+                    Err(BodyError::Sink) => Ok(Streamed::Refused),
                     Err(e) => Err(e),
                 },
-                () = watching => Ok(Sent::AnsweredEarly),
+                () = watching => Ok(Streamed::AnsweredEarly),
             }
         };
         up.io = from_backend.unsplit(to_backend);
         sent
-    }
-
-    /// Reads the answer's head from `up` within its deadlines, interim answers skipped; the
-    /// attempt's end when there is none.
-    async fn await_answer(
-        &mut self,
-        up: &mut Pinned,
-        head: &Head,
-        limits: AttemptLimits,
-        leave: Leave<'_>,
-        body_sent: bool,
-    ) -> Result<ResponseHead, Forwarded> {
-        let sent = now();
-        let mut until = limits.deadline.min(sent + limits.read);
-        if let (Some(_), Some(response)) = (leave.rescue, leave.response) {
-            until = until.min(sent + response);
-        }
-        let no_answer = |failure| Forwarded::NoAnswer { body_sent, failure };
-        let mut interim = 0;
-        loop {
-            match response::parse(&up.buf, head.head_method) {
-                Ok(Some(answer)) if answer.interim => {
-                    interim += 1;
-                    if interim > MAX_INTERIM {
-                        return Err(no_answer(TrafficFailure::BadResponse));
-                    }
-                    up.buf.advance(answer.len);
-                    continue;
-                }
-                Ok(Some(answer)) => return Ok(answer),
-                Ok(None) => {}
-                Err(_) => return Err(no_answer(TrafficFailure::BadResponse)),
-            }
-            let read = match leave.rescue {
-                Some(health) => {
-                    let armed = sent + RESCUE_ARM;
-                    match await_head(&mut up.io, &mut up.buf, until, armed, health).await {
-                        Some(read) => read,
-                        None => return Err(Forwarded::Rescued),
-                    }
-                }
-                None => body::fill(&mut up.io, &mut up.buf, body::HEAD_CHUNK, left(until)).await,
-            };
-            match read {
-                Ok(n) if n > 0 => {}
-                Err(BodyError::Timeout) => return Err(no_answer(TrafficFailure::Timeout)),
-                _ => return Err(no_answer(TrafficFailure::Reset)),
-            }
-        }
     }
 
     /// Passes an answer whose head was read from `up` on to the visitor, body included; a
@@ -318,6 +302,86 @@ impl<S: VisitorIo> Visitor<'_, S> {
             // Anything left over after the body means the backend said more than it framed.
             reusable: streamed.is_ok() && answer.reusable && up.buf.is_empty() && body_whole,
         }
+    }
+}
+
+/// Reads the answer's head from `up` within its deadlines, interim answers skipped; the
+/// attempt's end when there is none.
+pub(super) async fn await_answer(
+    up: &mut Pinned,
+    head_request: bool,
+    limits: AttemptLimits,
+    leave: Leave<'_>,
+    body_sent: bool,
+) -> Result<ResponseHead, Forwarded> {
+    let sent = now();
+    let mut until = limits.deadline.min(sent + limits.read);
+    if let (Some(_), Some(response)) = (leave.rescue, leave.response) {
+        until = until.min(sent + response);
+    }
+    let no_answer = |failure| Forwarded::NoAnswer { body_sent, failure };
+    let mut interim = 0;
+    loop {
+        match response::parse(&up.buf, head_request) {
+            Ok(Some(answer)) if answer.interim => {
+                interim += 1;
+                if interim > MAX_INTERIM {
+                    return Err(no_answer(TrafficFailure::BadResponse));
+                }
+                up.buf.advance(answer.len);
+                continue;
+            }
+            Ok(Some(answer)) => {
+                leave.latency.observe(now().saturating_duration_since(sent));
+                return Ok(answer);
+            }
+            Ok(None) => {}
+            Err(_) => return Err(no_answer(TrafficFailure::BadResponse)),
+        }
+        let read = match leave.rescue {
+            Some(health) => {
+                let armed = sent + RESCUE_ARM;
+                match await_head(&mut up.io, &mut up.buf, until, armed, health).await {
+                    Some(read) => read,
+                    None => return Err(Forwarded::Rescued),
+                }
+            }
+            None => body::fill(&mut up.io, &mut up.buf, body::HEAD_CHUNK, left(until)).await,
+        };
+        match read {
+            Ok(n) if n > 0 => {}
+            Err(BodyError::Timeout) => return Err(no_answer(TrafficFailure::Timeout)),
+            _ => return Err(no_answer(TrafficFailure::Reset)),
+        }
+    }
+}
+
+/// Sends a request whose body (if any) is in memory: head and body, then a flush.
+pub(super) async fn send_whole(
+    up: &mut Pinned,
+    outgoing: Outgoing<'_>,
+    limits: AttemptLimits,
+) -> Result<Sent, Forwarded> {
+    let body = outgoing.buffered.unwrap_or_default();
+    let sent = body::send(&mut up.io, outgoing.head, limits.write)
+        .await
+        .is_ok()
+        && (body.is_empty() || body::send(&mut up.io, body, limits.write).await.is_ok())
+        && body::flush(&mut up.io, limits.write).await.is_ok();
+    match sent {
+        true => Ok(Sent {
+            body_sent: !body.is_empty(),
+            body_whole: true,
+        }),
+        false => Err(broken(!body.is_empty())),
+    }
+}
+
+/// A connection that broke while the request went out.
+fn broken(body_sent: bool) -> Forwarded {
+    Forwarded::NoAnswer {
+        body_sent,
+        failure: TrafficFailure::Reset,
     }
 }
 

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 /// A primary that answers every request, health checks included, until the returned flag is
 /// set, then holds every request it gets; behind a gateway with an HTTP check every 500 ms
-/// (timeout 300 ms, `fall = 1`), `read_timeout` 30 s and `pool_keys`, `backup` as its backup.
+/// (timeout 300 ms, `fall = 1`), `read_timeout` 30 s and `pool_keys`, `backup` as its backup;
+/// answers are not hedged.
 async fn hanging_primary(backup: SocketAddr, pool_keys: &str) -> (Arc<AtomicBool>, Gateway) {
     let hang = Arc::new(AtomicBool::new(false));
     let hung = hang.clone();
@@ -24,6 +25,9 @@ async fn hanging_primary(backup: SocketAddr, pool_keys: &str) -> (Arc<AtomicBool
 [pools.app]
 read_timeout = "30s"
 {pool_keys}
+# Rescue on its own: a hedge would answer these requests first (e2e/hedge.rs).
+[pools.app.hedge]
+response = false
 [pools.app.health.http]
 path = "/health"
 interval = "500ms"
@@ -93,6 +97,8 @@ async fn response_timeout_sends_a_request_on_only_when_set() {
             r#"
 [pools.app]
 {extra}
+[pools.app.hedge]
+response = false
 [pools.app.health.tcp]
 interval = "60s"
 [[pools.app.tiers]]

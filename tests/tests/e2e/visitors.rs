@@ -155,7 +155,9 @@ async fn a_trickling_head_is_cut_at_its_deadline() {
     .await;
     let backup = backend("backup").await;
     let c = client();
-    let timeouts = "read_timeout = \"2s\"\ntotal_timeout = \"4s\"";
+    // The deadlines on their own: a hedge would answer first (e2e/hedge.rs).
+    let timeouts =
+        "read_timeout = \"2s\"\ntotal_timeout = \"4s\"\n[pools.app.hedge]\nresponse = false";
 
     // With a backup: the backup's answer after read_timeout.
     let gw = Gateway::start(&primary_and_backup(trickle, backup.addr(), timeouts)).await;
@@ -183,7 +185,7 @@ async fn a_trickling_head_is_cut_at_its_deadline() {
     // Alone, with a read_timeout longer than the chain: the fallback at total_timeout.
     let gw = Gateway::start(&format!(
         "[pools.app]\nread_timeout = \"10s\"\ntotal_timeout = \"4s\"\n\
-         [pools.app.health.tcp]\ninterval = \"60s\"\n\
+         [pools.app.hedge]\nresponse = false\n[pools.app.health.tcp]\ninterval = \"60s\"\n\
          [[pools.app.tiers]]\nbackends = [{{ address = \"{trickle}\" }}]\n"
     ))
     .await;

@@ -1,0 +1,198 @@
+//! Hedging: when an attempt is slower than its backend usually is, a second attempt starts
+//! beside it on the next backend and the first to complete is used (Envoy's `hedge_policy`).
+//!
+//! - A connect still pending after its backend's usual connect time starts a connect to the next
+//!   backend. Nothing was sent, so any request may.
+//! - For a request that may be sent again, an answer not begun after its backend's usual head
+//!   latency sends a copy to the next backend; the first answer wins, the other attempt is
+//!   abandoned and its connection closed. These cost a second backend the same work, so they
+//!   are budgeted ([`Budget`]).
+//!
+//! "Usual" is RFC 6298's retransmission estimate over recent samples ([`Latency`]): the smoothed
+//! time plus four times its smoothed deviation, within the pool's bounds. Plain types with
+//! relaxed atomics: the request path reads them without locks.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// One backend's recent latency of one kind (connect, or response head), in microseconds.
+#[derive(Debug, Default)]
+pub struct Latency {
+    smoothed: AtomicU32,
+    deviation: AtomicU32,
+}
+
+thread_local! {
+    /// Counts samples on this thread, so that most quick ones are skipped.
+    static TICK: Cell<u32> = const { Cell::new(0) };
+}
+
+/// One quick sample in this many is taken (both cores writing the same line on every answer
+/// would cost more than the estimate is worth); a slow one always is.
+const SAMPLE_EVERY: u32 = 8;
+
+impl Latency {
+    /// Takes in one measured latency.
+    pub fn observe(&self, took: Duration) {
+        let sample = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
+        let smoothed = self.smoothed.load(Ordering::Relaxed);
+        let slow = sample > smoothed.saturating_mul(2);
+        let tick = TICK.with(|t| {
+            let n = t.get().wrapping_add(1);
+            t.set(n);
+            n
+        });
+        if !slow && smoothed != 0 && tick % SAMPLE_EVERY != 0 {
+            return;
+        }
+        let deviation = self.deviation.load(Ordering::Relaxed);
+        let (smoothed, deviation) = update(smoothed, deviation, sample);
+        self.smoothed.store(smoothed, Ordering::Relaxed);
+        self.deviation.store(deviation, Ordering::Relaxed);
+    }
+
+    /// How long to wait before hedging: the smoothed latency plus four deviations, within
+    /// `min..=max`. `min` until there is a sample.
+    pub fn hedge_after(&self, min: Duration, max: Duration) -> Duration {
+        let smoothed = u64::from(self.smoothed.load(Ordering::Relaxed));
+        let deviation = u64::from(self.deviation.load(Ordering::Relaxed));
+        Duration::from_micros(smoothed + 4 * deviation).clamp(min, max.max(min))
+    }
+}
+
+/// RFC 6298 2.2-2.3: the first sample sets the smoothed time and half of it as the deviation;
+/// later ones move them by 1/8 and 1/4.
+fn update(smoothed: u32, deviation: u32, sample: u32) -> (u32, u32) {
+    if smoothed == 0 {
+        return (sample.max(1), sample / 2);
+    }
+    let gap = smoothed.abs_diff(sample);
+    let deviation = (u64::from(deviation) * 3 + u64::from(gap)) / 4;
+    let smoothed = (u64::from(smoothed) * 7 + u64::from(sample)) / 8;
+    (
+        u32::try_from(smoothed).unwrap_or(u32::MAX).max(1),
+        u32::try_from(deviation).unwrap_or(u32::MAX),
+    )
+}
+
+/// Tokens of a pool's answer hedges, in thousandths: each request adds `percent` % of a token,
+/// each hedge spends one, and at most a burst is kept. A full bucket costs a request one relaxed
+/// load.
+#[derive(Debug)]
+pub struct Budget {
+    millis: AtomicU32,
+    per_request: u32,
+    cap: u32,
+}
+
+impl Budget {
+    /// `percent` of the requests may be hedged, `burst` hedges at once after a quiet spell.
+    pub fn new(percent: u32, burst: u32) -> Self {
+        let cap = burst.saturating_mul(1000);
+        Budget {
+            millis: AtomicU32::new(if percent == 0 { 0 } else { cap }),
+            per_request: percent.saturating_mul(10),
+            cap,
+        }
+    }
+
+    /// One request of the pool.
+    #[inline]
+    pub fn earn(&self) {
+        if self.per_request == 0 || self.millis.load(Ordering::Relaxed) >= self.cap {
+            return;
+        }
+        let _ = self
+            .millis
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| {
+                Some((m + self.per_request).min(self.cap))
+            });
+    }
+
+    /// Spends a token for one hedge; `false` when none is left.
+    pub fn spend(&self) -> bool {
+        self.millis
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| {
+                m.checked_sub(1000)
+            })
+            .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn fed(samples: &[u64]) -> Latency {
+        let l = Latency::default();
+        for &ms in samples {
+            // Slow samples are always taken; feed quick ones enough times to pass the sampling.
+            for _ in 0..SAMPLE_EVERY {
+                l.observe(Duration::from_millis(ms));
+            }
+        }
+        l
+    }
+
+    #[test]
+    fn the_hedge_delay_follows_the_usual_latency_within_its_bounds() {
+        let (min, max) = (100 * MS, 1000 * MS);
+        // (samples in ms, lowest and highest expected delay in ms)
+        let cases: &[(&[u64], u64, u64)] = &[
+            (&[], 100, 100),                   // nothing known: the floor
+            (&[1, 1, 1, 2, 1], 100, 100),      // a quick backend: the floor
+            (&[300, 320, 280, 310], 300, 800), // a slower endpoint: its own time and spread
+            (&[5000, 5000, 5000], 1000, 1000), // capped
+        ];
+        for (samples, low, high) in cases {
+            let after = fed(samples).hedge_after(min, max);
+            assert!(
+                (Duration::from_millis(*low)..=Duration::from_millis(*high)).contains(&after),
+                "{samples:?}: {after:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rfc_6298_smoothing() {
+        assert_eq!(update(0, 0, 1000), (1000, 500));
+        // 7/8 of 1000 + 1/8 of 2000; 3/4 of 500 + 1/4 of |1000 - 2000|.
+        assert_eq!(update(1000, 500, 2000), (1125, 625));
+        assert_eq!(update(1000, 0, 1000), (1000, 0));
+    }
+
+    #[test]
+    fn a_slow_sample_is_never_skipped() {
+        let l = fed(&[1]);
+        let before = l.hedge_after(Duration::ZERO, Duration::MAX);
+        l.observe(Duration::from_millis(500));
+        assert!(l.hedge_after(Duration::ZERO, Duration::MAX) > before * 10);
+    }
+
+    #[test]
+    fn the_budget_allows_a_share_and_a_burst() {
+        let b = Budget::new(10, 4);
+        // A full bucket after a quiet spell: the burst.
+        assert!((0..4).all(|_| b.spend()));
+        assert!(!b.spend());
+        // Then one hedge per ten requests.
+        for _ in 0..9 {
+            b.earn();
+        }
+        assert!(!b.spend());
+        b.earn();
+        assert!(b.spend());
+        // Never more than the burst, however quiet.
+        for _ in 0..1000 {
+            b.earn();
+        }
+        assert_eq!((0..10).filter(|_| b.spend()).count(), 4);
+        // 0 % turns answer hedges off.
+        let off = Budget::new(0, 4);
+        off.earn();
+        assert!(!off.spend());
+    }
+}
