@@ -6,7 +6,7 @@
 //! - For a request that may be sent again, an answer not begun after its backend's usual head
 //!   latency sends a copy to the next backend; the first answer wins, the other attempt is
 //!   abandoned and its connection closed. These cost a second backend the same work, so they
-//!   are budgeted ([`Budget`]).
+//!   are budgeted ([`Budget`]): those that turn out wasted (the first answer came first).
 //!
 //! "Usual" is RFC 6298's retransmission estimate over recent samples ([`Latency`]): the smoothed
 //! time plus four times its smoothed deviation, within the pool's bounds. Plain types with
@@ -118,6 +118,19 @@ impl Budget {
             })
             .is_ok()
     }
+
+    /// Gives back the token of a hedge that won: the first backend was the slow one (hung,
+    /// stopped, dropping packets), not the pool, and the copy was the visitor's answer. Only
+    /// hedges that turn out wasted (the first attempt answered first) stay spent, so a backend
+    /// that hangs is hedged for every request until it is taken out, while a pool that is
+    /// merely slow everywhere is not loaded twice.
+    pub fn refund(&self) {
+        let _ = self
+            .millis
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| {
+                Some((m + 1000).min(self.cap))
+            });
+    }
 }
 
 #[cfg(test)]
@@ -190,6 +203,10 @@ mod tests {
             b.earn();
         }
         assert_eq!((0..10).filter(|_| b.spend()).count(), 4);
+        // A hedge that won gives its token back.
+        assert!(!b.spend());
+        b.refund();
+        assert!(b.spend());
         // 0 % turns answer hedges off.
         let off = Budget::new(0, 4);
         off.earn();

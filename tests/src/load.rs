@@ -1,5 +1,6 @@
 //! A load generator that records what each visitor saw: several keep-alive clients sending
-//! requests without pause for a bounded time, every answer and error kept with its time.
+//! requests without pause (or with a pause) for a bounded time, and optionally visitors arriving
+//! at a steady rate on new connections, every answer and error kept with its time.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -66,6 +67,42 @@ impl Load {
             seen,
             tasks,
         }
+    }
+
+    /// Adds open-loop arrivals: a GET to `url` every `every`, each on a new connection, sent
+    /// whether or not the earlier ones were answered (as visitors arrive), until the load ends.
+    pub fn with_arrivals(mut self, url: String, every: Duration, limit: Duration) -> Load {
+        let (start, stop, seen) = (self.start, self.stop.clone(), self.seen.clone());
+        self.tasks.push(tokio::spawn(async move {
+            // No connection is kept: each visitor connects afresh.
+            let client = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(15))
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap();
+            let mut visitors = Vec::new();
+            let mut tick = tokio::time::interval(every);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && start.elapsed() < limit {
+                tick.tick().await;
+                let (client, url, seen) = (client.clone(), url.clone(), seen.clone());
+                visitors.push(tokio::spawn(async move {
+                    let sent = start.elapsed();
+                    let t = Instant::now();
+                    let outcome = visit(&client, &url).await;
+                    let took = t.elapsed();
+                    seen.lock().unwrap().push(Seen {
+                        sent,
+                        took,
+                        outcome,
+                    });
+                }));
+            }
+            for visitor in visitors {
+                visitor.await.unwrap();
+            }
+        }));
+        self
     }
 
     /// Time since the load started.

@@ -34,9 +34,12 @@ const PAUSE: Duration = Duration::from_millis(5);
 const HOLD: Duration = Duration::from_secs(2);
 /// Down-and-up cycles of the flapping row.
 const FLAPS: usize = 3;
-/// A stall no visitor should see: without a rescue, a hung request would wait for the 60 s
-/// read timeout.
-const STALL_LIMIT: Duration = Duration::from_secs(5);
+/// Visitors arriving on new connections besides the keep-alive clients, one every this long
+/// whatever the earlier ones met (an open loop: a hung request does not slow the arrivals).
+const ARRIVALS: Duration = Duration::from_millis(50);
+/// The longest any visitor may wait, whatever the fault: a hung backend costs a hedge delay
+/// (issue 14), not a check interval, a connect timeout or the 60 s read timeout.
+const STALL_LIMIT: Duration = Duration::from_secs(1);
 
 /// The gateway's configuration: the primary first, a backup tier; checks every second (the
 /// benchmark's settings), TCP and HTTP, with short timeouts; everything else at its default.
@@ -261,7 +264,8 @@ async fn under_load(fault: Fault, ns: Arc<Netns>, other: Option<Other>) {
             o,
         ),
     };
-    let load = Load::start_paced(front.url(), CLIENTS, PAUSE, Duration::from_secs(60));
+    let load = Load::start_paced(front.url(), CLIENTS, PAUSE, Duration::from_secs(60))
+        .with_arrivals(front.url(), ARRIVALS, Duration::from_secs(60));
     wait_until(Duration::from_secs(5), "the primary serves", || async {
         load.last_from(CLIENTS, "primary")
     })
@@ -406,6 +410,15 @@ async fn failure_classes(gw: &Gateway) -> String {
     );
     if answers_5xx > 0.0 {
         parts.push(format!("5xx answers {answers_5xx}"));
+    }
+    for kind in ["connect", "response"] {
+        let won = holdfast_tests::gateway::sample_value(
+            &metrics,
+            &format!(r#"holdfast_upstream_hedges_total{{kind="{kind}",pool="app",result="won"}}"#),
+        );
+        if won > 0.0 {
+            parts.push(format!("hedged {kind} won {won}"));
+        }
     }
     for (name, to) in [("ejected", "down"), ("returned", "up")] {
         parts.push(format!("{name} {}", transitions(&metrics, "primary", to)));

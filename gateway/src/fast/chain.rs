@@ -562,6 +562,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
                     || (waited.is_ok() && !first.as_ref().is_some_and(Result::is_ok)) =>
             {
                 metrics.hedge(HedgeKind::Response, HedgeResult::Won);
+                chain.pool.hedge_budget.refund();
                 if let Some(Err(not_answered)) = &first {
                     chain.judge(tried.backend, ended(not_answered, reused));
                 }

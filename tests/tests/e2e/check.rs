@@ -79,6 +79,18 @@ backends = [{ address = "127.0.0.1:8081" }]
         "must not be empty nor hold control characters",
     ),
     (
+        "hedge bounds the wrong way round",
+        r#"
+[pools.app.hedge]
+response_min = "2s"
+response_max = "1s"
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "pools.app.hedge.response_max",
+        "shorter than response_min (2s)",
+    ),
+    (
         "POST among the methods sent again",
         r#"
 [pools.app]
