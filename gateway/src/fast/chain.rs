@@ -42,6 +42,19 @@ struct Tried<'r> {
 /// What one side of a hedged exchange came to: its answer's head, or how it ended without one.
 type Waited = Result<ResponseHead, Forwarded>;
 
+/// How the wait for an answer went: no copy was sent, or the race between the first attempt
+/// and a copy on `second`, with what each came to (the first's `None` when the copy won first).
+/// A value on the stack of one request for a moment: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Race<'r> {
+    Alone(Waited),
+    Hedged {
+        first: Option<Waited>,
+        second: Tried<'r>,
+        other: Option<(Pinned, Waited)>,
+    },
+}
+
 /// How one attempt (and any hedge beside it) ended: the backend whose result counts, how it
 /// ended, and the connection with what forwarding did (none after a failed connect).
 type Outcome<'r> = (Tried<'r>, Ended, Option<(Pinned, Forwarded)>);
@@ -337,7 +350,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
             };
         };
         let metrics = &chain.pool.metrics;
-        let mut hedge = Box::pin(open(
+        let mut hedge = std::pin::pin!(open(
             &*app.connector,
             &**second.backend,
             chain.pool_index,
@@ -351,8 +364,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
                 opened = &mut first, if !first_done => match opened {
                     Ok(up) => {
                         metrics.hedge(HedgeKind::Connect, HedgeResult::Lost);
-                        drop(hedge);
-                        return Ok((tried, up));
+                        return Ok((tried, up)); // the hedge's connect is dropped
                     }
                     Err(kind) => {
                         first_done = true;
@@ -464,91 +476,101 @@ impl<S: VisitorIo> Visitor<'_, S> {
         let delay = tried.backend.head_latency.hedge_after(min, max);
         let head_request = head.head_method;
         let limits = tried.limits;
-        let mut waiting = Box::pin(exchange::await_answer(
-            &mut up,
-            head_request,
-            limits,
-            leave,
-            sent.body_sent,
-        ));
-        let second = match within(&mut waiting, delay).await {
-            Some(done) => {
-                drop(waiting);
-                return self.settle(chain, tried, up, reused, head, done).await;
-            }
-            None if !chain.pool.hedge_budget.spend() => {
-                metrics.hedge(HedgeKind::Response, HedgeResult::NoBudget);
-                None
-            }
-            None => chain.hedge_target(attempts),
-        };
-        let Some(second) = second else {
-            let done = waiting.await;
-            return self.settle(chain, tried, up, reused, head, done).await;
-        };
-        // The copy: its own connection, the same request from memory, its own deadlines.
-        let (slot, backend, copy_limits) = (second.slot, second.backend, second.limits);
-        let copy = async move {
-            let connector = &*app.connector;
-            let mut up = open(
-                connector,
-                &**backend,
-                chain.pool_index,
-                slot,
-                copy_limits.connect,
-            )
-            .await?;
-            let waited = match exchange::send_whole(&mut up, outgoing, copy_limits).await {
-                Ok(sent) => {
-                    let leave = chain.leave(backend);
-                    exchange::await_answer(
-                        &mut up,
-                        head_request,
-                        copy_limits,
-                        leave,
-                        sent.body_sent,
-                    )
-                    .await
-                }
-                Err(not_sent) => Err(not_sent),
-            };
-            Ok::<_, TrafficFailure>((up, waited))
-        };
-        let mut copy = Box::pin(copy);
-        // A side's head ends the race, unless it is one to hold back; a side that fails (or
-        // gives one to hold back) waits for the other.
         let passes = |w: &Waited| matches!(w, Ok(a) if !leave.hold.contains(&a.status));
-        let mut first: Option<Waited> = None;
-        let mut other: Option<Option<(Pinned, Waited)>> = None;
-        loop {
-            tokio::select! {
-                done = &mut waiting, if first.is_none() => {
-                    let good = passes(&done);
-                    first = Some(done);
-                    if good || other.is_some() {
-                        break;
-                    }
+        // The race, its futures on the stack: what each side came to, once it is decided.
+        let race = 'race: {
+            let mut waiting = std::pin::pin!(exchange::await_answer(
+                &mut up,
+                head_request,
+                limits,
+                leave,
+                sent.body_sent,
+            ));
+            let second = match within(&mut waiting, delay).await {
+                Some(done) => break 'race Race::Alone(done),
+                None if !chain.pool.hedge_budget.spend() => {
+                    metrics.hedge(HedgeKind::Response, HedgeResult::NoBudget);
+                    None
                 }
-                done = &mut copy, if other.is_none() => {
-                    let copied = match done {
-                        Ok(copied) => Some(copied),
-                        Err(kind) => {
-                            chain.judge(second.backend, Ended::ConnectFailed(kind));
-                            None
+                None => chain.hedge_target(attempts),
+            };
+            let Some(second) = second else {
+                break 'race Race::Alone(waiting.await);
+            };
+            // The copy: its own connection, the same request from memory, its own deadlines.
+            let (slot, backend, copy_limits) = (second.slot, second.backend, second.limits);
+            let mut copy = std::pin::pin!(async move {
+                let connector = &*app.connector;
+                let mut up = open(
+                    connector,
+                    &**backend,
+                    chain.pool_index,
+                    slot,
+                    copy_limits.connect,
+                )
+                .await?;
+                let waited = match exchange::send_whole(&mut up, outgoing, copy_limits).await {
+                    Ok(sent) => {
+                        let leave = chain.leave(backend);
+                        exchange::await_answer(
+                            &mut up,
+                            head_request,
+                            copy_limits,
+                            leave,
+                            sent.body_sent,
+                        )
+                        .await
+                    }
+                    Err(not_sent) => Err(not_sent),
+                };
+                Ok::<_, TrafficFailure>((up, waited))
+            });
+            // A side's head ends the race, unless it is one to hold back; a side that fails (or
+            // gives one to hold back) waits for the other.
+            let mut first: Option<Waited> = None;
+            let mut other: Option<Option<(Pinned, Waited)>> = None;
+            loop {
+                tokio::select! {
+                    done = &mut waiting, if first.is_none() => {
+                        let good = passes(&done);
+                        first = Some(done);
+                        if good || other.is_some() {
+                            break;
                         }
-                    };
-                    let good = copied.as_ref().is_some_and(|(_, w)| passes(w));
-                    other = Some(copied);
-                    if good || first.is_some() {
-                        break;
+                    }
+                    done = &mut copy, if other.is_none() => {
+                        let copied = match done {
+                            Ok(copied) => Some(copied),
+                            Err(kind) => {
+                                chain.judge(second.backend, Ended::ConnectFailed(kind));
+                                None
+                            }
+                        };
+                        let good = copied.as_ref().is_some_and(|(_, w)| passes(w));
+                        other = Some(copied);
+                        if good || first.is_some() {
+                            break;
+                        }
                     }
                 }
             }
-        }
-        // Whichever is not used is dropped here, its connection closed.
-        drop((waiting, copy));
+            Race::Hedged {
+                first,
+                second,
+                other: other.flatten(),
+            }
+        };
+        // Whichever side is not used was dropped with the race, its connection closed.
+        let (first, second, other) = match race {
+            Race::Alone(done) => return self.settle(chain, tried, up, reused, head, done).await,
+            Race::Hedged {
+                first,
+                second,
+                other,
+            } => (first, second, other),
+        };
         let first_passes = first.as_ref().is_some_and(passes);
-        match (first, other.flatten()) {
+        match (first, other) {
             (Some(waited), copy) if first_passes => {
                 metrics.hedge(HedgeKind::Response, HedgeResult::Lost);
                 if let Some((_, Err(not_answered))) = &copy {
@@ -577,15 +599,9 @@ impl<S: VisitorIo> Visitor<'_, S> {
                 }
                 self.settle(chain, tried, up, reused, head, waited).await
             }
-            // (The race ends with the first attempt's result unless the copy's passed.)
-            (None, _) => {
-                let no_answer = Ended::NoAnswer {
-                    failure: TrafficFailure::Other,
-                    body_sent: sent.body_sent,
-                    reused,
-                };
-                (tried, no_answer, None)
-            }
+            // Not reached (the race ends without the first's result only when the copy's
+            // passes): the first attempt was abandoned, which is no failure of its backend.
+            (None, _) => (tried, Ended::Rescued, None),
         }
     }
 

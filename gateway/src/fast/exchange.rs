@@ -451,6 +451,188 @@ async fn watch_for_answer<R: tokio::io::AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fast::{Connector, FastPath};
+    use crate::h1::request;
+    use crate::metrics::Metrics;
+    use crate::runtime::Runtime;
+    use arc_swap::ArcSwap;
+    use holdfast_health::tls::TlsClient;
+    use holdfast_health::HealthTable;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    fn fast_path() -> FastPath {
+        let text = "[[pools.app.tiers]]\nbackends = [{ address = \"127.0.0.1:9\" }]\n";
+        let config = holdfast_config::from_toml_str(text, std::path::Path::new("t.toml"))
+            .map(Arc::new)
+            .unwrap();
+        let metrics = Metrics::new().unwrap();
+        let health = Arc::new(HealthTable::new(&config, Arc::new(metrics.clone())));
+        let runtime = Runtime::new(config, health, metrics);
+        let connector = Connector::new(TlsClient::new().unwrap());
+        FastPath::new(
+            Arc::new(ArcSwap::from_pointee(runtime)),
+            Arc::new(connector),
+        )
+    }
+
+    fn visitor(app: &FastPath, stream: DuplexStream) -> Visitor<'_, DuplexStream> {
+        Visitor {
+            app,
+            proto: "http",
+            in_flight: None,
+            stream,
+            buf: BytesMut::new(),
+            client: "127.0.0.1".parse().unwrap(),
+            pinned: None,
+            upstream_head: Vec::new(),
+            scratch: Vec::new(),
+            shutdown: tokio::sync::watch::channel(false).1,
+        }
+    }
+
+    fn pinned(io: DuplexStream) -> Pinned {
+        Pinned {
+            pool: 0,
+            slot: (0, 0),
+            io: Box::new(io),
+            buf: BytesMut::new(),
+        }
+    }
+
+    fn limits(read: Duration, total: Duration) -> AttemptLimits {
+        AttemptLimits {
+            connect: Duration::from_secs(1),
+            read,
+            write: Duration::from_secs(30),
+            deadline: now() + total,
+        }
+    }
+
+    fn leave(latency: &Latency) -> Leave<'_> {
+        Leave {
+            hold: &[],
+            rescue: None,
+            response: None,
+            tunnel_idle: Duration::from_secs(60),
+            latency,
+        }
+    }
+
+    /// A backend that answers an upload with 413 before reading it, then closes: the visitor
+    /// gets the 413 while its body is still coming, and the exchange is an answer (status 413,
+    /// the visitor's connection to be drained and closed), not a failure.
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_while_the_body_goes_out_is_relayed() {
+        let app = fast_path();
+        let (mut client, gateway_side) = tokio::io::duplex(16 * 1024);
+        let (to_backend, mut backend) = tokio::io::duplex(16 * 1024);
+        let mut v = visitor(&app, gateway_side);
+        let text = b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n";
+        let head = request::parse(text).unwrap().unwrap();
+        let mut up = pinned(to_backend);
+        let latency = Latency::default();
+        let outgoing = Outgoing {
+            head: text,
+            body: Body::Length(1_000_000),
+            buffered: None,
+        };
+        let the_backend = async {
+            let mut got = vec![0u8; text.len()];
+            backend.read_exact(&mut got).await.unwrap();
+            backend
+                .write_all(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            drop(backend); // closes with the body unread
+        };
+        let the_visitor = async {
+            // The body comes slowly: 1 KB every 10 ms, far from all of it (and less than the
+            // pipe holds, so these writes end whether or not the gateway reads them).
+            let chunk = [b'x'; 1024];
+            for _ in 0..8 {
+                client.write_all(&chunk).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            client
+        };
+        let limits = limits(Duration::from_secs(60), Duration::from_secs(75));
+        let (forwarded, (), mut client) = tokio::join!(
+            v.forward(&mut up, &head, outgoing, limits, leave(&latency)),
+            the_backend,
+            the_visitor
+        );
+        match forwarded {
+            Forwarded::Done {
+                exchange: Exchange::Linger,
+                status: 413,
+                reusable: false,
+            } => {}
+            _ => panic!("not relayed as the backend's answer"),
+        }
+        let mut answer = vec![0u8; 256];
+        let n = client.read(&mut answer).await.unwrap();
+        assert!(answer[..n].starts_with(b"HTTP/1.1 413 Content Too Large\r\n"));
+        assert!(String::from_utf8_lossy(&answer[..n]).contains("Connection: close\r\n"));
+    }
+
+    /// A head trickled a byte every 500 ms does not restart the wait: it ends at `read_timeout`
+    /// (2 s) after the request went out, or at the chain's end when that comes first; endless
+    /// interim answers end it too.
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_for_a_head_ends_at_its_deadline() {
+        for (read, total, ends_after) in [(2, 60, 2), (10, 4, 4)] {
+            let (io, mut backend) = tokio::io::duplex(1024);
+            let mut up = pinned(io);
+            let latency = Latency::default();
+            let trickle = tokio::spawn(async move {
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Padding: aaaaaaaa\r\n\r\n" {
+                    if backend.write_all(&[*byte]).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            });
+            let started = tokio::time::Instant::now();
+            let limits = limits(Duration::from_secs(read), Duration::from_secs(total));
+            let waited = await_answer(&mut up, false, limits, leave(&latency), false).await;
+            assert!(
+                matches!(
+                    waited,
+                    Err(Forwarded::NoAnswer {
+                        failure: TrafficFailure::Timeout,
+                        ..
+                    })
+                ),
+                "read {read} s, total {total} s"
+            );
+            assert_eq!(started.elapsed(), Duration::from_secs(ends_after));
+            trickle.abort();
+        }
+
+        let (io, mut backend) = tokio::io::duplex(1024);
+        let mut up = pinned(io);
+        let latency = Latency::default();
+        let flood = tokio::spawn(async move {
+            while backend
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .is_ok()
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let limits = limits(Duration::from_secs(60), Duration::from_secs(75));
+        let waited = await_answer(&mut up, false, limits, leave(&latency), false).await;
+        assert!(matches!(
+            waited,
+            Err(Forwarded::NoAnswer {
+                failure: TrafficFailure::BadResponse,
+                ..
+            })
+        ));
+        flood.abort();
+    }
 
     /// Time stands still in these tests unless a task waits: what matters is the order.
     #[tokio::test(start_paused = true)]
