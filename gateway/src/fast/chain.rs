@@ -479,21 +479,37 @@ impl<S: VisitorIo> Visitor<'_, S> {
         let passes = |w: &Waited| matches!(w, Ok(a) if !leave.hold.contains(&a.status));
         // The race, its futures on the stack: what each side came to, once it is decided.
         let race = 'race: {
-            let mut waiting = std::pin::pin!(exchange::await_answer(
+            // Until the hedge is due, one wait (one timer) for the answer or the hedge.
+            let started = now();
+            let hedge_at = Some(started + delay);
+            let first = exchange::await_answer_until(
                 &mut up,
                 head_request,
                 limits,
                 leave,
                 sent.body_sent,
-            ));
-            let second = match within(&mut waiting, delay).await {
-                Some(done) => break 'race Race::Alone(done),
-                None if !chain.pool.hedge_budget.spend() => {
+                started,
+                hedge_at,
+            );
+            let second = match first.await {
+                exchange::Awaited::Head(answer) => break 'race Race::Alone(Ok(answer)),
+                exchange::Awaited::Over(not_answered) => {
+                    break 'race Race::Alone(Err(not_answered))
+                }
+                exchange::Awaited::Paused if !chain.pool.hedge_budget.spend() => {
                     metrics.hedge(HedgeKind::Response, HedgeResult::NoBudget);
                     None
                 }
-                None => chain.hedge_target(attempts),
+                exchange::Awaited::Paused => chain.hedge_target(attempts),
             };
+            let mut waiting = std::pin::pin!(exchange::await_answer_since(
+                &mut up,
+                head_request,
+                limits,
+                leave,
+                sent.body_sent,
+                started,
+            ));
             let Some(second) = second else {
                 break 'race Race::Alone(waiting.await);
             };

@@ -314,44 +314,90 @@ pub(super) async fn await_answer(
     leave: Leave<'_>,
     body_sent: bool,
 ) -> Result<ResponseHead, Forwarded> {
-    let sent = now();
+    await_answer_since(up, head_request, limits, leave, body_sent, now()).await
+}
+
+/// Like [`await_answer`], for a request sent at `sent`.
+pub(super) async fn await_answer_since(
+    up: &mut Pinned,
+    head_request: bool,
+    limits: AttemptLimits,
+    leave: Leave<'_>,
+    body_sent: bool,
+    sent: Instant,
+) -> Result<ResponseHead, Forwarded> {
+    let waited = await_answer_until(up, head_request, limits, leave, body_sent, sent, None);
+    match waited.await {
+        Awaited::Head(answer) => Ok(answer),
+        Awaited::Over(not_answered) => Err(not_answered),
+        // Never asked to pause: the deadlines decided.
+        Awaited::Paused => Err(Forwarded::NoAnswer {
+            body_sent,
+            failure: TrafficFailure::Timeout,
+        }),
+    }
+}
+
+/// How a wait for an answer's head went.
+pub(super) enum Awaited {
+    Head(ResponseHead),
+    /// `pause` came first: call again (with the same `sent`) to go on waiting.
+    Paused,
+    /// No answer, and none to come.
+    Over(Forwarded),
+}
+
+/// Like [`await_answer`], for a request sent at `sent`, pausing at `pause` if nothing decided
+/// the wait before: so that one timer serves both the deadlines and a hedge, and the wait can
+/// go on where it stopped (what was read stays in `up.buf`).
+pub(super) async fn await_answer_until(
+    up: &mut Pinned,
+    head_request: bool,
+    limits: AttemptLimits,
+    leave: Leave<'_>,
+    body_sent: bool,
+    sent: Instant,
+    pause: Option<Instant>,
+) -> Awaited {
     let mut until = limits.deadline.min(sent + limits.read);
     if let (Some(_), Some(response)) = (leave.rescue, leave.response) {
         until = until.min(sent + response);
     }
-    let no_answer = |failure| Forwarded::NoAnswer { body_sent, failure };
+    let stop = pause.map_or(until, |p| p.min(until));
+    let no_answer = |failure| Awaited::Over(Forwarded::NoAnswer { body_sent, failure });
     let mut interim = 0;
     loop {
         match response::parse(&up.buf, head_request) {
             Ok(Some(answer)) if answer.interim => {
                 interim += 1;
                 if interim > MAX_INTERIM {
-                    return Err(no_answer(TrafficFailure::BadResponse));
+                    return no_answer(TrafficFailure::BadResponse);
                 }
                 up.buf.advance(answer.len);
                 continue;
             }
             Ok(Some(answer)) => {
                 leave.latency.observe(now().saturating_duration_since(sent));
-                return Ok(answer);
+                return Awaited::Head(answer);
             }
             Ok(None) => {}
-            Err(_) => return Err(no_answer(TrafficFailure::BadResponse)),
+            Err(_) => return no_answer(TrafficFailure::BadResponse),
         }
         let read = match leave.rescue {
             Some(health) => {
                 let armed = sent + RESCUE_ARM;
-                match await_head(&mut up.io, &mut up.buf, until, armed, health).await {
+                match await_head(&mut up.io, &mut up.buf, stop, armed, health).await {
                     Some(read) => read,
-                    None => return Err(Forwarded::Rescued),
+                    None => return Awaited::Over(Forwarded::Rescued),
                 }
             }
-            None => body::fill(&mut up.io, &mut up.buf, body::HEAD_CHUNK, left(until)).await,
+            None => body::fill(&mut up.io, &mut up.buf, body::HEAD_CHUNK, left(stop)).await,
         };
         match read {
             Ok(n) if n > 0 => {}
-            Err(BodyError::Timeout) => return Err(no_answer(TrafficFailure::Timeout)),
-            _ => return Err(no_answer(TrafficFailure::Reset)),
+            Err(BodyError::Timeout) if stop < until => return Awaited::Paused,
+            Err(BodyError::Timeout) => return no_answer(TrafficFailure::Timeout),
+            _ => return no_answer(TrafficFailure::Reset),
         }
     }
 }

@@ -5,7 +5,7 @@
 //! an answer's framing reaches the visitor one way only.
 
 use holdfast_tests::raw::{Answer, RawBackend};
-use holdfast_tests::{backend, client, Gateway};
+use holdfast_tests::{backend, client, wait_until, Gateway};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -294,4 +294,44 @@ async fn a_chunked_answer_loses_its_content_length() {
         .unwrap()
         .unwrap();
     assert!(chunk[..n].starts_with(b"HTTP/1.1 200 OK\r\n"));
+}
+
+/// An open tunnel counts against its listener's caps: with `max_in_flight = 1`, a request
+/// while a WebSocket is open gets the fallback (busy) at once, and is served once it closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_tunnel_counts_against_the_listeners_caps() {
+    let switching = RawBackend::start(|head| {
+        if head.starts_with(b"GET /ws ") {
+            Answer::upgrade(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        } else {
+            Answer::keep(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        }
+    })
+    .await;
+    let gw = Gateway::start_with_listen(
+        "[listen.limits.\"{http}\"]\nmax_in_flight = 1",
+        &format!(
+            "[pools.app.health.tcp]\ninterval = \"60s\"\n[[pools.app.tiers]]\nbackends = [{{ address = \"{}\" }}]\n",
+            switching.addr
+        ),
+    )
+    .await;
+    let mut ws = TcpStream::connect(gw.http).await.unwrap();
+    ws.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = vec![0u8; 4096];
+    let n = ws.read(&mut got).await.unwrap();
+    assert!(got[..n].starts_with(b"HTTP/1.1 101 "));
+    let r = client().get(gw.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 503, "the tunnel holds the listener's one place");
+    drop(ws);
+    wait_until(
+        Duration::from_secs(5),
+        "the place is free again",
+        || async { client().get(gw.url("/")).send().await.unwrap().status() == 200 },
+    )
+    .await;
 }
