@@ -102,3 +102,24 @@ where
     });
     addr
 }
+
+/// A listener that never accepts (backlog 1): once [`fill_accept_queue`] has filled its queue,
+/// the kernel drops further SYNs to it, as a firewall dropping packets would.
+pub fn stuck_listener() -> tokio::net::TcpListener {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    socket.listen(1).unwrap()
+}
+
+/// Fills the accept queue of a listener that never accepts; keep the connections to keep it
+/// full.
+pub async fn fill_accept_queue(addr: SocketAddr) -> Vec<tokio::net::TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let connect = tokio::net::TcpStream::connect(addr);
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(200), connect).await {
+            held.push(s);
+        }
+    }
+    held
+}

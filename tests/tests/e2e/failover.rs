@@ -1,6 +1,8 @@
 //! Failover from a dead or broken primary to the backup, and failback, under load.
 
-use holdfast_tests::{backend, client, wait_until, DemoBackend, Gateway, Load};
+use holdfast_tests::{
+    backend, client, fill_accept_queue, stuck_listener, wait_until, DemoBackend, Gateway, Load,
+};
 use std::time::Duration;
 
 fn two_tiers(primary: &str, backup: &str, health: &str) -> String {
@@ -330,9 +332,7 @@ async fn forwarding_headers() {
 /// left to finish on its own, times out (the would-be 522) and takes the backend out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_timeout_fails_over_and_takes_the_backend_out() {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let stuck = socket.listen(1).unwrap(); // never accepts
+    let stuck = stuck_listener();
     let backup = backend("backup").await;
     let gw = Gateway::start(&format!(
         r#"
@@ -353,15 +353,7 @@ backends = [{{ address = "{}", name = "backup" }}]
     .await;
 
     // Fill the accept queue: later SYNs are dropped by the kernel.
-    let mut held = Vec::new();
-    for _ in 0..8 {
-        let connect = tokio::net::TcpStream::connect(stuck.local_addr().unwrap());
-        if let Ok(Ok(s)) =
-            tokio::time::timeout(std::time::Duration::from_millis(200), connect).await
-        {
-            held.push(s);
-        }
-    }
+    let held = fill_accept_queue(stuck.local_addr().unwrap()).await;
 
     let response = client().get(gw.url("/")).send().await.unwrap();
     assert_eq!(response.status(), 200);

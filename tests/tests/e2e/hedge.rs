@@ -2,7 +2,9 @@
 //! attempt beside it on the next backend, and the first to complete is used; answer hedges
 //! only for requests that may be sent again, within the pool's budget.
 
-use holdfast_tests::{backend, client, scripted_backend, wait_until, Gateway};
+use holdfast_tests::{
+    backend, client, fill_accept_queue, scripted_backend, stuck_listener, wait_until, Gateway,
+};
 use std::time::{Duration, Instant};
 
 const HEDGES: &str = "holdfast_upstream_hedges_total";
@@ -17,9 +19,7 @@ fn hedges(kind: &str, result: &str) -> String {
 /// takes the primary out when it times out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connect_that_hangs_is_hedged_to_the_backup() {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let stuck = socket.listen(1).unwrap(); // never accepts
+    let stuck = stuck_listener();
     let backup = backend("backup").await;
     let gw = Gateway::start(&format!(
         r#"
@@ -37,13 +37,7 @@ backends = [{{ address = "{}", name = "backup" }}]
     ))
     .await;
     // Up at start (its check connected); now its accept queue fills, and later SYNs are dropped.
-    let mut held = Vec::new();
-    for _ in 0..8 {
-        let connect = tokio::net::TcpStream::connect(stuck.local_addr().unwrap());
-        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(200), connect).await {
-            held.push(s);
-        }
-    }
+    let held = fill_accept_queue(stuck.local_addr().unwrap()).await;
     let started = Instant::now();
     let r = client().get(gw.url("/")).send().await.unwrap();
     let took = started.elapsed();
