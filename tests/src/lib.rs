@@ -123,3 +123,25 @@ pub async fn fill_accept_queue(addr: SocketAddr) -> Vec<tokio::net::TcpStream> {
     }
     held
 }
+
+/// A pool `app` of a primary tier and a backup tier, one named backend each, its TCP check out
+/// of the way (every 60 s); `pool_keys` go under `[pools.app]` (tables of the pool may follow
+/// them, e.g. `[pools.app.hedge]`).
+pub fn primary_and_backup(
+    (primary_name, primary): (&str, SocketAddr),
+    (backup_name, backup): (&str, SocketAddr),
+    pool_keys: &str,
+) -> String {
+    format!(
+        r#"
+[pools.app]
+{pool_keys}
+[pools.app.health.tcp]
+interval = "60s"
+[[pools.app.tiers]]
+backends = [{{ address = "{primary}", name = "{primary_name}" }}]
+[[pools.app.tiers]]
+backends = [{{ address = "{backup}", name = "{backup_name}" }}]
+"#
+    )
+}

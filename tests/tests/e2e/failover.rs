@@ -1,7 +1,8 @@
 //! Failover from a dead or broken primary to the backup, and failback, under load.
 
 use holdfast_tests::{
-    backend, client, fill_accept_queue, stuck_listener, wait_until, DemoBackend, Gateway, Load,
+    backend, client, fill_accept_queue, primary_and_backup, stuck_listener, wait_until,
+    DemoBackend, Gateway, Load,
 };
 use std::time::Duration;
 
@@ -334,21 +335,10 @@ async fn forwarding_headers() {
 async fn connect_timeout_fails_over_and_takes_the_backend_out() {
     let stuck = stuck_listener();
     let backup = backend("backup").await;
-    let gw = Gateway::start(&format!(
-        r#"
-[pools.app]
-connect_timeout = "300ms"
-
-[pools.app.health.tcp]
-interval = "60s"
-
-[[pools.app.tiers]]
-backends = [{{ address = "{}", name = "stuck" }}]
-[[pools.app.tiers]]
-backends = [{{ address = "{}", name = "backup" }}]
-"#,
-        stuck.local_addr().unwrap(),
-        backup.addr()
+    let gw = Gateway::start(&primary_and_backup(
+        ("stuck", stuck.local_addr().unwrap()),
+        ("backup", backup.addr()),
+        "connect_timeout = \"300ms\"",
     ))
     .await;
 

@@ -3,7 +3,8 @@
 //! only for requests that may be sent again, within the pool's budget.
 
 use holdfast_tests::{
-    backend, client, fill_accept_queue, scripted_backend, stuck_listener, wait_until, Gateway,
+    backend, client, fill_accept_queue, primary_and_backup, scripted_backend, stuck_listener,
+    wait_until, Gateway,
 };
 use std::time::{Duration, Instant};
 
@@ -21,19 +22,10 @@ fn hedges(kind: &str, result: &str) -> String {
 async fn a_connect_that_hangs_is_hedged_to_the_backup() {
     let stuck = stuck_listener();
     let backup = backend("backup").await;
-    let gw = Gateway::start(&format!(
-        r#"
-[pools.app]
-connect_timeout = "2s"
-[pools.app.health.tcp]
-interval = "60s"
-[[pools.app.tiers]]
-backends = [{{ address = "{}", name = "stuck" }}]
-[[pools.app.tiers]]
-backends = [{{ address = "{}", name = "backup" }}]
-"#,
-        stuck.local_addr().unwrap(),
-        backup.addr()
+    let gw = Gateway::start(&primary_and_backup(
+        ("stuck", stuck.local_addr().unwrap()),
+        ("backup", backup.addr()),
+        "connect_timeout = \"2s\"",
     ))
     .await;
     // Up at start (its check connected); now its accept queue fills, and later SYNs are dropped.
@@ -72,19 +64,8 @@ async fn a_slow_answer_is_hedged_for_requests_that_may_go_again() {
     let slow = scripted_backend("slow", |_| Some(Duration::from_secs(3))).await;
     let backup = backend("backup").await;
     let pools = |hedge: &str| {
-        format!(
-            r#"
-[pools.app.hedge]
-{hedge}
-[pools.app.health.tcp]
-interval = "60s"
-[[pools.app.tiers]]
-backends = [{{ address = "{slow}", name = "slow" }}]
-[[pools.app.tiers]]
-backends = [{{ address = "{}", name = "backup" }}]
-"#,
-            backup.addr()
-        )
+        let hedge = format!("[pools.app.hedge]\n{hedge}");
+        primary_and_backup(("slow", slow), ("backup", backup.addr()), &hedge)
     };
     let c = client();
     let gw = Gateway::start(&pools("")).await;

@@ -3,7 +3,7 @@
 //! never an error.
 
 use holdfast_tests::raw::{Answer, RawBackend};
-use holdfast_tests::{backend, client, scripted_backend, Gateway};
+use holdfast_tests::{backend, client, primary_and_backup, scripted_backend, Gateway};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -93,21 +93,8 @@ async fn response_timeout_sends_a_request_on_only_when_set() {
     .await;
     let backup = backend("backup").await;
     let pools = |extra: &str| {
-        format!(
-            r#"
-[pools.app]
-{extra}
-[pools.app.hedge]
-response = false
-[pools.app.health.tcp]
-interval = "60s"
-[[pools.app.tiers]]
-backends = [{{ address = "{slow}", name = "slow" }}]
-[[pools.app.tiers]]
-backends = [{{ address = "{}", name = "backup" }}]
-"#,
-            backup.addr()
-        )
+        let keys = format!("{extra}\n[pools.app.hedge]\nresponse = false");
+        primary_and_backup(("slow", slow), ("backup", backup.addr()), &keys)
     };
     let c = client();
 

@@ -5,7 +5,7 @@
 //! an answer's framing reaches the visitor one way only.
 
 use holdfast_tests::raw::{Answer, RawBackend};
-use holdfast_tests::{backend, client, wait_until, Gateway};
+use holdfast_tests::{backend, client, primary_and_backup, wait_until, Gateway};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -42,22 +42,6 @@ async fn read_head(s: &mut TcpStream) -> Option<Vec<u8>> {
     Some(head)
 }
 
-/// A primary and a backup (TCP checks out of the way), with more keys for the pool.
-fn primary_and_backup(primary: SocketAddr, backup: SocketAddr, pool_keys: &str) -> String {
-    format!(
-        r#"
-[pools.app]
-{pool_keys}
-[pools.app.health.tcp]
-interval = "60s"
-[[pools.app.tiers]]
-backends = [{{ address = "{primary}", name = "primary" }}]
-[[pools.app.tiers]]
-backends = [{{ address = "{backup}", name = "backup" }}]
-"#
-    )
-}
-
 const PRIMARY_DOWN: &str = r#"holdfast_backend_transitions_total{backend="primary",pool="app",reason="reset",tier="primary",to="down"}"#;
 
 /// Many application servers answer an upload they refuse (413, 401, 403) before reading its
@@ -81,7 +65,12 @@ async fn an_upload_refused_early_gets_the_backends_answer_and_costs_it_nothing()
     })
     .await;
     let backup = backend("backup").await;
-    let gw = Gateway::start(&primary_and_backup(primary, backup.addr(), "")).await;
+    let gw = Gateway::start(&primary_and_backup(
+        ("primary", primary),
+        ("backup", backup.addr()),
+        "",
+    ))
+    .await;
 
     const BODY: usize = 8 * 1024 * 1024;
     for i in 0..20 {
@@ -160,7 +149,12 @@ async fn a_trickling_head_is_cut_at_its_deadline() {
         "read_timeout = \"2s\"\ntotal_timeout = \"4s\"\n[pools.app.hedge]\nresponse = false";
 
     // With a backup: the backup's answer after read_timeout.
-    let gw = Gateway::start(&primary_and_backup(trickle, backup.addr(), timeouts)).await;
+    let gw = Gateway::start(&primary_and_backup(
+        ("primary", trickle),
+        ("backup", backup.addr()),
+        timeouts,
+    ))
+    .await;
     let started = Instant::now();
     let r = c.get(gw.url("/")).send().await.unwrap();
     let took = started.elapsed();
@@ -173,7 +167,12 @@ async fn a_trickling_head_is_cut_at_its_deadline() {
     drop(gw);
 
     // Interim answers without end count as no answer (bad_response): the backup at once.
-    let gw = Gateway::start(&primary_and_backup(interim, backup.addr(), timeouts)).await;
+    let gw = Gateway::start(&primary_and_backup(
+        ("primary", interim),
+        ("backup", backup.addr()),
+        timeouts,
+    ))
+    .await;
     let started = Instant::now();
     let r = c.get(gw.url("/")).send().await.unwrap();
     assert_eq!(r.headers()["x-backend"], "backup");
@@ -211,8 +210,8 @@ async fn a_tunnel_only_when_asked_and_never_idle_for_ever() {
     .await;
     let backup = backend("backup").await;
     let gw = Gateway::start(&primary_and_backup(
-        switching.addr,
-        backup.addr(),
+        ("primary", switching.addr),
+        ("backup", backup.addr()),
         "tunnel_idle_timeout = \"1s\"",
     ))
     .await;
