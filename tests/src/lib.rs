@@ -124,6 +124,15 @@ pub async fn fill_accept_queue(addr: SocketAddr) -> Vec<tokio::net::TcpStream> {
     held
 }
 
+/// A pool `app` of one backend, its TCP check out of the way (every 60 s); `pool_keys` go under
+/// `[pools.app]` (tables of the pool may follow them).
+pub fn one_backend(backend: SocketAddr, pool_keys: &str) -> String {
+    format!(
+        "[pools.app]\n{pool_keys}\n[pools.app.health.tcp]\ninterval = \"60s\"\n\
+         [[pools.app.tiers]]\nbackends = [{{ address = \"{backend}\" }}]\n"
+    )
+}
+
 /// A pool `app` of a primary tier and a backup tier, one named backend each, its TCP check out
 /// of the way (every 60 s); `pool_keys` go under `[pools.app]` (tables of the pool may follow
 /// them, e.g. `[pools.app.hedge]`).

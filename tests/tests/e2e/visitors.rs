@@ -5,7 +5,7 @@
 //! an answer's framing reaches the visitor one way only.
 
 use holdfast_tests::raw::{Answer, RawBackend};
-use holdfast_tests::{backend, client, primary_and_backup, wait_until, Gateway};
+use holdfast_tests::{backend, client, one_backend, primary_and_backup, wait_until, Gateway};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -27,6 +27,20 @@ where
         }
     });
     addr
+}
+
+/// A WebSocket opened through the gateway at `gateway`: the `101` read, the tunnel open.
+async fn open_websocket(gateway: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(gateway).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = vec![0u8; 4096];
+    let n = s.read(&mut got).await.unwrap();
+    assert!(got[..n].starts_with(b"HTTP/1.1 101 "), "{:?}", &got[..n]);
+    s
 }
 
 /// Reads one request head from `s` (the body, if any, is left unread).
@@ -182,12 +196,9 @@ async fn a_trickling_head_is_cut_at_its_deadline() {
     drop(gw);
 
     // Alone, with a read_timeout longer than the chain: the fallback at total_timeout.
-    let gw = Gateway::start(&format!(
-        "[pools.app]\nread_timeout = \"10s\"\ntotal_timeout = \"4s\"\n\
-         [pools.app.hedge]\nresponse = false\n[pools.app.health.tcp]\ninterval = \"60s\"\n\
-         [[pools.app.tiers]]\nbackends = [{{ address = \"{trickle}\" }}]\n"
-    ))
-    .await;
+    let keys =
+        "read_timeout = \"10s\"\ntotal_timeout = \"4s\"\n[pools.app.hedge]\nresponse = false";
+    let gw = Gateway::start(&one_backend(trickle, keys)).await;
     let started = Instant::now();
     let r = c.get(gw.url("/")).send().await.unwrap();
     let took = started.elapsed();
@@ -221,28 +232,16 @@ async fn a_tunnel_only_when_asked_and_never_idle_for_ever() {
 
     // The primary was taken out by that bad answer; bring it back for the upgrade.
     drop(gw);
-    let gw = Gateway::start(&format!(
-        "[pools.app]\ntunnel_idle_timeout = \"1s\"\n[pools.app.health.tcp]\ninterval = \"60s\"\n\
-         [[pools.app.tiers]]\nbackends = [{{ address = \"{}\" }}]\n",
-        switching.addr
-    ))
-    .await;
-    let mut s = TcpStream::connect(gw.http).await.unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut got = vec![0u8; 4096];
-    let n = s.read(&mut got).await.unwrap();
-    assert!(got[..n].starts_with(b"HTTP/1.1 101 "), "{:?}", &got[..n]);
+    let keys = "tunnel_idle_timeout = \"1s\"";
+    let gw = Gateway::start(&one_backend(switching.addr, keys)).await;
+    let mut s = open_websocket(gw.http).await;
     s.write_all(b"echo me").await.unwrap();
     let mut echoed = [0u8; 7];
     s.read_exact(&mut echoed).await.unwrap();
     assert_eq!(&echoed, b"echo me");
     // Quiet from here on: closed after about a second.
     let started = Instant::now();
-    let end = tokio::time::timeout(Duration::from_secs(10), s.read(&mut got)).await;
+    let end = tokio::time::timeout(Duration::from_secs(10), s.read(&mut [0u8; 64])).await;
     assert!(
         matches!(end, Ok(Ok(0)) | Ok(Err(_))),
         "the idle tunnel was not closed: {end:?}"
@@ -258,11 +257,7 @@ async fn a_chunked_answer_loses_its_content_length() {
         Answer::keep(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
     })
     .await;
-    let gw = Gateway::start(&format!(
-        "[pools.app.health.tcp]\ninterval = \"60s\"\n[[pools.app.tiers]]\nbackends = [{{ address = \"{}\" }}]\n",
-        raw.addr
-    ))
-    .await;
+    let gw = Gateway::start(&one_backend(raw.addr, "")).await;
     let mut s = TcpStream::connect(gw.http).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
@@ -307,23 +302,9 @@ async fn an_open_tunnel_counts_against_the_listeners_caps() {
         }
     })
     .await;
-    let gw = Gateway::start_with_listen(
-        "[listen.limits.\"{http}\"]\nmax_in_flight = 1",
-        &format!(
-            "[pools.app.health.tcp]\ninterval = \"60s\"\n[[pools.app.tiers]]\nbackends = [{{ address = \"{}\" }}]\n",
-            switching.addr
-        ),
-    )
-    .await;
-    let mut ws = TcpStream::connect(gw.http).await.unwrap();
-    ws.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut got = vec![0u8; 4096];
-    let n = ws.read(&mut got).await.unwrap();
-    assert!(got[..n].starts_with(b"HTTP/1.1 101 "));
+    let limits = "[listen.limits.\"{http}\"]\nmax_in_flight = 1";
+    let gw = Gateway::start_with_listen(limits, &one_backend(switching.addr, "")).await;
+    let ws = open_websocket(gw.http).await;
     let r = client().get(gw.url("/")).send().await.unwrap();
     assert_eq!(r.status(), 503, "the tunnel holds the listener's one place");
     drop(ws);
