@@ -34,6 +34,22 @@ for f in deploy/*.toml; do
   ./target/debug/holdfast check --config "$f"
 done
 
+echo "== systemd-analyze verify deploy/holdfast.service"
+if ! command -v systemd-analyze >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "holdfast: installing systemd (for systemd-analyze)" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null; }
+fi
+if command -v systemd-analyze >/dev/null 2>&1; then
+  # The unit names the installed binary; verify it against the one just built.
+  unit_dir=$(mktemp -d)
+  sed "s#/usr/local/bin/holdfast#$PWD/target/debug/holdfast#g" deploy/holdfast.service > "$unit_dir/holdfast.service"
+  systemd-analyze verify "$unit_dir/holdfast.service"
+  rm -rf "$unit_dir"
+else
+  echo "skipped: systemd-analyze is missing (install Debian's systemd package)"
+fi
+
 echo "== tests"
 cargo test --workspace --locked
 

@@ -145,3 +145,16 @@ pub const HEDGE_RESPONSE_MAX: Duration = Duration::from_secs(1);
 /// `HEDGE_BURST` for a backend that hangs under a handful of waiting requests at once.
 pub const HEDGE_BUDGET_PERCENT: u32 = 10;
 pub const HEDGE_BURST: u32 = 32;
+
+/// After SIGTERM, how long `/healthz` answers 503 while traffic is still served, before the
+/// listeners stop accepting: long enough for a Kubernetes readiness probe on its usual 1-5 s
+/// period, or a load balancer polling as often, to see it and stop sending; short enough that
+/// `systemctl stop` stays quick. Behind Cloudflare Load Balancing, whose monitors poll every
+/// 60 s by default, set it to the monitor's interval times (retries + 1).
+pub const SHUTDOWN_DELAY: Duration = Duration::from_secs(5);
+pub const SHUTDOWN_DELAY_MAX: Duration = Duration::from_secs(600);
+
+/// Once the listeners stop accepting, how long requests in flight may take to finish. The
+/// process exits as soon as none is left.
+pub const GRACE_PERIOD: Duration = Duration::from_secs(30);
+pub const GRACE_PERIOD_MAX: Duration = Duration::from_secs(3600);

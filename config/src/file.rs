@@ -61,6 +61,13 @@ pub struct Listen {
     /// Longest time from a request head's first byte to its end.
     #[serde(default, deserialize_with = "duration::opt")]
     pub header_timeout: Option<Duration>,
+    /// After SIGTERM: how long `/healthz` answers 503 while traffic is still served, before
+    /// the listeners stop accepting.
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub shutdown_delay: Option<Duration>,
+    /// After the listeners stop accepting: how long requests in flight may take to finish.
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub grace_period: Option<Duration>,
     /// Visitor connections open at once, all listeners together; beyond, a fast 503.
     pub max_connections: Option<u32>,
     /// Caps of single listeners, by their address as written in `http` or `https`.

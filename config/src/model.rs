@@ -32,6 +32,10 @@ pub struct Listen {
     pub keepalive_timeout: Duration,
     /// Longest time from a request head's first byte to its end; then 408.
     pub header_timeout: Duration,
+    /// After SIGTERM, how long `/healthz` says 503 while traffic is still served.
+    pub shutdown_delay: Duration,
+    /// Then, how long requests in flight may take to finish.
+    pub grace_period: Duration,
     /// Visitor connections open at once, all listeners together; a connection beyond gets the
     /// fallback answer (503, Retry-After) and is closed. `None`: derived from the open-file
     /// limit at start.
@@ -106,6 +110,8 @@ pub struct Fallback {
     pub retry_after: Duration,
     pub content_type: String,
     pub body: Arc<[u8]>,
+    /// Where the body was read from, if not built in.
+    pub body_file: Option<PathBuf>,
 }
 
 /// A named set of backends in ordered tiers.
@@ -314,6 +320,17 @@ impl HttpCheck {
 }
 
 impl Config {
+    /// The files the config names (certificates, the fallback body): a change of one of them
+    /// is a change of the config.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let tls = self
+            .listen
+            .tls
+            .iter()
+            .flat_map(|t| [t.cert.clone(), t.key.clone()]);
+        tls.chain(self.fallback.body_file.clone()).collect()
+    }
+
     /// A one-line summary, as `holdfast check` prints it.
     pub fn summary(&self) -> String {
         let tiers: usize = self.pools.iter().map(|p| p.tiers.len()).sum();

@@ -62,6 +62,8 @@ fn validate_listen(raw: file::Listen, base_dir: &Path, p: &mut Problems) -> List
         admin,
         keepalive_timeout,
         header_timeout,
+        shutdown_delay,
+        grace_period,
         max_connections,
         limits,
     } = raw;
@@ -131,6 +133,14 @@ fn validate_listen(raw: file::Listen, base_dir: &Path, p: &mut Problems) -> List
     if header_timeout < Duration::from_millis(100) {
         p.add("listen.header_timeout", "must be at least 100ms");
     }
+    let shutdown_delay = shutdown_delay.unwrap_or(d::SHUTDOWN_DELAY);
+    if shutdown_delay > d::SHUTDOWN_DELAY_MAX {
+        p.add("listen.shutdown_delay", "must be at most 10m");
+    }
+    let grace_period = grace_period.unwrap_or(d::GRACE_PERIOD);
+    if grace_period > d::GRACE_PERIOD_MAX {
+        p.add("listen.grace_period", "must be at most 1h");
+    }
     if max_connections == Some(0) {
         p.add("listen.max_connections", "must be at least 1");
     }
@@ -176,6 +186,8 @@ fn validate_listen(raw: file::Listen, base_dir: &Path, p: &mut Problems) -> List
         admin,
         keepalive_timeout,
         header_timeout,
+        shutdown_delay,
+        grace_period,
         max_connections,
         limits: by_addr,
     }
@@ -233,6 +245,7 @@ fn validate_fallback(raw: file::Fallback, base_dir: &Path, p: &mut Problems) -> 
     if retry_after < Duration::from_secs(1) {
         p.add("fallback.retry_after", "must be at least 1s");
     }
+    let body_path = body_file.as_ref().map(|name| base_dir.join(name));
     let (body, default_type): (Arc<[u8]>, &str) = match body_file {
         None => (
             Arc::from(BUILTIN_FALLBACK_PAGE.as_bytes()),
@@ -268,6 +281,7 @@ fn validate_fallback(raw: file::Fallback, base_dir: &Path, p: &mut Problems) -> 
         retry_after,
         content_type: content_type.unwrap_or_else(|| default_type.to_string()),
         body,
+        body_file: body_path,
     }
 }
 

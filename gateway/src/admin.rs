@@ -1,7 +1,10 @@
 //! The admin listener (loopback by default): `/metrics` (Prometheus text), `/healthz` (200 while
-//! the default pool can serve through any tier, 503 otherwise: for Cloudflare Load Balancing
-//! monitors and Kubernetes probes) and `/status` (JSON: every pool, tier and backend).
+//! the default pool can serve through any tier, 503 otherwise and while the process stops: for
+//! Cloudflare Load Balancing monitors and Kubernetes probes), `/status` (JSON: the running
+//! config, every pool, tier and backend) and `POST /reload` (what `holdfast reload` calls).
 
+use crate::lifecycle::{Lifecycle, Relaunch};
+use crate::reload::Reloader;
 use crate::runtime::Runtime;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -16,11 +19,24 @@ use std::time::SystemTime;
 
 pub struct Admin {
     runtime: Arc<ArcSwap<Runtime>>,
+    reloader: Arc<Reloader>,
+    lifecycle: Arc<Lifecycle>,
+    /// How to start the next process (not in the demo).
+    pub relaunch: Option<Relaunch>,
 }
 
 impl Admin {
-    pub fn new(runtime: Arc<ArcSwap<Runtime>>) -> Self {
-        Admin { runtime }
+    pub fn new(
+        runtime: Arc<ArcSwap<Runtime>>,
+        reloader: Arc<Reloader>,
+        lifecycle: Arc<Lifecycle>,
+    ) -> Self {
+        Admin {
+            runtime,
+            reloader,
+            lifecycle,
+            relaunch: None,
+        }
     }
 }
 
@@ -29,16 +45,65 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let runtime = self.runtime.load_full();
         let path = session.req_header().uri.path().to_string();
+        let post = session.req_header().method == http::Method::POST;
         match path.as_str() {
             "/metrics" => reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
-                runtime.metrics.render(&runtime.health),
+                runtime.metrics.render(&runtime.health_pools),
+            ),
+            "/reload" if post => {
+                crate::systemd::reloading();
+                let reloaded = self.reloader.reload("POST /reload").await;
+                crate::systemd::ready();
+                let (status, doc) = match reloaded {
+                    Ok(r) => (StatusCode::OK, r.to_json()),
+                    Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, e.to_json()),
+                };
+                let mut body = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+                body.push(b'\n');
+                reply(status, "application/json", body)
+            }
+            "/upgrade" if post => {
+                let (status, doc) = match self.relaunch.clone() {
+                    None => (
+                        StatusCode::CONFLICT,
+                        json!({ "error": "this process was not started by `holdfast run`" }),
+                    ),
+                    Some(relaunch) => {
+                        match tokio::task::spawn_blocking(move || relaunch.start()).await {
+                            Ok(Ok(pid)) => (
+                                StatusCode::OK,
+                                json!({ "old_pid": std::process::id(), "new_pid": pid }),
+                            ),
+                            Ok(Err(e)) => {
+                                (StatusCode::INTERNAL_SERVER_ERROR, json!({ "error": e }))
+                            }
+                            Err(e) => (
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                json!({ "error": e.to_string() }),
+                            ),
+                        }
+                    }
+                };
+                let mut body = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+                body.push(b'\n');
+                reply(status, "application/json", body)
+            }
+            "/reload" => reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                b"POST /reload reloads the config file\n".to_vec(),
+            ),
+            "/healthz" if self.lifecycle.is_draining() => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                b"stopping\n".to_vec(),
             ),
             "/healthz" => {
                 let serving = runtime
-                    .health
-                    .pool(runtime.config.routes.default)
+                    .health_pools
+                    .get(runtime.config.routes.default)
                     .and_then(PoolHealth::active_tier)
                     .is_some();
                 match serving {
@@ -51,14 +116,18 @@ impl ServeHttp for Admin {
                 }
             }
             "/status" => {
-                let mut body = serde_json::to_vec_pretty(&status(&runtime)).unwrap_or_default();
+                let mut doc = status(&runtime);
+                doc["draining"] = self.lifecycle.is_draining().into();
+                doc["pid"] = std::process::id().into();
+                doc["config"]["path"] = self.reloader.path().display().to_string().into();
+                let mut body = serde_json::to_vec_pretty(&doc).unwrap_or_default();
                 body.push(b'\n');
                 reply(StatusCode::OK, "application/json", body)
             }
             _ => reply(
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                b"not found: try /metrics, /healthz or /status\n".to_vec(),
+                b"not found: try /metrics, /healthz, /status or POST /reload\n".to_vec(),
             ),
         }
     }
@@ -86,28 +155,35 @@ fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<
 pub fn status(runtime: &Runtime) -> Value {
     let default = runtime.config.routes.default;
     let pools: Vec<Value> = runtime
-        .health
-        .pools()
+        .health_pools
         .iter()
+        .zip(&runtime.config.pools)
         .enumerate()
-        .map(|(i, pool)| {
+        .map(|(i, (pool, configured))| {
             let active = pool.active_tier();
             json!({
                 "name": &*pool.name,
                 "default": i == default,
                 "can_serve": active.is_some(),
                 "active_tier": active.map(|t| t as i64).unwrap_or(-1),
-                "tiers": pool.tiers.iter().map(|tier| json!({
-                    "name": tier.first().map(|b| &*b.tier),
-                    "backends": tier.iter().map(|b| backend(b, pool)).collect::<Vec<_>>(),
+                "tiers": pool.tiers.iter().zip(&configured.tiers).map(|(tier, c)| json!({
+                    "name": c.name,
+                    "backends": tier.iter().zip(&c.backends).map(|(b, c)| backend(b, c.weight.get(), pool)).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
             })
         })
         .collect();
-    json!({ "pools": pools })
+    json!({
+        "config": {
+            "hash": runtime.hash,
+            "generation": runtime.generation,
+            "loaded_at": timestamp(runtime.loaded_at),
+        },
+        "pools": pools,
+    })
 }
 
-fn backend(b: &BackendHealth, pool: &PoolHealth) -> Value {
+fn backend(b: &BackendHealth, weight: u32, pool: &PoolHealth) -> Value {
     let details = b.details();
     let checks: Vec<Value> = details
         .checks
@@ -123,7 +199,7 @@ fn backend(b: &BackendHealth, pool: &PoolHealth) -> Value {
         "name": b.backend.name,
         "address": b.backend.address,
         "resolved": b.backend.addr.to_string(),
-        "weight": b.backend.weight.get(),
+        "weight": weight,
         "status": b.status().as_str(),
         "usable": b.is_usable(),
         "checks": checks,

@@ -8,7 +8,8 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub struct Cap {
     live: AtomicUsize,
-    max: usize,
+    /// A reload may change it.
+    max: AtomicUsize,
 }
 
 /// One counted thing, for as long as it lives.
@@ -19,21 +20,34 @@ impl Cap {
     pub fn new(max: usize) -> Arc<Cap> {
         Arc::new(Cap {
             live: AtomicUsize::new(0),
-            max: max.max(1),
+            max: AtomicUsize::new(max.max(1)),
         })
+    }
+
+    /// A new cap; what is open now stays counted.
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max.max(1), Ordering::Relaxed);
+    }
+
+    /// How many are open now.
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
     }
 
     /// Whether one more would be within the cap.
     #[inline]
     pub fn has_room(&self) -> bool {
-        self.live.load(Ordering::Relaxed) < self.max
+        self.live.load(Ordering::Relaxed) < self.max.load(Ordering::Relaxed)
     }
 
     /// Counts one more; whether it is over the cap (it is counted either way, until the ticket
     /// is dropped).
     pub fn take(self: &Arc<Self>) -> (Ticket, bool) {
         let live = self.live.fetch_add(1, Ordering::Relaxed) + 1;
-        (Ticket(self.clone()), live > self.max)
+        (
+            Ticket(self.clone()),
+            live > self.max.load(Ordering::Relaxed),
+        )
     }
 }
 

@@ -1,5 +1,6 @@
 //! The command line.
 
+use crate::server::{DEFAULT_STATE_FILE, DEFAULT_UPGRADE_SOCK};
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,14 +25,39 @@ pub enum Command {
         /// Proxy worker threads (default: one per CPU).
         #[arg(long)]
         threads: Option<usize>,
-        /// Take over the listening sockets of a running holdfast instead of binding them: start
-        /// the new binary with this flag, then send SIGQUIT to the old process. No connection is
-        /// refused during the hand-over.
+        /// Take over the listening sockets and health state of a running holdfast instead of
+        /// binding them (what `holdfast upgrade` starts the new binary with; the old process
+        /// hands over on SIGQUIT). No connection is refused during the hand-over.
         #[arg(long)]
         upgrade: bool,
         /// The Unix socket over which listening sockets are handed to the next process.
-        #[arg(long, default_value = "/tmp/holdfast-upgrade.sock")]
+        #[arg(long, default_value = DEFAULT_UPGRADE_SOCK)]
         upgrade_sock: PathBuf,
+        /// Where the health state is written for the next process at an upgrade.
+        #[arg(long, default_value = DEFAULT_STATE_FILE)]
+        state_file: PathBuf,
+    },
+    /// Reload the config of the running holdfast (through its admin listener): prints what
+    /// changed, or every problem of the file (as `check` does) with a non-zero exit, in which
+    /// case the running config keeps serving.
+    Reload {
+        /// The config file (its `listen.admin` says where the running process listens).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// The admin listener, if not the config's.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+    },
+    /// Replace the running holdfast by the binary now installed, without refusing a
+    /// connection: the running process starts it, hands it the listening sockets and the
+    /// health state, and drains. Prints the old and new process ids.
+    Upgrade {
+        /// The config file (its `listen.admin` says where the running process listens).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// The admin listener, if not the config's.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
     },
     /// Validate a config file and exit: 0 and a summary if it is valid, 1 and every problem
     /// (file, key path, reason) otherwise. The `nginx -t` of holdfast.

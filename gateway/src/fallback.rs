@@ -60,6 +60,7 @@ mod tests {
             retry_after: Duration::from_secs(17),
             content_type: "text/plain".into(),
             body: Arc::from(&b"down"[..]),
+            body_file: None,
         });
         let open =
             "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 17\r\nCache-Control: no-store\r\n\

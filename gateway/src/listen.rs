@@ -11,19 +11,22 @@
 
 use crate::cap::Cap;
 use crate::fast::FastPath;
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use holdfast_config::ListenerLimits;
+use holdfast_config::{Config, ListenerLimits};
 use openssl::ssl::{Ssl, SslAcceptor, SslFiletype, SslMethod};
 use pingora::server::{ListenFds, ShutdownWatch};
 use pingora::services::Service;
 use socket2::{Domain, Protocol, Socket, Type};
+use std::collections::HashSet;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio_openssl::SslStream;
 
 /// Connections the kernel queues for each listening socket before refusing: a burst of new
@@ -50,17 +53,7 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<SslAcceptor, openssl::err
     Ok(builder.build())
 }
 
-/// One listening address.
-struct Listening {
-    addr: SocketAddr,
-    tls: Option<SslAcceptor>,
-    /// This listener's own caps, beside the one for all listeners.
-    limits: ListenerLimits,
-    /// Bound before the server started (so that a port in use stops the start with an error).
-    bound: Option<TcpListener>,
-}
-
-/// What the workers share of one listener: its socket, TLS, and caps.
+/// What the workers share of one listener: TLS, and caps. A reload swaps it whole.
 #[derive(Clone)]
 struct Shared {
     tls: Option<SslAcceptor>,
@@ -68,72 +61,294 @@ struct Shared {
     in_flight: Option<Arc<Cap>>,
 }
 
-/// The proxy service: listeners and their worker threads.
-pub struct ProxyService {
+/// One listening address.
+struct Entry {
+    addr: SocketAddr,
+    /// The socket, from which each worker takes a duplicate. (Pingora's hand-over table holds
+    /// another duplicate, or the inherited original.)
+    socket: TcpListener,
+    shared: ArcSwap<Shared>,
+    /// Turns true when a reload removes the address: its workers stop accepting on it.
+    removed: watch::Sender<bool>,
+}
+
+/// A listener as a config has it.
+struct Wanted {
+    addr: SocketAddr,
+    tls: Option<SslAcceptor>,
+    limits: ListenerLimits,
+}
+
+/// A reload's listeners, ready to be committed: the new addresses already bound, TLS loaded.
+pub struct Prepared {
+    wanted: Vec<Wanted>,
+    bound: Vec<(SocketAddr, TcpListener)>,
+    max_connections: usize,
+}
+
+struct State {
+    /// Whether the service has started (reloads wait for it).
+    started: bool,
+    /// Pingora's table of listening sockets handed to the next process at an upgrade.
+    fds: Option<ListenFds>,
+    /// The worker threads' runtimes, to see that they answer (systemd's watchdog).
+    workers: Vec<tokio::runtime::Handle>,
+    entries: Vec<Arc<Entry>>,
+}
+
+/// The proxy listeners, which a reload may add to, remove from and change: an address that
+/// stays is never closed.
+pub struct Listeners {
     app: Arc<FastPath>,
     threads: usize,
-    /// Visitor connections open at once, beyond which new ones are shed.
-    max_connections: usize,
-    listening: Vec<Listening>,
-    /// The sockets bound by this process, open for its whole life: their descriptors are in
-    /// Pingora's hand-over table.
-    owned: Vec<TcpListener>,
+    /// Visitor connections open at once, all listeners together, beyond which new ones are shed.
+    limit: Arc<Cap>,
+    /// Where the process stops accepting (graceful stop, upgrade).
+    stop: watch::Receiver<bool>,
+    /// The first config's listeners, until the service starts.
+    initial: Mutex<Option<Prepared>>,
+    state: Mutex<State>,
+    /// The current set, watched by every worker.
+    set: watch::Sender<Arc<Vec<Arc<Entry>>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The listeners of `config`: HTTPS ones with their certificate loaded.
+fn wanted(config: &Config) -> Result<Vec<Wanted>, String> {
+    let limits = |addr: &SocketAddr| config.listen.limits.get(addr).copied().unwrap_or_default();
+    let mut wanted: Vec<Wanted> = config
+        .listen
+        .http
+        .iter()
+        .map(|&addr| Wanted {
+            addr,
+            tls: None,
+            limits: limits(&addr),
+        })
+        .collect();
+    if let Some(tls) = &config.listen.tls {
+        let acceptor = tls_acceptor(&tls.cert, &tls.key).map_err(|e| {
+            format!(
+                "cannot load the HTTPS certificate {} and key {}: {e}",
+                tls.cert.display(),
+                tls.key.display()
+            )
+        })?;
+        wanted.extend(config.listen.https.iter().map(|&addr| Wanted {
+            addr,
+            tls: Some(acceptor.clone()),
+            limits: limits(&addr),
+        }));
+    }
+    Ok(wanted)
+}
+
+impl Listeners {
+    /// The listeners of `config`, bound now unless `upgrade` (then the running process hands
+    /// them over when the service starts).
+    pub fn new(
+        app: Arc<FastPath>,
+        threads: usize,
+        config: &Config,
+        max_connections: usize,
+        upgrade: bool,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Self, (Option<SocketAddr>, String)> {
+        let wanted = wanted(config).map_err(|e| (None, e))?;
+        let mut bound = Vec::new();
+        if !upgrade {
+            for w in &wanted {
+                let socket = bind(w.addr).map_err(|e| (Some(w.addr), e.to_string()))?;
+                bound.push((w.addr, socket));
+            }
+        }
+        Ok(Listeners {
+            app,
+            threads: threads.max(1),
+            limit: Cap::new(max_connections),
+            stop,
+            initial: Mutex::new(Some(Prepared {
+                wanted,
+                bound,
+                max_connections,
+            })),
+            state: Mutex::new(State {
+                started: false,
+                fds: None,
+                workers: Vec::new(),
+                entries: Vec::new(),
+            }),
+            set: watch::Sender::new(Arc::new(Vec::new())),
+        })
+    }
+
+    /// Visitor connections open now.
+    pub fn connections(&self) -> usize {
+        self.limit.live()
+    }
+
+    /// The addresses listened on now.
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        lock(&self.state).entries.iter().map(|e| e.addr).collect()
+    }
+
+    /// Pingora's hand-over table, once the service has started.
+    pub fn fds(&self) -> Option<ListenFds> {
+        lock(&self.state).fds.clone()
+    }
+
+    /// Whether the listeners are accepting (the service has started).
+    pub fn started(&self) -> bool {
+        lock(&self.state).started
+    }
+
+    /// Whether every worker thread's event loop runs a task within a second.
+    pub async fn workers_answer(&self) -> bool {
+        let workers = lock(&self.state).workers.clone();
+        for worker in workers {
+            let answered =
+                tokio::time::timeout(Duration::from_secs(1), worker.spawn(async {})).await;
+            if !matches!(answered, Ok(Ok(()))) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Everything about `config`'s listeners that can fail, done before anything changes:
+    /// certificates loaded, new addresses bound.
+    pub fn prepare(&self, config: &Config) -> Result<Prepared, String> {
+        let wanted = wanted(config)?;
+        let state = lock(&self.state);
+        if !state.started {
+            return Err("the listeners have not started yet; try again".to_string());
+        }
+        let mut bound = Vec::new();
+        for w in &wanted {
+            if state.entries.iter().any(|e| e.addr == w.addr) {
+                continue;
+            }
+            let socket = bind(w.addr).map_err(|e| format!("cannot listen on {}: {e}", w.addr))?;
+            bound.push((w.addr, socket));
+        }
+        let max_connections = config
+            .listen
+            .max_connections
+            .map_or(self.limit_default(), |m| m as usize);
+        Ok(Prepared {
+            wanted,
+            bound,
+            max_connections,
+        })
+    }
+
+    fn limit_default(&self) -> usize {
+        lock(&self.initial)
+            .as_ref()
+            .map_or(usize::MAX, |p| p.max_connections)
+    }
+
+    /// Makes `prepared` the listeners: a new address serves, a removed one stops accepting
+    /// (its connections finish), one that stays takes its new TLS and caps and is never
+    /// closed. Returns the addresses added and removed.
+    pub fn commit(&self, prepared: Prepared) -> (Vec<String>, Vec<String>) {
+        let mut state = lock(&self.state);
+        let Prepared {
+            wanted,
+            mut bound,
+            max_connections,
+        } = prepared;
+        self.limit.set_max(max_connections);
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
+        let mut entries = Vec::with_capacity(wanted.len());
+        for w in wanted {
+            if let Some(e) = state.entries.iter().find(|e| e.addr == w.addr) {
+                let old = e.shared.load();
+                e.shared.store(Arc::new(Shared {
+                    tls: w.tls,
+                    connections: cap(old.connections.as_ref(), w.limits.max_connections),
+                    in_flight: cap(old.in_flight.as_ref(), w.limits.max_in_flight),
+                }));
+                entries.push(e.clone());
+                continue;
+            }
+            let Some(i) = bound.iter().position(|(addr, _)| *addr == w.addr) else {
+                continue; // not prepared: cannot happen
+            };
+            let (addr, socket) = bound.swap_remove(i);
+            if let Some(fds) = &state.fds {
+                match socket.try_clone() {
+                    Ok(dup) => fds.lock().add(addr.to_string(), dup.into_raw_fd()),
+                    Err(e) => {
+                        tracing::warn!(address = %addr, error = %e, "a new listener will not be handed over at the next upgrade")
+                    }
+                }
+            }
+            added.push(addr.to_string());
+            entries.push(Arc::new(Entry {
+                addr,
+                socket,
+                shared: ArcSwap::from_pointee(Shared {
+                    tls: w.tls,
+                    connections: cap(None, w.limits.max_connections),
+                    in_flight: cap(None, w.limits.max_in_flight),
+                }),
+                removed: watch::Sender::new(false),
+            }));
+        }
+        let gone: Vec<Arc<Entry>> = state
+            .entries
+            .iter()
+            .filter(|e| !entries.iter().any(|n| Arc::ptr_eq(n, e)))
+            .cloned()
+            .collect();
+        for e in &gone {
+            e.removed.send_replace(true);
+            removed.push(e.addr.to_string());
+        }
+        if !gone.is_empty() {
+            if let Some(fds) = &state.fds {
+                let keep: HashSet<String> = entries.iter().map(|e| e.addr.to_string()).collect();
+                fds.lock().close_unclaimed(&keep);
+            }
+        }
+        state.entries = entries;
+        self.set.send_replace(Arc::new(state.entries.clone()));
+        (added, removed)
+    }
+}
+
+/// The cap for a reload: the same object with its new maximum when there was one (what is open
+/// stays counted), a new one when there was none.
+fn cap(old: Option<&Arc<Cap>>, max: Option<u32>) -> Option<Arc<Cap>> {
+    let max = max? as usize;
+    match old {
+        Some(cap) => {
+            cap.set_max(max);
+            Some(cap.clone())
+        }
+        None => Some(Cap::new(max)),
+    }
+}
+
+/// The proxy service: starts the listeners and their worker threads.
+pub struct ProxyService {
+    listeners: Arc<Listeners>,
+    addresses: Vec<String>,
 }
 
 impl ProxyService {
-    pub fn new(app: Arc<FastPath>, threads: usize, max_connections: usize) -> Self {
+    pub fn new(listeners: Arc<Listeners>) -> Self {
+        let addresses = lock(&listeners.initial)
+            .as_ref()
+            .map(|p| p.wanted.iter().map(|w| w.addr.to_string()).collect())
+            .unwrap_or_default();
         ProxyService {
-            app,
-            threads: threads.max(1),
-            max_connections: max_connections.max(1),
-            listening: Vec::new(),
-            owned: Vec::new(),
-        }
-    }
-
-    /// Adds a listener: plain HTTP, or HTTPS with `tls`, with its own caps.
-    pub fn add(&mut self, addr: SocketAddr, tls: Option<SslAcceptor>, limits: ListenerLimits) {
-        self.listening.push(Listening {
-            addr,
-            tls,
-            limits,
-            bound: None,
-        });
-    }
-
-    /// Binds every listener now. Not on an upgrade: the running process holds the sockets,
-    /// and they come from it.
-    pub fn bind_all(&mut self) -> Result<(), (SocketAddr, io::Error)> {
-        for l in &mut self.listening {
-            l.bound = Some(bind(l.addr).map_err(|e| (l.addr, e))?);
-        }
-        Ok(())
-    }
-
-    /// The socket for `l`: inherited from the previous process, bound before, or bound now.
-    /// Returns a duplicate for the workers; the original stays open for the hand-over.
-    fn socket(&mut self, i: usize, fds: Option<&ListenFds>) -> io::Result<TcpListener> {
-        let l = &mut self.listening[i];
-        let key = l.addr.to_string();
-        if let Some(fds) = fds {
-            let mut table = fds.lock();
-            if let Some(&fd) = table.get(&key) {
-                let socket = TcpListener::from(duplicate_inherited(fd)?);
-                tracing::info!(address = %l.addr, "listening socket taken over");
-                return Ok(socket);
-            }
-            let socket = match l.bound.take() {
-                Some(s) => s,
-                None => bind(l.addr)?,
-            };
-            table.add(key, socket.as_raw_fd());
-            let dup = socket.try_clone()?;
-            self.owned.push(socket);
-            return Ok(dup);
-        }
-        match l.bound.take() {
-            Some(s) => Ok(s),
-            None => bind(l.addr),
+            listeners,
+            addresses,
         }
     }
 }
@@ -146,44 +361,81 @@ impl Service for ProxyService {
         mut shutdown: ShutdownWatch,
         _listeners_per_fd: usize,
     ) {
-        let mut sockets = Vec::new();
-        for i in 0..self.listening.len() {
-            let l = &self.listening[i];
-            let cap = |max: Option<u32>| max.map(|m| Cap::new(m as usize));
-            let shared = Shared {
-                tls: l.tls.clone(),
-                connections: cap(l.limits.max_connections),
-                in_flight: cap(l.limits.max_in_flight),
+        let listeners = &self.listeners;
+        let Some(mut initial) = lock(&listeners.initial).take() else {
+            return;
+        };
+        // Sockets handed over by the previous process are taken over; the others bound now.
+        for w in &initial.wanted {
+            if initial.bound.iter().any(|(addr, _)| *addr == w.addr) {
+                continue;
+            }
+            let inherited = fds
+                .as_ref()
+                .and_then(|fds| fds.lock().get(&w.addr.to_string()).copied());
+            let socket = match inherited {
+                Some(fd) => duplicate_inherited(fd).map(TcpListener::from),
+                None => bind(w.addr),
             };
-            match self.socket(i, fds.as_ref()) {
-                Ok(s) => sockets.push((s, shared)),
+            match socket {
+                Ok(socket) => {
+                    if inherited.is_some() {
+                        tracing::info!(address = %w.addr, "listening socket taken over");
+                    }
+                    initial.bound.push((w.addr, socket));
+                }
                 Err(e) => {
-                    let addr = self.listening[i].addr;
-                    tracing::error!(address = %addr, error = %e, "cannot listen; stopping");
+                    tracing::error!(address = %w.addr, error = %e, "cannot listen; stopping");
                     std::process::exit(1);
                 }
             }
         }
-        let limit = Cap::new(self.max_connections);
-        for n in 0..self.threads {
-            let mut mine = Vec::new();
-            for (socket, shared) in &sockets {
+        // Inherited sockets are in the table already; the others go in now (a duplicate), so
+        // that the next upgrade hands them over.
+        for (addr, socket) in &initial.bound {
+            let key = addr.to_string();
+            let Some(fds) = &fds else { break };
+            let mut table = fds.lock();
+            if table.get(&key).is_none() {
                 match socket.try_clone() {
-                    Ok(s) => mine.push((s, shared.clone())),
-                    Err(e) => tracing::error!(error = %e, "cannot share a listening socket"),
+                    Ok(dup) => table.add(key, dup.into_raw_fd()),
+                    Err(e) => {
+                        tracing::warn!(address = %addr, error = %e, "this listener will not be handed over at an upgrade")
+                    }
                 }
             }
-            let (app, shutdown, limit) = (self.app.clone(), shutdown.clone(), limit.clone());
+        }
+        {
+            let mut state = lock(&listeners.state);
+            state.fds = fds;
+            state.started = true;
+        }
+        listeners.commit(initial);
+
+        for n in 0..listeners.threads {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            let runtime = match runtime {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start a worker runtime");
+                    continue;
+                }
+            };
+            lock(&listeners.state)
+                .workers
+                .push(runtime.handle().clone());
+            let (listeners, set) = (self.listeners.clone(), listeners.set.subscribe());
             let spawned = std::thread::Builder::new()
                 .name(format!("holdfast-{n}"))
-                .spawn(move || worker(app, mine, limit, shutdown));
+                .spawn(move || worker(runtime, listeners, set));
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "cannot start a worker thread");
             }
         }
-        drop(sockets);
-        // The workers run until the process exits (Pingora ends it after the grace period);
-        // this task only waits, so that the service counts as running.
+        // The workers run until the process exits; this task only waits, so that the service
+        // counts as running.
         while !*shutdown.borrow() {
             if shutdown.changed().await.is_err() {
                 break;
@@ -200,7 +452,7 @@ impl Service for ProxyService {
     }
 
     fn listen_addresses(&self) -> Option<Vec<String>> {
-        Some(self.listening.iter().map(|l| l.addr.to_string()).collect())
+        Some(self.addresses.clone())
     }
 }
 
@@ -224,34 +476,39 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
-/// One worker thread: its own runtime, accepting on every listener.
+/// One worker thread: its own runtime, accepting on every listener, following the set as
+/// reloads change it.
 fn worker(
-    app: Arc<FastPath>,
-    sockets: Vec<(TcpListener, Shared)>,
-    limit: Arc<Cap>,
-    shutdown: ShutdownWatch,
+    runtime: tokio::runtime::Runtime,
+    listeners: Arc<Listeners>,
+    mut set: watch::Receiver<Arc<Vec<Arc<Entry>>>>,
 ) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start a worker runtime");
-            return;
-        }
-    };
     runtime.block_on(async move {
-        for (socket, shared) in sockets {
-            let listener = socket
-                .set_nonblocking(true)
-                .and_then(|()| tokio::net::TcpListener::from_std(socket));
-            match listener {
-                Ok(listener) => {
-                    let (app, limit) = (app.clone(), limit.clone());
-                    tokio::spawn(accept(listener, shared, app, limit, shutdown.clone()));
+        let mut accepting: Vec<Arc<Entry>> = Vec::new();
+        loop {
+            let current = set.borrow_and_update().clone();
+            accepting.retain(|e| current.iter().any(|c| Arc::ptr_eq(c, e)));
+            for entry in current.iter() {
+                if accepting.iter().any(|e| Arc::ptr_eq(e, entry)) {
+                    continue;
                 }
-                Err(e) => tracing::error!(error = %e, "cannot accept on a listening socket"),
+                let listener = entry
+                    .socket
+                    .try_clone()
+                    .and_then(|s| s.set_nonblocking(true).map(|()| s))
+                    .and_then(tokio::net::TcpListener::from_std);
+                match listener {
+                    Ok(listener) => {
+                        tokio::spawn(accept(listener, entry.clone(), listeners.clone()));
+                        accepting.push(entry.clone());
+                    }
+                    Err(e) => {
+                        tracing::error!(address = %entry.addr, error = %e, "cannot accept on a listening socket")
+                    }
+                }
+            }
+            if set.changed().await.is_err() {
+                break;
             }
         }
         // Connections already accepted go on after accepting stops, until the process exits.
@@ -259,21 +516,22 @@ fn worker(
     });
 }
 
-/// Accepts connections until shutdown; each is served on this thread.
-async fn accept(
-    listener: tokio::net::TcpListener,
-    shared: Shared,
-    app: Arc<FastPath>,
-    limit: Arc<Cap>,
-    mut shutdown: ShutdownWatch,
-) {
+/// Accepts connections until the process stops accepting or a reload removes the address;
+/// each is served on this thread.
+async fn accept(listener: tokio::net::TcpListener, entry: Arc<Entry>, listeners: Arc<Listeners>) {
+    let mut stop = listeners.stop.clone();
+    let mut removed = entry.removed.subscribe();
     loop {
-        if *shutdown.borrow() {
+        if *stop.borrow_and_update() || *removed.borrow_and_update() {
             return;
         }
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            changed = shutdown.changed() => match changed {
+            changed = stop.changed() => match changed {
+                Ok(()) => continue,
+                Err(_) => return,
+            },
+            changed = removed.changed() => match changed {
                 Ok(()) => continue,
                 Err(_) => return,
             },
@@ -281,7 +539,8 @@ async fn accept(
         match accepted {
             Ok((tcp, peer)) => {
                 let _ = tcp.set_nodelay(true);
-                let (all, over_all) = limit.take();
+                let shared = Shared::clone(&entry.shared.load());
+                let (all, over_all) = listeners.limit.take();
                 let (mine, over_mine) = match &shared.connections {
                     Some(cap) => {
                         let (ticket, over) = cap.take();
@@ -290,9 +549,9 @@ async fn accept(
                     None => (None, false),
                 };
                 let over = over_all || over_mine;
-                let (app, shared, shutdown) = (app.clone(), shared.clone(), shutdown.clone());
+                let (app, stop) = (listeners.app.clone(), listeners.stop.clone());
                 tokio::spawn(async move {
-                    connection(&app, tcp, peer.ip(), shared, over, &shutdown).await;
+                    connection(&app, tcp, peer.ip(), shared, over, &stop).await;
                     drop((all, mine));
                 });
                 // Let the other workers take their share of a burst of new connections.

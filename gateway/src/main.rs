@@ -3,7 +3,8 @@
 
 use clap::Parser;
 use holdfast::cli::{Cli, Command};
-use holdfast::server::{self, ProcessOptions};
+use holdfast::control;
+use holdfast::server::{self, ProcessOptions, StartError};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -47,24 +48,28 @@ fn main() -> ExitCode {
             threads,
             upgrade,
             upgrade_sock,
+            state_file,
         } => {
-            let loaded = match holdfast_config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(EXIT_INVALID_CONFIG);
-                }
-            };
             let mut options = ProcessOptions {
                 upgrade,
                 upgrade_sock,
+                state_file,
+                relaunch: true,
                 ..ProcessOptions::default()
             };
             if let Some(threads) = threads {
                 options.threads = threads;
             }
-            report(server::run(loaded, options))
+            match server::run(config, options) {
+                Err(StartError::Config(e)) => {
+                    eprintln!("{e}");
+                    ExitCode::from(EXIT_INVALID_CONFIG)
+                }
+                other => report(other),
+            }
         }
+        Command::Reload { config, admin } => ExitCode::from(control::reload(&config, admin)),
+        Command::Upgrade { config, admin } => ExitCode::from(control::upgrade(&config, admin)),
         Command::Demo {
             listen,
             admin,

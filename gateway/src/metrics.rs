@@ -6,11 +6,11 @@
 use crate::attempts::{GiveUp, RetryCause};
 use crate::h1::request::Refusal;
 use holdfast_health::passive::Ejection;
-use holdfast_health::table::{BackendHealth, CheckRecord, HealthTable, Observer, TransitionRecord};
+use holdfast_health::table::{BackendHealth, CheckRecord, Observer, PoolHealth, TransitionRecord};
 use holdfast_health::{Status, TrafficFailure};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use std::sync::Arc;
 
@@ -37,6 +37,9 @@ pub struct Metrics {
     /// Pre-resolved, indexed by `Refusal as usize`.
     refusals: Arc<[IntCounter]>,
     shed: IntCounter,
+    reloads: IntCounterVec,
+    last_reload: IntGauge,
+    config_info: IntGaugeVec,
 }
 
 /// Counters of one pool, resolved once.
@@ -208,8 +211,32 @@ impl Metrics {
                 ),
                 &["pool"],
             )?,
+            reloads: IntCounterVec::new(
+                Opts::new(
+                    "holdfast_config_reloads_total",
+                    "Config reloads, by result: success (the new config serves), failure (it was \
+                     invalid or could not be applied; the running config kept serving)",
+                ),
+                &["result"],
+            )?,
+            last_reload: IntGauge::new(
+                "holdfast_config_last_reload_success_timestamp_seconds",
+                "When the running config was loaded (at start or by the last reload that took), \
+                 in seconds since the Unix epoch",
+            )?,
+            config_info: IntGaugeVec::new(
+                Opts::new(
+                    "holdfast_config_info",
+                    "1 for the running config: its SHA-256 (of the config file, as sha256sum \
+                     prints it) and generation (1 at start, one more at each reload that took)",
+                ),
+                &["hash", "generation"],
+            )?,
             registry,
         };
+        for result in ["success", "failure"] {
+            m.reloads.with_label_values(&[result]);
+        }
         m.registry.register(Box::new(m.backend_up.clone()))?;
         m.registry.register(Box::new(m.transitions.clone()))?;
         m.registry.register(Box::new(m.check_duration.clone()))?;
@@ -222,7 +249,29 @@ impl Metrics {
         m.registry.register(Box::new(m.hedges.clone()))?;
         m.registry.register(Box::new(m.active_tier.clone()))?;
         m.registry.register(Box::new(m.shed.clone()))?;
+        m.registry.register(Box::new(m.reloads.clone()))?;
+        m.registry.register(Box::new(m.last_reload.clone()))?;
+        m.registry.register(Box::new(m.config_info.clone()))?;
         Ok(m)
+    }
+
+    /// Counts a reload, by whether it took.
+    pub fn reloaded(&self, took: bool) {
+        let result = if took { "success" } else { "failure" };
+        self.reloads.with_label_values(&[result]).inc();
+    }
+
+    /// The config now running, loaded at `at`.
+    pub fn running(&self, hash: &str, generation: u64, at: std::time::SystemTime) {
+        self.config_info.reset();
+        self.config_info
+            .with_label_values(&[hash, &generation.to_string()])
+            .set(1);
+        let secs = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.last_reload
+            .set(i64::try_from(secs).unwrap_or(i64::MAX));
     }
 
     /// Counts a connection shed for being over the cap.
@@ -263,9 +312,12 @@ impl Metrics {
         }
     }
 
-    /// The text exposition of every metric, state gauges refreshed from `health` first.
-    pub fn render(&self, health: &HealthTable) -> Vec<u8> {
-        for pool in health.pools() {
+    /// The text exposition of every metric, state gauges refreshed from `pools` first (a
+    /// backend or pool a reload removed is no longer shown).
+    pub fn render(&self, pools: &[PoolHealth]) -> Vec<u8> {
+        self.active_tier.reset();
+        self.backend_up.reset();
+        for pool in pools {
             let tier = pool.active_tier().map_or(-1, |t| t as i64);
             self.active_tier.with_label_values(&[&pool.name]).set(tier);
             for b in pool.backends() {

@@ -11,15 +11,25 @@ use crate::metrics::{BackendMetrics, Metrics, PoolMetrics};
 use crate::select::{Selector, Slot};
 use holdfast_config::defaults::HEDGE_BURST;
 use holdfast_config::{Config, HedgePolicy, Timeouts};
+use holdfast_health::table::PoolHealth;
 use holdfast_health::{BackendHealth, HealthTable};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 /// One immutable version of the gateway's state.
 #[derive(Debug)]
 pub struct Runtime {
     pub config: Arc<Config>,
+    /// Which config this is: 1 at start, one more at each reload that took.
+    pub generation: u64,
+    /// SHA-256 of the config file's bytes, in hex (as `sha256sum` prints it).
+    pub hash: String,
+    /// When it was loaded.
+    pub loaded_at: SystemTime,
+    /// Every backend's health, across reloads (passive reports go here).
     pub health: Arc<HealthTable>,
+    /// The pools' backends as this config has them.
+    pub health_pools: Arc<Vec<PoolHealth>>,
     pub pools: Vec<PoolRuntime>,
     pub fallback: FallbackAnswer,
     pub metrics: Metrics,
@@ -78,12 +88,44 @@ impl BackendRuntime {
     }
 }
 
+/// Which config a runtime is built from.
+#[derive(Debug, Clone)]
+pub struct Version {
+    pub generation: u64,
+    pub hash: String,
+}
+
 impl Runtime {
-    pub fn new(config: Arc<Config>, health: Arc<HealthTable>, metrics: Metrics) -> Self {
+    /// The snapshot for `config`, whose backends are `health_pools` (a [`HealthTable::plan`]).
+    /// A backend `previous` had keeps its runtime object: in-flight count, latency estimates.
+    pub fn new(
+        config: Arc<Config>,
+        version: Version,
+        health: Arc<HealthTable>,
+        health_pools: Arc<Vec<PoolHealth>>,
+        metrics: Metrics,
+        previous: Option<&Runtime>,
+    ) -> Self {
+        let before: Vec<&Arc<BackendRuntime>> = previous
+            .iter()
+            .flat_map(|r| r.pools.iter())
+            .flat_map(|p| p.backends.iter().flatten())
+            .collect();
+        let carried = |health: &Arc<BackendHealth>, max: Option<u32>| {
+            let old = before.iter().find(|b| Arc::ptr_eq(&b.health, health))?;
+            match (&old.in_flight, max) {
+                (None, None) => Some(Arc::clone(old)),
+                (Some(cap), Some(max)) => {
+                    cap.set_max(max as usize);
+                    Some(Arc::clone(old))
+                }
+                _ => None, // a cap added or taken away: a new object with the new cap
+            }
+        };
         let pools = config
             .pools
             .iter()
-            .zip(health.pools())
+            .zip(health_pools.iter())
             .map(|(pool, pool_health)| {
                 let weights: Vec<Vec<u32>> = pool
                     .tiers
@@ -93,18 +135,20 @@ impl Runtime {
                 let backends = pool_health
                     .tiers
                     .iter()
-                    .map(|tier| {
+                    .zip(&pool.tiers)
+                    .map(|(tier, configured)| {
                         tier.iter()
-                            .map(|b| {
-                                Arc::new(BackendRuntime {
-                                    in_flight: b
-                                        .backend
-                                        .max_in_flight
-                                        .map(|m| Cap::new(m.get() as usize)),
-                                    health: b.clone(),
-                                    metrics: metrics.backend(&pool.name, &b.backend.name),
-                                    connect_latency: Latency::default(),
-                                    head_latency: Latency::default(),
+                            .zip(&configured.backends)
+                            .map(|(b, configured)| {
+                                let max = configured.max_in_flight.map(|m| m.get());
+                                carried(b, max).unwrap_or_else(|| {
+                                    Arc::new(BackendRuntime {
+                                        in_flight: max.map(|m| Cap::new(m as usize)),
+                                        health: b.clone(),
+                                        metrics: metrics.backend(&pool.name, &b.backend.name),
+                                        connect_latency: Latency::default(),
+                                        head_latency: Latency::default(),
+                                    })
                                 })
                             })
                             .collect()
@@ -133,7 +177,11 @@ impl Runtime {
         Runtime {
             fallback: FallbackAnswer::new(&config.fallback),
             config,
+            generation: version.generation,
+            hash: version.hash,
+            loaded_at: SystemTime::now(),
             health,
+            health_pools,
             pools,
             metrics,
         }

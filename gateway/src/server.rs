@@ -3,26 +3,26 @@
 
 use crate::admin::Admin;
 use crate::fast::{Connector, FastPath};
-use crate::listen::{self, ProxyService};
+use crate::lifecycle::{Lifecycle, Relaunch, Signals};
+use crate::listen::{Listeners, ProxyService};
 use crate::metrics::Metrics;
-use crate::runtime::Runtime;
+use crate::reload::{self, Reloader};
+use crate::runtime::{Runtime, Version};
+use crate::{state, systemd};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use holdfast_config::Config;
-use holdfast_health::checker::NetProber;
+use holdfast_config::ConfigError;
+use holdfast_health::checker::{CheckLoops, NetProber};
 use holdfast_health::tls::TlsClient;
 use holdfast_health::HealthTable;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{Server, ShutdownWatch};
+use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// After SIGTERM, how long requests in flight may take to finish before the process exits.
-/// (Pingora's own default is 5 minutes, which makes every stop look like a hang.)
-pub const GRACE_PERIOD: Duration = Duration::from_secs(5);
+use tokio::signal::unix::SignalKind;
 
 /// After the grace period, how long the runtimes get to wind down.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -36,6 +36,10 @@ pub struct ProcessOptions {
     pub upgrade: bool,
     /// Where listening sockets are handed from one process to the next.
     pub upgrade_sock: PathBuf,
+    /// Where the health state is handed from one process to the next.
+    pub state_file: PathBuf,
+    /// Started by `holdfast run`, whose command line starts the next process of an upgrade.
+    pub relaunch: bool,
 }
 
 impl Default for ProcessOptions {
@@ -43,13 +47,20 @@ impl Default for ProcessOptions {
         ProcessOptions {
             threads: std::thread::available_parallelism().map_or(2, usize::from),
             upgrade: false,
-            upgrade_sock: PathBuf::from("/tmp/holdfast-upgrade.sock"),
+            upgrade_sock: PathBuf::from(DEFAULT_UPGRADE_SOCK),
+            state_file: PathBuf::from(DEFAULT_STATE_FILE),
+            relaunch: false,
         }
     }
 }
 
+pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/holdfast-upgrade.sock";
+pub const DEFAULT_STATE_FILE: &str = "/tmp/holdfast-state.json";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("{0}")]
+    Config(ConfigError),
     #[error("cannot set up metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("cannot start the start-up probe: {0}")]
@@ -57,30 +68,49 @@ pub enum StartError {
     #[error("cannot set up the HTTPS listeners: {0}")]
     ListenerTls(String),
     #[error("cannot listen on {0}: {1}")]
-    Listen(std::net::SocketAddr, #[source] std::io::Error),
+    Listen(std::net::SocketAddr, String),
     #[error("cannot set up TLS towards backends: {0}")]
     Tls(#[from] openssl::error::ErrorStack),
 }
 
 /// Probes every backend once, then serves until a signal stops the process. Never returns on
 /// success (Pingora exits the process when it stops).
-pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
+pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
+    // SIGHUP must never stop the process: from now on it is handled (the reload itself is
+    // wired up once the services run).
+    ignore_hangup_until_handled();
+    let (config, hash) = reload::read(&path).map_err(StartError::Config)?;
     let fd_limit = raise_fd_limit();
     let metrics = Metrics::new()?;
     let health = Arc::new(HealthTable::new(&config, Arc::new(metrics.clone())));
     let tls = TlsClient::new()?;
     let prober = Arc::new(NetProber::new(tls.clone()));
-    startup_probe(&health, &prober)?;
+    // On an upgrade, the health state comes from the running process with its sockets, and
+    // only what it did not know is probed then.
+    if !options.upgrade {
+        startup_probe(&health, &prober)?;
+    }
 
-    let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(
+    let version = Version {
+        generation: 1,
+        hash,
+    };
+    let pools = health.pools();
+    let first = Runtime::new(
         Arc::new(config.clone()),
+        version,
         health.clone(),
-        metrics,
-    )));
+        pools,
+        metrics.clone(),
+        None,
+    );
+    metrics.running(&first.hash, first.generation, first.loaded_at);
+    let runtime = Arc::new(ArcSwap::from_pointee(first));
 
     let conf = ServerConf {
         threads: options.threads.max(1),
-        grace_period_seconds: Some(GRACE_PERIOD.as_secs()),
+        // The graceful part of a stop is done by `lifecycle` before Pingora is told to exit.
+        grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(SHUTDOWN_TIMEOUT.as_secs()),
         upgrade_sock: options.upgrade_sock.to_string_lossy().into_owned(),
         pid_file: "/tmp/holdfast.pid".to_string(),
@@ -92,9 +122,9 @@ pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
 
-    // One service for every proxy listener: `threads` workers, each accepting on all of them.
+    let lifecycle = Arc::new(Lifecycle::default());
     let connector = Arc::new(Connector::new(tls));
-    let app = Arc::new(FastPath::new(runtime.clone(), connector));
+    let app = Arc::new(FastPath::new(runtime.clone(), connector, lifecycle.clone()));
     let max_connections = config
         .listen
         .max_connections
@@ -103,42 +133,103 @@ pub fn run(config: Config, options: ProcessOptions) -> Result<(), StartError> {
         max_connections,
         "visitor connections beyond this get a fast 503"
     );
-    let mut proxy = ProxyService::new(app, options.threads, max_connections);
-    let limits =
-        |addr: &std::net::SocketAddr| config.listen.limits.get(addr).copied().unwrap_or_default();
-    for addr in &config.listen.http {
-        proxy.add(*addr, None, limits(addr));
+    let listeners = Arc::new(
+        Listeners::new(
+            app,
+            options.threads,
+            &config,
+            max_connections,
+            options.upgrade,
+            lifecycle.stopping(),
+        )
+        .map_err(|(addr, why)| match addr {
+            Some(addr) => StartError::Listen(addr, why),
+            None => StartError::ListenerTls(why),
+        })?,
+    );
+    let (checks_stop, checks_shutdown) = tokio::sync::watch::channel(false);
+    let checks = Arc::new(Mutex::new(CheckLoops::new(
+        health.clone(),
+        prober.clone(),
+        checks_shutdown,
+    )));
+    let reloader = Arc::new(Reloader::new(
+        path,
+        runtime.clone(),
+        health.clone(),
+        prober.clone(),
+        checks.clone(),
+        listeners.clone(),
+        metrics,
+    ));
+    let mut app = Admin::new(runtime.clone(), reloader.clone(), lifecycle.clone());
+    if options.relaunch {
+        app.relaunch = std::env::current_exe().ok().map(|exe| Relaunch {
+            exe,
+            args: std::env::args_os().skip(1).collect(),
+            upgrade_sock: options.upgrade_sock.clone(),
+        });
     }
-    if let Some(tls) = &config.listen.tls {
-        let acceptor = listen::tls_acceptor(&tls.cert, &tls.key)
-            .map_err(|e| StartError::ListenerTls(e.to_string()))?;
-        for addr in &config.listen.https {
-            proxy.add(*addr, Some(acceptor.clone()), limits(addr));
-        }
-    }
-    if !options.upgrade {
-        proxy
-            .bind_all()
-            .map_err(|(addr, e)| StartError::Listen(addr, e))?;
-    }
-    let mut admin = Service::new("holdfast admin".to_string(), Admin::new(runtime));
+    let mut admin = Service::new("holdfast admin".to_string(), app);
     admin.add_tcp(&config.listen.admin.to_string());
     admin.threads = Some(1);
 
-    server.add_service(proxy);
+    server.add_service(ProxyService::new(listeners.clone()));
     server.add_service(admin);
     server.add_service(background_service(
         "health checks",
-        Checks { health, prober },
+        Background {
+            checks,
+            checks_stop,
+            reloader: reloader.clone(),
+            listeners: listeners.clone(),
+            runtime: runtime.clone(),
+        },
     ));
     server.bootstrap();
+    if options.upgrade {
+        match state::restore(&options.state_file, &health.pools()) {
+            Ok(n) => {
+                tracing::info!(file = %options.state_file.display(), backends = n, "health state taken over from the previous process")
+            }
+            Err(e) => {
+                tracing::warn!(file = %options.state_file.display(), error = %e, "no health state from the previous process; the start-up probe decides")
+            }
+        }
+        let _ = std::fs::remove_file(&options.state_file);
+        startup_probe(&health, &prober)?;
+    }
     tracing::info!(
         http = ?config.listen.http,
         https = ?config.listen.https,
         admin = %config.listen.admin,
         "holdfast serving"
     );
-    server.run_forever()
+    let signals = Signals {
+        lifecycle,
+        listeners,
+        reloader,
+        runtime,
+        upgrade_sock: options.upgrade_sock,
+        state_file: options.state_file,
+    };
+    server.run(RunArgs {
+        shutdown_signal: Box::new(signals),
+    });
+    std::process::exit(0)
+}
+
+/// Until the signal loop runs, a SIGHUP is ignored rather than fatal (its default action).
+fn ignore_hangup_until_handled() {
+    let registered = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map(|rt| {
+            rt.block_on(async { tokio::signal::unix::signal(SignalKind::hangup()).map(drop) })
+        });
+    if !matches!(registered, Ok(Ok(()))) {
+        tracing::warn!("cannot handle SIGHUP yet: one now would stop the process");
+    }
 }
 
 /// Raises the open-file soft limit to the hard limit: every visitor connection and every
@@ -171,8 +262,16 @@ fn startup_probe(health: &Arc<HealthTable>, prober: &Arc<NetProber>) -> Result<(
         .enable_all()
         .build()
         .map_err(StartError::Probe)?;
-    rt.block_on(health.probe_all_once(prober));
-    for pool in health.pools() {
+    // What an earlier process handed over is known already; the rest is probed.
+    let pools = health.pools();
+    let unknown: Vec<_> = pools
+        .iter()
+        .flat_map(|p| p.backends())
+        .filter(|b| b.status() == holdfast_health::Status::Unknown)
+        .cloned()
+        .collect();
+    rt.block_on(health.probe_once(&pools, &unknown, prober));
+    for pool in pools.iter() {
         let up = pool.backends().filter(|b| b.is_usable()).count();
         let all = pool.backends().count();
         match pool.active_tier() {
@@ -187,17 +286,46 @@ fn startup_probe(health: &Arc<HealthTable>, prober: &Arc<NetProber>) -> Result<(
     Ok(())
 }
 
-struct Checks {
-    health: Arc<HealthTable>,
-    prober: Arc<NetProber>,
+/// What runs beside the services: the check loops, the config file's watcher, the systemd
+/// notifications.
+struct Background {
+    checks: Arc<Mutex<CheckLoops<NetProber>>>,
+    checks_stop: tokio::sync::watch::Sender<bool>,
+    reloader: Arc<Reloader>,
+    listeners: Arc<Listeners>,
+    runtime: Arc<ArcSwap<Runtime>>,
 }
 
 #[async_trait]
-impl BackgroundService for Checks {
-    async fn start(&self, shutdown: ShutdownWatch) {
-        self.health
-            .clone()
-            .run_checks(self.prober.clone(), shutdown)
-            .await;
+impl BackgroundService for Background {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        self.checks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .start();
+        let named = self.runtime.load().config.files();
+        crate::watch::config_files(self.reloader.clone(), named);
+        // Ready once the listeners have their sockets.
+        while !self.listeners.started() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        systemd::ready();
+        let watchdog = systemd::watchdog_interval();
+        loop {
+            let tick = watchdog.map_or(Duration::from_secs(3600), |w| w / 2);
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {
+                    if watchdog.is_some() && self.listeners.workers_answer().await {
+                        systemd::watchdog();
+                    }
+                }
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        self.checks_stop.send_replace(true);
     }
 }

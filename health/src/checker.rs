@@ -1,15 +1,15 @@
 //! The active checks: one loop per backend and check, each waiting its interval plus a random
-//! jitter, and every wait racing shutdown.
+//! jitter, and every wait racing shutdown; the loops follow the table across reloads.
 
 use crate::probe::{self, CheckFailure};
-use crate::table::{check_kind_label, BackendHealth, CheckRecord, HealthTable};
+use crate::table::{check_kind_label, BackendHealth, CheckRecord, HealthTable, PoolHealth};
 use crate::tls::TlsClient;
 use holdfast_config::{Backend, Check, CheckKind};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
 /// The wait before the next probe: the interval plus `jitter` scaled by `unit` (in `[0, 1)`).
@@ -76,56 +76,160 @@ impl HealthTable {
     /// Probes every backend once with every check, all at once; returns when each probe has
     /// answered or timed out. Run before the listeners take traffic.
     pub async fn probe_all_once<P: Prober>(self: &Arc<Self>, prober: &Arc<P>) {
-        let mut probes = JoinSet::new();
-        for (backend, index, check) in self.every_check() {
-            let table = self.clone();
-            let prober = prober.clone();
-            probes.spawn(async move { run_one(&*prober, &table, &backend, index, &check).await });
-        }
-        while probes.join_next().await.is_some() {}
+        let pools = self.pools();
+        let all: Vec<_> = pools
+            .iter()
+            .flat_map(PoolHealth::backends)
+            .cloned()
+            .collect();
+        self.probe_once(&pools, &all, prober).await;
     }
 
-    /// Checks every backend on its interval until `shutdown` turns true (or its sender goes).
-    /// The first round starts at a random point of the first interval, so that the checks of
-    /// many backends spread out instead of firing together.
-    pub async fn run_checks<P: Prober>(
-        self: Arc<Self>,
-        prober: Arc<P>,
-        shutdown: watch::Receiver<bool>,
+    /// Probes `backends` of `pools` once with every check of their pool, all at once: the
+    /// backends a reload adds, before the new config takes traffic.
+    pub async fn probe_once<P: Prober>(
+        self: &Arc<Self>,
+        pools: &[PoolHealth],
+        backends: &[Arc<BackendHealth>],
+        prober: &Arc<P>,
     ) {
-        let mut loops = JoinSet::new();
-        for (backend, index, check) in self.every_check() {
-            let table = self.clone();
-            let prober = prober.clone();
-            let mut shutdown = shutdown.clone();
-            loops.spawn(async move {
-                let mut delay = check.interval.mul_f64(fastrand::f64());
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = stopped(&mut shutdown) => return,
-                    }
-                    tokio::select! {
-                        _ = run_one(&*prober, &table, &backend, index, &check) => {}
-                        _ = stopped(&mut shutdown) => return,
-                    }
-                    delay = next_delay(check.interval, check.jitter, fastrand::f64());
-                }
-            });
-        }
-        while loops.join_next().await.is_some() {}
-    }
-
-    fn every_check(&self) -> Vec<(Arc<BackendHealth>, usize, Check)> {
-        let mut all = Vec::new();
-        for pool in self.pools() {
+        let mut probes = JoinSet::new();
+        for pool in pools {
             for backend in pool.backends() {
+                if !backends.iter().any(|b| Arc::ptr_eq(b, backend)) {
+                    continue;
+                }
                 for (index, check) in pool.checks.iter().enumerate() {
-                    all.push((backend.clone(), index, check.clone()));
+                    let (table, prober) = (self.clone(), prober.clone());
+                    let (backend, check) = (backend.clone(), check.clone());
+                    probes.spawn(async move {
+                        run_one(&*prober, &table, &backend, index, &check).await
+                    });
                 }
             }
         }
-        all
+        while probes.join_next().await.is_some() {}
+    }
+}
+
+/// The check loops: one per backend and check, each waiting its interval plus a random jitter,
+/// until shutdown. [`sync`](CheckLoops::sync) makes them follow the table after a reload: a
+/// backend whose checks are the same keeps its loops; the others' start or stop.
+pub struct CheckLoops<P> {
+    table: Arc<HealthTable>,
+    prober: Arc<P>,
+    shutdown: watch::Receiver<bool>,
+    /// Where the loops run; `None` until [`start`](CheckLoops::start).
+    runtime: Option<tokio::runtime::Handle>,
+    running: Vec<Running>,
+}
+
+struct Running {
+    backend: Arc<BackendHealth>,
+    checks: Vec<Check>,
+    loops: Vec<AbortHandle>,
+}
+
+impl<P> std::fmt::Debug for CheckLoops<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckLoops")
+            .field("backends", &self.running.len())
+            .finish()
+    }
+}
+
+impl<P: Prober> CheckLoops<P> {
+    pub fn new(table: Arc<HealthTable>, prober: Arc<P>, shutdown: watch::Receiver<bool>) -> Self {
+        CheckLoops {
+            table,
+            prober,
+            shutdown,
+            runtime: None,
+            running: Vec::new(),
+        }
+    }
+
+    /// Starts the loops of every backend on the current runtime.
+    pub fn start(&mut self) {
+        self.runtime = Some(tokio::runtime::Handle::current());
+        self.sync();
+    }
+
+    /// Makes the loops follow the table: those of backends it no longer has, or whose checks
+    /// changed, stop; the missing ones start. Returns how many backends' loops (re)started.
+    pub fn sync(&mut self) -> usize {
+        let Some(runtime) = self.runtime.clone() else {
+            return 0;
+        };
+        let pools = self.table.pools();
+        let mut wanted: Vec<(&Arc<BackendHealth>, &Vec<Check>)> = pools
+            .iter()
+            .flat_map(|p| p.backends().map(move |b| (b, &p.checks)))
+            .collect();
+        self.running.retain(|r| {
+            let keep = wanted
+                .iter()
+                .position(|(b, checks)| Arc::ptr_eq(b, &r.backend) && **checks == r.checks);
+            match keep {
+                Some(i) => {
+                    wanted.swap_remove(i);
+                    true
+                }
+                None => {
+                    r.loops.iter().for_each(AbortHandle::abort);
+                    false
+                }
+            }
+        });
+        let started = wanted.len();
+        for (backend, checks) in wanted {
+            let loops = checks
+                .iter()
+                .enumerate()
+                .map(|(index, check)| {
+                    let task = check_loop(
+                        self.table.clone(),
+                        self.prober.clone(),
+                        backend.clone(),
+                        index,
+                        check.clone(),
+                        self.shutdown.clone(),
+                    );
+                    runtime.spawn(task).abort_handle()
+                })
+                .collect();
+            self.running.push(Running {
+                backend: backend.clone(),
+                checks: checks.clone(),
+                loops,
+            });
+        }
+        started
+    }
+}
+
+/// Checks one backend with one check on its interval until shutdown. The first round starts at
+/// a random point of the first interval, so that the checks of many backends spread out instead
+/// of firing together.
+async fn check_loop<P: Prober>(
+    table: Arc<HealthTable>,
+    prober: Arc<P>,
+    backend: Arc<BackendHealth>,
+    index: usize,
+    check: Check,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut delay = check.interval.mul_f64(fastrand::f64());
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stopped(&mut shutdown) => return,
+        }
+        tokio::select! {
+            _ = run_one(&*prober, &table, &backend, index, &check) => {}
+            _ = stopped(&mut shutdown) => return,
+        }
+        delay = next_delay(check.interval, check.jitter, fastrand::f64());
     }
 }
 
@@ -208,7 +312,8 @@ mod tests {
         assert_eq!(backend.status(), Status::Up);
 
         let (stop, shutdown) = watch::channel(false);
-        let checks = tokio::spawn(table.clone().run_checks(prober.clone(), shutdown));
+        let mut loops = CheckLoops::new(table.clone(), prober.clone(), shutdown);
+        loops.start();
 
         prober.0.store(false, Ordering::SeqCst);
         // Within the first interval, the second probe and its jitter: fall (2) failures.
@@ -251,6 +356,5 @@ mod tests {
         assert_eq!(backend.hold_down().0, None);
 
         stop.send(true).unwrap();
-        checks.await.unwrap();
     }
 }

@@ -18,4 +18,4 @@ pub mod tls;
 pub use passive::Attempt;
 pub use probe::CheckFailure;
 pub use state::{Outcome, Reason, Status, TrafficFailure, Transition};
-pub use table::{BackendHealth, BackendId, CheckRecord, HealthTable, Observer, TransitionRecord};
+pub use table::{BackendHealth, CheckRecord, HealthTable, Observer, Plan, TransitionRecord};

@@ -108,6 +108,11 @@ impl Passive {
         self.failures == 0 && self.bad_statuses == 0 && self.window.is_none()
     }
 
+    /// The thresholds it works with.
+    pub fn policy(&self) -> PassivePolicy {
+        self.policy
+    }
+
     /// Failed connects and broken connections in a row so far.
     pub fn failure_streak(&self) -> u32 {
         self.failures

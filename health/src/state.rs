@@ -182,6 +182,76 @@ impl HealthState {
         }
     }
 
+    /// Takes a reload's settings. What was learned stays: status, ejections and hold-down.
+    /// With `same_checks`, each check keeps its streaks under its new thresholds; otherwise
+    /// (checks added, removed or changed) every check starts from the backend's status, so
+    /// that a backend that is down stays down until every check has passed `rise` times.
+    pub fn reconfigure(&mut self, checks: &[Thresholds], hold_down: HoldDown, same_checks: bool) {
+        self.hold_down = hold_down;
+        if same_checks && checks.len() == self.checks.len() {
+            for (c, &thresholds) in self.checks.iter_mut().zip(checks) {
+                c.thresholds = thresholds;
+            }
+            return;
+        }
+        let up = match self.status {
+            Status::Unknown => None,
+            Status::Up => Some(true),
+            Status::Down => Some(false),
+        };
+        self.checks = checks
+            .iter()
+            .map(|&thresholds| CheckStreaks {
+                thresholds,
+                up,
+                passes: 0,
+                failures: 0,
+            })
+            .collect();
+    }
+
+    /// What an earlier process knew, handed over at an upgrade: `status`, and its ejections
+    /// `ago` before `now` (newest last), and how much longer it is held down. A backend down
+    /// stays down until every check has passed `rise` times; one up stays up until a check
+    /// fails `fall` times (or real traffic takes it out). Unknown changes nothing.
+    pub fn restore(
+        &mut self,
+        status: Status,
+        ago: &[Duration],
+        held_for: Option<Duration>,
+        now: Instant,
+    ) {
+        if status == Status::Unknown {
+            return;
+        }
+        let up = Some(status == Status::Up);
+        for c in &mut self.checks {
+            c.up = up;
+            c.passes = 0;
+            c.failures = 0;
+        }
+        self.status = status;
+        self.ejections = ago
+            .iter()
+            .filter_map(|&ago| now.checked_sub(ago))
+            .rev()
+            .take(EJECTIONS_KEPT)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        self.held_until = held_for.filter(|d| !d.is_zero()).map(|d| now + d);
+    }
+
+    /// Its ejections in the flap window, as durations before `now`, oldest first.
+    pub fn ejections_ago(&self, now: Instant) -> Vec<Duration> {
+        self.ejections
+            .iter()
+            .map(|&at| now.saturating_duration_since(at))
+            .filter(|&ago| ago < self.hold_down.window)
+            .collect()
+    }
+
     /// How much longer the backend is kept out whatever its checks say, at `now`.
     pub fn held_for(&self, now: Instant) -> Option<Duration> {
         self.held_until
@@ -546,5 +616,151 @@ mod tests {
         );
         assert_eq!(check(&mut s, true), None);
         assert_eq!(check(&mut s, true).map(|t| t.to), Some(Status::Up));
+    }
+
+    #[test]
+    fn a_reload_keeps_what_was_learned() {
+        let t = |rise, fall| Thresholds { rise, fall };
+        // New thresholds for the same check: the streak goes on under them.
+        let mut s = state(3, 3);
+        check(&mut s, true);
+        check(&mut s, false);
+        s.reconfigure(&[t(3, 2)], HoldDown::OFF, true);
+        assert_eq!(s.status(), Status::Up);
+        let down = check(&mut s, false).unwrap();
+        assert_eq!(
+            down.to,
+            Status::Down,
+            "the second failure meets the new fall"
+        );
+
+        // Other checks: each starts from the status, so a backend down stays down until every
+        // check has passed rise times; one up stays up.
+        for (from, passes_to_up) in [(false, 2), (true, 0)] {
+            let mut s = state(1, 1);
+            check(&mut s, from);
+            s.reconfigure(&[t(2, 1), t(2, 1)], HoldDown::OFF, false);
+            assert_eq!(s.status() == Status::Up, from);
+            for n in 0..passes_to_up {
+                assert_eq!(s.status(), Status::Down, "after {n} passes");
+                for i in 0..2 {
+                    s.observe(
+                        Outcome::Check {
+                            check: i,
+                            passed: true,
+                        },
+                        at(0),
+                    );
+                }
+            }
+            assert_eq!(s.status(), Status::Up);
+        }
+
+        // Held down stays held down.
+        let mut s = HealthState::with_hold_down(
+            &[t(1, 1)],
+            HoldDown {
+                base: Duration::from_secs(10),
+                max: Duration::from_secs(60),
+                window: Duration::from_secs(60),
+            },
+        );
+        check(&mut s, true);
+        s.observe(ejected(TrafficFailure::Refused), at(0));
+        check(&mut s, true);
+        s.observe(ejected(TrafficFailure::Refused), at(0));
+        s.reconfigure(&[t(1, 1)], s.hold_down, false);
+        assert_eq!(s.held_for(at(1)), Some(Duration::from_secs(9)));
+        assert_eq!(s.recent_ejections(at(1)), 2);
+    }
+
+    #[test]
+    fn a_restored_state_is_not_decided_by_the_first_check() {
+        let t = Thresholds { rise: 2, fall: 2 };
+        // Down, handed over: one pass is not enough (the start-up rule does not apply).
+        let hold = HoldDown {
+            base: Duration::from_secs(10),
+            max: Duration::from_secs(60),
+            window: Duration::from_secs(60),
+        };
+        let mut s = HealthState::with_hold_down(&[t], hold);
+        s.restore(
+            Status::Down,
+            &[Duration::from_secs(3)],
+            Some(Duration::from_secs(5)),
+            at(10),
+        );
+        assert_eq!(s.status(), Status::Down);
+        assert!(s
+            .observe(
+                Outcome::Check {
+                    check: 0,
+                    passed: true
+                },
+                at(20)
+            )
+            .is_none());
+        assert_eq!(s.ejections_ago(at(20)), vec![Duration::from_secs(13)]);
+        assert_eq!(
+            s.observe(
+                Outcome::Check {
+                    check: 0,
+                    passed: true
+                },
+                at(20)
+            )
+            .map(|t| t.to),
+            Some(Status::Up)
+        );
+
+        // Held down: kept out until the hold-down is over, whatever the checks say.
+        let mut s = HealthState::new(&[t]);
+        s.restore(Status::Down, &[], Some(Duration::from_secs(5)), at(10));
+        for _ in 0..3 {
+            assert!(s
+                .observe(
+                    Outcome::Check {
+                        check: 0,
+                        passed: true
+                    },
+                    at(12)
+                )
+                .is_none());
+        }
+        assert_eq!(
+            s.observe(
+                Outcome::Check {
+                    check: 0,
+                    passed: true
+                },
+                at(16)
+            )
+            .map(|t| t.to),
+            Some(Status::Up)
+        );
+
+        // Up, handed over: one failure is not enough.
+        let mut s = HealthState::new(&[t]);
+        s.restore(Status::Up, &[], None, at(10));
+        assert!(s
+            .observe(
+                Outcome::Check {
+                    check: 0,
+                    passed: false
+                },
+                at(11)
+            )
+            .is_none());
+        assert_eq!(
+            s.observe(
+                Outcome::Check {
+                    check: 0,
+                    passed: false
+                },
+                at(11)
+            )
+            .map(|t| t.to),
+            Some(Status::Down)
+        );
     }
 }

@@ -7,20 +7,13 @@
 use crate::passive::{self, Attempt, Ejection, Passive, PassivePolicy};
 use crate::probe::CheckFailure;
 use crate::state::{HealthState, Outcome, Reason, Status, Thresholds, Transition};
-use holdfast_config::{Backend, Check, CheckKind, Config};
+use arc_swap::ArcSwap;
+use holdfast_config::{Backend, Check, CheckKind, Config, HoldDown, Pool};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
-
-/// Where a backend sits: pool index, tier index, index within the tier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct BackendId {
-    pub pool: usize,
-    pub tier: usize,
-    pub index: usize,
-}
 
 /// The result of the latest run of one check.
 #[derive(Debug, Clone)]
@@ -61,15 +54,19 @@ impl Observer for NoObserver {}
 pub struct Details {
     /// Latest record of each check, by check index.
     pub checks: Vec<Option<CheckRecord>>,
+    /// What each check is (`tcp`, `http`), by check index: for the label of a transition.
+    pub kinds: Vec<&'static str>,
     pub last_transition: Option<TransitionRecord>,
 }
 
 /// One backend's health.
 #[derive(Debug)]
 pub struct BackendHealth {
-    pub id: BackendId,
     pub pool: Arc<str>,
     pub tier: Arc<str>,
+    /// Its definition when it was first configured. What makes it this backend (pool, tier,
+    /// name, address, TLS) never changes; its weight and caps may have since (the runtime
+    /// snapshot has them).
     pub backend: Backend,
     usable: AtomicBool,
     /// Set while passive detection counts something, so that a good answer takes the lock only
@@ -82,7 +79,8 @@ pub struct BackendHealth {
     /// ramping), and over how long it ramps up.
     back_at: AtomicU64,
     epoch: std::time::Instant,
-    slow_start: Duration,
+    /// Slow start's length, in milliseconds (its pool's, which a reload may change).
+    slow_start_ms: AtomicU64,
     state: Mutex<HealthState>,
     details: Mutex<Details>,
 }
@@ -123,7 +121,7 @@ impl BackendHealth {
         }
         let now = tokio::time::Instant::now().into_std();
         let since = millis_since(self.epoch, now).saturating_sub(back_at);
-        let over = self.slow_start.as_millis() as u64;
+        let over = self.slow_start_ms.load(Ordering::Relaxed);
         if since >= over {
             self.back_at.store(0, Ordering::Relaxed);
             return None;
@@ -144,6 +142,27 @@ impl BackendHealth {
 
     pub fn details(&self) -> Details {
         lock(&self.details).clone()
+    }
+
+    /// What to hand to a new process: status, ejections in the flap window (how long ago,
+    /// oldest first) and what is left of a hold-down.
+    pub fn handed_over(&self) -> (Status, Vec<Duration>, Option<Duration>) {
+        let now = tokio::time::Instant::now().into_std();
+        let state = lock(&self.state);
+        (
+            state.status(),
+            state.ejections_ago(now),
+            state.held_for(now),
+        )
+    }
+
+    /// Takes what an earlier process knew (see [`HealthState::restore`]).
+    pub fn restore(&self, status: Status, ago: &[Duration], held_for: Option<Duration>) {
+        let now = tokio::time::Instant::now().into_std();
+        let mut state = lock(&self.state);
+        state.restore(status, ago, held_for, now);
+        self.usable
+            .store(state.status() == Status::Up, Ordering::Release);
     }
 }
 
@@ -167,7 +186,7 @@ impl PoolHealth {
         let (mut total, mut out, mut usable_others) = (0, 0, 0);
         for b in self.backends() {
             total += 1;
-            match (b.id == backend.id, b.is_usable()) {
+            match (std::ptr::eq(&**b, backend), b.is_usable()) {
                 (true, _) => {}
                 (false, true) => usable_others += 1,
                 (false, false) => out += 1,
@@ -182,18 +201,6 @@ impl PoolHealth {
             .iter()
             .position(|tier| tier.iter().any(|b| b.is_usable()))
     }
-
-    fn reason_label(&self, reason: Reason) -> &'static str {
-        match reason {
-            Reason::ChecksPassed => "checks_passed",
-            Reason::CheckFailed(i) => match self.checks.get(i).map(|c| &c.kind) {
-                Some(CheckKind::Http(_)) => "http_check_failed",
-                _ => "tcp_check_failed",
-            },
-            Reason::Traffic(kind) => kind.as_str(),
-            Reason::FailureRate => "failure_rate",
-        }
-    }
 }
 
 pub fn check_kind_label(kind: &CheckKind) -> &'static str {
@@ -203,16 +210,138 @@ pub fn check_kind_label(kind: &CheckKind) -> &'static str {
     }
 }
 
-/// The health of every backend of a config.
+/// How a backend is judged: its pool's health settings, as one config has them.
+#[derive(Debug, Clone, PartialEq)]
+struct Policy {
+    checks: Vec<Check>,
+    thresholds: Vec<Thresholds>,
+    hold_down: HoldDown,
+    passive: PassivePolicy,
+    slow_start: Duration,
+}
+
+impl Policy {
+    fn of(pool: &Pool) -> Self {
+        Policy {
+            checks: pool.health.checks.clone(),
+            thresholds: pool
+                .health
+                .checks
+                .iter()
+                .map(|c| Thresholds {
+                    rise: c.rise.get(),
+                    fall: c.fall.get(),
+                })
+                .collect(),
+            hold_down: pool.health.hold_down,
+            passive: PassivePolicy {
+                passive_fall: pool.health.passive_fall.get(),
+                status_fall: pool.health.status_fall.get(),
+                failure_rate: pool.health.failure_rate,
+            },
+            slow_start: pool.health.slow_start,
+        }
+    }
+
+    fn kinds(&self) -> Vec<&'static str> {
+        self.checks
+            .iter()
+            .map(|c| check_kind_label(&c.kind))
+            .collect()
+    }
+}
+
+/// Whether `a` and `b` are the same backend: what is connected to, and what it is called (its
+/// metrics' labels). Weight and caps may differ.
+fn same_backend(a: &Backend, b: &Backend) -> bool {
+    a.name == b.name && a.address == b.address && a.addr == b.addr && a.tls == b.tls
+}
+
+impl BackendHealth {
+    fn new(
+        pool: Arc<str>,
+        tier: Arc<str>,
+        backend: &Backend,
+        policy: &Policy,
+        epoch: std::time::Instant,
+    ) -> Self {
+        BackendHealth {
+            pool,
+            tier,
+            backend: backend.clone(),
+            usable: AtomicBool::new(false),
+            passive_counting: AtomicBool::new(false),
+            taken_out: Notify::new(),
+            passive: Mutex::new(Passive::new(policy.passive)),
+            back_at: AtomicU64::new(0),
+            epoch,
+            slow_start_ms: AtomicU64::new(policy.slow_start.as_millis() as u64),
+            state: Mutex::new(HealthState::with_hold_down(
+                &policy.thresholds,
+                policy.hold_down,
+            )),
+            details: Mutex::new(Details {
+                checks: vec![None; policy.thresholds.len()],
+                kinds: policy.kinds(),
+                last_transition: None,
+            }),
+        }
+    }
+
+    /// Takes its pool's new settings; what it has learned stays (status, hold-down history).
+    /// With other checks than before, each new check starts from the backend's status.
+    fn reconfigure(&self, policy: &Policy, same_checks: bool) {
+        lock(&self.state).reconfigure(&policy.thresholds, policy.hold_down, same_checks);
+        {
+            let mut passive = lock(&self.passive);
+            if passive.policy() != policy.passive {
+                *passive = Passive::new(policy.passive);
+                self.passive_counting.store(false, Ordering::Relaxed);
+            }
+        }
+        self.slow_start_ms
+            .store(policy.slow_start.as_millis() as u64, Ordering::Relaxed);
+        let mut details = lock(&self.details);
+        details.kinds = policy.kinds();
+        if !same_checks {
+            details.checks = vec![None; policy.thresholds.len()];
+        }
+    }
+}
+
+/// What a new config does to the table, worked out before anything changes: the new pools,
+/// with the very object of every backend the config keeps.
+#[derive(Debug)]
+pub struct Plan {
+    pub pools: Arc<Vec<PoolHealth>>,
+    /// Backends new with this config: not usable until probed.
+    pub added: Vec<Arc<BackendHealth>>,
+    /// Backends the config no longer has.
+    pub removed: Vec<Arc<BackendHealth>>,
+    /// Backends it keeps, with their (possibly new) settings and whether their checks are the
+    /// same as before.
+    kept: Vec<(Arc<BackendHealth>, Policy, bool)>,
+}
+
+impl Plan {
+    /// How many backends the config keeps.
+    pub fn kept(&self) -> usize {
+        self.kept.len()
+    }
+}
+
+/// The health of every backend, across reloads: the current pools, swapped whole by
+/// [`commit`](HealthTable::commit); a backend a new config keeps keeps its object.
 pub struct HealthTable {
-    pools: Vec<PoolHealth>,
+    pools: ArcSwap<Vec<PoolHealth>>,
     observer: Arc<dyn Observer>,
+    epoch: std::time::Instant,
 }
 
 impl std::fmt::Debug for HealthTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HealthTable")
-            .field("pools", &self.pools)
+            .field("pools", &self.pools.load())
             .finish()
     }
 }
@@ -220,62 +349,67 @@ impl std::fmt::Debug for HealthTable {
 impl HealthTable {
     /// Every backend of `config`, not yet probed (no backend is usable until probed).
     pub fn new(config: &Config, observer: Arc<dyn Observer>) -> Self {
-        let epoch = std::time::Instant::now();
+        let table = HealthTable {
+            pools: ArcSwap::from_pointee(Vec::new()),
+            observer,
+            epoch: std::time::Instant::now(),
+        };
+        let plan = table.plan(config);
+        table.commit(&plan);
+        table
+    }
+
+    /// The pools now.
+    pub fn pools(&self) -> Arc<Vec<PoolHealth>> {
+        self.pools.load_full()
+    }
+
+    /// Works out what `config` changes, without changing anything: a backend with the same
+    /// pool, tier, name, address and TLS as now keeps its object; any other is new.
+    pub fn plan(&self, config: &Config) -> Plan {
+        let current = self.pools.load();
+        let mut old: Vec<(&PoolHealth, &Arc<BackendHealth>)> = current
+            .iter()
+            .flat_map(|p| p.backends().map(move |b| (p, b)))
+            .collect();
+        let (mut added, mut kept) = (Vec::new(), Vec::new());
         let pools = config
             .pools
             .iter()
-            .enumerate()
-            .map(|(p, pool)| {
+            .map(|pool| {
                 let pool_name: Arc<str> = Arc::from(pool.name.as_str());
-                let passive = PassivePolicy {
-                    passive_fall: pool.health.passive_fall.get(),
-                    status_fall: pool.health.status_fall.get(),
-                    failure_rate: pool.health.failure_rate,
-                };
-                let thresholds: Vec<Thresholds> = pool
-                    .health
-                    .checks
-                    .iter()
-                    .map(|c| Thresholds {
-                        rise: c.rise.get(),
-                        fall: c.fall.get(),
-                    })
-                    .collect();
+                let policy = Policy::of(pool);
                 let tiers = pool
                     .tiers
                     .iter()
-                    .enumerate()
-                    .map(|(t, tier)| {
+                    .map(|tier| {
                         let tier_name: Arc<str> = Arc::from(tier.name.as_str());
                         tier.backends
                             .iter()
-                            .enumerate()
-                            .map(|(index, backend)| {
-                                Arc::new(BackendHealth {
-                                    id: BackendId {
-                                        pool: p,
-                                        tier: t,
-                                        index,
-                                    },
-                                    pool: pool_name.clone(),
-                                    tier: tier_name.clone(),
-                                    backend: backend.clone(),
-                                    usable: AtomicBool::new(false),
-                                    passive_counting: AtomicBool::new(false),
-                                    taken_out: Notify::new(),
-                                    passive: Mutex::new(Passive::new(passive)),
-                                    back_at: AtomicU64::new(0),
-                                    epoch,
-                                    slow_start: pool.health.slow_start,
-                                    state: Mutex::new(HealthState::with_hold_down(
-                                        &thresholds,
-                                        pool.health.hold_down,
-                                    )),
-                                    details: Mutex::new(Details {
-                                        checks: vec![None; thresholds.len()],
-                                        last_transition: None,
-                                    }),
-                                })
+                            .map(|backend| {
+                                let found = old.iter().position(|(p, b)| {
+                                    *p.name == *pool_name
+                                        && *b.tier == *tier_name
+                                        && same_backend(&b.backend, backend)
+                                });
+                                match found.map(|i| old.swap_remove(i)) {
+                                    Some((p, b)) => {
+                                        let same_checks = p.checks == policy.checks;
+                                        kept.push((b.clone(), policy.clone(), same_checks));
+                                        b.clone()
+                                    }
+                                    None => {
+                                        let b = Arc::new(BackendHealth::new(
+                                            pool_name.clone(),
+                                            tier_name.clone(),
+                                            backend,
+                                            &policy,
+                                            self.epoch,
+                                        ));
+                                        added.push(b.clone());
+                                        b
+                                    }
+                                }
                             })
                             .collect()
                     })
@@ -288,15 +422,21 @@ impl HealthTable {
                 }
             })
             .collect();
-        HealthTable { pools, observer }
+        Plan {
+            pools: Arc::new(pools),
+            added,
+            removed: old.into_iter().map(|(_, b)| b.clone()).collect(),
+            kept,
+        }
     }
 
-    pub fn pools(&self) -> &[PoolHealth] {
-        &self.pools
-    }
-
-    pub fn pool(&self, index: usize) -> Option<&PoolHealth> {
-        self.pools.get(index)
+    /// Makes `plan` the table: the backends kept take their new settings, and the pools are
+    /// swapped whole. Probe `plan.added` first, so that they serve as soon as they can.
+    pub fn commit(&self, plan: &Plan) {
+        for (backend, policy, same_checks) in &plan.kept {
+            backend.reconfigure(policy, *same_checks);
+        }
+        self.pools.store(plan.pools.clone());
     }
 
     /// Reports how one attempt of a real request at `backend` ended (passive detection). A
@@ -325,10 +465,14 @@ impl HealthTable {
         if !backend.is_usable() {
             return; // already out
         }
+        // A backend its pool no longer has (a reload removed it) is never taken out on a
+        // bounded ejection: there is no pool to weigh it against.
         let allowed = !ejection.bounded
             || self
                 .pools
-                .get(backend.id.pool)
+                .load()
+                .iter()
+                .find(|pool| *pool.name == *backend.pool)
                 .is_some_and(|pool| pool.may_eject(backend));
         self.observer.on_ejection(backend, &ejection, allowed);
         if allowed {
@@ -359,7 +503,8 @@ impl HealthTable {
                     lock(&backend.passive).reset();
                     backend.passive_counting.store(false, Ordering::Relaxed);
                 }
-                if t.from == Status::Down && t.to == Status::Up && !backend.slow_start.is_zero() {
+                let slow_start = backend.slow_start_ms.load(Ordering::Relaxed) > 0;
+                if t.from == Status::Down && t.to == Status::Up && slow_start {
                     backend
                         .back_at
                         .store(millis_since(backend.epoch, now), Ordering::Relaxed);
@@ -374,16 +519,111 @@ impl HealthTable {
         let Some((transition, hold_down)) = transition else {
             return;
         };
-        let Some(pool) = self.pools.get(backend.id.pool) else {
-            return;
+        let record = {
+            let mut details = lock(&backend.details);
+            let record = TransitionRecord {
+                transition,
+                reason: reason_label(&details.kinds, transition.reason),
+                at: SystemTime::now(),
+                hold_down,
+            };
+            details.last_transition = Some(record.clone());
+            record
         };
-        let record = TransitionRecord {
-            transition,
-            reason: pool.reason_label(transition.reason),
-            at: SystemTime::now(),
-            hold_down,
-        };
-        lock(&backend.details).last_transition = Some(record.clone());
         self.observer.on_transition(backend, &record);
+    }
+}
+
+/// The label of a reason, as in metrics: `checks_passed`, `http_check_failed`, `refused`...
+fn reason_label(kinds: &[&'static str], reason: Reason) -> &'static str {
+    match reason {
+        Reason::ChecksPassed => "checks_passed",
+        Reason::CheckFailed(i) => match kinds.get(i) {
+            Some(&"http") => "http_check_failed",
+            _ => "tcp_check_failed",
+        },
+        Reason::Traffic(kind) => kind.as_str(),
+        Reason::FailureRate => "failure_rate",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::TrafficFailure;
+
+    fn config(tiers: &str, fall: u32) -> Config {
+        let text = format!(
+            "[pools.app.health.tcp]\nfall = {fall}\n[pools.app.health]\nhold_down = \"10s\"\n{tiers}"
+        );
+        holdfast_config::from_toml_str(&text, std::path::Path::new("test.toml")).expect("config")
+    }
+
+    const AB: &str = r#"
+        [[pools.app.tiers]]
+        backends = [{ name = "a", address = "127.0.0.1:1001" }, { name = "b", address = "127.0.0.1:1002" }]
+    "#;
+    const AC: &str = r#"
+        [[pools.app.tiers]]
+        backends = [{ name = "a", address = "127.0.0.1:1001", weight = 5 }, { name = "c", address = "127.0.0.1:1003" }]
+    "#;
+
+    fn passed(table: &HealthTable, b: &BackendHealth) {
+        let record = CheckRecord {
+            kind: "tcp",
+            result: Ok(()),
+            at: SystemTime::now(),
+            took: Duration::ZERO,
+        };
+        table.report_check(b, 0, record);
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_the_object_of_every_backend_it_keeps() {
+        let table = HealthTable::new(&config(AB, 3), Arc::new(NoObserver));
+        let before = table.pools();
+        let (a, b) = (before[0].tiers[0][0].clone(), before[0].tiers[0][1].clone());
+        passed(&table, &a);
+        passed(&table, &b);
+        table.report(&a, Attempt::ConnectFailed(TrafficFailure::Refused));
+        assert!(!a.is_usable() && b.is_usable());
+
+        // a's weight changes, b goes, c comes; the checks' fall changes.
+        let plan = table.plan(&config(AC, 1));
+        assert_eq!(plan.kept(), 1);
+        assert!(Arc::ptr_eq(&plan.added[0], &plan.pools[0].tiers[0][1]));
+        assert_eq!(plan.added[0].backend.name, "c");
+        assert!(Arc::ptr_eq(&plan.removed[0], &b));
+        assert_eq!(
+            table.pools()[0].tiers[0].len(),
+            2,
+            "nothing changes before commit"
+        );
+        table.commit(&plan);
+
+        let after = table.pools();
+        assert!(Arc::ptr_eq(&after[0].tiers[0][0], &a), "the same object");
+        assert_eq!(a.status(), Status::Down, "down before, down after");
+        assert_eq!(
+            a.details().last_transition.map(|t| t.reason),
+            Some("refused")
+        );
+        assert!(
+            !after[0].tiers[0][1].is_usable(),
+            "new: not usable until probed"
+        );
+
+        // A backend moved to another tier is another backend (its metrics' labels change).
+        let moved = r#"
+            [[pools.app.tiers]]
+            backends = [{ name = "c", address = "127.0.0.1:1003" }]
+            [[pools.app.tiers]]
+            backends = [{ name = "a", address = "127.0.0.1:1001" }]
+        "#;
+        let plan = table.plan(&config(moved, 1));
+        assert_eq!(
+            (plan.kept(), plan.added.len(), plan.removed.len()),
+            (1, 1, 1)
+        );
     }
 }

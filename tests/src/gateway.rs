@@ -73,6 +73,11 @@ pub fn check(config: &Path) -> Output {
 /// A running gateway; killed (by its PID, which this test started) on drop.
 pub struct Gateway {
     child: Child,
+    /// The process serving since `holdfast upgrade` (started by the old one, not by this
+    /// test; stopped by its PID on drop).
+    adopted: Option<u32>,
+    /// The `[listen]` keys of the config, kept for [`rewrite`](Self::rewrite).
+    listen_text: String,
     pub http: SocketAddr,
     /// The HTTPS listener, when started with one.
     pub https: Option<SocketAddr>,
@@ -117,14 +122,16 @@ impl Gateway {
             None => String::new(),
         };
         let listen = listen.replace("{http}", &http.to_string());
-        let text = format!(
-            "[listen]\nhttp = [\"{http}\"]\n{https_keys}admin = \"{admin}\"\n{listen}\n\n{pools}"
-        );
+        let listen_text =
+            format!("[listen]\nhttp = [\"{http}\"]\n{https_keys}admin = \"{admin}\"\n{listen}\n");
+        let text = format!("{listen_text}\n{pools}");
         let config = scratch.write("holdfast.toml", &text);
         let log = std::fs::File::create(scratch.path().join("holdfast.log")).unwrap();
         let child = spawn(scratch.path(), &config, log, false);
         let mut gateway = Gateway {
             child,
+            adopted: None,
+            listen_text,
             http,
             https,
             admin,
@@ -176,7 +183,75 @@ impl Gateway {
 
     /// The process serving now.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.adopted.unwrap_or_else(|| self.child.id())
+    }
+
+    /// The config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.scratch.path().join("holdfast.toml")
+    }
+
+    /// Writes a new config in place of the running one's file (same `[listen]` table unless
+    /// `listen` is given), as an operator's editor would: a new file renamed over the old.
+    pub fn rewrite(&self, listen: Option<&str>, pools: &str) {
+        let listen = listen.unwrap_or(&self.listen_text);
+        let tmp = self.scratch.path().join("holdfast.toml.new");
+        std::fs::write(&tmp, format!("{listen}\n{pools}")).unwrap();
+        std::fs::rename(&tmp, self.config_path()).unwrap();
+    }
+
+    /// Runs `holdfast <command> --config <its config>` (`reload`, `upgrade`).
+    pub fn command(&self, command: &str) -> Output {
+        Command::new(binary())
+            .arg(command)
+            .arg("--config")
+            .arg(self.config_path())
+            .output()
+            .expect("run holdfast")
+    }
+
+    /// Sends `signal` (`HUP`, `TERM`...) to the process serving now.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// `holdfast upgrade`, as an operator runs it: the serving process starts the new one
+    /// and hands over. Returns once the new process serves and the old one has exited.
+    pub async fn upgrade_command(&mut self) -> Output {
+        let old = self.pid();
+        let output = self.command("upgrade");
+        assert!(
+            output.status.success(),
+            "holdfast upgrade failed: {}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            self.log()
+        );
+        let status: serde_json::Value = serde_json::from_str(&self.status().await).unwrap();
+        let new = status["pid"].as_u64().unwrap() as u32;
+        assert_ne!(new, old);
+        // The old process: this test's child, or one adopted earlier.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let gone = match self.adopted {
+                None => self.child.try_wait().unwrap().is_some(),
+                Some(pid) => !Path::new(&format!("/proc/{pid}")).exists() || zombie(pid),
+            };
+            if gone {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the old process did not exit:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.adopted = Some(new);
+        output
     }
 
     /// Waits up to `limit` for the process to exit; whether it did.
@@ -266,7 +341,9 @@ fn spawn(scratch: &Path, config: &Path, log: std::fs::File, upgrade: bool) -> Ch
         .args(["run", "--threads", "2", "--config"])
         .arg(config)
         .arg("--upgrade-sock")
-        .arg(scratch.join("upgrade.sock"));
+        .arg(scratch.join("upgrade.sock"))
+        .arg("--state-file")
+        .arg(scratch.join("state.json"));
     if upgrade {
         command.arg("--upgrade");
     }
@@ -315,8 +392,22 @@ pub fn sample_value(text: &str, sample: &str) -> f64 {
     0.0
 }
 
+/// Whether process `pid` has exited and waits to be reaped.
+fn zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+    })
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
+        if let Some(pid) = self.adopted {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {

@@ -123,6 +123,17 @@ impl Load {
         self.last_all(n, |s| s.outcome.as_deref() == Ok(backend))
     }
 
+    /// The share of the last `n` answers that came from `backend`.
+    pub fn last_share(&self, n: usize, backend: &str) -> f64 {
+        let seen = self.seen.lock().unwrap();
+        let last: Vec<_> = seen.iter().rev().take(n).collect();
+        let from = last
+            .iter()
+            .filter(|s| s.outcome.as_deref() == Ok(backend))
+            .count();
+        from as f64 / last.len().max(1) as f64
+    }
+
     /// Whether there are `n` answers and the last `n` all match `what`.
     pub fn last_all(&self, n: usize, what: impl Fn(&Seen) -> bool) -> bool {
         let seen = self.seen.lock().unwrap();

@@ -16,6 +16,8 @@ mod framing;
 mod hedge;
 #[path = "e2e/overload.rs"]
 mod overload;
+#[path = "e2e/reload.rs"]
+mod reload;
 #[path = "e2e/rescue.rs"]
 mod rescue;
 #[path = "e2e/retry.rs"]

@@ -67,7 +67,10 @@ pub fn run(listen: SocketAddr, admin: SocketAddr, cycle: Duration) -> Result<(),
     let primary = backends.block_on(DemoBackend::start("primary", loopback))?;
     let backup = backends.block_on(DemoBackend::start("backup", loopback))?;
     let text = config_text(listen, admin, primary.addr(), backup.addr());
-    let config = holdfast_config::from_toml_str(&text, Path::new("<demo>"))?;
+    holdfast_config::from_toml_str(&text, Path::new("<demo>"))?;
+    // A real file, so that the demo reloads as a real config does (edit it, or SIGHUP).
+    let path = std::env::temp_dir().join(format!("holdfast-demo-{}.toml", std::process::id()));
+    std::fs::write(&path, &text)?;
 
     println!(
         "\nholdfast demo\n\
@@ -75,8 +78,10 @@ pub fn run(listen: SocketAddr, admin: SocketAddr, cycle: Duration) -> Result<(),
          \n  status    http://{admin}/status\
          \n  metrics   http://{admin}/metrics\
          \n  health    http://{admin}/healthz\
+         \n  config    {}   (edit it: holdfast reloads it)\
          \n\n  backends  primary on {} (tier 1), backup on {} (tier 2)\
          \n\n  Try:  while sleep 0.5; do curl -s http://{listen}/; done\n",
+        path.display(),
         primary.addr(),
         backup.addr()
     );
@@ -103,7 +108,7 @@ pub fn run(listen: SocketAddr, admin: SocketAddr, cycle: Duration) -> Result<(),
     // The backends' runtime must outlive the server, which never returns.
     let _keep = (backends, backup);
     server::run(
-        config,
+        path,
         ProcessOptions {
             threads: 2,
             ..ProcessOptions::default()

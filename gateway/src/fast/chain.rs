@@ -15,7 +15,6 @@ use crate::h1::request::Head;
 use crate::h1::response::ResponseHead;
 use crate::metrics::{HedgeKind, HedgeResult};
 use crate::runtime::{BackendRuntime, PoolRuntime, Runtime};
-use crate::select::Slot;
 use bytes::{Bytes, BytesMut};
 use holdfast_health::{HealthTable, TrafficFailure};
 use std::future::Future;
@@ -26,14 +25,12 @@ use std::time::Duration;
 /// What one request's chain works with.
 struct Chain<'r> {
     runtime: &'r Runtime,
-    pool_index: usize,
     pool: &'r PoolRuntime,
     failover: Failover<'r>,
 }
 
 /// A backend being tried, counted against its `max_in_flight` until the answer is through.
 struct Tried<'r> {
-    slot: Slot,
     backend: &'r Arc<BackendRuntime>,
     limits: AttemptLimits,
     _ticket: Option<Ticket>,
@@ -92,7 +89,6 @@ impl<'r> Chain<'r> {
         let (slot, limits) = self.pool.next_attempt(attempts, now())?;
         let backend = self.pool.backend(slot).ok_or(GiveUp::NoBackend)?;
         Ok(backend.enter().map(|ticket| Tried {
-            slot,
             backend,
             limits,
             _ticket: ticket,
@@ -122,13 +118,7 @@ fn ended(forwarded: &Forwarded, reused: bool) -> Ended {
 
 /// Opens a connection to backend `slot`, noting how long it took. Generic over how the connector
 /// and the backend are held, so that a connect may own them and outlive its request.
-async fn open<C, B>(
-    connector: C,
-    backend: B,
-    pool_index: usize,
-    slot: Slot,
-    timeout: Duration,
-) -> Result<Pinned, TrafficFailure>
+async fn open<C, B>(connector: C, backend: B, timeout: Duration) -> Result<Pinned, TrafficFailure>
 where
     C: Deref<Target = Connector>,
     B: Deref<Target = BackendRuntime>,
@@ -139,8 +129,7 @@ where
         .connect_latency
         .observe(now().saturating_duration_since(started));
     Ok(Pinned {
-        pool: pool_index,
-        slot,
+        backend: backend.health.clone(),
         io,
         buf: BytesMut::new(),
     })
@@ -174,7 +163,6 @@ impl<S: VisitorIo> Visitor<'_, S> {
     pub(super) async fn attempt_chain(
         &mut self,
         runtime: &Runtime,
-        pool_index: usize,
         pool: &PoolRuntime,
         head: &Head,
         request_body: Body,
@@ -199,7 +187,6 @@ impl<S: VisitorIo> Visitor<'_, S> {
         };
         let chain = Chain {
             runtime,
-            pool_index,
             pool,
             failover: Failover::new(may_repeat, body_kind, &pool.retry_on_status),
         };
@@ -248,7 +235,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
             let kept = self
                 .pinned
                 .take()
-                .filter(|p| p.pool == pool_index && p.slot == tried.slot)
+                .filter(|p| Arc::ptr_eq(&p.backend, &tried.backend.health))
                 .and_then(|mut p| still_open(&mut p.io).then_some(p));
             let (tried, up, reused) = match kept {
                 Some(up) => (tried, up, true),
@@ -323,8 +310,6 @@ impl<S: VisitorIo> Visitor<'_, S> {
         let mut first = Box::pin(open(
             app.connector.clone(),
             tried.backend.clone(),
-            chain.pool_index,
-            tried.slot,
             tried.limits.connect,
         ));
         let Some(min) = chain.pool.hedge.connect else {
@@ -353,8 +338,6 @@ impl<S: VisitorIo> Visitor<'_, S> {
         let mut hedge = std::pin::pin!(open(
             &*app.connector,
             &**second.backend,
-            chain.pool_index,
-            second.slot,
             second.limits.connect,
         ));
         let (mut first_done, mut hedge_done) = (false, false);
@@ -432,15 +415,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
             // The kept connection was closed meanwhile: nothing lost, a fresh one.
             let timeout = tried.limits.connect;
             let connector = &*self.app.connector;
-            up = match open(
-                connector,
-                &**tried.backend,
-                chain.pool_index,
-                tried.slot,
-                timeout,
-            )
-            .await
-            {
+            up = match open(connector, &**tried.backend, timeout).await {
                 Ok(up) => up,
                 Err(kind) => {
                     let decision = chain.judge(tried.backend, Ended::ConnectFailed(kind));
@@ -514,17 +489,10 @@ impl<S: VisitorIo> Visitor<'_, S> {
                 break 'race Race::Alone(waiting.await);
             };
             // The copy: its own connection, the same request from memory, its own deadlines.
-            let (slot, backend, copy_limits) = (second.slot, second.backend, second.limits);
+            let (backend, copy_limits) = (second.backend, second.limits);
             let mut copy = std::pin::pin!(async move {
                 let connector = &*app.connector;
-                let mut up = open(
-                    connector,
-                    &**backend,
-                    chain.pool_index,
-                    slot,
-                    copy_limits.connect,
-                )
-                .await?;
+                let mut up = open(connector, &**backend, copy_limits.connect).await?;
                 let waited = match exchange::send_whole(&mut up, outgoing, copy_limits).await {
                     Ok(sent) => {
                         let leave = chain.leave(backend);

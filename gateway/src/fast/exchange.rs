@@ -514,11 +514,17 @@ mod tests {
             .unwrap();
         let metrics = Metrics::new().unwrap();
         let health = Arc::new(HealthTable::new(&config, Arc::new(metrics.clone())));
-        let runtime = Runtime::new(config, health, metrics);
+        let version = crate::runtime::Version {
+            generation: 1,
+            hash: String::new(),
+        };
+        let pools = health.pools();
+        let runtime = Runtime::new(config, version, health, pools, metrics, None);
         let connector = Connector::new(TlsClient::new().unwrap());
         FastPath::new(
             Arc::new(ArcSwap::from_pointee(runtime)),
             Arc::new(connector),
+            Arc::default(),
         )
     }
 
@@ -538,9 +544,11 @@ mod tests {
     }
 
     fn pinned(io: DuplexStream) -> Pinned {
+        let text = "[[pools.app.tiers]]\nbackends = [{ address = \"127.0.0.1:9\" }]\n";
+        let config = holdfast_config::from_toml_str(text, std::path::Path::new("t.toml")).unwrap();
+        let health = HealthTable::new(&config, Arc::new(holdfast_health::table::NoObserver));
         Pinned {
-            pool: 0,
-            slot: (0, 0),
+            backend: health.pools()[0].tiers[0][0].clone(),
             io: Box::new(io),
             buf: BytesMut::new(),
         }

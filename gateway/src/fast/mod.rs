@@ -32,11 +32,12 @@ use crate::cap::Cap;
 use crate::h1;
 use crate::h1::request::{self, Framing, Head, Refusal};
 use crate::h1::rewrite::{self, Forwarding};
+use crate::lifecycle::Lifecycle;
 use crate::runtime::Runtime;
-use crate::select::Slot;
 use arc_swap::ArcSwap;
 use body::{Body, BodyError};
 use bytes::{Buf, BytesMut};
+use holdfast_health::BackendHealth;
 use pingora::server::ShutdownWatch;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -74,11 +75,21 @@ const LINGER: Duration = Duration::from_secs(10);
 pub struct FastPath {
     runtime: Arc<ArcSwap<Runtime>>,
     connector: Arc<Connector>,
+    /// Requests in flight, for a graceful stop.
+    lifecycle: Arc<Lifecycle>,
 }
 
 impl FastPath {
-    pub fn new(runtime: Arc<ArcSwap<Runtime>>, connector: Arc<Connector>) -> Self {
-        FastPath { runtime, connector }
+    pub fn new(
+        runtime: Arc<ArcSwap<Runtime>>,
+        connector: Arc<Connector>,
+        lifecycle: Arc<Lifecycle>,
+    ) -> Self {
+        FastPath {
+            runtime,
+            connector,
+            lifecycle,
+        }
     }
 
     /// Serves one visitor connection until it closes, idles out or the process shuts down.
@@ -144,8 +155,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> VisitorIo for T {}
 
 /// A backend connection kept for the visitor's next request.
 struct Pinned {
-    pool: usize,
-    slot: Slot,
+    /// The backend it goes to (the same object across reloads while the backend stays).
+    backend: Arc<BackendHealth>,
     io: Box<dyn Io>,
     buf: BytesMut,
 }
@@ -195,7 +206,10 @@ impl<S: VisitorIo> Visitor<'_, S> {
             };
             // The exchange's state lives on the heap only while a request is in flight: an
             // idle connection's task stays small.
-            match Box::pin(self.exchange(head)).await {
+            let busy = self.app.lifecycle.busy();
+            let exchanged = Box::pin(self.exchange(head)).await;
+            drop(busy);
+            match exchanged {
                 Exchange::KeepOpen if !*self.shutdown.borrow() => {}
                 Exchange::Linger => return linger(&mut self.stream).await,
                 _ => return,
@@ -243,13 +257,11 @@ impl<S: VisitorIo> Visitor<'_, S> {
             if lingering {
                 wait = wait.min(IDLE_LINGER);
             }
+            // An idle connection is not closed when the process stops: a request may already
+            // be on its way. Its next answer closes it (or the process's exit, once nothing
+            // has been in flight for a while).
             let read = if released && self.buf.is_empty() {
-                // Idle: when the process stops (or hands over to a new one), the connection
-                // closes now instead of when the process exits.
-                tokio::select! {
-                    read = body::fill_unbuffered(&mut self.stream, &mut self.buf, wait) => read,
-                    () = stopping(&mut self.shutdown) => return Ok(None),
-                }
+                body::fill_unbuffered(&mut self.stream, &mut self.buf, wait).await
             } else {
                 body::fill(&mut self.stream, &mut self.buf, body::HEAD_CHUNK, wait).await
             };
@@ -321,14 +333,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
         };
         let upstream_head = std::mem::take(&mut self.upstream_head);
         let result = self
-            .attempt_chain(
-                &runtime,
-                pool_index,
-                pool,
-                &head,
-                request_body,
-                &upstream_head,
-            )
+            .attempt_chain(&runtime, pool, &head, request_body, &upstream_head)
             .await;
         self.upstream_head = upstream_head;
         match result {
@@ -398,15 +403,6 @@ fn still_open(io: &mut Box<dyn Io>) -> bool {
     let mut byte = [0u8; 1];
     let mut buf = ReadBuf::new(&mut byte);
     Pin::new(io).poll_read(&mut cx, &mut buf).is_pending()
-}
-
-/// Resolves once the process is shutting down (never, if nothing can tell it so any more).
-async fn stopping(shutdown: &mut ShutdownWatch) {
-    while !*shutdown.borrow_and_update() {
-        if shutdown.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
 }
 
 /// The time now, on tokio's clock (so that tests on paused time move it).

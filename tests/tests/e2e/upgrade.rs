@@ -2,7 +2,7 @@
 //! over from the old one (Pingora's hand-over), both accept during the overlap, and the old one
 //! exits once its requests are done.
 
-use holdfast_tests::{backend, Gateway};
+use holdfast_tests::{backend, wait_until, Gateway, Load};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,11 +81,12 @@ async fn binary_upgrade_refuses_no_connection() {
     );
 }
 
-/// SIGTERM: a request in flight is answered in full, an idle keep-alive connection is closed at
-/// once rather than when the process exits, and the process exits within the grace period.
+/// Test 6, SIGTERM under load: `/healthz` turns 503 at once while traffic is still served for
+/// the shutdown delay; then the listeners close, the request in flight is answered in full
+/// (with `Connection: close`), and the process exits once nothing is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_finishes_requests_in_flight_and_closes_idle_connections() {
-    // A backend that takes a second to answer.
+async fn sigterm_turns_healthz_first_then_finishes_requests_in_flight() {
+    // A backend that takes two seconds to answer /slow.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let backend = tokio::spawn(async move {
@@ -93,11 +94,13 @@ async fn sigterm_finishes_requests_in_flight_and_closes_idle_connections() {
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 loop {
-                    match b.read(&mut buf).await {
-                        Ok(n) if n > 0 => {}
+                    let n = match b.read(&mut buf).await {
+                        Ok(n) if n > 0 => n,
                         _ => return,
+                    };
+                    if buf[..n].starts_with(b"GET /slow") {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
                     }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
                     let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow";
                     if b.write_all(answer).await.is_err() {
                         return;
@@ -106,10 +109,23 @@ async fn sigterm_finishes_requests_in_flight_and_closes_idle_connections() {
             });
         }
     });
-    let mut gw = Gateway::start(&format!(
-        "[pools.app.health.tcp]\ninterval = \"60s\"\n[[pools.app.tiers]]\nbackends = [{{ address = \"{addr}\" }}]\n"
-    ))
+    let mut gw = Gateway::start_with_listen(
+        "shutdown_delay = \"1s\"\ngrace_period = \"10s\"",
+        &format!(
+            "[pools.app.health.tcp]\ninterval = \"60s\"\n[[pools.app.tiers]]\nbackends = [{{ address = \"{addr}\" }}]\n"
+        ),
+    )
     .await;
+    let client = holdfast_tests::client();
+    assert_eq!(
+        client
+            .get(gw.admin_url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     // An idle keep-alive connection, after one request.
     let mut idle = tokio::net::TcpStream::connect(gw.http).await.unwrap();
@@ -119,7 +135,6 @@ async fn sigterm_finishes_requests_in_flight_and_closes_idle_connections() {
     let mut got = vec![0u8; 4096];
     let n = idle.read(&mut got).await.unwrap();
     assert!(got[..n].starts_with(b"HTTP/1.1 200"));
-    tokio::time::sleep(Duration::from_millis(500)).await;
 
     // A request in flight when the signal comes.
     let mut busy = tokio::net::TcpStream::connect(gw.http).await.unwrap();
@@ -128,20 +143,32 @@ async fn sigterm_finishes_requests_in_flight_and_closes_idle_connections() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let sent = std::time::Instant::now();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &gw.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    gw.signal("TERM");
 
-    let closed = tokio::time::timeout(Duration::from_secs(3), idle.read(&mut got)).await;
-    assert!(
-        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
-        "the idle connection stayed open after SIGTERM: {closed:?}"
+    // At once: /healthz says 503, and visitors are still served, on new connections too.
+    let health = client.get(gw.admin_url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 503, "/healthz turns 503 first");
+    let r = client.get(gw.url("/during-delay")).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "traffic is served during the shutdown delay"
     );
-    let closed_after = sent.elapsed();
+    // After the delay the listeners close.
+    wait_until(
+        Duration::from_secs(3),
+        "the listener closes after the delay",
+        || async { tokio::net::TcpStream::connect(gw.http).await.is_err() },
+    )
+    .await;
+    assert!(
+        sent.elapsed() >= Duration::from_millis(900),
+        "closed before the delay: {:?}",
+        sent.elapsed()
+    );
+
     let mut answer = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(4), busy.read_to_end(&mut answer)).await;
+    let read = tokio::time::timeout(Duration::from_secs(5), busy.read_to_end(&mut answer)).await;
     assert!(read.is_ok(), "the request in flight was not finished");
     let answer = String::from_utf8_lossy(&answer);
     assert!(
@@ -152,10 +179,78 @@ async fn sigterm_finishes_requests_in_flight_and_closes_idle_connections() {
         answer.to_ascii_lowercase().contains("connection: close"),
         "a connection answered during shutdown is not kept: {answer:?}"
     );
+    // The idle connection is closed once nothing is in flight, and the process exits.
+    let closed = tokio::time::timeout(Duration::from_secs(3), idle.read(&mut got)).await;
     assert!(
-        gw.wait_exit(Duration::from_secs(10)).await,
-        "the process did not exit after the grace period"
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the idle connection stayed open: {closed:?}"
     );
-    println!("sigterm: idle connection closed {closed_after:?} after the signal");
+    assert!(
+        gw.wait_exit(Duration::from_secs(5)).await,
+        "the process did not exit"
+    );
+    println!("sigterm: exited {:?} after the signal", sent.elapsed());
     backend.abort();
+}
+
+/// Test 5: three upgrades by `holdfast upgrade` under load from 32 keep-alive clients and
+/// visitors on fresh connections: no request fails, no connection is refused, and a backend
+/// the old process knew was down gets no visitor request from the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_under_keepalive_load_fail_nothing_and_keep_health() {
+    let (a, down) = (backend("a").await, backend("down").await);
+    let pools = format!(
+        "[pools.app.health.tcp]\ninterval = \"300ms\"\ntimeout = \"200ms\"\nrise = 100\nfall = 1\n\
+         [[pools.app.tiers]]\nbackends = [{{ name = \"a\", address = \"{}\" }}, {{ name = \"down\", address = \"{}\" }}]\n",
+        a.addr(),
+        down.addr()
+    );
+    let mut gw = Gateway::start(&pools).await;
+    // `down` goes away and comes back: it passes checks again but needs 100 of them (30 s)
+    // to serve; a new process that forgot would probe it up at once.
+    down.stop();
+    wait_until(Duration::from_secs(5), "down is down", || async {
+        gw.metric("holdfast_backend_up{backend=\"down\",pool=\"app\",tier=\"primary\"}")
+            .await
+            == 0.0
+    })
+    .await;
+    down.restart().await.unwrap();
+    let served_down = down.served();
+
+    let load = Load::start(gw.url("/"), 32, Duration::from_secs(60)).with_arrivals(
+        gw.url("/"),
+        Duration::from_millis(5),
+        Duration::from_secs(60),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut pids = vec![gw.pid()];
+    for _ in 0..3 {
+        let out = gw.upgrade_command().await;
+        assert!(String::from_utf8_lossy(&out.stdout).contains("upgraded"));
+        pids.push(gw.pid());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let report = load.finish().await;
+    println!(
+        "three upgrades under load (32 keep-alive clients + fresh connections): {} requests, {} failed, longest {:?}, pids {pids:?}",
+        report.sent(),
+        report.failures().len(),
+        report.longest()
+    );
+    assert!(
+        report.failures().is_empty(),
+        "failed: {:?}",
+        &report.failures()[..report.failures().len().min(5)]
+    );
+    assert_eq!(
+        down.served(),
+        served_down,
+        "the backend known down got no visitor request"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&gw.status().await).unwrap();
+    assert_eq!(
+        doc["pools"][0]["tiers"][0]["backends"][1]["status"], "down",
+        "{doc}"
+    );
 }

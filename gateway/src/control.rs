@@ -1,0 +1,149 @@
+//! The commands that act on a running holdfast through its admin listener: `holdfast reload`
+//! and `holdfast upgrade`. A minimal HTTP/1.1 client over one connection: the admin listener is
+//! local and speaks plain HTTP.
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How long one admin request may take (a reload probes new backends first).
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the running process's admin listener is: `given`, else the config file's
+/// `listen.admin` (read leniently: the file may be the broken one being reloaded), else the
+/// default.
+pub fn admin_address(config: &Path, given: Option<SocketAddr>) -> SocketAddr {
+    if let Some(addr) = given {
+        return addr;
+    }
+    std::fs::read_to_string(config)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("listen")?.get("admin")?.as_str()?.parse().ok())
+        .unwrap_or_else(|| {
+            holdfast_config::defaults::ADMIN_ADDR
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9180)))
+        })
+}
+
+/// One request to the admin listener: the status code and the body as JSON (`Null` if it is
+/// not JSON).
+pub fn request(admin: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, Value)> {
+    let mut stream = TcpStream::connect_timeout(&admin, Duration::from_secs(3))?;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    stream.set_write_timeout(Some(TIMEOUT))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP answer");
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(bad)?;
+    let head = std::str::from_utf8(&answer[..split]).map_err(|_| bad())?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(bad)?;
+    let body = serde_json::from_slice(&answer[split + 4..]).unwrap_or(Value::Null);
+    Ok((status, body))
+}
+
+/// `holdfast reload`: the exit code (0: reloaded; 1: the file has problems, nothing changed;
+/// 2: the running process could not be asked).
+pub fn reload(config: &Path, admin: Option<SocketAddr>) -> u8 {
+    let admin = admin_address(config, admin);
+    match request(admin, "POST", "/reload") {
+        Ok((200, doc)) => {
+            println!(
+                "{}: reloaded: generation {}, sha256 {}",
+                config.display(),
+                doc["generation"],
+                doc["hash"].as_str().unwrap_or("?")
+            );
+            println!("  {}", doc["summary"].as_str().unwrap_or(""));
+            let b = &doc["backends"];
+            println!(
+                "  backends: {} added, {} removed, {} kept",
+                b["added"], b["removed"], b["kept"]
+            );
+            for (what, key) in [
+                ("listening on", "added"),
+                ("no longer listening on", "removed"),
+            ] {
+                for addr in doc["listeners"][key].as_array().into_iter().flatten() {
+                    println!("  {what} {}", addr.as_str().unwrap_or("?"));
+                }
+            }
+            for need in doc["needs_restart"].as_array().into_iter().flatten() {
+                println!("  needs a restart: {}", need.as_str().unwrap_or("?"));
+            }
+            0
+        }
+        Ok((_, doc)) if doc["result"] == "failure" => {
+            let problems = doc["problems"].as_array().cloned().unwrap_or_default();
+            for p in &problems {
+                eprintln!("{}", p.as_str().unwrap_or("?"));
+            }
+            eprintln!(
+                "{}: not reloaded: the running config keeps serving",
+                config.display()
+            );
+            1
+        }
+        Ok((status, _)) => {
+            eprintln!("holdfast reload: the admin listener at {admin} answered {status}");
+            2
+        }
+        Err(e) => {
+            eprintln!("holdfast reload: cannot reach the running holdfast at {admin}: {e}");
+            2
+        }
+    }
+}
+
+/// `holdfast upgrade`: the exit code (0: the new process serves; 1 otherwise).
+pub fn upgrade(config: &Path, admin: Option<SocketAddr>) -> u8 {
+    let admin = admin_address(config, admin);
+    let (old, new) = match request(admin, "POST", "/upgrade") {
+        Ok((200, doc)) => (doc["old_pid"].as_u64(), doc["new_pid"].as_u64()),
+        Ok((status, doc)) => {
+            eprintln!(
+                "holdfast upgrade: not started ({status}): {}",
+                doc["error"].as_str().unwrap_or("?")
+            );
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("holdfast upgrade: cannot reach the running holdfast at {admin}: {e}");
+            return 1;
+        }
+    };
+    let (Some(old), Some(new)) = (old, new) else {
+        eprintln!("holdfast upgrade: the running process did not say which process took over");
+        return 1;
+    };
+    // The new process answers on the same admin listener once it has the sockets.
+    let deadline = Instant::now() + TIMEOUT;
+    while Instant::now() < deadline {
+        if let Ok((200, doc)) = request(admin, "GET", "/status") {
+            if doc["pid"].as_u64() == Some(new) {
+                println!("upgraded: process {old} handed over to {new}, which serves now");
+                return 0;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "holdfast upgrade: process {new} did not take over within {}s; process {old} goes on serving if it could not hand over",
+        TIMEOUT.as_secs()
+    );
+    1
+}

@@ -1,0 +1,294 @@
+//! The process's life after start: signals, the graceful stop and the hand-over to a new
+//! binary. Pingora runs the services and calls [`Signals::recv`]; everything graceful is done
+//! here, so that Pingora only has to exit once it returns.
+//!
+//! - SIGHUP reloads the config (never stops the process);
+//! - SIGTERM: `/healthz` answers 503 for `listen.shutdown_delay` while traffic is still served,
+//!   then the listeners stop accepting, requests in flight finish within `listen.grace_period`,
+//!   and the process exits once no connection is left or none has been busy for a moment;
+//! - SIGQUIT (an upgrade; `holdfast upgrade` sends it): the health state is written for the new
+//!   process, the listening sockets are handed to it, and this one drains as on SIGTERM but
+//!   without the delay: the new process is accepting on the very same sockets;
+//! - SIGINT stops at once.
+//!
+//! A connection stays open until its next request, which is answered with `Connection: close`,
+//! so that a request already on its way never meets a closing connection.
+
+use crate::listen::Listeners;
+use crate::reload::Reloader;
+use crate::runtime::Runtime;
+use crate::systemd;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// While draining, the process exits once no request has been in flight for this long: the
+/// connections left are idle keep-alive ones.
+const QUIET: Duration = Duration::from_secs(1);
+
+/// How often draining looks at what is left.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// Whether the process is stopping, and requests in flight.
+#[derive(Debug)]
+pub struct Lifecycle {
+    /// Set on SIGTERM: `/healthz` answers 503.
+    draining: AtomicBool,
+    /// Turns true when the listeners stop accepting.
+    stop: watch::Sender<bool>,
+    /// Requests being answered now, all connections together.
+    busy: AtomicUsize,
+}
+
+/// One request in flight, for as long as it lives.
+#[derive(Debug)]
+pub struct Busy<'a>(&'a AtomicUsize);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Lifecycle {
+            draining: AtomicBool::new(false),
+            stop: watch::Sender::new(false),
+            busy: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Lifecycle {
+    /// Turns true when the listeners stop accepting; a response then closes its connection.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// Whether SIGTERM was received (`/healthz` says 503).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request in flight until the guard is dropped.
+    #[inline]
+    pub fn busy(&self) -> Busy<'_> {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        Busy(&self.busy)
+    }
+
+    fn in_flight(&self) -> usize {
+        self.busy.load(Ordering::Relaxed)
+    }
+}
+
+/// Stops accepting, then waits for what is in flight: until no connection is left, or none
+/// has been busy for [`QUIET`], or `grace` is over.
+pub async fn drain(lifecycle: &Lifecycle, listeners: &Listeners, grace: Duration) {
+    lifecycle.stop.send_replace(true);
+    tracing::info!(
+        grace = %humantime::format_duration(grace),
+        "listeners closed; finishing the requests in flight"
+    );
+    let deadline = Instant::now() + grace;
+    let mut quiet_since: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        let (connections, busy) = (listeners.connections(), lifecycle.in_flight());
+        if connections == 0 {
+            tracing::info!("no connection left");
+            return;
+        }
+        match busy {
+            0 => {
+                let since = *quiet_since.get_or_insert(now);
+                if now.duration_since(since) >= QUIET {
+                    tracing::info!(connections, "nothing in flight; closing idle connections");
+                    return;
+                }
+            }
+            _ => quiet_since = None,
+        }
+        if now >= deadline {
+            tracing::warn!(
+                busy,
+                connections,
+                "grace period over: requests still in flight are cut"
+            );
+            return;
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+}
+
+/// The signals of a running process (see the module's documentation).
+pub struct Signals {
+    pub lifecycle: Arc<Lifecycle>,
+    pub listeners: Arc<Listeners>,
+    pub reloader: Arc<Reloader>,
+    pub runtime: Arc<ArcSwap<Runtime>>,
+    /// Where the listening sockets go at an upgrade.
+    pub upgrade_sock: PathBuf,
+    /// Where the health state goes at an upgrade, for the new process.
+    pub state_file: PathBuf,
+}
+
+impl Signals {
+    async fn graceful_stop(&self) {
+        let listen = &self.runtime.load().config.listen;
+        let (delay, grace) = (listen.shutdown_delay, listen.grace_period);
+        self.lifecycle.draining.store(true, Ordering::Relaxed);
+        systemd::stopping();
+        tracing::info!(
+            delay = %humantime::format_duration(delay),
+            "SIGTERM: /healthz answers 503 while traffic is still served; then the listeners close"
+        );
+        tokio::time::sleep(delay).await;
+        drain(&self.lifecycle, &self.listeners, grace).await;
+    }
+
+    /// Hands the listening sockets (and the health state) to the new process; `false` when
+    /// they could not be handed over, and this process goes on serving.
+    async fn hand_over(&self) -> bool {
+        let runtime = self.runtime.load_full();
+        match crate::state::write(&self.state_file, &runtime.health) {
+            Ok(n) => {
+                tracing::info!(file = %self.state_file.display(), backends = n, "health state written for the new process")
+            }
+            Err(e) => {
+                tracing::warn!(file = %self.state_file.display(), error = %e, "cannot write the health state; the new process starts from its own probe")
+            }
+        }
+        let Some(fds) = self.listeners.fds() else {
+            tracing::error!("SIGQUIT before the listeners started: nothing to hand over");
+            return false;
+        };
+        let sock = self.upgrade_sock.to_string_lossy().into_owned();
+        let sent =
+            tokio::task::spawn_blocking(move || fds.lock().send_to_sock(sock.as_str())).await;
+        match sent {
+            Ok(Ok(_)) => {
+                tracing::info!("listening sockets handed to the new process");
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::error!(socket = %self.upgrade_sock.display(), error = %e, "SIGQUIT: cannot hand the listening sockets over (is the new process waiting with --upgrade?); this process goes on serving");
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "SIGQUIT: the hand-over failed; this process goes on serving");
+                false
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        let kinds = [
+            SignalKind::hangup(),
+            SignalKind::terminate(),
+            SignalKind::quit(),
+            SignalKind::interrupt(),
+        ];
+        let mut streams = Vec::new();
+        for kind in kinds {
+            match signal(kind) {
+                Ok(s) => streams.push(s),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot handle signals; SIGTERM stops at once");
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+        let [hup, term, quit, int] = &mut streams[..] else {
+            return ShutdownSignal::FastShutdown;
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    let reloader = self.reloader.clone();
+                    tokio::spawn(async move {
+                        systemd::reloading();
+                        let _ = reloader.reload("SIGHUP").await;
+                        systemd::ready();
+                    });
+                }
+                _ = term.recv() => {
+                    self.graceful_stop().await;
+                    return ShutdownSignal::FastShutdown;
+                }
+                _ = quit.recv() => {
+                    tracing::info!("SIGQUIT: handing over to the new process");
+                    if self.hand_over().await {
+                        let grace = self.runtime.load().config.listen.grace_period;
+                        drain(&self.lifecycle, &self.listeners, grace).await;
+                        return ShutdownSignal::FastShutdown;
+                    }
+                }
+                _ = int.recv() => {
+                    tracing::info!("SIGINT: stopping at once");
+                    return ShutdownSignal::FastShutdown;
+                }
+            }
+        }
+    }
+}
+
+/// Starts the binary now installed as the next process of an upgrade (`holdfast upgrade`): the
+/// same command line with `--upgrade`, in this process's place (its cgroup under systemd, its
+/// standard output and error), then hands over to it as on SIGQUIT.
+#[derive(Debug, Clone)]
+pub struct Relaunch {
+    /// The binary's path as this process was started with it (a new binary installed there
+    /// since is what starts).
+    pub exe: PathBuf,
+    /// The arguments after the program name.
+    pub args: Vec<std::ffi::OsString>,
+    pub upgrade_sock: PathBuf,
+}
+
+impl Relaunch {
+    /// Starts the new process and, once it waits for the sockets, signals this one to hand
+    /// them over. Returns the new process's id.
+    pub fn start(&self) -> Result<u32, String> {
+        // The new process listens on the upgrade socket once it is ready to take the sockets:
+        // a file left from an earlier upgrade must not be mistaken for it.
+        let _ = std::fs::remove_file(&self.upgrade_sock);
+        let mut args = self.args.clone();
+        if !args.iter().any(|a| a == "--upgrade") {
+            args.push("--upgrade".into());
+        }
+        let mut child = std::process::Command::new(&self.exe)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.exe.display()))?;
+        let started = std::time::Instant::now();
+        while !self.upgrade_sock.exists() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "the new process exited at once ({status}); see its log"
+                ));
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("the new process did not get ready to take over within 30s".into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        nix::sys::signal::raise(nix::sys::signal::Signal::SIGQUIT)
+            .map_err(|e| format!("cannot signal the hand-over: {e}"))?;
+        Ok(child.id())
+    }
+}

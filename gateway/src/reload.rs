@@ -1,0 +1,287 @@
+//! Hot reload: the whole file is read and validated (as `holdfast check` does), the complete
+//! new runtime is built, and it is swapped in at once. A request sees the old runtime or the
+//! new one, never a mixture, and a request in flight finishes on the one it started with. An
+//! invalid file changes nothing.
+//!
+//! What a reload changes is decided by plain functions ([`restart_needed`]); [`Reloader`] does
+//! the reading, probing and swapping.
+
+use crate::listen::Listeners;
+use crate::metrics::Metrics;
+use crate::runtime::{Runtime, Version};
+use arc_swap::ArcSwap;
+use holdfast_config::{Config, ConfigError, Problem};
+use holdfast_health::checker::{CheckLoops, NetProber};
+use holdfast_health::HealthTable;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Reads and validates the config file at `path`; with it, the SHA-256 of its bytes in hex.
+pub fn read(path: &Path) -> Result<(Config, String), ConfigError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        ConfigError::new(
+            path,
+            vec![Problem::new("", format!("cannot read file: {e}"))],
+        )
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        ConfigError::new(path, vec![Problem::new("", format!("not UTF-8 text: {e}"))])
+    })?;
+    let config = holdfast_config::from_toml_str(&text, path)?;
+    Ok((config, hex(&openssl::sha::sha256(text.as_bytes()))))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What the running process cannot take from a new config without a restart, each with why.
+/// The rest of the reload applies.
+pub fn restart_needed(running: &Config, new: &Config) -> Vec<String> {
+    let mut needs = Vec::new();
+    if running.listen.admin != new.listen.admin {
+        needs.push(format!(
+            "listen.admin: the admin listener stays on {} until a restart (or an upgrade)",
+            running.listen.admin
+        ));
+    }
+    needs
+}
+
+/// What a reload did.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    pub generation: u64,
+    pub hash: String,
+    pub summary: String,
+    pub backends_added: usize,
+    pub backends_removed: usize,
+    pub backends_kept: usize,
+    pub listeners_added: Vec<String>,
+    pub listeners_removed: Vec<String>,
+    pub needs_restart: Vec<String>,
+}
+
+impl Reloaded {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "result": "success",
+            "generation": self.generation,
+            "hash": self.hash,
+            "summary": self.summary,
+            "backends": {
+                "added": self.backends_added,
+                "removed": self.backends_removed,
+                "kept": self.backends_kept,
+            },
+            "listeners": {
+                "added": self.listeners_added,
+                "removed": self.listeners_removed,
+            },
+            "needs_restart": self.needs_restart,
+        })
+    }
+}
+
+/// Why a reload did not take; the running config keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file is not a valid config: every problem, as `holdfast check` prints them.
+    #[error("{0}")]
+    Invalid(#[from] ConfigError),
+    /// Valid, but it could not be applied (a new listener address in use, a certificate that
+    /// does not load).
+    #[error("{0}")]
+    Apply(String),
+}
+
+impl ReloadError {
+    pub fn to_json(&self) -> Value {
+        let problems: Vec<String> = match self {
+            ReloadError::Invalid(e) => e.to_string().lines().map(str::to_string).collect(),
+            ReloadError::Apply(why) => vec![why.clone()],
+        };
+        json!({ "result": "failure", "problems": problems })
+    }
+}
+
+/// Reloads the config file into the running process; one reload at a time.
+pub struct Reloader {
+    path: PathBuf,
+    runtime: Arc<ArcSwap<Runtime>>,
+    health: Arc<HealthTable>,
+    prober: Arc<NetProber>,
+    checks: Arc<Mutex<CheckLoops<NetProber>>>,
+    listeners: Arc<Listeners>,
+    metrics: Metrics,
+    one_at_a_time: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl Reloader {
+    pub fn new(
+        path: PathBuf,
+        runtime: Arc<ArcSwap<Runtime>>,
+        health: Arc<HealthTable>,
+        prober: Arc<NetProber>,
+        checks: Arc<Mutex<CheckLoops<NetProber>>>,
+        listeners: Arc<Listeners>,
+        metrics: Metrics,
+    ) -> Self {
+        Reloader {
+            path,
+            runtime,
+            health,
+            prober,
+            checks,
+            listeners,
+            metrics,
+            one_at_a_time: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The config file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The files the running config names.
+    pub fn named_files(&self) -> Vec<PathBuf> {
+        self.runtime.load().config.files()
+    }
+
+    /// Reads the config file again and, if it is valid, makes it the running config; `why`
+    /// names the trigger in the log.
+    pub async fn reload(&self, why: &str) -> Result<Reloaded, ReloadError> {
+        let _one = self.one_at_a_time.lock().await;
+        let result = self.apply().await;
+        self.metrics.reloaded(result.is_ok());
+        match &result {
+            Ok(r) => {
+                tracing::info!(
+                    trigger = why,
+                    generation = r.generation,
+                    hash = %r.hash,
+                    backends_added = r.backends_added,
+                    backends_removed = r.backends_removed,
+                    listeners_added = ?r.listeners_added,
+                    listeners_removed = ?r.listeners_removed,
+                    "config reloaded: {}",
+                    r.summary
+                );
+                for what in &r.needs_restart {
+                    tracing::warn!("reload: needs a restart: {what}");
+                }
+            }
+            Err(e) => tracing::error!(
+                trigger = why,
+                "config reload failed; the running config keeps serving:\n{e}"
+            ),
+        }
+        result
+    }
+
+    async fn apply(&self) -> Result<Reloaded, ReloadError> {
+        let (config, hash) = read(&self.path)?;
+        let running = self.runtime.load_full();
+        let needs_restart = restart_needed(&running.config, &config);
+        // Everything that can fail comes first: nothing has changed if it does.
+        let listening = self
+            .listeners
+            .prepare(&config)
+            .map_err(ReloadError::Apply)?;
+        let plan = self.health.plan(&config);
+        // New backends are probed by every check before the config that has them serves.
+        self.health
+            .probe_once(&plan.pools, &plan.added, &self.prober)
+            .await;
+        self.health.commit(&plan);
+        let version = Version {
+            generation: running.generation + 1,
+            hash,
+        };
+        let runtime = Runtime::new(
+            Arc::new(config),
+            version,
+            self.health.clone(),
+            plan.pools.clone(),
+            self.metrics.clone(),
+            Some(&running),
+        );
+        let summary = runtime.config.summary();
+        self.metrics
+            .running(&runtime.hash, runtime.generation, runtime.loaded_at);
+        let (generation, hash) = (runtime.generation, runtime.hash.clone());
+        self.runtime.store(Arc::new(runtime));
+        let (listeners_added, listeners_removed) = self.listeners.commit(listening);
+        self.checks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .sync();
+        Ok(Reloaded {
+            generation,
+            hash,
+            summary,
+            backends_added: plan.added.len(),
+            backends_removed: plan.removed.len(),
+            backends_kept: plan.kept(),
+            listeners_added,
+            listeners_removed,
+            needs_restart,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(admin: &str) -> Config {
+        let text = format!(
+            "[listen]\nadmin = \"{admin}\"\n[[pools.app.tiers]]\nbackends = [{{ address = \"127.0.0.1:9\" }}]\n"
+        );
+        holdfast_config::from_toml_str(&text, Path::new("t.toml")).expect("config")
+    }
+
+    #[test]
+    fn only_the_admin_address_needs_a_restart() {
+        let a = config("127.0.0.1:9180");
+        assert!(restart_needed(&a, &a).is_empty());
+        let b = config("127.0.0.1:9181");
+        let needs = restart_needed(&a, &b);
+        assert_eq!(needs.len(), 1);
+        assert!(needs[0].starts_with("listen.admin"), "{needs:?}");
+    }
+
+    #[test]
+    fn the_hash_is_sha256_of_the_file() {
+        let dir = std::env::temp_dir().join(format!("holdfast-hash-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "[[pools.app.tiers]]\nbackends = [{ address = \"127.0.0.1:9\" }]\n",
+        )
+        .expect("write");
+        let (_, hash) = read(&path).expect("valid");
+        // sha256sum of the same bytes.
+        assert_eq!(
+            hash,
+            hex(&openssl::sha::sha256(
+                b"[[pools.app.tiers]]\nbackends = [{ address = \"127.0.0.1:9\" }]\n"
+            ))
+        );
+        assert_eq!(hash.len(), 64);
+        std::fs::write(&path, "[[pools.app.tiers]]\n").expect("write");
+        assert!(read(&path).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

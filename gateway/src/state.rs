@@ -1,0 +1,100 @@
+//! The health state handed from one process to the next at an upgrade (HAProxy's
+//! `server-state-file`): every backend's status, its ejections in the flap window and what is
+//! left of its hold-down, matched in the new process by pool, tier, name and address. So the new
+//! process sends no request to a backend the old one knew was down.
+
+use holdfast_health::table::PoolHealth;
+use holdfast_health::{HealthTable, Status};
+use serde_json::{json, Value};
+use std::io;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+/// A state file older than this is not used: what it says is no longer news.
+const STALE: Duration = Duration::from_secs(60);
+
+/// Writes the state of every backend to `path` (atomically: a new file renamed over the old).
+/// Returns how many backends it holds.
+pub fn write(path: &Path, health: &HealthTable) -> io::Result<usize> {
+    let pools = health.pools();
+    let backends: Vec<Value> = pools
+        .iter()
+        .flat_map(|p| p.backends())
+        .map(|b| {
+            let (status, ago, held) = b.handed_over();
+            json!({
+                "pool": &*b.pool,
+                "tier": &*b.tier,
+                "name": b.backend.name,
+                "address": b.backend.address,
+                "status": status.as_str(),
+                "ejections_ms_ago": ago.iter().map(|d| d.as_millis() as u64).collect::<Vec<_>>(),
+                "held_down_ms": held.map(|d| d.as_millis() as u64),
+            })
+        })
+        .collect();
+    let written = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let doc = json!({ "version": 1, "written_ms": written, "backends": backends });
+    let tmp = path.with_extension("tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(&doc).map_err(io::Error::other)?,
+    )?;
+    std::fs::rename(&tmp, path)?;
+    Ok(backends.len())
+}
+
+/// Gives every backend of `pools` the state `path` has for it. Returns how many it matched;
+/// a missing, unreadable or stale file matches none (the start-up probe decides, as always).
+pub fn restore(path: &Path, pools: &[PoolHealth]) -> Result<usize, String> {
+    let text = std::fs::read(path).map_err(|e| e.to_string())?;
+    let doc: Value = serde_json::from_slice(&text).map_err(|e| e.to_string())?;
+    let written = doc["written_ms"].as_u64().unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let age = Duration::from_millis(now.saturating_sub(written));
+    if age > STALE {
+        return Err(format!(
+            "written {} ago: too old to trust",
+            humantime::format_duration(Duration::from_secs(age.as_secs()))
+        ));
+    }
+    let Some(entries) = doc["backends"].as_array() else {
+        return Err("no backends in it".to_string());
+    };
+    let mut matched = 0;
+    for b in pools.iter().flat_map(|p| p.backends()) {
+        let entry = entries.iter().find(|e| {
+            e["pool"] == *b.pool
+                && e["tier"] == *b.tier
+                && e["name"] == b.backend.name
+                && e["address"] == b.backend.address
+        });
+        let Some(e) = entry else { continue };
+        let status = match e["status"].as_str() {
+            Some("up") => Status::Up,
+            Some("down") => Status::Down,
+            _ => continue,
+        };
+        // Time went on while the file waited: ejections are older, hold-downs shorter.
+        let ago: Vec<Duration> = e["ejections_ms_ago"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_u64)
+                    .map(|ms| Duration::from_millis(ms) + age)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let held = e["held_down_ms"]
+            .as_u64()
+            .map(Duration::from_millis)
+            .and_then(|d| d.checked_sub(age));
+        b.restore(status, &ago, held);
+        matched += 1;
+    }
+    Ok(matched)
+}

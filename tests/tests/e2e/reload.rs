@@ -1,0 +1,370 @@
+//! Hot reload: every trigger (SIGHUP, an edit of the file, `holdfast reload`, `POST /reload`)
+//! applies the whole new config at once under load, with no failed request; a broken file
+//! changes nothing; health survives a reload; listeners come and go while the others never
+//! refuse a connection.
+
+use holdfast_tests::gateway::sample_value;
+use holdfast_tests::ports::free_loopback;
+use holdfast_tests::{backend, wait_until, Gateway, Load};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+async fn status(gw: &Gateway) -> Value {
+    serde_json::from_str(&gw.status().await).unwrap()
+}
+
+/// Test 1 and 7: ten reloads under continuous load, each changing backends, weights or the
+/// default route, by a different trigger in turn; the traffic follows each within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_reloads_under_load_fail_no_request() {
+    let (a, b, c) = (backend("a").await, backend("b").await, backend("c").await);
+    let pools = |default: &str, one: &str| {
+        format!(
+            "[routes]\ndefault = \"{default}\"\n\
+             [pools.one.health.tcp]\ninterval = \"1s\"\n[[pools.one.tiers]]\nbackends = [{one}]\n\
+             [pools.two.health.tcp]\ninterval = \"1s\"\n[[pools.two.tiers]]\nbackends = [{{ name = \"c\", address = \"{}\" }}]\n",
+            c.addr()
+        )
+    };
+    let only_a = format!("{{ name = \"a\", address = \"{}\" }}", a.addr());
+    let only_b = format!("{{ name = \"b\", address = \"{}\" }}", b.addr());
+    let mostly_b = format!(
+        "{{ name = \"a\", address = \"{}\", weight = 1 }}, {{ name = \"b\", address = \"{}\", weight = 9 }}",
+        a.addr(),
+        b.addr()
+    );
+    // (config, backends that may answer once it is live, the share of b at least)
+    let variants: [(String, &[&str], f64); 4] = [
+        (pools("one", &only_a), &["a"], 0.0),
+        (pools("one", &only_b), &["b"], 1.0),
+        (pools("two", &only_a), &["c"], 0.0),
+        (pools("one", &mostly_b), &["a", "b"], 0.7),
+    ];
+    let gw = Gateway::start(&variants[0].0).await;
+    let pid = gw.pid();
+    let load = Load::start(gw.url("/"), 8, Duration::from_secs(60));
+    let mut longest_switch = Duration::ZERO;
+    for i in 1..=10 {
+        let (config, expected, b_share) = &variants[i % variants.len()];
+        let generation = status(&gw).await["config"]["generation"].as_u64().unwrap();
+        gw.rewrite(None, config);
+        let trigger = match i % 4 {
+            0 => "the file watcher",
+            1 => {
+                gw.signal("HUP");
+                "SIGHUP"
+            }
+            2 => {
+                let out = gw.command("reload");
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                "holdfast reload"
+            }
+            _ => {
+                let r = holdfast_tests::client()
+                    .post(gw.admin_url("/reload"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+                "POST /reload"
+            }
+        };
+        let reloaded = Instant::now();
+        wait_until(
+            Duration::from_secs(5),
+            &format!("reload {i} ({trigger}) is live"),
+            || async { status(&gw).await["config"]["generation"].as_u64() > Some(generation) },
+        )
+        .await;
+        let live = Instant::now();
+        // Within a second of the new config going live, the traffic follows it.
+        let followed = wait_until(
+            Duration::from_secs(1),
+            &format!("traffic follows reload {i} ({trigger})"),
+            || async {
+                load.last_all(40, |s| {
+                    s.outcome.as_deref().is_ok_and(|b| expected.contains(&b))
+                })
+            },
+        )
+        .await;
+        longest_switch = longest_switch.max(followed);
+        if *b_share > 0.0 && *b_share < 1.0 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let n = 200;
+            let from_b = load.last_share(n, "b");
+            assert!(
+                from_b >= *b_share,
+                "weights 1:9 give b {from_b:.2} of the last {n} answers"
+            );
+        }
+        println!(
+            "reload {i} by {trigger}: live after {:?}, traffic followed {followed:?} later",
+            live - reloaded
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let report = load.finish().await;
+    assert_eq!(gw.pid(), pid, "SIGHUP never stops the process");
+    println!(
+        "ten reloads under load: {} requests, {} failed, longest {:?}, traffic followed each config within {longest_switch:?}",
+        report.sent(),
+        report.failures().len(),
+        report.longest()
+    );
+    assert!(
+        report.failures().is_empty(),
+        "failed: {:?}",
+        &report.failures()[..report.failures().len().min(5)]
+    );
+    let metrics = gw.metrics().await;
+    // The file watcher also sees the edits made before the other triggers: at least ten.
+    let took = sample_value(
+        &metrics,
+        "holdfast_config_reloads_total{result=\"success\"}",
+    );
+    assert!(took >= 10.0, "{took} reloads took");
+    assert_eq!(
+        sample_value(
+            &metrics,
+            "holdfast_config_reloads_total{result=\"failure\"}"
+        ),
+        0.0
+    );
+}
+
+/// Test 2: a broken file, by every trigger, under load: nothing changes, and the problem is
+/// told to `holdfast reload`, `POST /reload`, the log and the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_config_changes_nothing() {
+    let a = backend("a").await;
+    let good = format!(
+        "[[pools.app.tiers]]\nbackends = [{{ name = \"a\", address = \"{}\" }}]\n",
+        a.addr()
+    );
+    let gw = Gateway::start(&good).await;
+    let before = status(&gw).await["config"].clone();
+    let load = Load::start(gw.url("/"), 4, Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    gw.rewrite(
+        None,
+        "[[pools.app.tiers]]\nbackends = [{ address = \"nowhere\", weight = 0 }]\n",
+    );
+    let out = gw.command("reload");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("pools.app.tiers[0].backends[0]"),
+        "the key path: {stderr}"
+    );
+    assert!(
+        stderr.contains("the running config keeps serving"),
+        "{stderr}"
+    );
+    let r = holdfast_tests::client()
+        .post(gw.admin_url("/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let doc: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(doc["result"], "failure");
+    assert!(
+        doc["problems"]
+            .to_string()
+            .contains("pools.app.tiers[0].backends[0]"),
+        "{doc}"
+    );
+    gw.signal("HUP");
+    wait_until(
+        Duration::from_secs(3),
+        "the SIGHUP reload fails",
+        || async {
+            gw.metric("holdfast_config_reloads_total{result=\"failure\"}")
+                .await
+                >= 2.0
+        },
+    )
+    .await;
+    // Let the file watcher see the edit too.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let report = load.finish().await;
+    assert!(report.failures().is_empty(), "{:?}", report.failures());
+    assert_eq!(report.by_backend().keys().collect::<Vec<_>>(), ["a"]);
+    assert_eq!(
+        status(&gw).await["config"],
+        before,
+        "the running config did not change"
+    );
+    assert!(
+        gw.metric("holdfast_config_reloads_total{result=\"failure\"}")
+            .await
+            >= 3.0
+    );
+    assert!(gw
+        .log()
+        .contains("config reload failed; the running config keeps serving"));
+    println!(
+        "broken config under load: {} requests, 0 failed",
+        report.sent()
+    );
+}
+
+/// Test 3: a backend down before a reload is still down after it; an unchanged healthy one
+/// serves without a gap; a new one that refuses connections never gets a visitor request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_survives_a_reload() {
+    let (a, x) = (backend("a").await, backend("x").await);
+    let refusing = free_loopback();
+    let checks =
+        "[pools.app.health.tcp]\ninterval = \"300ms\"\ntimeout = \"200ms\"\nrise = 20\nfall = 1\n";
+    let tier = |extra: &str| {
+        format!(
+            "{checks}[[pools.app.tiers]]\nbackends = [{{ name = \"a\", address = \"{}\" }}, {{ name = \"x\", address = \"{}\" }}{extra}]\n",
+            a.addr(),
+            x.addr()
+        )
+    };
+    let gw = Gateway::start(&tier("")).await;
+    // x goes away: down; it comes back, but needs 20 passing checks (6 s) to serve again.
+    x.stop();
+    wait_until(Duration::from_secs(5), "x is down", || async {
+        gw.metric("holdfast_backend_up{backend=\"x\",pool=\"app\",tier=\"primary\"}")
+            .await
+            == 0.0
+    })
+    .await;
+    x.restart().await.unwrap();
+    let load = Load::start(gw.url("/"), 4, Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let served_x = x.served();
+
+    // A weight changes and a new backend that refuses connections comes in.
+    let z = format!(", {{ name = \"z\", address = \"{refusing}\", weight = 5 }}");
+    gw.rewrite(
+        None,
+        &tier(&z).replace("\"x\", address", "\"x\", weight = 2, address"),
+    );
+    let out = gw.command("reload");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let report = load.finish().await;
+
+    let doc = status(&gw).await;
+    let backends = &doc["pools"][0]["tiers"][0]["backends"];
+    let by_name = |n: &str| {
+        backends
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        by_name("x")["status"],
+        "down",
+        "down before the reload, down after: {doc}"
+    );
+    assert_eq!(by_name("x")["weight"], 2);
+    assert_eq!(by_name("z")["status"], "down");
+    assert_eq!(x.served(), served_x, "x took no visitor request");
+    assert!(report.failures().is_empty(), "{:?}", report.failures());
+    assert_eq!(
+        report.by_backend().keys().collect::<Vec<_>>(),
+        ["a"],
+        "a served throughout"
+    );
+    assert_eq!(
+        gw.metric(
+            "holdfast_upstream_connect_failures_total{backend=\"z\",kind=\"refused\",pool=\"app\"}"
+        )
+        .await,
+        0.0,
+        "no visitor request was sent to the new backend that refuses connections"
+    );
+    println!(
+        "health across a reload: {} requests, all from a; x stayed down, z never tried",
+        report.sent()
+    );
+}
+
+/// Test 4: a listener added and one removed by a reload, under load on a third that stays and
+/// never refuses a connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_come_and_go_and_the_others_never_close() {
+    let a = backend("a").await;
+    let pools = format!(
+        "[[pools.app.tiers]]\nbackends = [{{ address = \"{}\" }}]\n",
+        a.addr()
+    );
+    let (gone, added) = (free_loopback(), free_loopback());
+    let gw = Gateway::start(&pools).await;
+    let listen = |second: std::net::SocketAddr| {
+        format!(
+            "[listen]\nhttp = [\"{}\", \"{second}\"]\nadmin = \"{}\"\n",
+            gw.http, gw.admin
+        )
+    };
+    gw.rewrite(Some(&listen(gone)), &pools);
+    assert!(gw.command("reload").status.success());
+    assert!(
+        tokio::net::TcpStream::connect(gone).await.is_ok(),
+        "a listener added by a reload"
+    );
+    // Fresh connections on the listener that stays, all along.
+    let load = Load::start(gw.url("/"), 2, Duration::from_secs(30)).with_arrivals(
+        gw.url("/"),
+        Duration::from_millis(5),
+        Duration::from_secs(30),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.rewrite(Some(&listen(added)), &pools);
+    let out = gw.command("reload");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("listening on {added}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("no longer listening on {gone}")),
+        "{stdout}"
+    );
+    let r = holdfast_tests::client()
+        .get(format!("http://{added}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the added listener serves");
+    wait_until(
+        Duration::from_secs(2),
+        "the removed listener refuses",
+        || async { tokio::net::TcpStream::connect(gone).await.is_err() },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = load.finish().await;
+    assert!(
+        report.failures().is_empty(),
+        "the listener that stayed: {:?}",
+        report.failures()
+    );
+    println!(
+        "listeners by reload: {} requests on the one that stayed, 0 failed",
+        report.sent()
+    );
+}
