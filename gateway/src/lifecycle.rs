@@ -5,7 +5,8 @@
 //! - SIGHUP reloads the config (never stops the process);
 //! - SIGTERM: `/healthz` answers 503 for `listen.shutdown_delay` while traffic is still served,
 //!   then the listeners stop accepting, requests in flight finish within `listen.grace_period`,
-//!   and the process exits once no connection is left or none has been busy for a moment;
+//!   and the process exits once no connection is left or none has been busy for a moment,
+//!   leaving the health state for a process started again soon (a restart);
 //! - SIGQUIT (an upgrade; `holdfast upgrade` sends it): the health state is written for the new
 //!   process, the listening sockets are handed to it, and this one drains as on SIGTERM but
 //!   without the delay: the new process is accepting on the very same sockets;
@@ -32,6 +33,15 @@ use tokio::time::Instant;
 /// While draining, the process exits once no request has been in flight for this long: the
 /// connections left are idle keep-alive ones.
 const QUIET: Duration = Duration::from_secs(1);
+
+/// After handing the sockets over, how long this process accepts on at most, waiting for the
+/// new one to say it accepts.
+const READY_WAIT: Duration = Duration::from_secs(30);
+
+/// The file the new process of an upgrade writes once it accepts on the sockets it took over.
+pub fn ready_file(upgrade_sock: &std::path::Path) -> PathBuf {
+    upgrade_sock.with_extension("ready")
+}
 
 /// How often draining looks at what is left.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
@@ -153,30 +163,49 @@ impl Signals {
         );
         tokio::time::sleep(delay).await;
         drain(&self.lifecycle, &self.listeners, grace).await;
+        // For a restart: the next process takes what this one knew, if it starts soon.
+        self.write_state();
+    }
+
+    fn write_state(&self) {
+        let runtime = self.runtime.load_full();
+        match crate::state::write(&self.state_file, &runtime.health) {
+            Ok(n) => {
+                tracing::info!(file = %self.state_file.display(), backends = n, "health state written for the next process")
+            }
+            Err(e) => {
+                tracing::warn!(file = %self.state_file.display(), error = %e, "cannot write the health state; the next process starts from its own probe")
+            }
+        }
     }
 
     /// Hands the listening sockets (and the health state) to the new process; `false` when
     /// they could not be handed over, and this process goes on serving.
     async fn hand_over(&self) -> bool {
-        let runtime = self.runtime.load_full();
-        match crate::state::write(&self.state_file, &runtime.health) {
-            Ok(n) => {
-                tracing::info!(file = %self.state_file.display(), backends = n, "health state written for the new process")
-            }
-            Err(e) => {
-                tracing::warn!(file = %self.state_file.display(), error = %e, "cannot write the health state; the new process starts from its own probe")
-            }
-        }
+        self.write_state();
         let Some(fds) = self.listeners.fds() else {
             tracing::error!("SIGQUIT before the listeners started: nothing to hand over");
             return false;
         };
+        let ready = ready_file(&self.upgrade_sock);
+        let _ = std::fs::remove_file(&ready);
         let sock = self.upgrade_sock.to_string_lossy().into_owned();
         let sent =
             tokio::task::spawn_blocking(move || fds.lock().send_to_sock(sock.as_str())).await;
         match sent {
             Ok(Ok(_)) => {
                 tracing::info!("listening sockets handed to the new process");
+                // This process accepts on until the new one does: it picks the sockets up
+                // only on its next poll (Pingora's, once a second), and starts after that.
+                let started = Instant::now();
+                while !ready.exists() && started.elapsed() < READY_WAIT {
+                    tokio::time::sleep(DRAIN_POLL).await;
+                }
+                match ready.exists() {
+                    true => tracing::info!(after = ?started.elapsed(), "the new process accepts; this one stops"),
+                    false => tracing::warn!("the new process did not say it accepts within {READY_WAIT:?}; this one stops accepting all the same (connections wait in the queue)"),
+                }
+                let _ = std::fs::remove_file(&ready);
                 true
             }
             Ok(Err(e)) => {

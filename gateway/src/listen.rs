@@ -5,9 +5,13 @@
 //! (`shared/pingora-performance.md`). The accept queue stays one per address, so there is no
 //! per-thread queue whose closing could reset waiting connections.
 //!
-//! The sockets themselves stay Pingora's to hand over in a graceful binary upgrade: they are
-//! taken from its table of inherited listening sockets, or bound here and put into that table,
-//! and Pingora passes the table to the next process.
+//! A reload changes the set live ([`Listeners::prepare`] binds what is new before anything
+//! changes, [`Listeners::commit`] swaps): an added address serves, a removed one stops accepting
+//! while its connections finish, one that stays is never closed; each worker watches the set.
+//!
+//! The sockets are handed over in a graceful binary upgrade through Pingora's table of listening
+//! sockets: taken from it when inherited, or bound here with a duplicate put into it; the table
+//! goes to the next process (see [`crate::lifecycle`]).
 
 use crate::cap::Cap;
 use crate::fast::FastPath;

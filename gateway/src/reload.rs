@@ -272,14 +272,11 @@ mod tests {
         )
         .expect("write");
         let (_, hash) = read(&path).expect("valid");
-        // sha256sum of the same bytes.
+        // As `sha256sum` prints it for the same bytes.
         assert_eq!(
             hash,
-            hex(&openssl::sha::sha256(
-                b"[[pools.app.tiers]]\nbackends = [{ address = \"127.0.0.1:9\" }]\n"
-            ))
+            "4f5a10cf876369f502717c0cc0f2af2ae6ea04378547e58f43ae19b7beaee4c0"
         );
-        assert_eq!(hash.len(), 64);
         std::fs::write(&path, "[[pools.app.tiers]]\n").expect("write");
         assert!(read(&path).is_err());
         let _ = std::fs::remove_dir_all(&dir);

@@ -86,8 +86,10 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
     let tls = TlsClient::new()?;
     let prober = Arc::new(NetProber::new(tls.clone()));
     // On an upgrade, the health state comes from the running process with its sockets, and
-    // only what it did not know is probed then.
+    // only what it did not know is probed then. On a plain start, a state file written by a
+    // process that stopped less than a minute ago is taken the same way (a restart).
     if !options.upgrade {
+        take_state(&options.state_file, &health);
         startup_probe(&health, &prober)?;
     }
 
@@ -184,19 +186,14 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
             reloader: reloader.clone(),
             listeners: listeners.clone(),
             runtime: runtime.clone(),
+            upgraded: options
+                .upgrade
+                .then(|| crate::lifecycle::ready_file(&options.upgrade_sock)),
         },
     ));
     server.bootstrap();
     if options.upgrade {
-        match state::restore(&options.state_file, &health.pools()) {
-            Ok(n) => {
-                tracing::info!(file = %options.state_file.display(), backends = n, "health state taken over from the previous process")
-            }
-            Err(e) => {
-                tracing::warn!(file = %options.state_file.display(), error = %e, "no health state from the previous process; the start-up probe decides")
-            }
-        }
-        let _ = std::fs::remove_file(&options.state_file);
+        take_state(&options.state_file, &health);
         startup_probe(&health, &prober)?;
     }
     tracing::info!(
@@ -217,6 +214,23 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
         shutdown_signal: Box::new(signals),
     });
     std::process::exit(0)
+}
+
+/// Takes the health state a previous process left in `file`, if it is there and fresh; the
+/// file is used once.
+fn take_state(file: &std::path::Path, health: &HealthTable) {
+    if !file.exists() {
+        return;
+    }
+    match state::restore(file, &health.pools()) {
+        Ok(n) => {
+            tracing::info!(file = %file.display(), backends = n, "health state taken over from the previous process")
+        }
+        Err(e) => {
+            tracing::warn!(file = %file.display(), error = %e, "health state of the previous process not used; the start-up probe decides")
+        }
+    }
+    let _ = std::fs::remove_file(file);
 }
 
 /// Until the signal loop runs, a SIGHUP is ignored rather than fatal (its default action).
@@ -294,6 +308,8 @@ struct Background {
     reloader: Arc<Reloader>,
     listeners: Arc<Listeners>,
     runtime: Arc<ArcSwap<Runtime>>,
+    /// On an upgrade, the file that tells the previous process this one accepts.
+    upgraded: Option<PathBuf>,
 }
 
 #[async_trait]
@@ -305,11 +321,17 @@ impl BackgroundService for Background {
             .start();
         let named = self.runtime.load().config.files();
         crate::watch::config_files(self.reloader.clone(), named);
-        // Ready once the listeners have their sockets.
-        while !self.listeners.started() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        // Ready once the listeners have their sockets and every worker accepts.
+        while !self.listeners.started() || !self.listeners.workers_answer().await {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         systemd::ready();
+        if let Some(ready) = &self.upgraded {
+            // The process handing over stops accepting once it sees this.
+            if let Err(e) = std::fs::write(ready, std::process::id().to_string()) {
+                tracing::warn!(file = %ready.display(), error = %e, "cannot tell the previous process that this one accepts");
+            }
+        }
         let watchdog = systemd::watchdog_interval();
         loop {
             let tick = watchdog.map_or(Duration::from_secs(3600), |w| w / 2);

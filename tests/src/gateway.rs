@@ -90,22 +90,27 @@ impl Gateway {
     /// config; the `[listen]` table is added with free loopback ports. Returns once the admin
     /// listener and the HTTP listener answer.
     pub async fn start(pools: &str) -> Gateway {
-        Self::launch("", pools, false).await
+        Self::launch("", pools, false, &[]).await
+    }
+
+    /// Like [`start`](Self::start), with more environment variables (`NOTIFY_SOCKET`...).
+    pub async fn start_with_env(pools: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::launch("", pools, false, env).await
     }
 
     /// Like [`start`](Self::start), with more keys of the `[listen]` table (`listen`, one
     /// `key = value` per line, or sub-tables; `{http}` stands for the HTTP listener's address).
     pub async fn start_with_listen(listen: &str, pools: &str) -> Gateway {
-        Self::launch(listen, pools, false).await
+        Self::launch(listen, pools, false, &[]).await
     }
 
     /// Like [`start`](Self::start), with an HTTPS listener too (a self-signed certificate for
     /// `localhost`), at [`Gateway::https`].
     pub async fn start_with_https(pools: &str) -> Gateway {
-        Self::launch("", pools, true).await
+        Self::launch("", pools, true, &[]).await
     }
 
-    async fn launch(listen: &str, pools: &str, with_https: bool) -> Gateway {
+    async fn launch(listen: &str, pools: &str, with_https: bool, env: &[(&str, &str)]) -> Gateway {
         let http = free_loopback();
         let admin = free_loopback();
         let scratch = Scratch::new();
@@ -127,7 +132,7 @@ impl Gateway {
         let text = format!("{listen_text}\n{pools}");
         let config = scratch.write("holdfast.toml", &text);
         let log = std::fs::File::create(scratch.path().join("holdfast.log")).unwrap();
-        let child = spawn(scratch.path(), &config, log, false);
+        let child = spawn(scratch.path(), &config, log, false, env);
         let mut gateway = Gateway {
             child,
             adopted: None,
@@ -150,7 +155,7 @@ impl Gateway {
             .append(true)
             .open(self.scratch.path().join("holdfast.log"))
             .unwrap();
-        let next = spawn(self.scratch.path(), &config, log, true);
+        let next = spawn(self.scratch.path(), &config, log, true, &[]);
         // The new process listens on the hand-over socket once it has probed the backends.
         let sock = self.scratch.path().join("upgrade.sock");
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -181,9 +186,29 @@ impl Gateway {
         }
     }
 
+    /// Starts the gateway again on the same config and folder, after it exited (a restart).
+    pub async fn restart(&mut self) {
+        assert!(
+            self.child.try_wait().unwrap().is_some(),
+            "restart: still running"
+        );
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.scratch.path().join("holdfast.log"))
+            .unwrap();
+        self.child = spawn(self.scratch.path(), &self.config_path(), log, false, &[]);
+        self.adopted = None;
+        self.wait_ready().await;
+    }
+
     /// The process serving now.
     pub fn pid(&self) -> u32 {
         self.adopted.unwrap_or_else(|| self.child.id())
+    }
+
+    /// The gateway's scratch folder (config, log, state file).
+    pub fn dir(&self) -> &Path {
+        self.scratch.path()
     }
 
     /// The config file.
@@ -230,8 +255,15 @@ impl Gateway {
             String::from_utf8_lossy(&output.stderr),
             self.log()
         );
-        let status: serde_json::Value = serde_json::from_str(&self.status().await).unwrap();
-        let new = status["pid"].as_u64().unwrap() as u32;
+        // "upgraded: process OLD handed over to NEW, which serves now" (the admin listener
+        // is shared while the old process drains: /status may still come from either).
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let new: u32 = stdout
+            .split("handed over to ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|pid| pid.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no new process id in {stdout:?}"));
         assert_ne!(new, old);
         // The old process: this test's child, or one adopted earlier.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -335,7 +367,13 @@ impl Gateway {
 }
 
 /// Starts `holdfast run` on `config`, its output appended to `log`.
-fn spawn(scratch: &Path, config: &Path, log: std::fs::File, upgrade: bool) -> Child {
+fn spawn(
+    scratch: &Path,
+    config: &Path,
+    log: std::fs::File,
+    upgrade: bool,
+    env: &[(&str, &str)],
+) -> Child {
     let mut command = Command::new(binary());
     command
         .args(["run", "--threads", "2", "--config"])
@@ -347,6 +385,7 @@ fn spawn(scratch: &Path, config: &Path, log: std::fs::File, upgrade: bool) -> Ch
     if upgrade {
         command.arg("--upgrade");
     }
+    command.envs(env.iter().copied());
     command
         .env("HOLDFAST_LOG", "info")
         .env("NO_COLOR", "1")

@@ -154,3 +154,32 @@ backends = [{{ address = "{backup}", name = "{backup_name}" }}]
 "#
     )
 }
+
+/// A pool `app` of `a` and `b` (named as they are), checked every 300 ms, out after one failed
+/// check and back only after 100 passing ones (30 s); `extra` is more of the tier's backends
+/// (`, { ... }`).
+pub fn pair_slow_to_rise(a: &DemoBackend, b: &DemoBackend, extra: &str) -> String {
+    format!(
+        "[pools.app.health.tcp]\ninterval = \"300ms\"\ntimeout = \"200ms\"\nrise = 100\nfall = 1\n\
+         [[pools.app.tiers]]\nbackends = [{{ name = \"{}\", address = \"{}\" }}, {{ name = \"{}\", address = \"{}\" }}{extra}]\n",
+        a.name(),
+        a.addr(),
+        b.name(),
+        b.addr()
+    )
+}
+
+/// Stops `backend` until `gw` has it down, then starts it again: it passes checks once more but
+/// needs `rise` of them to serve (a process that forgot what it knew would probe it up at once).
+pub async fn known_down(gw: &Gateway, backend: &DemoBackend) {
+    backend.stop();
+    let sample = format!(
+        "holdfast_backend_up{{backend=\"{}\",pool=\"app\",tier=\"primary\"}}",
+        backend.name()
+    );
+    wait_until(Duration::from_secs(5), "the backend is down", || async {
+        gw.metric(&sample).await == 0.0
+    })
+    .await;
+    backend.restart().await.expect("restart the backend");
+}

@@ -24,6 +24,8 @@ mod rescue;
 mod retry;
 #[path = "e2e/slow.rs"]
 mod slow;
+#[path = "e2e/systemd.rs"]
+mod systemd;
 #[path = "e2e/tiers.rs"]
 mod tiers;
 #[path = "e2e/tls.rs"]

@@ -221,25 +221,10 @@ async fn a_broken_config_changes_nothing() {
 async fn health_survives_a_reload() {
     let (a, x) = (backend("a").await, backend("x").await);
     let refusing = free_loopback();
-    let checks =
-        "[pools.app.health.tcp]\ninterval = \"300ms\"\ntimeout = \"200ms\"\nrise = 20\nfall = 1\n";
-    let tier = |extra: &str| {
-        format!(
-            "{checks}[[pools.app.tiers]]\nbackends = [{{ name = \"a\", address = \"{}\" }}, {{ name = \"x\", address = \"{}\" }}{extra}]\n",
-            a.addr(),
-            x.addr()
-        )
-    };
+    let tier = |extra: &str| holdfast_tests::pair_slow_to_rise(&a, &x, extra);
     let gw = Gateway::start(&tier("")).await;
-    // x goes away: down; it comes back, but needs 20 passing checks (6 s) to serve again.
-    x.stop();
-    wait_until(Duration::from_secs(5), "x is down", || async {
-        gw.metric("holdfast_backend_up{backend=\"x\",pool=\"app\",tier=\"primary\"}")
-            .await
-            == 0.0
-    })
-    .await;
-    x.restart().await.unwrap();
+    // x goes away and comes back, but needs 100 passing checks (30 s) to serve again.
+    holdfast_tests::known_down(&gw, &x).await;
     let load = Load::start(gw.url("/"), 4, Duration::from_secs(30));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let served_x = x.served();
@@ -367,4 +352,77 @@ async fn listeners_come_and_go_and_the_others_never_close() {
         "listeners by reload: {} requests on the one that stayed, 0 failed",
         report.sent()
     );
+}
+
+/// A backend a reload removes takes no new request, and its request in flight finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_backend_finishes_its_requests_in_flight() {
+    let slow = holdfast_tests::scripted_backend("slow", |head| {
+        Some(match head.starts_with(b"GET /slow") {
+            true => Duration::from_secs(2),
+            false => Duration::ZERO,
+        })
+    })
+    .await;
+    let a = backend("a").await;
+    let pool = |addr: std::net::SocketAddr| {
+        format!("[[pools.app.tiers]]\nbackends = [{{ address = \"{addr}\" }}]\n")
+    };
+    let gw = Gateway::start(&pool(slow)).await;
+    let in_flight = tokio::spawn(holdfast_tests::client().get(gw.url("/slow")).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.rewrite(None, &pool(a.addr()));
+    assert!(gw.command("reload").status.success());
+    let after = holdfast_tests::client()
+        .get(gw.url("/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        after.headers()["x-backend"],
+        "a",
+        "new requests go to the new backend"
+    );
+    let answer = in_flight.await.unwrap().unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        answer.headers()["x-backend"],
+        "slow",
+        "the request in flight finished where it started"
+    );
+}
+
+/// A restart (SIGTERM, then `holdfast run` again within a minute) keeps what the old process
+/// knew: a backend it had down is still down, not probed up by the start-up rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_the_health_state() {
+    let (a, x) = (backend("a").await, backend("x").await);
+    let pools = holdfast_tests::pair_slow_to_rise(&a, &x, "");
+    let mut gw = Gateway::start_with_listen("shutdown_delay = \"0s\"", &pools).await;
+    holdfast_tests::known_down(&gw, &x).await;
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(10)).await);
+    assert!(
+        gw.dir().join("state.json").exists(),
+        "the state is left for the next process"
+    );
+    gw.restart().await;
+    let served = x.served();
+    for _ in 0..20 {
+        let r = holdfast_tests::client()
+            .get(gw.url("/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["x-backend"], "a");
+    }
+    assert_eq!(x.served(), served, "x, known down, took no request");
+    let doc = status(&gw).await;
+    assert_eq!(
+        doc["pools"][0]["tiers"][0]["backends"][1]["status"], "down",
+        "{doc}"
+    );
+    assert!(gw
+        .log()
+        .contains("health state taken over from the previous process"));
 }

@@ -199,23 +199,11 @@ async fn sigterm_turns_healthz_first_then_finishes_requests_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrades_under_keepalive_load_fail_nothing_and_keep_health() {
     let (a, down) = (backend("a").await, backend("down").await);
-    let pools = format!(
-        "[pools.app.health.tcp]\ninterval = \"300ms\"\ntimeout = \"200ms\"\nrise = 100\nfall = 1\n\
-         [[pools.app.tiers]]\nbackends = [{{ name = \"a\", address = \"{}\" }}, {{ name = \"down\", address = \"{}\" }}]\n",
-        a.addr(),
-        down.addr()
-    );
+    let pools = holdfast_tests::pair_slow_to_rise(&a, &down, "");
     let mut gw = Gateway::start(&pools).await;
     // `down` goes away and comes back: it passes checks again but needs 100 of them (30 s)
     // to serve; a new process that forgot would probe it up at once.
-    down.stop();
-    wait_until(Duration::from_secs(5), "down is down", || async {
-        gw.metric("holdfast_backend_up{backend=\"down\",pool=\"app\",tier=\"primary\"}")
-            .await
-            == 0.0
-    })
-    .await;
-    down.restart().await.unwrap();
+    holdfast_tests::known_down(&gw, &down).await;
     let served_down = down.served();
 
     let load = Load::start(gw.url("/"), 32, Duration::from_secs(60)).with_arrivals(
