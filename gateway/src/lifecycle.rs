@@ -100,6 +100,51 @@ impl Lifecycle {
     }
 }
 
+/// Why draining is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// No visitor connection is left.
+    NoConnection,
+    /// Nothing has been in flight for [`QUIET`]: what is left are idle keep-alive connections.
+    Quiet,
+    /// The grace period is over; what is still in flight is cut.
+    GraceOver,
+}
+
+/// The draining decision, apart from the I/O: fed what is left at each look, it says when to
+/// stop waiting.
+#[derive(Debug, Clone)]
+pub struct Drain {
+    deadline: Instant,
+    quiet_since: Option<Instant>,
+}
+
+impl Drain {
+    pub fn new(now: Instant, grace: Duration) -> Self {
+        Drain {
+            deadline: now + grace,
+            quiet_since: None,
+        }
+    }
+
+    /// With `connections` open and `busy` requests in flight at `now`: whether it is over.
+    pub fn look(&mut self, now: Instant, connections: usize, busy: usize) -> Option<Drained> {
+        if connections == 0 {
+            return Some(Drained::NoConnection);
+        }
+        match busy {
+            0 => {
+                let since = *self.quiet_since.get_or_insert(now);
+                if now.duration_since(since) >= QUIET {
+                    return Some(Drained::Quiet);
+                }
+            }
+            _ => self.quiet_since = None,
+        }
+        (now >= self.deadline).then_some(Drained::GraceOver)
+    }
+}
+
 /// Stops accepting, then waits for what is in flight: until no connection is left, or none
 /// has been busy for [`QUIET`], or `grace` is over.
 pub async fn drain(lifecycle: &Lifecycle, listeners: &Listeners, grace: Duration) {
@@ -108,34 +153,23 @@ pub async fn drain(lifecycle: &Lifecycle, listeners: &Listeners, grace: Duration
         grace = %humantime::format_duration(grace),
         "listeners closed; finishing the requests in flight"
     );
-    let deadline = Instant::now() + grace;
-    let mut quiet_since: Option<Instant> = None;
+    let mut drain = Drain::new(Instant::now(), grace);
     loop {
-        let now = Instant::now();
         let (connections, busy) = (listeners.connections(), lifecycle.in_flight());
-        if connections == 0 {
-            tracing::info!("no connection left");
-            return;
-        }
-        match busy {
-            0 => {
-                let since = *quiet_since.get_or_insert(now);
-                if now.duration_since(since) >= QUIET {
-                    tracing::info!(connections, "nothing in flight; closing idle connections");
-                    return;
-                }
+        match drain.look(Instant::now(), connections, busy) {
+            None => tokio::time::sleep(DRAIN_POLL).await,
+            Some(Drained::NoConnection) => return tracing::info!("no connection left"),
+            Some(Drained::Quiet) => {
+                return tracing::info!(connections, "nothing in flight; closing idle connections")
             }
-            _ => quiet_since = None,
+            Some(Drained::GraceOver) => {
+                return tracing::warn!(
+                    busy,
+                    connections,
+                    "grace period over: requests still in flight are cut"
+                )
+            }
         }
-        if now >= deadline {
-            tracing::warn!(
-                busy,
-                connections,
-                "grace period over: requests still in flight are cut"
-            );
-            return;
-        }
-        tokio::time::sleep(DRAIN_POLL).await;
     }
 }
 
@@ -319,5 +353,37 @@ impl Relaunch {
         nix::sys::signal::raise(nix::sys::signal::Signal::SIGQUIT)
             .map_err(|e| format!("cannot signal the hand-over: {e}"))?;
         Ok(child.id())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draining_ends_when_nothing_is_left_quiet_or_the_grace_is_over() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // (when, connections, busy, decision)
+        let table: &[(u64, usize, usize, Option<Drained>)] = &[
+            (0, 3, 2, None),
+            (500, 3, 0, None),  // quiet from here
+            (1400, 2, 0, None), // not yet a second
+            (1450, 2, 1, None), // busy again: quiet starts over
+            (1500, 2, 0, None),
+            (2499, 2, 0, None),
+            (2500, 2, 0, Some(Drained::Quiet)), // a second with nothing in flight
+        ];
+        let mut drain = Drain::new(t0, Duration::from_secs(30));
+        for &(ms, connections, busy, want) in table {
+            assert_eq!(drain.look(at(ms), connections, busy), want, "at {ms} ms");
+        }
+        // No connection left ends it at once, busy or not.
+        let mut drain = Drain::new(t0, Duration::from_secs(30));
+        assert_eq!(drain.look(at(0), 0, 0), Some(Drained::NoConnection));
+        // A request that never ends is cut at the end of the grace period.
+        let mut drain = Drain::new(t0, Duration::from_secs(2));
+        assert_eq!(drain.look(at(1999), 5, 1), None);
+        assert_eq!(drain.look(at(2000), 5, 1), Some(Drained::GraceOver));
     }
 }

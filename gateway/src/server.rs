@@ -185,7 +185,6 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
             checks_stop,
             reloader: reloader.clone(),
             listeners: listeners.clone(),
-            runtime: runtime.clone(),
             upgraded: options
                 .upgrade
                 .then(|| crate::lifecycle::ready_file(&options.upgrade_sock)),
@@ -307,7 +306,6 @@ struct Background {
     checks_stop: tokio::sync::watch::Sender<bool>,
     reloader: Arc<Reloader>,
     listeners: Arc<Listeners>,
-    runtime: Arc<ArcSwap<Runtime>>,
     /// On an upgrade, the file that tells the previous process this one accepts.
     upgraded: Option<PathBuf>,
 }
@@ -319,8 +317,7 @@ impl BackgroundService for Background {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .start();
-        let named = self.runtime.load().config.files();
-        crate::watch::config_files(self.reloader.clone(), named);
+        crate::watch::config_files(self.reloader.clone());
         // Ready once the listeners have their sockets and every worker accepts.
         while !self.listeners.started() || !self.listeners.workers_answer().await {
             tokio::time::sleep(Duration::from_millis(5)).await;

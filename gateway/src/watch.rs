@@ -1,7 +1,9 @@
 //! Reloads when the config file, or a file it names (certificate, key, fallback body), changes
 //! on disk, with no signal. The directories are watched rather than the files: editors and
-//! config management replace a file by renaming a new one over it. Changes are debounced, so
-//! that an editor's several writes make one reload.
+//! config management replace a file by renaming a new one over it, and Kubernetes swaps a
+//! symlinked directory. After any change in those directories (debounced, so that an editor's
+//! several writes make one reload) the files' contents are compared with what they were: a
+//! reload follows only when one of them really changed.
 
 use crate::reload::Reloader;
 use notify::{EventKind, RecursiveMode, Watcher};
@@ -22,32 +24,33 @@ fn is_change(kind: &EventKind) -> bool {
     )
 }
 
-/// `path` made absolute, its directory resolved (the file itself may be missing for a moment).
-fn resolved(path: &Path) -> Option<PathBuf> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    let dir = std::fs::canonicalize(dir.unwrap_or(Path::new("."))).ok()?;
-    Some(dir.join(path.file_name()?))
-}
-
 /// The files a reload depends on: the config file and those it names now.
-fn files(reloader: &Reloader, named: &[PathBuf]) -> HashSet<PathBuf> {
-    std::iter::once(reloader.path())
-        .chain(named.iter().map(PathBuf::as_path))
-        .filter_map(resolved)
+fn files(reloader: &Reloader) -> Vec<PathBuf> {
+    std::iter::once(reloader.path().to_path_buf())
+        .chain(reloader.named_files())
         .collect()
 }
 
-/// Starts watching, on the current runtime, until it shuts down. `named`: the files the running
-/// config names.
-pub fn config_files(reloader: Arc<Reloader>, named: Vec<PathBuf>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
+/// What the files hold now (SHA-256 of each, through symlinks; `None` for one unreadable).
+fn fingerprint(files: &[PathBuf]) -> Vec<Option<[u8; 32]>> {
+    files
+        .iter()
+        .map(|f| std::fs::read(f).ok().map(|b| openssl::sha::sha256(&b)))
+        .collect()
+}
+
+/// The directory `file` is in, resolved (absolute, symlinks followed).
+fn directory(file: &Path) -> Option<PathBuf> {
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
+    std::fs::canonicalize(dir.unwrap_or(Path::new("."))).ok()
+}
+
+/// Starts watching, on the current runtime, until it shuts down.
+pub fn config_files(reloader: Arc<Reloader>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let handler = move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
-            if is_change(&event.kind) {
-                for path in event.paths {
-                    let _ = tx.send(path);
-                }
-            }
+        if event.is_ok_and(|e| is_change(&e.kind)) {
+            let _ = tx.send(());
         }
     };
     let mut watcher = match notify::recommended_watcher(handler) {
@@ -58,47 +61,45 @@ pub fn config_files(reloader: Arc<Reloader>, named: Vec<PathBuf>) {
         }
     };
     let mut watching: HashSet<PathBuf> = HashSet::new();
-    let mut wanted = files(&reloader, &named);
+    let mut wanted = files(&reloader);
     watch_dirs(&mut watcher, &wanted, &mut watching);
+    let mut seen = fingerprint(&wanted);
     tokio::spawn(async move {
-        while let Some(first) = rx.recv().await {
-            let mut changed = wanted.contains(&first);
+        while rx.recv().await.is_some() {
             // Debounce: wait until DEBOUNCE passes with no further event.
             loop {
                 match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
-                    Ok(Some(path)) => changed |= wanted.contains(&path),
+                    Ok(Some(())) => {}
                     Ok(None) => return,
                     Err(_) => break,
                 }
             }
-            if !changed {
+            let now = fingerprint(&wanted);
+            if now == seen {
                 continue;
             }
+            seen = now;
             crate::systemd::reloading();
             let reloaded = reloader.reload("file changed").await;
             crate::systemd::ready();
             if reloaded.is_ok() {
                 // A reload may name other files (a new certificate path): watch them too.
-                let named = reloader.named_files();
-                wanted = files(&reloader, &named);
+                wanted = files(&reloader);
                 watch_dirs(&mut watcher, &wanted, &mut watching);
+                seen = fingerprint(&wanted);
             }
         }
     });
 }
 
-fn watch_dirs<W: Watcher>(
-    watcher: &mut W,
-    files: &HashSet<PathBuf>,
-    watching: &mut HashSet<PathBuf>,
-) {
-    for dir in files.iter().filter_map(|f| f.parent()) {
-        if watching.contains(dir) {
+fn watch_dirs<W: Watcher>(watcher: &mut W, files: &[PathBuf], watching: &mut HashSet<PathBuf>) {
+    for dir in files.iter().filter_map(|f| directory(f)) {
+        if watching.contains(&dir) {
             continue;
         }
-        match watcher.watch(dir, RecursiveMode::NonRecursive) {
+        match watcher.watch(&dir, RecursiveMode::NonRecursive) {
             Ok(()) => {
-                watching.insert(dir.to_path_buf());
+                watching.insert(dir);
             }
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot watch for config changes")

@@ -426,3 +426,98 @@ async fn a_restart_keeps_the_health_state() {
         .log()
         .contains("health state taken over from the previous process"));
 }
+
+/// An edit of a file the config names (here the fallback body) is applied with no signal, like
+/// an edit of the config itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_of_a_named_file_is_applied() {
+    let dir = std::env::temp_dir().join(format!("holdfast-named-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let body = dir.join("sorry.txt");
+    std::fs::write(&body, "first words\n").unwrap();
+    let nothing = free_loopback();
+    let gw = Gateway::start(&format!(
+        "[fallback]\nbody_file = \"{}\"\n[[pools.app.tiers]]\nbackends = [{{ address = \"{nothing}\" }}]\n",
+        body.display()
+    ))
+    .await;
+    let fallback = || async {
+        let r = holdfast_tests::client()
+            .get(gw.url("/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503);
+        r.text().await.unwrap()
+    };
+    assert_eq!(fallback().await, "first words\n");
+    // Written as editors do: a new file renamed over the old.
+    std::fs::write(dir.join("sorry.txt.tmp"), "second words\n").unwrap();
+    std::fs::rename(dir.join("sorry.txt.tmp"), &body).unwrap();
+    wait_until(
+        Duration::from_secs(3),
+        "the new fallback body is served",
+        || async { fallback().await == "second words\n" },
+    )
+    .await;
+    assert_eq!(
+        gw.metric("holdfast_config_reloads_total{result=\"success\"}")
+            .await,
+        1.0
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A config mounted as Kubernetes mounts a ConfigMap (the file a symlink through `..data`, the
+/// update a swap of that symlink): the swap is applied, and an event that changes no content
+/// (the file replaced by the same bytes) reloads nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swapped_configmap_is_applied() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let pool = |name: &str, addr: std::net::SocketAddr| {
+        format!("[[pools.app.tiers]]\nbackends = [{{ name = \"{name}\", address = \"{addr}\" }}]\n")
+    };
+    let gw = Gateway::start(&pool("a", a.addr())).await;
+    let dir = gw.dir().to_path_buf();
+    let config = gw.config_path();
+    // The same content, through ..data: no reload.
+    std::fs::create_dir(dir.join("v1")).unwrap();
+    std::fs::copy(&config, dir.join("v1/holdfast.toml")).unwrap();
+    std::os::unix::fs::symlink("v1", dir.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/holdfast.toml", dir.join("link.tmp")).unwrap();
+    std::fs::rename(dir.join("link.tmp"), &config).unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        gw.metric("holdfast_config_reloads_total{result=\"success\"}")
+            .await,
+        0.0
+    );
+    // The update: a new directory, and ..data swapped to it.
+    let text = std::fs::read_to_string(dir.join("v1/holdfast.toml")).unwrap();
+    std::fs::create_dir(dir.join("v2")).unwrap();
+    std::fs::write(
+        dir.join("v2/holdfast.toml"),
+        text.replace(&pool("a", a.addr()), &pool("b", b.addr())),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("v2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    wait_until(
+        Duration::from_secs(3),
+        "b serves after the swap",
+        || async {
+            let r = holdfast_tests::client()
+                .get(gw.url("/"))
+                .send()
+                .await
+                .unwrap();
+            r.headers()["x-backend"] == "b"
+        },
+    )
+    .await;
+    assert_eq!(
+        gw.metric("holdfast_config_reloads_total{result=\"success\"}")
+            .await,
+        1.0
+    );
+}

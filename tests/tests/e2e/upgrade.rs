@@ -145,9 +145,13 @@ async fn sigterm_turns_healthz_first_then_finishes_requests_in_flight() {
     let sent = std::time::Instant::now();
     gw.signal("TERM");
 
-    // At once: /healthz says 503, and visitors are still served, on new connections too.
-    let health = client.get(gw.admin_url("/healthz")).send().await.unwrap();
-    assert_eq!(health.status(), 503, "/healthz turns 503 first");
+    // First /healthz says 503 (as soon as the signal is handled), while visitors are still
+    // served, on new connections too.
+    wait_until(Duration::from_millis(500), "/healthz turns 503", || async {
+        let health = client.get(gw.admin_url("/healthz")).send().await.unwrap();
+        health.status() == 503
+    })
+    .await;
     let r = client.get(gw.url("/during-delay")).send().await.unwrap();
     assert_eq!(
         r.status(),
