@@ -29,6 +29,21 @@ pub fn admin_address(config: &Path, given: Option<SocketAddr>) -> SocketAddr {
         })
 }
 
+/// Whether `config` can be read as TOML with a `listen.admin` address.
+fn names_admin(config: &Path) -> bool {
+    std::fs::read_to_string(config)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|t| {
+            t.get("listen")?
+                .get("admin")?
+                .as_str()?
+                .parse::<SocketAddr>()
+                .ok()
+        })
+        .is_some()
+}
+
 /// One request to the admin listener: the status code and the body as JSON (`Null` if it is
 /// not JSON).
 pub fn request(admin: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, Value)> {
@@ -104,6 +119,9 @@ pub fn reload(config: &Path, admin: Option<SocketAddr>) -> u8 {
         }
         Err(e) => {
             eprintln!("holdfast reload: cannot reach the running holdfast at {admin}: {e}");
+            if !names_admin(config) {
+                eprintln!("  ({} names no listen.admin that could be read: pass --admin ADDR if it is not the default)", config.display());
+            }
             2
         }
     }
@@ -146,4 +164,54 @@ pub fn upgrade(config: &Path, admin: Option<SocketAddr>) -> u8 {
         TIMEOUT.as_secs()
     );
     1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_address_comes_from_the_flag_the_file_or_the_default() {
+        let dir = std::env::temp_dir().join(format!("holdfast-control-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("c.toml");
+        let given: SocketAddr = "127.0.0.1:7000".parse().expect("addr");
+        std::fs::write(
+            &file,
+            "[listen]\nadmin = \"127.0.0.1:7001\"\n[[pools.x.tiers]]\nbroken",
+        )
+        .expect("write");
+        // Not valid TOML: the default, and the hint that the file named none.
+        assert_eq!(admin_address(&file, None).port(), 9180);
+        assert!(!names_admin(&file));
+        std::fs::write(
+            &file,
+            "[listen]\nadmin = \"127.0.0.1:7001\"\n[pools]\nnot = \"a valid config\"\n",
+        )
+        .expect("write");
+        assert_eq!(admin_address(&file, None).port(), 7001, "read leniently");
+        assert_eq!(admin_address(&file, Some(given)), given);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_admin_answer_is_read_whole() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut head = [0u8; 1024];
+            let n = s.read(&mut head).expect("read");
+            let asked = String::from_utf8_lossy(&head[..n]).into_owned();
+            let body = r#"{"result":"failure","problems":["f: a.b: bad"]}"#;
+            let answer = format!("HTTP/1.1 422 Unprocessable Entity\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            s.write_all(answer.as_bytes()).expect("write");
+            asked
+        });
+        let (status, doc) = request(addr, "POST", "/reload").expect("answer");
+        assert_eq!(status, 422);
+        assert_eq!(doc["problems"][0], "f: a.b: bad");
+        let asked = server.join().expect("server");
+        assert!(asked.starts_with("POST /reload HTTP/1.1\r\n"), "{asked:?}");
+    }
 }
