@@ -333,6 +333,9 @@ impl Relaunch {
         }
         let mut child = std::process::Command::new(&self.exe)
             .args(&args)
+            // systemd names the process its watchdog expects; the new one becomes that
+            // process (it says MAINPID), so it must feed the watchdog whatever the name says.
+            .env_remove("WATCHDOG_PID")
             .stdin(std::process::Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.exe.display()))?;

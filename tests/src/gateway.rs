@@ -374,7 +374,22 @@ fn spawn(
     upgrade: bool,
     env: &[(&str, &str)],
 ) -> Child {
-    let mut command = Command::new(binary());
+    // `WATCHDOG_PID=self`: the process's own id, as systemd sets it for its main process (a
+    // shell that sets it to its own id, then becomes holdfast).
+    let mut command = match env.contains(&("WATCHDOG_PID", "self")) {
+        true => {
+            let mut sh = Command::new("sh");
+            sh.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\""])
+                .arg(binary());
+            sh
+        }
+        false => Command::new(binary()),
+    };
+    let env: Vec<_> = env
+        .iter()
+        .filter(|(k, _)| *k != "WATCHDOG_PID")
+        .copied()
+        .collect();
     command
         .args(["run", "--threads", "2", "--config"])
         .arg(config)
