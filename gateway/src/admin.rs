@@ -120,6 +120,7 @@ impl ServeHttp for Admin {
                 doc["draining"] = self.lifecycle.is_draining().into();
                 doc["pid"] = std::process::id().into();
                 doc["config"]["path"] = self.reloader.path().display().to_string().into();
+                doc["config"]["last_reload"] = self.reloader.last().unwrap_or(Value::Null);
                 let mut body = serde_json::to_vec_pretty(&doc).unwrap_or_default();
                 body.push(b'\n');
                 reply(StatusCode::OK, "application/json", body)

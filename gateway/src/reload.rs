@@ -116,6 +116,8 @@ pub struct Reloader {
     listeners: Arc<Listeners>,
     metrics: Metrics,
     one_at_a_time: tokio::sync::Mutex<()>,
+    /// The last reload: when, by what, and its result (for `/status`).
+    last: Mutex<Option<Value>>,
 }
 
 impl std::fmt::Debug for Reloader {
@@ -145,12 +147,21 @@ impl Reloader {
             listeners,
             metrics,
             one_at_a_time: tokio::sync::Mutex::new(()),
+            last: Mutex::new(None),
         }
     }
 
     /// The config file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The last reload (`None` before the first): its time, trigger and result, as JSON.
+    pub fn last(&self) -> Option<Value> {
+        self.last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// The files the running config names.
@@ -164,6 +175,18 @@ impl Reloader {
         let _one = self.one_at_a_time.lock().await;
         let result = self.apply().await;
         self.metrics.reloaded(result.is_ok());
+        let mut last = match &result {
+            Ok(r) => r.to_json(),
+            Err(e) => e.to_json(),
+        };
+        last["trigger"] = why.into();
+        last["at"] = humantime::format_rfc3339_millis(std::time::SystemTime::now())
+            .to_string()
+            .into();
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(last);
         match &result {
             Ok(r) => {
                 tracing::info!(

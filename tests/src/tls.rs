@@ -75,3 +75,20 @@ pub async fn https_exchange(addr: std::net::SocketAddr, request: &str) -> String
     let _ = stream.read_to_end(&mut answer).await;
     String::from_utf8_lossy(&answer).into_owned()
 }
+
+/// The certificate a TLS listener presents now (DER), from a fresh handshake.
+pub async fn presented_certificate(addr: std::net::SocketAddr) -> Vec<u8> {
+    let mut connector = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    connector.set_verify(SslVerifyMode::NONE);
+    let ssl = connector
+        .build()
+        .configure()
+        .unwrap()
+        .into_ssl("localhost")
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut stream = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+    std::pin::Pin::new(&mut stream).connect().await.unwrap();
+    let cert = stream.ssl().peer_certificate().expect("a certificate");
+    cert.to_der().unwrap()
+}

@@ -196,10 +196,17 @@ async fn a_broken_config_changes_nothing() {
     let report = load.finish().await;
     assert!(report.failures().is_empty(), "{:?}", report.failures());
     assert_eq!(report.by_backend().keys().collect::<Vec<_>>(), ["a"]);
-    assert_eq!(
-        status(&gw).await["config"],
-        before,
-        "the running config did not change"
+    let after = status(&gw).await["config"].clone();
+    for key in ["hash", "generation", "loaded_at"] {
+        assert_eq!(after[key], before[key], "the running config did not change");
+    }
+    let last = &after["last_reload"];
+    assert_eq!(last["result"], "failure", "{last}");
+    assert!(
+        last["problems"]
+            .to_string()
+            .contains("pools.app.tiers[0].backends[0]"),
+        "{last}"
     );
     assert!(
         gw.metric("holdfast_config_reloads_total{result=\"failure\"}")
@@ -520,4 +527,41 @@ async fn a_swapped_configmap_is_applied() {
             .await,
         1.0
     );
+}
+
+/// A renewed certificate (new files renamed over the old, as certbot or cert-manager do) is
+/// presented to new connections without a signal; the HTTPS listener is never closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_is_presented_without_a_signal() {
+    use holdfast_tests::tls;
+    let web = backend("web").await;
+    let gw = Gateway::start_with_https(&format!(
+        "[[pools.app.tiers]]\nbackends = [{{ address = \"{}\" }}]\n",
+        web.addr()
+    ))
+    .await;
+    let https = gw.https.unwrap();
+    let before = tls::presented_certificate(https).await;
+    let (cert, key) = tls::self_signed_pem("localhost");
+    let renewed = openssl::x509::X509::from_pem(&cert)
+        .unwrap()
+        .to_der()
+        .unwrap();
+    assert_ne!(before, renewed);
+    for (name, pem) in [("key.pem", &key), ("cert.pem", &cert)] {
+        std::fs::write(gw.dir().join("new.pem"), pem).unwrap();
+        std::fs::rename(gw.dir().join("new.pem"), gw.dir().join(name)).unwrap();
+    }
+    wait_until(
+        Duration::from_secs(3),
+        "the renewed certificate is presented",
+        || async { tls::presented_certificate(https).await == renewed },
+    )
+    .await;
+    let answer = tls::https_exchange(
+        https,
+        "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
