@@ -315,8 +315,16 @@ impl Listeners {
         }
         if !gone.is_empty() {
             if let Some(fds) = &state.fds {
-                let keep: HashSet<String> = entries.iter().map(|e| e.addr.to_string()).collect();
-                fds.lock().close_unclaimed(&keep);
+                // Out of the hand-over table (closing its copy): the removed addresses only.
+                // The table also holds sockets that are not ours (the admin listener's).
+                let mut table = fds.lock();
+                let keep: HashSet<String> = table
+                    .serialize()
+                    .0
+                    .into_iter()
+                    .filter(|key| !gone.iter().any(|e| e.addr.to_string() == *key))
+                    .collect();
+                table.close_unclaimed(&keep);
             }
         }
         state.entries = entries;

@@ -348,6 +348,9 @@ async fn listeners_come_and_go_and_the_others_never_close() {
         || async { tokio::net::TcpStream::connect(gone).await.is_err() },
     )
     .await;
+    // The admin listener, whose socket is in the same hand-over table, is untouched.
+    let generation = status(&gw).await["config"]["generation"].as_u64();
+    assert!(generation >= Some(3), "{generation:?}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let report = load.finish().await;
     assert!(
