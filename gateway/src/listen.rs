@@ -283,11 +283,16 @@ impl Listeners {
                 continue; // not prepared: cannot happen
             };
             let (addr, socket) = bound.swap_remove(i);
+            // Into the hand-over table, so that the next upgrade hands it over: a duplicate,
+            // unless the socket came from that table (inherited at an upgrade).
             if let Some(fds) = &state.fds {
-                match socket.try_clone() {
-                    Ok(dup) => fds.lock().add(addr.to_string(), dup.into_raw_fd()),
-                    Err(e) => {
-                        tracing::warn!(address = %addr, error = %e, "a new listener will not be handed over at the next upgrade")
+                let mut table = fds.lock();
+                if table.get(&addr.to_string()).is_none() {
+                    match socket.try_clone() {
+                        Ok(dup) => table.add(addr.to_string(), dup.into_raw_fd()),
+                        Err(e) => {
+                            tracing::warn!(address = %addr, error = %e, "this listener will not be handed over at the next upgrade")
+                        }
                     }
                 }
             }
@@ -399,21 +404,6 @@ impl Service for ProxyService {
                 Err(e) => {
                     tracing::error!(address = %w.addr, error = %e, "cannot listen; stopping");
                     std::process::exit(1);
-                }
-            }
-        }
-        // Inherited sockets are in the table already; the others go in now (a duplicate), so
-        // that the next upgrade hands them over.
-        for (addr, socket) in &initial.bound {
-            let key = addr.to_string();
-            let Some(fds) = &fds else { break };
-            let mut table = fds.lock();
-            if table.get(&key).is_none() {
-                match socket.try_clone() {
-                    Ok(dup) => table.add(key, dup.into_raw_fd()),
-                    Err(e) => {
-                        tracing::warn!(address = %addr, error = %e, "this listener will not be handed over at an upgrade")
-                    }
                 }
             }
         }

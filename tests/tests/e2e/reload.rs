@@ -362,6 +362,17 @@ async fn listeners_come_and_go_and_the_others_never_close() {
         "listeners by reload: {} requests on the one that stayed, 0 failed",
         report.sent()
     );
+    // The listener the process started with can go too (its socket is in the hand-over table
+    // once, and that copy is closed with it).
+    let only_added = format!("[listen]\nhttp = [\"{added}\"]\nadmin = \"{}\"\n", gw.admin);
+    gw.rewrite(Some(&only_added), &pools);
+    assert!(gw.command("reload").status.success());
+    wait_until(
+        Duration::from_secs(2),
+        "the first listener refuses",
+        || async { tokio::net::TcpStream::connect(gw.http).await.is_err() },
+    )
+    .await;
 }
 
 /// A backend a reload removes takes no new request, and its request in flight finishes.

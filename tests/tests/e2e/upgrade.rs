@@ -246,3 +246,63 @@ async fn upgrades_under_keepalive_load_fail_nothing_and_keep_health() {
         "{doc}"
     );
 }
+
+/// Reloads and upgrades together: a listener a reload added is handed over at the upgrade and
+/// serves in the new process; a reload there removes it, and the rest (admin included) stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_added_by_reload_is_handed_over_at_an_upgrade() {
+    let web = backend("web").await;
+    let pools = format!(
+        "[[pools.app.tiers]]\nbackends = [{{ address = \"{}\" }}]\n",
+        web.addr()
+    );
+    let mut gw = Gateway::start(&pools).await;
+    let added = holdfast_tests::ports::free_loopback();
+    let (http, admin) = (gw.http, gw.admin);
+    let listen =
+        |extra: &str| format!("[listen]\nhttp = [\"{http}\"{extra}]\nadmin = \"{admin}\"\n");
+    gw.rewrite(Some(&listen(&format!(", \"{added}\""))), &pools);
+    assert!(gw.command("reload").status.success());
+    let client = holdfast_tests::client();
+    assert_eq!(
+        client
+            .get(format!("http://{added}/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let load = Load::start(format!("http://{added}/"), 4, Duration::from_secs(30));
+    let old = gw.pid();
+    gw.upgrade_command().await;
+    assert_ne!(gw.pid(), old);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let report = load.finish().await;
+    assert!(report.failures().is_empty(), "{:?}", report.failures());
+
+    gw.rewrite(Some(&listen("")), &pools);
+    let out = gw.command("reload");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(
+        Duration::from_secs(2),
+        "the removed listener refuses",
+        || async { tokio::net::TcpStream::connect(added).await.is_err() },
+    )
+    .await;
+    assert_eq!(client.get(gw.url("/")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client
+            .get(gw.admin_url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
