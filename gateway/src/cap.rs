@@ -29,6 +29,11 @@ impl Cap {
         self.max.store(max.max(1), Ordering::Relaxed);
     }
 
+    /// The cap now.
+    pub fn max(&self) -> usize {
+        self.max.load(Ordering::Relaxed)
+    }
+
     /// How many are open now.
     pub fn live(&self) -> usize {
         self.live.load(Ordering::Relaxed)

@@ -107,6 +107,8 @@ pub struct Listeners {
     threads: usize,
     /// Visitor connections open at once, all listeners together, beyond which new ones are shed.
     limit: Arc<Cap>,
+    /// That cap when the config sets none (from the open-file limit).
+    default_max_connections: usize,
     /// Where the process stops accepting (graceful stop, upgrade).
     stop: watch::Receiver<bool>,
     /// The first config's listeners, until the service starts.
@@ -152,16 +154,21 @@ fn wanted(config: &Config) -> Result<Vec<Wanted>, String> {
 
 impl Listeners {
     /// The listeners of `config`, bound now unless `upgrade` (then the running process hands
-    /// them over when the service starts).
+    /// them over when the service starts). `default_max_connections` is the cap on visitor
+    /// connections when a config sets none.
     pub fn new(
         app: Arc<FastPath>,
         threads: usize,
         config: &Config,
-        max_connections: usize,
+        default_max_connections: usize,
         upgrade: bool,
         stop: watch::Receiver<bool>,
     ) -> Result<Self, (Option<SocketAddr>, String)> {
         let wanted = wanted(config).map_err(|e| (None, e))?;
+        let max_connections = config
+            .listen
+            .max_connections
+            .map_or(default_max_connections, |m| m as usize);
         let mut bound = Vec::new();
         if !upgrade {
             for w in &wanted {
@@ -173,6 +180,7 @@ impl Listeners {
             app,
             threads: threads.max(1),
             limit: Cap::new(max_connections),
+            default_max_connections,
             stop,
             initial: Mutex::new(Some(Prepared {
                 wanted,
@@ -187,6 +195,11 @@ impl Listeners {
             }),
             set: watch::Sender::new(Arc::new(Vec::new())),
         })
+    }
+
+    /// The cap on visitor connections now.
+    pub fn max_connections(&self) -> usize {
+        self.limit.max()
     }
 
     /// Visitor connections open now.
@@ -241,18 +254,12 @@ impl Listeners {
         let max_connections = config
             .listen
             .max_connections
-            .map_or(self.limit_default(), |m| m as usize);
+            .map_or(self.default_max_connections, |m| m as usize);
         Ok(Prepared {
             wanted,
             bound,
             max_connections,
         })
-    }
-
-    fn limit_default(&self) -> usize {
-        lock(&self.initial)
-            .as_ref()
-            .map_or(usize::MAX, |p| p.max_connections)
     }
 
     /// Makes `prepared` the listeners: a new address serves, a removed one stops accepting

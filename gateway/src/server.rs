@@ -127,20 +127,12 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
     let lifecycle = Arc::new(Lifecycle::default());
     let connector = Arc::new(Connector::new(tls));
     let app = Arc::new(FastPath::new(runtime.clone(), connector, lifecycle.clone()));
-    let max_connections = config
-        .listen
-        .max_connections
-        .map_or_else(|| default_max_connections(fd_limit), |m| m as usize);
-    tracing::info!(
-        max_connections,
-        "visitor connections beyond this get a fast 503"
-    );
     let listeners = Arc::new(
         Listeners::new(
             app,
             options.threads,
             &config,
-            max_connections,
+            default_max_connections(fd_limit),
             options.upgrade,
             lifecycle.stopping(),
         )
@@ -148,6 +140,10 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
             Some(addr) => StartError::Listen(addr, why),
             None => StartError::ListenerTls(why),
         })?,
+    );
+    tracing::info!(
+        max_connections = listeners.max_connections(),
+        "visitor connections beyond this get a fast 503"
     );
     let (checks_stop, checks_shutdown) = tokio::sync::watch::channel(false);
     let checks = Arc::new(Mutex::new(CheckLoops::new(

@@ -579,3 +579,51 @@ async fn a_renewed_certificate_is_presented_without_a_signal() {
     .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+/// Caps change live: `listen.max_connections` lowered sheds the next connection at once,
+/// raised or taken out lets it in; connections already open stay counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caps_change_live() {
+    let a = backend("a").await;
+    let pools = format!(
+        "[[pools.app.tiers]]\nbackends = [{{ address = \"{}\" }}]\n",
+        a.addr()
+    );
+    let gw = Gateway::start(&pools).await;
+    let listen = |cap: &str| {
+        format!(
+            "[listen]\nhttp = [\"{}\"]\nadmin = \"{}\"\n{cap}\n",
+            gw.http, gw.admin
+        )
+    };
+    // Two connections open, kept open.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(tokio::net::TcpStream::connect(gw.http).await.unwrap());
+    }
+    let status_of_a_new_connection = || async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        answer.split_whitespace().nth(1).map(str::to_string)
+    };
+    for (cap, want) in [
+        ("max_connections = 2", "503"),
+        ("max_connections = 10", "200"),
+        ("", "200"),
+    ] {
+        gw.rewrite(Some(&listen(cap)), &pools);
+        assert!(gw.command("reload").status.success());
+        assert_eq!(
+            status_of_a_new_connection().await.as_deref(),
+            Some(want),
+            "with {cap:?} and two connections open"
+        );
+    }
+    drop(held);
+}
