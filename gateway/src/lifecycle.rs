@@ -10,7 +10,7 @@
 //! - SIGQUIT (an upgrade; `holdfast upgrade` sends it): the health state is written for the new
 //!   process, the listening sockets are handed to it, and this one drains as on SIGTERM but
 //!   without the delay: the new process is accepting on the very same sockets;
-//! - SIGINT stops at once.
+//! - SIGINT stops at once, also during a graceful stop or a drain (as does a second SIGTERM).
 //!
 //! A connection stays open until its next request, which is answered with `Connection: close`,
 //! so that a request already on its way never meets a closing connection.
@@ -287,14 +287,22 @@ impl ShutdownSignalWatch for Signals {
                     });
                 }
                 _ = term.recv() => {
-                    self.graceful_stop().await;
+                    // A second SIGTERM, or SIGINT, cuts the graceful part short.
+                    tokio::select! {
+                        () = self.graceful_stop() => {}
+                        _ = term.recv() => tracing::warn!("SIGTERM again: stopping at once"),
+                        _ = int.recv() => tracing::warn!("SIGINT: stopping at once"),
+                    }
                     return ShutdownSignal::FastShutdown;
                 }
                 _ = quit.recv() => {
                     tracing::info!("SIGQUIT: handing over to the new process");
                     if self.hand_over().await {
                         let grace = self.runtime.load().config.listen.grace_period;
-                        drain(&self.lifecycle, &self.listeners, grace).await;
+                        tokio::select! {
+                            () = drain(&self.lifecycle, &self.listeners, grace) => {}
+                            _ = int.recv() => tracing::warn!("SIGINT: stopping at once"),
+                        }
                         return ShutdownSignal::FastShutdown;
                     }
                 }

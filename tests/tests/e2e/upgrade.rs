@@ -306,3 +306,38 @@ async fn a_listener_added_by_reload_is_handed_over_at_an_upgrade() {
         200
     );
 }
+
+/// A second SIGTERM cuts a long shutdown delay short (an operator who means it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_stops_at_once() {
+    let web = backend("web").await;
+    let mut gw = Gateway::start_with_listen(
+        "shutdown_delay = \"60s\"",
+        &format!(
+            "[[pools.app.tiers]]\nbackends = [{{ address = \"{}\" }}]\n",
+            web.addr()
+        ),
+    )
+    .await;
+    let client = holdfast_tests::client();
+    gw.signal("TERM");
+    wait_until(Duration::from_secs(2), "/healthz turns 503", || async {
+        client
+            .get(gw.admin_url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 503
+    })
+    .await;
+    assert!(
+        !gw.wait_exit(Duration::from_millis(300)).await,
+        "still in its delay"
+    );
+    gw.signal("TERM");
+    assert!(
+        gw.wait_exit(Duration::from_secs(3)).await,
+        "the second SIGTERM stops at once"
+    );
+}
