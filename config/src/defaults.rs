@@ -158,3 +158,8 @@ pub const SHUTDOWN_DELAY_MAX: Duration = Duration::from_secs(600);
 /// process exits as soon as none is left.
 pub const GRACE_PERIOD: Duration = Duration::from_secs(30);
 pub const GRACE_PERIOD_MAX: Duration = Duration::from_secs(3600);
+
+/// Where Cloudflare names the visitor; `True-Client-IP` (Enterprise) is the other choice.
+pub const VISITOR_IP_HEADER: &str = "CF-Connecting-IP";
+pub const FORWARDED_FOR_HEADER: &str = "X-Forwarded-For";
+pub const REAL_IP_HEADER: &str = "X-Real-IP";

@@ -40,6 +40,25 @@ pub struct File {
     pub fallback: Fallback,
     #[serde(default)]
     pub pools: BTreeMap<String, Pool>,
+    #[serde(default)]
+    pub trust: Trust,
+}
+
+/// Who is believed about the visitor's address.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trust {
+    /// Trust Cloudflare's published ranges (built in); default true.
+    pub cloudflare: Option<bool>,
+    /// More peers trusted as Cloudflare is (a load balancer in front), as CIDRs or addresses.
+    pub trusted_proxies: Option<Vec<String>>,
+    /// The header in which a trusted peer names the visitor: `CF-Connecting-IP` (default) or
+    /// `True-Client-IP`.
+    pub visitor_ip_header: Option<String>,
+    /// The header backends get the chain of addresses in (default `X-Forwarded-For`).
+    pub forwarded_for_header: Option<String>,
+    /// The header backends get the visitor's address alone in (default `X-Real-IP`).
+    pub real_ip_header: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -68,6 +87,11 @@ pub struct Listen {
     /// After the listeners stop accepting: how long requests in flight may take to finish.
     #[serde(default, deserialize_with = "duration::opt")]
     pub grace_period: Option<Duration>,
+    /// Listeners that accept connections only from trusted peers (and the exceptions below);
+    /// any other connection is closed at accept, before a byte is read.
+    pub trusted_only: Option<Vec<String>>,
+    /// Peers let in on `trusted_only` listeners although not trusted (loopback, monitoring).
+    pub trusted_only_exceptions: Option<Vec<String>>,
     /// Visitor connections open at once, all listeners together; beyond, a fast 503.
     pub max_connections: Option<u32>,
     /// Caps of single listeners, by their address as written in `http` or `https`.

@@ -16,6 +16,22 @@ pub struct Config {
     pub pools: Vec<Pool>,
     pub routes: Routes,
     pub fallback: Fallback,
+    pub trust: Trust,
+}
+
+/// Who is believed about the visitor's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trust {
+    /// Cloudflare's published ranges are trusted.
+    pub cloudflare: bool,
+    /// More trusted peers.
+    pub proxies: Vec<ipnet::IpNet>,
+    /// Where a trusted peer names the visitor (`CF-Connecting-IP`).
+    pub visitor_ip_header: String,
+    /// The chain of addresses for backends (`X-Forwarded-For`).
+    pub forwarded_for_header: String,
+    /// The visitor's address alone, for backends (`X-Real-IP`).
+    pub real_ip_header: String,
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +56,9 @@ pub struct Listen {
     /// fallback answer (503, Retry-After) and is closed. `None`: derived from the open-file
     /// limit at start.
     pub max_connections: Option<u32>,
+    /// Listeners that let in only trusted peers and `trusted_only_exceptions`.
+    pub trusted_only: Vec<SocketAddr>,
+    pub trusted_only_exceptions: Vec<ipnet::IpNet>,
     /// Caps of single listeners (beside `max_connections`), by address.
     pub limits: HashMap<SocketAddr, ListenerLimits>,
 }

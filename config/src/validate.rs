@@ -31,6 +31,7 @@ pub fn validate(raw: file::File, base_dir: &Path) -> Result<Config, Vec<Problem>
         routes,
         fallback,
         pools,
+        trust,
     } = raw;
 
     let listen = validate_listen(listen, base_dir, &mut p);
@@ -40,6 +41,7 @@ pub fn validate(raw: file::File, base_dir: &Path) -> Result<Config, Vec<Problem>
         .map(|(name, pool)| validate_pool(name, pool, &mut p))
         .collect();
     let routes = validate_routes(routes, &pools, &mut p);
+    let trust = validate_trust(trust, &mut p);
 
     if p.0.is_empty() {
         Ok(Config {
@@ -47,6 +49,7 @@ pub fn validate(raw: file::File, base_dir: &Path) -> Result<Config, Vec<Problem>
             pools,
             routes,
             fallback,
+            trust,
         })
     } else {
         Err(p.0)
@@ -64,6 +67,8 @@ fn validate_listen(raw: file::Listen, base_dir: &Path, p: &mut Problems) -> List
         header_timeout,
         shutdown_delay,
         grace_period,
+        trusted_only,
+        trusted_only_exceptions,
         max_connections,
         limits,
     } = raw;
@@ -141,6 +146,27 @@ fn validate_listen(raw: file::Listen, base_dir: &Path, p: &mut Problems) -> List
     if grace_period > d::GRACE_PERIOD_MAX {
         p.add("listen.grace_period", "must be at most 1h");
     }
+    let mut trusted_only_addrs = Vec::new();
+    for (i, written) in trusted_only.unwrap_or_default().iter().enumerate() {
+        match written
+            .parse::<SocketAddr>()
+            .ok()
+            .filter(|a| http.contains(a) || https.contains(a))
+        {
+            Some(addr) => trusted_only_addrs.push(addr),
+            None => p.add(
+                format!("listen.trusted_only[{i}]"),
+                format!(
+                    "{written:?} is not the address of a listener in listen.http or listen.https"
+                ),
+            ),
+        }
+    }
+    let trusted_only_exceptions = cidrs(
+        "listen.trusted_only_exceptions",
+        &trusted_only_exceptions.unwrap_or_default(),
+        p,
+    );
     if max_connections == Some(0) {
         p.add("listen.max_connections", "must be at least 1");
     }
@@ -189,7 +215,74 @@ fn validate_listen(raw: file::Listen, base_dir: &Path, p: &mut Problems) -> List
         shutdown_delay,
         grace_period,
         max_connections,
+        trusted_only: trusted_only_addrs,
+        trusted_only_exceptions,
         limits: by_addr,
+    }
+}
+
+/// CIDRs (`10.0.0.0/8`) or single addresses (`192.0.2.7`), with the host bits cleared.
+fn cidrs(key: &str, written: &[String], p: &mut Problems) -> Vec<ipnet::IpNet> {
+    let mut out = Vec::new();
+    for (i, w) in written.iter().enumerate() {
+        let parsed = w
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| w.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(net) => out.push(net.trunc()),
+            Err(_) => p.add(
+                format!("{key}[{i}]"),
+                format!("{w:?} is not a CIDR (10.0.0.0/8, 2001:db8::/32) nor an IP address"),
+            ),
+        }
+    }
+    out
+}
+
+/// Whether `name` can be a header name (RFC 9110 5.1: a token).
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn validate_trust(raw: file::Trust, p: &mut Problems) -> Trust {
+    let file::Trust {
+        cloudflare,
+        trusted_proxies,
+        visitor_ip_header,
+        forwarded_for_header,
+        real_ip_header,
+    } = raw;
+    let mut header = |key: &str, value: Option<String>, default: &str| {
+        let value = value.unwrap_or_else(|| default.to_string());
+        if !is_token(&value) {
+            p.add(
+                format!("trust.{key}"),
+                format!("{value:?} is not a header name"),
+            );
+        }
+        value
+    };
+    let visitor_ip_header = header("visitor_ip_header", visitor_ip_header, d::VISITOR_IP_HEADER);
+    let forwarded_for_header = header(
+        "forwarded_for_header",
+        forwarded_for_header,
+        d::FORWARDED_FOR_HEADER,
+    );
+    let real_ip_header = header("real_ip_header", real_ip_header, d::REAL_IP_HEADER);
+    let proxies = cidrs(
+        "trust.trusted_proxies",
+        &trusted_proxies.unwrap_or_default(),
+        p,
+    );
+    Trust {
+        cloudflare: cloudflare.unwrap_or(true),
+        proxies,
+        visitor_ip_header,
+        forwarded_for_header,
+        real_ip_header,
     }
 }
 

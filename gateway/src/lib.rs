@@ -32,4 +32,5 @@ pub mod select;
 pub mod server;
 pub mod state;
 pub mod systemd;
+pub mod trust;
 pub mod watch;

@@ -15,6 +15,7 @@
 
 use crate::cap::Cap;
 use crate::fast::FastPath;
+use crate::trust::{Ranges, Trusted};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use holdfast_config::{Config, ListenerLimits};
@@ -57,12 +58,29 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<SslAcceptor, openssl::err
     Ok(builder.build())
 }
 
-/// What the workers share of one listener: TLS, and caps. A reload swaps it whole.
+/// What the workers share of one listener: TLS, caps, who may connect. A reload swaps it
+/// whole.
 #[derive(Clone)]
 struct Shared {
     tls: Option<SslAcceptor>,
     connections: Option<Arc<Cap>>,
     in_flight: Option<Arc<Cap>>,
+    /// On a `trusted_only` listener: the peers let in.
+    gate: Option<Arc<Gate>>,
+}
+
+/// Who may connect to a `trusted_only` listener: trusted peers and the exceptions.
+#[derive(Debug)]
+struct Gate {
+    trusted: Ranges,
+    exceptions: Ranges,
+}
+
+impl Gate {
+    #[inline]
+    fn admits(&self, peer: IpAddr) -> bool {
+        self.trusted.contains(peer) || self.exceptions.contains(peer)
+    }
 }
 
 /// One listening address.
@@ -81,6 +99,7 @@ struct Wanted {
     addr: SocketAddr,
     tls: Option<SslAcceptor>,
     limits: ListenerLimits,
+    gate: Option<Arc<Gate>>,
 }
 
 /// A reload's listeners, ready to be committed: the new addresses already bound, TLS loaded.
@@ -125,6 +144,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The listeners of `config`: HTTPS ones with their certificate loaded.
 fn wanted(config: &Config) -> Result<Vec<Wanted>, String> {
     let limits = |addr: &SocketAddr| config.listen.limits.get(addr).copied().unwrap_or_default();
+    let gate = (!config.listen.trusted_only.is_empty()).then(|| {
+        Arc::new(Gate {
+            trusted: Trusted::new(&config.trust).peers,
+            exceptions: Ranges::new(config.listen.trusted_only_exceptions.iter().copied()),
+        })
+    });
+    let gate = |addr: &SocketAddr| {
+        gate.clone()
+            .filter(|_| config.listen.trusted_only.contains(addr))
+    };
     let mut wanted: Vec<Wanted> = config
         .listen
         .http
@@ -133,6 +162,7 @@ fn wanted(config: &Config) -> Result<Vec<Wanted>, String> {
             addr,
             tls: None,
             limits: limits(&addr),
+            gate: gate(&addr),
         })
         .collect();
     if let Some(tls) = &config.listen.tls {
@@ -147,6 +177,7 @@ fn wanted(config: &Config) -> Result<Vec<Wanted>, String> {
             addr,
             tls: Some(acceptor.clone()),
             limits: limits(&addr),
+            gate: gate(&addr),
         }));
     }
     Ok(wanted)
@@ -282,6 +313,7 @@ impl Listeners {
                     tls: w.tls,
                     connections: cap(old.connections.as_ref(), w.limits.max_connections),
                     in_flight: cap(old.in_flight.as_ref(), w.limits.max_in_flight),
+                    gate: w.gate,
                 }));
                 entries.push(e.clone());
                 continue;
@@ -311,6 +343,7 @@ impl Listeners {
                     tls: w.tls,
                     connections: cap(None, w.limits.max_connections),
                     in_flight: cap(None, w.limits.max_in_flight),
+                    gate: w.gate,
                 }),
                 removed: watch::Sender::new(false),
             }));
@@ -547,8 +580,14 @@ async fn accept(listener: tokio::net::TcpListener, entry: Arc<Entry>, listeners:
         };
         match accepted {
             Ok((tcp, peer)) => {
-                let _ = tcp.set_nodelay(true);
                 let shared = Shared::clone(&entry.shared.load());
+                if shared.gate.as_ref().is_some_and(|g| !g.admits(peer.ip())) {
+                    // Closed before a byte is read (and before TLS).
+                    drop(tcp);
+                    listeners.app.rejected_untrusted();
+                    continue;
+                }
+                let _ = tcp.set_nodelay(true);
                 let (all, over_all) = listeners.limit.take();
                 let (mine, over_mine) = match &shared.connections {
                     Some(cap) => {

@@ -38,6 +38,7 @@ pub struct Metrics {
     refusals: Arc<[IntCounter]>,
     shed: IntCounter,
     reloads: IntCounterVec,
+    rejected: IntCounterVec,
     last_reload: IntGauge,
     config_info: IntGaugeVec,
 }
@@ -219,6 +220,15 @@ impl Metrics {
                 ),
                 &["result"],
             )?,
+            rejected: IntCounterVec::new(
+                Opts::new(
+                    "holdfast_rejected_connections_total",
+                    "Connections closed at accept, before a byte was read, by reason: untrusted \
+                     (a peer outside the trusted ranges and the exceptions on a listen.trusted_only \
+                     listener)",
+                ),
+                &["reason"],
+            )?,
             last_reload: IntGauge::new(
                 "holdfast_config_last_reload_success_timestamp_seconds",
                 "When the running config was loaded (at start or by the last reload that took), \
@@ -237,6 +247,7 @@ impl Metrics {
         for result in ["success", "failure"] {
             m.reloads.with_label_values(&[result]);
         }
+        m.rejected.with_label_values(&["untrusted"]);
         m.registry.register(Box::new(m.backend_up.clone()))?;
         m.registry.register(Box::new(m.transitions.clone()))?;
         m.registry.register(Box::new(m.check_duration.clone()))?;
@@ -250,9 +261,15 @@ impl Metrics {
         m.registry.register(Box::new(m.active_tier.clone()))?;
         m.registry.register(Box::new(m.shed.clone()))?;
         m.registry.register(Box::new(m.reloads.clone()))?;
+        m.registry.register(Box::new(m.rejected.clone()))?;
         m.registry.register(Box::new(m.last_reload.clone()))?;
         m.registry.register(Box::new(m.config_info.clone()))?;
         Ok(m)
+    }
+
+    /// Counts a connection closed at accept.
+    pub fn rejected(&self, reason: &str) {
+        self.rejected.with_label_values(&[reason]).inc();
     }
 
     /// Counts a reload, by whether it took.

@@ -9,6 +9,7 @@ use crate::h1::request::Method;
 use crate::hedge::{Budget, Latency};
 use crate::metrics::{BackendMetrics, Metrics, PoolMetrics};
 use crate::select::{Selector, Slot};
+use crate::trust::Trusted;
 use holdfast_config::defaults::HEDGE_BURST;
 use holdfast_config::{Config, HedgePolicy, Timeouts};
 use holdfast_health::table::PoolHealth;
@@ -31,6 +32,8 @@ pub struct Runtime {
     /// The pools' backends as this config has them.
     pub health_pools: Arc<Vec<PoolHealth>>,
     pub pools: Vec<PoolRuntime>,
+    /// Who is believed about the visitor's address.
+    pub trust: Trusted,
     pub fallback: FallbackAnswer,
     pub metrics: Metrics,
 }
@@ -176,6 +179,7 @@ impl Runtime {
             .collect();
         Runtime {
             fallback: FallbackAnswer::new(&config.fallback),
+            trust: Trusted::new(&config.trust),
             config,
             generation: version.generation,
             hash: version.hash,

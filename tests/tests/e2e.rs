@@ -30,6 +30,8 @@ mod systemd;
 mod tiers;
 #[path = "e2e/tls.rs"]
 mod tls;
+#[path = "e2e/trust.rs"]
+mod trust;
 #[path = "e2e/upgrade.rs"]
 mod upgrade;
 #[path = "e2e/visitors.rs"]

@@ -1,9 +1,17 @@
 //! The request head as holdfast forwards it to a backend (RFC 9110 7.6.1): the request line as
 //! received; every header except the hop-by-hop ones (`Connection`, `Keep-Alive`,
 //! `Proxy-Connection`, `TE`, `Trailer`, `Upgrade`, and whatever `Connection` names, save a few
-//! that framing and routing rest on); `X-Forwarded-For` with the client's address appended (all
-//! prior lines merged into one); `X-Forwarded-Proto` kept, or set to the listener's scheme. An
-//! upgrade request (`Connection: upgrade` with `Upgrade`) keeps both, so WebSockets pass through.
+//! that framing and routing rest on).
+//!
+//! Who the visitor is depends on whether the peer is trusted (Cloudflare, or a configured
+//! proxy): a trusted peer names the visitor (`CF-Connecting-IP`), keeps the headers it sent, and
+//! the visitor's address is appended to its `X-Forwarded-For`; for any other peer the visitor
+//! is the peer itself, and every header that could name someone else (`CF-Connecting-IP`,
+//! `True-Client-IP`, `X-Real-IP`, `Forwarded`, the configured visitor header) is removed,
+//! `X-Forwarded-For` starts afresh with the peer's address and `X-Forwarded-Proto` is the
+//! listener's scheme. Either way backends get the visitor alone in `X-Real-IP`. (The three
+//! header names are configurable.) An upgrade request (`Connection: upgrade` with `Upgrade`)
+//! keeps both, so WebSockets pass through.
 //! `Transfer-Encoding: chunked` stays: the body is forwarded as it came. Response heads get the
 //! same treatment, and the gateway's own `Connection` header.
 
@@ -14,10 +22,56 @@ use std::net::IpAddr;
 
 /// What the gateway adds about the visitor's connection.
 #[derive(Debug, Clone, Copy)]
-pub struct Forwarding {
+pub struct Forwarding<'a> {
+    /// The TCP peer.
     pub client: IpAddr,
     /// `http` or `https`: the scheme of the listener the request came in on.
     pub proto: &'static str,
+    /// Whether the peer is believed when it names the visitor.
+    pub trusted: bool,
+    pub names: &'a HeaderNames,
+}
+
+/// The headers that carry the visitor's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderNames {
+    /// Where a trusted peer names the visitor (`CF-Connecting-IP`).
+    pub visitor_ip: String,
+    /// The chain of addresses (`X-Forwarded-For`).
+    pub forwarded_for: String,
+    /// The visitor alone (`X-Real-IP`).
+    pub real_ip: String,
+}
+
+impl Default for HeaderNames {
+    fn default() -> Self {
+        HeaderNames {
+            visitor_ip: "CF-Connecting-IP".to_string(),
+            forwarded_for: "X-Forwarded-For".to_string(),
+            real_ip: "X-Real-IP".to_string(),
+        }
+    }
+}
+
+/// Headers that name a visitor: removed when the peer is not trusted.
+const NAMES_A_VISITOR: [&str; 4] = [
+    "cf-connecting-ip",
+    "true-client-ip",
+    "x-real-ip",
+    "forwarded",
+];
+
+/// The visitor's address: what a trusted peer names in `header` (the first valid one), or the
+/// peer itself.
+pub fn visitor(headers: &[httparse::Header<'_>], fwd: &Forwarding<'_>) -> IpAddr {
+    if !fwd.trusted {
+        return fwd.client;
+    }
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case(&fwd.names.visitor_ip))
+        .find_map(|h| std::str::from_utf8(trimmed(h.value)).ok()?.parse().ok())
+        .unwrap_or(fwd.client)
 }
 
 /// Hop-by-hop headers, always removed (re-added for upgrades).
@@ -68,34 +122,48 @@ pub fn request_head(head: &[u8], fwd: Forwarding, out: &mut Vec<u8>) -> bool {
                 .flat_map(|h| h.value.split(|&b| b == b','))
                 .any(|t| trimmed(t).eq_ignore_ascii_case(name.as_bytes()))
     };
-    let is_forwarded_for = |name: &str| name.eq_ignore_ascii_case("x-forwarded-for");
+    let names = fwd.names;
+    let is_forwarded_for = |name: &str| name.eq_ignore_ascii_case(&names.forwarded_for);
+    let is_proto = |name: &str| name.eq_ignore_ascii_case("x-forwarded-proto");
+    let names_a_visitor = |name: &str| {
+        NAMES_A_VISITOR.iter().any(|n| name.eq_ignore_ascii_case(n))
+            || name.eq_ignore_ascii_case(&names.visitor_ip)
+    };
+    let visitor = visitor(headers, &fwd);
     let mut proto_seen = false;
     for h in headers.iter() {
         let name = h.name;
+        let untrusted_claim = !fwd.trusted && (names_a_visitor(name) || is_proto(name));
         if HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop))
             || named_by_connection(name)
             || is_forwarded_for(name)
+            || name.eq_ignore_ascii_case(&names.real_ip)
+            || untrusted_claim
         {
             continue;
         }
-        proto_seen |= name.eq_ignore_ascii_case("x-forwarded-proto");
+        proto_seen |= is_proto(name);
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
     }
-    // Every prior `X-Forwarded-For` line merged into one, the client appended.
-    out.extend_from_slice(b"X-Forwarded-For: ");
-    let prior = headers
-        .iter()
-        .filter(|h| is_forwarded_for(h.name) && !named_by_connection(h.name))
-        .map(|h| trimmed(h.value))
-        .filter(|v| !v.is_empty());
-    for value in prior {
-        out.extend_from_slice(value);
-        out.extend_from_slice(b", ");
+    // From a trusted peer, every prior `X-Forwarded-For` line merged into one and the visitor
+    // appended; from any other, the peer alone.
+    out.extend_from_slice(names.forwarded_for.as_bytes());
+    out.extend_from_slice(b": ");
+    if fwd.trusted {
+        let prior = headers
+            .iter()
+            .filter(|h| is_forwarded_for(h.name) && !named_by_connection(h.name))
+            .map(|h| trimmed(h.value))
+            .filter(|v| !v.is_empty());
+        for value in prior {
+            out.extend_from_slice(value);
+            out.extend_from_slice(b", ");
+        }
     }
-    let _ = write!(out, "{}\r\n", fwd.client);
+    let _ = write!(out, "{visitor}\r\n{}: {visitor}\r\n", names.real_ip);
     if !proto_seen {
         let _ = write!(out, "X-Forwarded-Proto: {}\r\n", fwd.proto);
     }
@@ -182,13 +250,83 @@ mod tests {
     use super::*;
 
     fn rewrite(head: &str) -> String {
+        rewrite_from(head, true)
+    }
+
+    fn rewrite_from(head: &str, trusted: bool) -> String {
+        let names = HeaderNames::default();
         let fwd = Forwarding {
             client: "198.51.100.7".parse().unwrap(),
             proto: "https",
+            trusted,
+            names: &names,
         };
         let mut out = Vec::new();
         assert!(request_head(head.as_bytes(), fwd, &mut out), "{head:?}");
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn only_a_trusted_peer_names_the_visitor() {
+        let head = "GET / HTTP/1.1\r\nHost: a\r\nCF-Connecting-IP: 203.0.113.9\r\n\
+                    True-Client-IP: 203.0.113.10\r\nX-Real-IP: 203.0.113.11\r\n\
+                    Forwarded: for=203.0.113.12\r\nX-Forwarded-For: 203.0.113.13\r\n\
+                    X-Forwarded-Proto: https\r\nCF-Ray: 8a1\r\n\r\n";
+        // (trusted, what backends get, what they must not get)
+        let table: [(bool, &[&str], &[&str]); 2] = [
+            (
+                true,
+                &[
+                    "CF-Connecting-IP: 203.0.113.9\r\n",
+                    "True-Client-IP: 203.0.113.10\r\n",
+                    "X-Forwarded-For: 203.0.113.13, 203.0.113.9\r\n",
+                    "X-Real-IP: 203.0.113.9\r\n",
+                    "X-Forwarded-Proto: https\r\n",
+                    "CF-Ray: 8a1\r\n",
+                ],
+                &["203.0.113.11", "198.51.100.7"],
+            ),
+            (
+                false,
+                &[
+                    "X-Forwarded-For: 198.51.100.7\r\n",
+                    "X-Real-IP: 198.51.100.7\r\n",
+                    "X-Forwarded-Proto: https\r\n",
+                    "CF-Ray: 8a1\r\n",
+                ],
+                &[
+                    "203.0.113.",
+                    "Forwarded: ",
+                    "CF-Connecting-IP",
+                    "True-Client-IP",
+                ],
+            ),
+        ];
+        for (trusted, has, lacks) in table {
+            let out = rewrite_from(head, trusted);
+            for h in has {
+                assert!(out.contains(h), "trusted {trusted}: no {h:?} in {out}");
+            }
+            for h in lacks {
+                assert!(!out.contains(h), "trusted {trusted}: {h:?} in {out}");
+            }
+            assert_eq!(out.matches("X-Real-IP").count(), 1, "{out}");
+        }
+    }
+
+    #[test]
+    fn an_untrusted_peer_cannot_claim_https_and_a_bad_visitor_header_is_ignored() {
+        let out = rewrite_from(
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https\r\n\r\n",
+            false,
+        );
+        // The listener's scheme (https in these tests) whatever was claimed.
+        assert_eq!(out.matches("X-Forwarded-Proto").count(), 1, "{out}");
+        let out = rewrite_from(
+            "GET / HTTP/1.1\r\nHost: a\r\nCF-Connecting-IP: not-an-ip\r\n\r\n",
+            true,
+        );
+        assert!(out.contains("X-Real-IP: 198.51.100.7\r\n"), "{out}");
     }
 
     #[test]
@@ -201,7 +339,8 @@ mod tests {
         assert_eq!(
             out,
             "GET /a?b=c HTTP/1.1\r\nHost: www.example.com\r\nAccept: */*\r\n\
-             X-Forwarded-For: 198.51.100.7\r\nX-Forwarded-Proto: https\r\n\r\n"
+             X-Forwarded-For: 198.51.100.7\r\nX-Real-IP: 198.51.100.7\r\n\
+             X-Forwarded-Proto: https\r\n\r\n"
         );
     }
 
@@ -217,6 +356,7 @@ mod tests {
         );
         assert!(out.contains("X-Forwarded-Proto: http\r\n"), "{out}");
         assert_eq!(out.matches("X-Forwarded-").count(), 2, "{out}");
+        assert!(out.contains("X-Real-IP: 198.51.100.7\r\n"), "{out}");
     }
 
     #[test]

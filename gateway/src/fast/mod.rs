@@ -118,6 +118,12 @@ impl FastPath {
         visitor.serve().await;
     }
 
+    /// Counts a connection closed at accept: its peer is not trusted on a `trusted_only`
+    /// listener.
+    pub fn rejected_untrusted(&self) {
+        self.runtime.load().metrics.rejected("untrusted");
+    }
+
     /// Answers a connection over the cap with the fallback answer (503, `Retry-After`) and
     /// closes it. What the visitor sent is read first, briefly, and what it still sends is
     /// drained after: closing a socket with unread bytes would reset the connection before
@@ -301,6 +307,8 @@ impl<S: VisitorIo> Visitor<'_, S> {
         let forwarding = Forwarding {
             client: self.client,
             proto: self.proto,
+            trusted: runtime.trust.trusts(self.client),
+            names: &runtime.trust.names,
         };
         let rewritten =
             rewrite::request_head(&self.buf[..head.len], forwarding, &mut self.upstream_head);

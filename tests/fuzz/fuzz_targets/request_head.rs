@@ -32,9 +32,13 @@ fuzz_target!(|data: &[u8]| {
         ),
         Framing::Empty => {}
     }
+    let names = rewrite::HeaderNames::default();
     let fwd = Forwarding {
         client: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
         proto: "https",
+        // Both the trusted peer's rules and anyone else's.
+        trusted: data.len() % 2 == 0,
+        names: &names,
     };
     let mut out = Vec::new();
     assert!(

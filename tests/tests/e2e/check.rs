@@ -12,6 +12,40 @@ backends = [{ address = "127.0.0.1:8081" }]
 /// (what is wrong, config text, expected key path, expected words of the reason)
 const BROKEN: &[(&str, &str, &str, &str)] = &[
     (
+        "a trusted proxy that is not a CIDR",
+        r#"
+[trust]
+trusted_proxies = ["10.0.0.0/8", "10.0.0.0/33"]
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "trust.trusted_proxies[1]",
+        "is not a CIDR",
+    ),
+    (
+        "a visitor header that is not a header name",
+        r#"
+[trust]
+visitor_ip_header = "CF Connecting IP"
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "trust.visitor_ip_header",
+        "not a header name",
+    ),
+    (
+        "trusted_only for an address that is no listener",
+        r#"
+[listen]
+http = ["127.0.0.1:8080"]
+trusted_only = ["127.0.0.1:9999"]
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "listen.trusted_only[0]",
+        "not the address of a listener",
+    ),
+    (
         "no connection allowed",
         r#"
 [listen]
