@@ -72,6 +72,12 @@ pub struct Listen {
     pub tls_cert: Option<String>,
     /// PEM private key for the HTTPS listeners.
     pub tls_key: Option<String>,
+    /// More certificates for the HTTPS listeners, chosen by the name the client asks for (SNI);
+    /// `tls_cert` is the default.
+    pub certificates: Option<Vec<CertificateFiles>>,
+    /// Authenticated Origin Pulls: client certificates checked on an HTTPS listener, by its
+    /// address as written in `https`.
+    pub origin_pulls: Option<std::collections::BTreeMap<String, OriginPulls>>,
     /// Admin listener address (metrics, health, status).
     pub admin: Option<String>,
     /// Idle keep-alive timeout towards visitors.
@@ -96,6 +102,25 @@ pub struct Listen {
     pub max_connections: Option<u32>,
     /// Caps of single listeners, by their address as written in `http` or `https`.
     pub limits: Option<std::collections::BTreeMap<String, ListenerLimits>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
+    /// PEM certificate chain.
+    pub cert: String,
+    /// Its PEM private key.
+    pub key: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginPulls {
+    /// PEM file of the CA that signs the client certificates (Cloudflare's origin-pull CA, or
+    /// the zone's own).
+    pub ca: String,
+    /// `log` (verify and count, let every client through) or `require` (default).
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -263,6 +288,9 @@ pub struct Backend {
     pub sni: Option<String>,
     /// Verify the backend's certificate (chain and name); default true.
     pub tls_verify: Option<bool>,
+    /// PEM file of the CA(s) to verify the backend's certificate against, instead of the
+    /// system's store.
+    pub tls_ca: Option<String>,
     /// Requests this backend may have at once; no cap when left out.
     pub max_in_flight: Option<u32>,
 }

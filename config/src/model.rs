@@ -76,10 +76,36 @@ pub struct ListenerLimits {
 /// publicly trusted one or a Cloudflare Origin CA certificate).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerTls {
-    /// PEM certificate chain, leaf first.
+    /// PEM certificate chain, leaf first: the default certificate (for clients that name none,
+    /// or a name no other certificate holds).
     pub cert: PathBuf,
     /// PEM private key.
     pub key: PathBuf,
+    /// More certificates, chosen by SNI among the names each holds.
+    pub more: Vec<CertKey>,
+    /// Authenticated Origin Pulls, by listener.
+    pub origin_pulls: HashMap<SocketAddr, OriginPulls>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertKey {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Client certificates on an HTTPS listener (Authenticated Origin Pulls).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginPulls {
+    pub ca: PathBuf,
+    pub mode: PullMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullMode {
+    /// Verify, count and log a missing or bad certificate; serve all the same.
+    Log,
+    /// Refuse the handshake without a valid client certificate.
+    Require,
 }
 
 /// Which pool serves a request, by its `Host` header.
@@ -193,8 +219,17 @@ pub struct Backend {
 pub struct BackendTls {
     /// Server name for SNI and certificate verification; empty sends no SNI.
     pub sni: String,
-    /// Verify the certificate chain (system trust store) and that it names `sni`.
+    /// Verify the certificate chain (system trust store, or `ca`) and that it names `sni`.
     pub verify: bool,
+    /// The CA(s) to verify against instead of the system's store.
+    pub ca: Option<CaFile>,
+}
+
+/// A CA file as it was read when the config was loaded (a changed file is a changed config).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CaFile {
+    pub path: PathBuf,
+    pub pem: Arc<[u8]>,
 }
 
 /// Per-attempt and per-request time limits towards the backends of a pool.
@@ -342,12 +377,23 @@ impl Config {
     /// The files the config names (certificates, the fallback body): a change of one of them
     /// is a change of the config.
     pub fn files(&self) -> Vec<PathBuf> {
-        let tls = self
-            .listen
-            .tls
+        let tls = self.listen.tls.iter().flat_map(|t| {
+            let more = t.more.iter().flat_map(|c| [c.cert.clone(), c.key.clone()]);
+            let cas = t.origin_pulls.values().map(|p| p.ca.clone());
+            [t.cert.clone(), t.key.clone()]
+                .into_iter()
+                .chain(more)
+                .chain(cas)
+                .collect::<Vec<_>>()
+        });
+        let backend_cas = self
+            .pools
             .iter()
-            .flat_map(|t| [t.cert.clone(), t.key.clone()]);
-        tls.chain(self.fallback.body_file.clone()).collect()
+            .flat_map(|p| p.backends())
+            .filter_map(|(_, b)| b.tls.as_ref()?.ca.as_ref().map(|c| c.path.clone()));
+        tls.chain(self.fallback.body_file.clone())
+            .chain(backend_cas)
+            .collect()
     }
 
     /// A one-line summary, as `holdfast check` prints it.

@@ -38,7 +38,7 @@ pub fn validate(raw: file::File, base_dir: &Path) -> Result<Config, Vec<Problem>
     let fallback = validate_fallback(fallback, base_dir, &mut p);
     let pools: Vec<Pool> = pools
         .into_iter()
-        .map(|(name, pool)| validate_pool(name, pool, &mut p))
+        .map(|(name, pool)| validate_pool(name, pool, base_dir, &mut p))
         .collect();
     let routes = validate_routes(routes, &pools, &mut p);
     let trust = validate_trust(trust, &mut p);
@@ -62,6 +62,8 @@ fn validate_listen(raw: file::Listen, base_dir: &Path, p: &mut Problems) -> List
         https,
         tls_cert,
         tls_key,
+        certificates,
+        origin_pulls,
         admin,
         keepalive_timeout,
         header_timeout,
@@ -88,6 +90,20 @@ fn validate_listen(raw: file::Listen, base_dir: &Path, p: &mut Problems) -> List
     let mut seen = HashSet::new();
     let http = listen_addrs("listen.http", &http_addrs, &mut seen, p);
     let https = listen_addrs("listen.https", &https_addrs, &mut seen, p);
+    if https.is_empty() {
+        if certificates.as_ref().is_some_and(|c| !c.is_empty()) {
+            p.add(
+                "listen.certificates",
+                "only meaningful with HTTPS listeners (listen.https)",
+            );
+        }
+        if origin_pulls.as_ref().is_some_and(|o| !o.is_empty()) {
+            p.add(
+                "listen.origin_pulls",
+                "only meaningful with HTTPS listeners (listen.https)",
+            );
+        }
+    }
     let tls = match (https.is_empty(), tls_cert, tls_key) {
         (true, None, None) => None,
         (true, _, _) => {
@@ -97,10 +113,61 @@ fn validate_listen(raw: file::Listen, base_dir: &Path, p: &mut Problems) -> List
             );
             None
         }
-        (false, Some(cert), Some(key)) => Some(ListenerTls {
-            cert: readable_file(base_dir, &cert, "listen.tls_cert", p),
-            key: readable_file(base_dir, &key, "listen.tls_key", p),
-        }),
+        (false, Some(cert), Some(key)) => {
+            let more = certificates
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .map(|(i, c)| CertKey {
+                    cert: readable_file(
+                        base_dir,
+                        &c.cert,
+                        &format!("listen.certificates[{i}].cert"),
+                        p,
+                    ),
+                    key: readable_file(
+                        base_dir,
+                        &c.key,
+                        &format!("listen.certificates[{i}].key"),
+                        p,
+                    ),
+                })
+                .collect();
+            let mut pulls = HashMap::new();
+            for (written, o) in origin_pulls.unwrap_or_default() {
+                let at = format!("listen.origin_pulls.{written:?}");
+                let Some(addr) = written
+                    .parse::<SocketAddr>()
+                    .ok()
+                    .filter(|a| https.contains(a))
+                else {
+                    p.add(
+                        at,
+                        format!("{written:?} is not the address of a listener in listen.https"),
+                    );
+                    continue;
+                };
+                let mode = match o.mode.as_deref() {
+                    None | Some("require") => PullMode::Require,
+                    Some("log") => PullMode::Log,
+                    Some(other) => {
+                        p.add(
+                            format!("{at}.mode"),
+                            format!("{other:?} is not log or require"),
+                        );
+                        PullMode::Require
+                    }
+                };
+                let ca = readable_file(base_dir, &o.ca, &format!("{at}.ca"), p);
+                pulls.insert(addr, OriginPulls { ca, mode });
+            }
+            Some(ListenerTls {
+                cert: readable_file(base_dir, &cert, "listen.tls_cert", p),
+                key: readable_file(base_dir, &key, "listen.tls_key", p),
+                more,
+                origin_pulls: pulls,
+            })
+        }
         (false, cert, _) => {
             let missing = if cert.is_none() {
                 "listen.tls_cert"
@@ -465,7 +532,7 @@ fn names(index: &HashMap<&str, usize>) -> String {
     v.join(", ")
 }
 
-fn validate_pool(name: String, raw: file::Pool, p: &mut Problems) -> Pool {
+fn validate_pool(name: String, raw: file::Pool, base_dir: &Path, p: &mut Problems) -> Pool {
     let file::Pool {
         connect_timeout,
         read_timeout,
@@ -600,7 +667,7 @@ fn validate_pool(name: String, raw: file::Pool, p: &mut Problems) -> Pool {
                 .enumerate()
                 .filter_map(|(b, backend)| {
                     let b_at = format!("{tier_at}.backends[{b}]");
-                    let backend = validate_backend(backend, &b_at, p)?;
+                    let backend = validate_backend(backend, &b_at, base_dir, p)?;
                     if !names_seen.insert(backend.name.clone()) {
                         p.add(
                             format!("{b_at}.name"),
@@ -704,7 +771,12 @@ fn default_tier_name(t: usize) -> String {
     }
 }
 
-fn validate_backend(raw: file::Backend, at: &str, p: &mut Problems) -> Option<Backend> {
+fn validate_backend(
+    raw: file::Backend,
+    at: &str,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<Backend> {
     let file::Backend {
         address,
         name,
@@ -712,6 +784,7 @@ fn validate_backend(raw: file::Backend, at: &str, p: &mut Problems) -> Option<Ba
         tls,
         sni,
         tls_verify,
+        tls_ca,
         max_in_flight,
     } = raw;
     let weight = non_zero(weight, 1, &format!("{at}.weight"), p);
@@ -740,7 +813,30 @@ fn validate_backend(raw: file::Backend, at: &str, p: &mut Problems) -> Option<Ba
             p.add(format!("{at}.name"), "must not be empty");
         }
     }
-    let tls = validate_tls(tls, sni, tls_verify, &address, at, p);
+    let mut tls = validate_tls(tls, sni, tls_verify, &address, at, p);
+    match (&mut tls, tls_ca) {
+        (_, None) => {}
+        (None, Some(_)) => p.add(format!("{at}.tls_ca"), "only meaningful with tls = true"),
+        (Some(tls), Some(ca)) => {
+            let path = base_dir.join(&ca);
+            match std::fs::read(&path) {
+                Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => {
+                    tls.ca = Some(CaFile {
+                        path,
+                        pem: Arc::from(pem),
+                    });
+                }
+                Ok(_) => p.add(
+                    format!("{at}.tls_ca"),
+                    format!("{}: no PEM certificate in it", path.display()),
+                ),
+                Err(e) => p.add(
+                    format!("{at}.tls_ca"),
+                    format!("{}: cannot read: {e}", path.display()),
+                ),
+            }
+        }
+    }
     Some(Backend {
         name: name.unwrap_or_else(|| address.clone()),
         address,
@@ -782,7 +878,11 @@ fn validate_tls(
             "certificate verification needs the name on the backend's certificate: set sni, or tls_verify = false",
         );
     }
-    Some(BackendTls { sni, verify })
+    Some(BackendTls {
+        sni,
+        verify,
+        ca: None,
+    })
 }
 
 /// `IP:port` as is; `host:port` through the system resolver (first address), once, at load.

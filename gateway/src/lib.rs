@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod attempts;
 pub mod cap;
+pub mod certs;
 pub mod cli;
 pub mod control;
 pub mod demo;

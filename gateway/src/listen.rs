@@ -14,12 +14,14 @@
 //! goes to the next process (see [`crate::lifecycle`]).
 
 use crate::cap::Cap;
+use crate::certs::{self, Certificate};
 use crate::fast::FastPath;
 use crate::trust::{Ranges, Trusted};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use holdfast_config::{Config, ListenerLimits};
-use openssl::ssl::{Ssl, SslAcceptor, SslFiletype, SslMethod};
+use holdfast_config::{Config, ListenerLimits, PullMode};
+use openssl::ssl::{Ssl, SslAcceptor};
+use openssl::x509::X509VerifyResult;
 use pingora::server::{ListenFds, ShutdownWatch};
 use pingora::services::Service;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -27,7 +29,6 @@ use std::collections::HashSet;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::os::fd::{BorrowedFd, IntoRawFd, OwnedFd, RawFd};
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,18 +47,6 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// accepting again (rather than spinning on the same error).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// The TLS settings of HTTPS listeners: Mozilla's "intermediate" profile (TLS 1.2 and 1.3),
-/// the certificate chain and key from files, HTTP/1.1 only. Buffers are released while a
-/// connection is idle, and records are read ahead (one system call per read, not two).
-pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<SslAcceptor, openssl::error::ErrorStack> {
-    let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
-    builder.set_certificate_chain_file(cert)?;
-    builder.set_private_key_file(key, SslFiletype::PEM)?;
-    builder.check_private_key()?;
-    builder.set_read_ahead(true);
-    Ok(builder.build())
-}
-
 /// What the workers share of one listener: TLS, caps, who may connect. A reload swaps it
 /// whole.
 #[derive(Clone)]
@@ -67,6 +56,8 @@ struct Shared {
     in_flight: Option<Arc<Cap>>,
     /// On a `trusted_only` listener: the peers let in.
     gate: Option<Arc<Gate>>,
+    /// Authenticated Origin Pulls on this listener, in which mode.
+    pulls: Option<PullMode>,
 }
 
 /// Who may connect to a `trusted_only` listener: trusted peers and the exceptions.
@@ -100,11 +91,14 @@ struct Wanted {
     tls: Option<SslAcceptor>,
     limits: ListenerLimits,
     gate: Option<Arc<Gate>>,
+    pulls: Option<PullMode>,
 }
 
 /// A reload's listeners, ready to be committed: the new addresses already bound, TLS loaded.
 pub struct Prepared {
     wanted: Vec<Wanted>,
+    /// The HTTPS certificates, for their expiry.
+    certificates: Vec<Certificate>,
     bound: Vec<(SocketAddr, TcpListener)>,
     max_connections: usize,
 }
@@ -141,8 +135,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The listeners of `config`: HTTPS ones with their certificate loaded.
-fn wanted(config: &Config) -> Result<Vec<Wanted>, String> {
+/// The listeners of `config`: HTTPS ones with their certificates loaded.
+fn wanted(config: &Config) -> Result<(Vec<Wanted>, Vec<Certificate>), String> {
     let limits = |addr: &SocketAddr| config.listen.limits.get(addr).copied().unwrap_or_default();
     let gate = (!config.listen.trusted_only.is_empty()).then(|| {
         Arc::new(Gate {
@@ -163,24 +157,24 @@ fn wanted(config: &Config) -> Result<Vec<Wanted>, String> {
             tls: None,
             limits: limits(&addr),
             gate: gate(&addr),
+            pulls: None,
         })
         .collect();
+    let mut certificates = Vec::new();
     if let Some(tls) = &config.listen.tls {
-        let acceptor = tls_acceptor(&tls.cert, &tls.key).map_err(|e| {
-            format!(
-                "cannot load the HTTPS certificate {} and key {}: {e}",
-                tls.cert.display(),
-                tls.key.display()
-            )
-        })?;
-        wanted.extend(config.listen.https.iter().map(|&addr| Wanted {
-            addr,
-            tls: Some(acceptor.clone()),
-            limits: limits(&addr),
-            gate: gate(&addr),
-        }));
+        certificates = certs::load_all(tls)?;
+        for &addr in &config.listen.https {
+            let pulls = tls.origin_pulls.get(&addr);
+            wanted.push(Wanted {
+                addr,
+                tls: Some(certs::acceptor(&certificates, pulls)?),
+                limits: limits(&addr),
+                gate: gate(&addr),
+                pulls: pulls.map(|p| p.mode),
+            });
+        }
     }
-    Ok(wanted)
+    Ok((wanted, certificates))
 }
 
 impl Listeners {
@@ -195,7 +189,7 @@ impl Listeners {
         upgrade: bool,
         stop: watch::Receiver<bool>,
     ) -> Result<Self, (Option<SocketAddr>, String)> {
-        let wanted = wanted(config).map_err(|e| (None, e))?;
+        let (wanted, certificates) = wanted(config).map_err(|e| (None, e))?;
         let max_connections = config
             .listen
             .max_connections
@@ -215,6 +209,7 @@ impl Listeners {
             stop,
             initial: Mutex::new(Some(Prepared {
                 wanted,
+                certificates,
                 bound,
                 max_connections,
             })),
@@ -269,7 +264,7 @@ impl Listeners {
     /// Everything about `config`'s listeners that can fail, done before anything changes:
     /// certificates loaded, new addresses bound.
     pub fn prepare(&self, config: &Config) -> Result<Prepared, String> {
-        let wanted = wanted(config)?;
+        let (wanted, certificates) = wanted(config)?;
         let state = lock(&self.state);
         if !state.started {
             return Err("the listeners have not started yet; try again".to_string());
@@ -288,6 +283,7 @@ impl Listeners {
             .map_or(self.default_max_connections, |m| m as usize);
         Ok(Prepared {
             wanted,
+            certificates,
             bound,
             max_connections,
         })
@@ -300,10 +296,12 @@ impl Listeners {
         let mut state = lock(&self.state);
         let Prepared {
             wanted,
+            certificates,
             mut bound,
             max_connections,
         } = prepared;
         self.limit.set_max(max_connections);
+        self.app.certificates(&certificates);
         let (mut added, mut removed) = (Vec::new(), Vec::new());
         let mut entries = Vec::with_capacity(wanted.len());
         for w in wanted {
@@ -314,6 +312,7 @@ impl Listeners {
                     connections: cap(old.connections.as_ref(), w.limits.max_connections),
                     in_flight: cap(old.in_flight.as_ref(), w.limits.max_in_flight),
                     gate: w.gate,
+                    pulls: w.pulls,
                 }));
                 entries.push(e.clone());
                 continue;
@@ -344,6 +343,7 @@ impl Listeners {
                     connections: cap(None, w.limits.max_connections),
                     in_flight: cap(None, w.limits.max_in_flight),
                     gate: w.gate,
+                    pulls: w.pulls,
                 }),
                 removed: watch::Sender::new(false),
             }));
@@ -643,7 +643,37 @@ async fn connection(
     else {
         return;
     };
-    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, Pin::new(&mut stream).accept()).await {
+    let handshake =
+        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, Pin::new(&mut stream).accept()).await;
+    // Authenticated Origin Pulls: what the client's certificate was worth.
+    if let Some(mode) = shared.pulls {
+        let why = match &handshake {
+            // Served (log mode), or refused after the handshake (require mode, TLS 1.3).
+            Ok(Ok(())) => match (
+                stream.ssl().peer_certificate(),
+                stream.ssl().verify_result(),
+            ) {
+                (None, _) => Some("no client certificate".to_string()),
+                (Some(_), r) if r != X509VerifyResult::OK => Some(r.error_string().to_string()),
+                _ => None,
+            },
+            // Refused in the handshake (require mode) for its certificate, not for anything
+            // else (a client that went away).
+            Ok(Err(e)) => e
+                .ssl_error()
+                .into_iter()
+                .flat_map(|stack| stack.errors())
+                .filter_map(|e| e.reason())
+                .find(|r| r.contains("certificate"))
+                .map(str::to_string),
+            Err(_) => None,
+        };
+        if let Some(why) = why {
+            app.origin_pull_failed(mode);
+            tracing::info!(%client, ?mode, why, "Authenticated Origin Pulls: the client certificate does not verify");
+        }
+    }
+    match handshake {
         Ok(Ok(())) if over => app.shed(stream).await,
         Ok(Ok(())) => {
             app.serve(stream, client, "https", in_flight, shutdown)

@@ -39,6 +39,8 @@ pub struct Metrics {
     shed: IntCounter,
     reloads: IntCounterVec,
     rejected: IntCounterVec,
+    origin_pulls: IntCounterVec,
+    certificate_expiry: IntGaugeVec,
     last_reload: IntGauge,
     config_info: IntGaugeVec,
 }
@@ -229,6 +231,23 @@ impl Metrics {
                 ),
                 &["reason"],
             )?,
+            origin_pulls: IntCounterVec::new(
+                Opts::new(
+                    "holdfast_origin_pull_failures_total",
+                    "TLS clients without a client certificate that verifies against the listener's \
+                     Authenticated Origin Pulls CA, by mode: require (the handshake was refused), \
+                     log (served all the same)",
+                ),
+                &["mode"],
+            )?,
+            certificate_expiry: IntGaugeVec::new(
+                Opts::new(
+                    "holdfast_certificate_expiry_timestamp_seconds",
+                    "When each HTTPS certificate in use expires, in seconds since the Unix epoch, by \
+                     its first name and file",
+                ),
+                &["name", "file"],
+            )?,
             last_reload: IntGauge::new(
                 "holdfast_config_last_reload_success_timestamp_seconds",
                 "When the running config was loaded (at start or by the last reload that took), \
@@ -248,6 +267,9 @@ impl Metrics {
             m.reloads.with_label_values(&[result]);
         }
         m.rejected.with_label_values(&["untrusted"]);
+        for mode in ["log", "require"] {
+            m.origin_pulls.with_label_values(&[mode]);
+        }
         m.registry.register(Box::new(m.backend_up.clone()))?;
         m.registry.register(Box::new(m.transitions.clone()))?;
         m.registry.register(Box::new(m.check_duration.clone()))?;
@@ -262,9 +284,40 @@ impl Metrics {
         m.registry.register(Box::new(m.shed.clone()))?;
         m.registry.register(Box::new(m.reloads.clone()))?;
         m.registry.register(Box::new(m.rejected.clone()))?;
+        m.registry.register(Box::new(m.origin_pulls.clone()))?;
+        m.registry
+            .register(Box::new(m.certificate_expiry.clone()))?;
         m.registry.register(Box::new(m.last_reload.clone()))?;
         m.registry.register(Box::new(m.config_info.clone()))?;
         Ok(m)
+    }
+
+    /// Counts a client certificate that did not verify.
+    pub fn origin_pull_failed(&self, mode: holdfast_config::PullMode) {
+        let mode = match mode {
+            holdfast_config::PullMode::Log => "log",
+            holdfast_config::PullMode::Require => "require",
+        };
+        self.origin_pulls.with_label_values(&[mode]).inc();
+    }
+
+    /// The certificates in use now: their expiry, and a warning for each that expires within
+    /// [`crate::certs::EXPIRY_WARNING`].
+    pub fn certificates(&self, certs: &[crate::certs::Certificate]) {
+        self.certificate_expiry.reset();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        for c in certs {
+            let name = c.names.first().map_or("", String::as_str);
+            self.certificate_expiry
+                .with_label_values(&[name, &c.file])
+                .set(c.not_after);
+            let left = c.not_after - now;
+            if left < crate::certs::EXPIRY_WARNING.as_secs() as i64 {
+                tracing::warn!(file = %c.file, name, days_left = left / 86_400, "an HTTPS certificate expires soon: renew it (the new files are picked up without a restart)");
+            }
+        }
     }
 
     /// Counts a connection closed at accept.

@@ -256,6 +256,7 @@ mod tests {
         let tls_config = BackendTls {
             sni: "localhost".into(),
             verify: false,
+            ca: None,
         };
         let https = backend(addr, Some(tls_config));
         let failed = probe(&CheckKind::Tcp, &https, &tls, timeout).await;

@@ -1,12 +1,16 @@
 //! TLS towards HTTPS backends, shared by the health probes and the data path: one client that
-//! trusts the system's certificate store, and a handshake that sends SNI and verifies the
-//! certificate as the backend's config says.
+//! trusts the system's certificate store (or, for a backend with `tls_ca`, that file's CAs),
+//! and a handshake that sends SNI and verifies the certificate as the backend's config says.
 
-use holdfast_config::BackendTls;
+use holdfast_config::{BackendTls, CaFile};
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use openssl::x509::store::X509StoreBuilder;
+use openssl::x509::X509;
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
 
@@ -32,6 +36,8 @@ impl fmt::Display for HandshakeError {
 #[derive(Clone)]
 pub struct TlsClient {
     connector: SslConnector,
+    /// Clients trusting a CA file's certificates, by the file's bytes (built on first use).
+    with_ca: Arc<Mutex<HashMap<Arc<[u8]>, SslConnector>>>,
 }
 
 impl fmt::Debug for TlsClient {
@@ -47,7 +53,32 @@ impl TlsClient {
         builder.set_default_verify_paths()?;
         Ok(TlsClient {
             connector: builder.build(),
+            with_ca: Arc::default(),
         })
+    }
+
+    /// The client for `ca`: one trusting that file's certificates only.
+    fn connector(&self, ca: Option<&CaFile>) -> Result<SslConnector, String> {
+        let Some(ca) = ca else {
+            return Ok(self.connector.clone());
+        };
+        let mut cache = self
+            .with_ca
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(c) = cache.get(&ca.pem) {
+            return Ok(c.clone());
+        }
+        let bad = |e: openssl::error::ErrorStack| format!("{}: {e}", ca.path.display());
+        let mut store = X509StoreBuilder::new().map_err(bad)?;
+        for cert in X509::stack_from_pem(&ca.pem).map_err(bad)? {
+            store.add_cert(cert).map_err(bad)?;
+        }
+        let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(bad)?;
+        builder.set_verify_cert_store(store.build()).map_err(bad)?;
+        let connector = builder.build();
+        cache.insert(ca.pem.clone(), connector.clone());
+        Ok(connector)
     }
 
     /// Completes a handshake on `tcp`: SNI when `tls.sni` is set; chain and name verified
@@ -58,7 +89,8 @@ impl TlsClient {
         tls: &BackendTls,
     ) -> Result<SslStream<TcpStream>, HandshakeError> {
         let failed = |e: &dyn fmt::Display| HandshakeError::Tls(e.to_string());
-        let mut config = self.connector.configure().map_err(|e| failed(&e))?;
+        let connector = self.connector(tls.ca.as_ref()).map_err(|e| failed(&e))?;
+        let mut config = connector.configure().map_err(|e| failed(&e))?;
         config.set_use_server_name_indication(!tls.sni.is_empty());
         config.set_verify_hostname(tls.verify && !tls.sni.is_empty());
         if !tls.verify {

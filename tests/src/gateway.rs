@@ -104,6 +104,12 @@ impl Gateway {
         Self::launch(listen, pools, false, &[]).await
     }
 
+    /// Like [`start_with_https`](Self::start_with_https), with more keys of the `[listen]`
+    /// table (`{https}` stands for the HTTPS listener's address).
+    pub async fn start_with_https_and_listen(listen: &str, pools: &str) -> Gateway {
+        Self::launch(listen, pools, true, &[]).await
+    }
+
     /// Like [`start`](Self::start), with an HTTPS listener too (a self-signed certificate for
     /// `localhost`), at [`Gateway::https`].
     pub async fn start_with_https(pools: &str) -> Gateway {
@@ -126,7 +132,10 @@ impl Gateway {
             }
             None => String::new(),
         };
-        let listen = listen.replace("{http}", &http.to_string());
+        let mut listen = listen.replace("{http}", &http.to_string());
+        if let Some(addr) = https {
+            listen = listen.replace("{https}", &addr.to_string());
+        }
         let listen_text =
             format!("[listen]\nhttp = [\"{http}\"]\n{https_keys}admin = \"{admin}\"\n{listen}\n");
         let text = format!("{listen_text}\n{pools}");

@@ -7,7 +7,7 @@ use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::{SslAcceptor, SslConnector, SslMethod, SslVerifyMode};
-use openssl::x509::extension::SubjectAlternativeName;
+use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectAlternativeName};
 use openssl::x509::{X509Builder, X509NameBuilder, X509};
 
 /// A TLS server setup with a fresh self-signed certificate for `host` (trusted by nobody).
@@ -91,4 +91,107 @@ pub async fn presented_certificate(addr: std::net::SocketAddr) -> Vec<u8> {
     std::pin::Pin::new(&mut stream).connect().await.unwrap();
     let cert = stream.ssl().peer_certificate().expect("a certificate");
     cert.to_der().unwrap()
+}
+
+/// A CA for tests: its certificate and key.
+pub fn ca(name: &str) -> (X509, PKey<Private>) {
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+    let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+    let mut subject = X509NameBuilder::new().unwrap();
+    subject.append_entry_by_text("CN", name).unwrap();
+    let subject = subject.build();
+    let mut cert = X509Builder::new().unwrap();
+    cert.set_version(2).unwrap();
+    let serial = BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap();
+    cert.set_serial_number(&serial).unwrap();
+    cert.set_subject_name(&subject).unwrap();
+    cert.set_issuer_name(&subject).unwrap();
+    cert.set_pubkey(&key).unwrap();
+    cert.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    cert.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    cert.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+        .unwrap();
+    cert.append_extension(
+        KeyUsage::new()
+            .critical()
+            .key_cert_sign()
+            .crl_sign()
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    cert.sign(&key, MessageDigest::sha256()).unwrap();
+    (cert.build(), key)
+}
+
+/// A certificate for `host` signed by `ca` (a leaf, for a server or a client), and its key.
+pub fn signed(host: &str, ca: &(X509, PKey<Private>)) -> (X509, PKey<Private>) {
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+    let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", host).unwrap();
+    let name = name.build();
+    let mut cert = X509Builder::new().unwrap();
+    cert.set_version(2).unwrap();
+    let serial = BigNum::from_u32(fastrand::u32(2..))
+        .unwrap()
+        .to_asn1_integer()
+        .unwrap();
+    cert.set_serial_number(&serial).unwrap();
+    cert.set_subject_name(&name).unwrap();
+    cert.set_issuer_name(ca.0.subject_name()).unwrap();
+    cert.set_pubkey(&key).unwrap();
+    cert.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    cert.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    let san = SubjectAlternativeName::new()
+        .dns(host)
+        .build(&cert.x509v3_context(Some(&ca.0), None))
+        .unwrap();
+    cert.append_extension(san).unwrap();
+    cert.sign(&ca.1, MessageDigest::sha256()).unwrap();
+    (cert.build(), key)
+}
+
+/// PEM of a certificate and of a key.
+pub fn pem(pair: &(X509, PKey<Private>)) -> (Vec<u8>, Vec<u8>) {
+    (
+        pair.0.to_pem().unwrap(),
+        pair.1.private_key_to_pem_pkcs8().unwrap(),
+    )
+}
+
+/// A TLS handshake with `addr`, naming `sni` (none when `None`) and presenting `client` (a
+/// certificate and key) if given. Returns the certificate the server presented (DER), or the
+/// handshake's error.
+pub async fn handshake(
+    addr: std::net::SocketAddr,
+    sni: Option<&str>,
+    client: Option<&(X509, PKey<Private>)>,
+) -> Result<(Vec<u8>, tokio_openssl::SslStream<tokio::net::TcpStream>), String> {
+    let mut connector = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    connector.set_verify(SslVerifyMode::NONE);
+    if let Some((cert, key)) = client {
+        connector.set_certificate(cert).unwrap();
+        connector.set_private_key(key).unwrap();
+    }
+    let mut config = connector.build().configure().unwrap();
+    config.set_use_server_name_indication(sni.is_some());
+    config.set_verify_hostname(false);
+    let ssl = config.into_ssl(sni.unwrap_or("localhost")).unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut stream = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+    std::pin::Pin::new(&mut stream)
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let presented = stream
+        .ssl()
+        .peer_certificate()
+        .map(|c| c.to_der().unwrap())
+        .unwrap_or_default();
+    Ok((presented, stream))
 }

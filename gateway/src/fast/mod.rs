@@ -124,6 +124,18 @@ impl FastPath {
         self.runtime.load().metrics.rejected("untrusted");
     }
 
+    /// Counts a client certificate missing or not verified on an Authenticated Origin Pulls
+    /// listener (in `require` mode the handshake failed; in `log` mode it went on).
+    pub fn origin_pull_failed(&self, mode: holdfast_config::PullMode) {
+        self.runtime.load().metrics.origin_pull_failed(mode);
+    }
+
+    /// Records the HTTPS certificates in use: their expiry, and a warning for one that expires
+    /// soon.
+    pub fn certificates(&self, certs: &[crate::certs::Certificate]) {
+        self.runtime.load().metrics.certificates(certs);
+    }
+
     /// Answers a connection over the cap with the fallback answer (503, `Retry-After`) and
     /// closes it. What the visitor sent is read first, briefly, and what it still sends is
     /// drained after: closing a socket with unread bytes would reset the connection before

@@ -12,6 +12,37 @@ backends = [{ address = "127.0.0.1:8081" }]
 /// (what is wrong, config text, expected key path, expected words of the reason)
 const BROKEN: &[(&str, &str, &str, &str)] = &[
     (
+        "origin pulls on a plain HTTP listener",
+        r#"
+[listen]
+http = ["127.0.0.1:8080"]
+[listen.origin_pulls."127.0.0.1:8080"]
+ca = "ca.pem"
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "listen.origin_pulls",
+        "only meaningful with HTTPS listeners",
+    ),
+    (
+        "a backend CA without TLS",
+        r#"
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081", tls_ca = "ca.pem" }]
+"#,
+        "pools.app.tiers[0].backends[0].tls_ca",
+        "only meaningful with tls = true",
+    ),
+    (
+        "a backend CA file that is not there",
+        r#"
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081", tls = true, sni = "b.test", tls_ca = "no-such-ca.pem" }]
+"#,
+        "pools.app.tiers[0].backends[0].tls_ca",
+        "cannot read",
+    ),
+    (
         "a trusted proxy that is not a CIDR",
         r#"
 [trust]

@@ -1,0 +1,237 @@
+//! TLS toward Cloudflare: certificates chosen by SNI, replaced on disk without a restart (and a
+//! broken replacement refused), Authenticated Origin Pulls in `require` and `log` modes.
+
+use holdfast_tests::gateway::Scratch;
+use holdfast_tests::{backend, tls, wait_until, Gateway};
+use serde_json::Value;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn der(pem: &[u8]) -> Vec<u8> {
+    openssl::x509::X509::from_pem(pem)
+        .unwrap()
+        .to_der()
+        .unwrap()
+}
+
+/// One request over an established TLS stream; the answer, or empty if there was none.
+async fn request(mut stream: tokio_openssl::SslStream<tokio::net::TcpStream>) -> String {
+    let sent = stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut answer = Vec::new();
+    if sent.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Test 3: two certificates by SNI beside the default; one replaced on disk while handshakes
+/// go on (none refused); a broken replacement refused, the old one serving on, the error in
+/// `/status` and the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_by_sni_replaced_and_a_broken_one_refused() {
+    let web = backend("web").await;
+    let files = Scratch::new();
+    let (a_cert, a_key) = tls::self_signed_pem("a.test");
+    let (b_cert, b_key) = tls::self_signed_pem("*.b.test");
+    let write = |name: &str, bytes: &[u8]| {
+        let tmp = files.path().join("tmp");
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, files.path().join(name)).unwrap();
+    };
+    write("a.pem", &a_cert);
+    write("a.key", &a_key);
+    write("b.pem", &b_cert);
+    write("b.key", &b_key);
+    let dir = files.path().display();
+    let gw = Gateway::start_with_https_and_listen(
+        &format!(
+            "[[listen.certificates]]\ncert = \"{dir}/a.pem\"\nkey = \"{dir}/a.key\"\n\
+             [[listen.certificates]]\ncert = \"{dir}/b.pem\"\nkey = \"{dir}/b.key\"\n"
+        ),
+        &format!(
+            "[[pools.app.tiers]]\nbackends = [{{ address = \"{}\" }}]\n",
+            web.addr()
+        ),
+    )
+    .await;
+    let https = gw.https.unwrap();
+    let presented = |sni: Option<&'static str>| async move {
+        tls::handshake(https, sni, None).await.expect("handshake").0
+    };
+    let default = presented(None).await;
+    // (asked for, the certificate presented)
+    for (sni, want) in [
+        (Some("a.test"), der(&a_cert)),
+        (Some("www.b.test"), der(&b_cert)),
+        (Some("unknown.test"), default.clone()),
+        (None, default.clone()),
+    ] {
+        assert_eq!(presented(sni).await, want, "asked for {sni:?}");
+    }
+    let (_, stream) = tls::handshake(https, Some("a.test"), None).await.unwrap();
+    assert!(request(stream).await.starts_with("HTTP/1.1 200"));
+
+    // a.test renewed while handshakes go on: none fails, and the new one comes.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handshakes = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let (mut n, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match tls::handshake(https, Some("a.test"), None).await {
+                    Ok(_) => n += 1,
+                    Err(e) => failed.push(e),
+                }
+            }
+            (n, failed)
+        }
+    });
+    let (a2_cert, a2_key) = tls::self_signed_pem("a.test");
+    write("a.key", &a2_key);
+    write("a.pem", &a2_cert);
+    wait_until(
+        Duration::from_secs(3),
+        "the renewed a.test is presented",
+        || async { presented(Some("a.test")).await == der(&a2_cert) },
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (n, failed) = handshakes.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {n} handshakes failed: {failed:?}",
+        failed.len()
+    );
+    assert!(n > 0);
+
+    // A broken replacement: refused, the renewed one serves on, the problem is told.
+    write(
+        "a.pem",
+        b"-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n",
+    );
+    wait_until(
+        Duration::from_secs(3),
+        "the broken certificate is refused",
+        || async {
+            gw.metric("holdfast_config_reloads_total{result=\"failure\"}")
+                .await
+                >= 1.0
+        },
+    )
+    .await;
+    assert_eq!(
+        presented(Some("a.test")).await,
+        der(&a2_cert),
+        "the old one serves on"
+    );
+    let status: Value = serde_json::from_str(&gw.status().await).unwrap();
+    let last = &status["config"]["last_reload"];
+    assert_eq!(last["result"], "failure", "{last}");
+    assert!(last["problems"].to_string().contains("a.pem"), "{last}");
+    let expiry = gw
+        .metric_sum("holdfast_certificate_expiry_timestamp_seconds{")
+        .await;
+    assert!(expiry > 0.0);
+}
+
+/// Test 4: Authenticated Origin Pulls. `require` refuses a client without a certificate and
+/// serves one signed by the CA; `log` serves both and counts the one without.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticated_origin_pulls_require_and_log() {
+    let web = backend("web").await;
+    let files = Scratch::new();
+    let ca = tls::ca("origin-pull test CA");
+    std::fs::write(files.path().join("ca.pem"), ca.0.to_pem().unwrap()).unwrap();
+    let client = tls::signed("origin-pull", &ca);
+    let stranger = tls::signed("origin-pull", &tls::ca("another CA"));
+    let pools = format!(
+        "[[pools.app.tiers]]\nbackends = [{{ address = \"{}\" }}]\n",
+        web.addr()
+    );
+    for mode in ["require", "log"] {
+        let gw = Gateway::start_with_https_and_listen(
+            &format!(
+                "[listen.origin_pulls.\"{{https}}\"]\nca = \"{}\"\nmode = \"{mode}\"\n",
+                files.path().join("ca.pem").display()
+            ),
+            &pools,
+        )
+        .await;
+        let https = gw.https.unwrap();
+        let answer = |who: Option<&'static (
+            openssl::x509::X509,
+            openssl::pkey::PKey<openssl::pkey::Private>,
+        )>| async move {
+            match tls::handshake(https, Some("localhost"), who).await {
+                Ok((_, stream)) => request(stream).await,
+                Err(_) => String::new(),
+            }
+        };
+        let client: &'static _ = Box::leak(Box::new(client.clone()));
+        let stranger: &'static _ = Box::leak(Box::new(stranger.clone()));
+        let failures = format!("holdfast_origin_pull_failures_total{{mode=\"{mode}\"}}");
+        assert!(
+            answer(Some(client)).await.starts_with("HTTP/1.1 200"),
+            "{mode}: the CA's client"
+        );
+        assert_eq!(gw.metric(&failures).await, 0.0);
+        let (bare, other) = (answer(None).await, answer(Some(stranger)).await);
+        match mode {
+            "require" => {
+                assert_eq!(bare, "", "require: no certificate, no answer");
+                assert_eq!(other, "", "require: another CA's certificate, no answer");
+            }
+            _ => {
+                assert!(
+                    bare.starts_with("HTTP/1.1 200"),
+                    "log: served without a certificate"
+                );
+                assert!(
+                    other.starts_with("HTTP/1.1 200"),
+                    "log: served with another CA's"
+                );
+            }
+        }
+        wait_until(
+            Duration::from_secs(2),
+            "both failures are counted",
+            || async { gw.metric(&failures).await == 2.0 },
+        )
+        .await;
+    }
+}
+
+/// A backend over HTTPS whose certificate comes from a private CA: verified against the
+/// backend's `tls_ca` (served), and refused against the system's store (never served).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_verified_against_its_own_ca() {
+    let files = Scratch::new();
+    let ca = tls::ca("private CA");
+    std::fs::write(files.path().join("ca.pem"), ca.0.to_pem().unwrap()).unwrap();
+    let leaf = tls::signed("backend.test", &ca);
+    let mut acceptor =
+        openssl::ssl::SslAcceptor::mozilla_intermediate_v5(openssl::ssl::SslMethod::tls_server())
+            .unwrap();
+    acceptor.set_certificate(&leaf.0).unwrap();
+    acceptor.set_private_key(&leaf.1).unwrap();
+    let web = backend("web").await;
+    web.set_tls(Some(acceptor.build()));
+    let pool = |ca: &str| {
+        format!(
+            "[[pools.app.tiers]]\nbackends = [{{ address = \"{}\", tls = true, sni = \"backend.test\"{ca} }}]\n",
+            web.addr()
+        )
+    };
+    let ca_key = format!(", tls_ca = \"{}\"", files.path().join("ca.pem").display());
+    for (ca, want) in [(ca_key.as_str(), 200), ("", 503)] {
+        let gw = Gateway::start(&pool(ca)).await;
+        let r = holdfast_tests::client()
+            .get(gw.url("/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "tls_ca {ca:?}");
+    }
+}
