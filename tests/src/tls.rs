@@ -30,28 +30,53 @@ pub fn self_signed_pem(host: &str) -> (Vec<u8>, Vec<u8>) {
 }
 
 fn certificate(host: &str) -> (X509, PKey<Private>) {
+    build(host, None, false)
+}
+
+/// A certificate for `name` (with it as a DNS name, unless `ca`), a fresh key, valid from now
+/// for 30 days; self-signed, or signed by `issuer`. A `ca` may sign others.
+fn build(name: &str, issuer: Option<&(X509, PKey<Private>)>, ca: bool) -> (X509, PKey<Private>) {
     let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
     let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", host).unwrap();
-    let name = name.build();
+    let mut subject = X509NameBuilder::new().unwrap();
+    subject.append_entry_by_text("CN", name).unwrap();
+    let subject = subject.build();
     let mut cert = X509Builder::new().unwrap();
     cert.set_version(2).unwrap();
-    let serial = BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap();
+    let serial = BigNum::from_u32(fastrand::u32(1..))
+        .unwrap()
+        .to_asn1_integer()
+        .unwrap();
     cert.set_serial_number(&serial).unwrap();
-    cert.set_subject_name(&name).unwrap();
-    cert.set_issuer_name(&name).unwrap();
+    cert.set_subject_name(&subject).unwrap();
+    match issuer {
+        Some((issuer, _)) => cert.set_issuer_name(issuer.subject_name()).unwrap(),
+        None => cert.set_issuer_name(&subject).unwrap(),
+    }
     cert.set_pubkey(&key).unwrap();
     cert.set_not_before(&Asn1Time::days_from_now(0).unwrap())
         .unwrap();
-    cert.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+    cert.set_not_after(&Asn1Time::days_from_now(30).unwrap())
         .unwrap();
-    let san = SubjectAlternativeName::new()
-        .dns(host)
-        .build(&cert.x509v3_context(None, None))
-        .unwrap();
-    cert.append_extension(san).unwrap();
-    cert.sign(&key, MessageDigest::sha256()).unwrap();
+    if ca {
+        cert.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+            .unwrap();
+        let usage = KeyUsage::new()
+            .critical()
+            .key_cert_sign()
+            .crl_sign()
+            .build();
+        cert.append_extension(usage.unwrap()).unwrap();
+    } else {
+        let context = cert.x509v3_context(issuer.map(|i| &*i.0), None);
+        let san = SubjectAlternativeName::new()
+            .dns(name)
+            .build(&context)
+            .unwrap();
+        cert.append_extension(san).unwrap();
+    }
+    let signer = issuer.map_or(&key, |i| &i.1);
+    cert.sign(signer, MessageDigest::sha256()).unwrap();
     (cert.build(), key)
 }
 
@@ -95,65 +120,12 @@ pub async fn presented_certificate(addr: std::net::SocketAddr) -> Vec<u8> {
 
 /// A CA for tests: its certificate and key.
 pub fn ca(name: &str) -> (X509, PKey<Private>) {
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-    let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
-    let mut subject = X509NameBuilder::new().unwrap();
-    subject.append_entry_by_text("CN", name).unwrap();
-    let subject = subject.build();
-    let mut cert = X509Builder::new().unwrap();
-    cert.set_version(2).unwrap();
-    let serial = BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap();
-    cert.set_serial_number(&serial).unwrap();
-    cert.set_subject_name(&subject).unwrap();
-    cert.set_issuer_name(&subject).unwrap();
-    cert.set_pubkey(&key).unwrap();
-    cert.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-        .unwrap();
-    cert.set_not_after(&Asn1Time::days_from_now(30).unwrap())
-        .unwrap();
-    cert.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-        .unwrap();
-    cert.append_extension(
-        KeyUsage::new()
-            .critical()
-            .key_cert_sign()
-            .crl_sign()
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
-    cert.sign(&key, MessageDigest::sha256()).unwrap();
-    (cert.build(), key)
+    build(name, None, true)
 }
 
 /// A certificate for `host` signed by `ca` (a leaf, for a server or a client), and its key.
 pub fn signed(host: &str, ca: &(X509, PKey<Private>)) -> (X509, PKey<Private>) {
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-    let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", host).unwrap();
-    let name = name.build();
-    let mut cert = X509Builder::new().unwrap();
-    cert.set_version(2).unwrap();
-    let serial = BigNum::from_u32(fastrand::u32(2..))
-        .unwrap()
-        .to_asn1_integer()
-        .unwrap();
-    cert.set_serial_number(&serial).unwrap();
-    cert.set_subject_name(&name).unwrap();
-    cert.set_issuer_name(ca.0.subject_name()).unwrap();
-    cert.set_pubkey(&key).unwrap();
-    cert.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-        .unwrap();
-    cert.set_not_after(&Asn1Time::days_from_now(30).unwrap())
-        .unwrap();
-    let san = SubjectAlternativeName::new()
-        .dns(host)
-        .build(&cert.x509v3_context(Some(&ca.0), None))
-        .unwrap();
-    cert.append_extension(san).unwrap();
-    cert.sign(&ca.1, MessageDigest::sha256()).unwrap();
-    (cert.build(), key)
+    build(host, Some(ca), false)
 }
 
 /// PEM of a certificate and of a key.
