@@ -163,3 +163,7 @@ pub const GRACE_PERIOD_MAX: Duration = Duration::from_secs(3600);
 pub const VISITOR_IP_HEADER: &str = "CF-Connecting-IP";
 pub const FORWARDED_FOR_HEADER: &str = "X-Forwarded-For";
 pub const REAL_IP_HEADER: &str = "X-Real-IP";
+
+/// How often Cloudflare's ranges are refreshed when `trust.refresh_url` is set: daily, the
+/// common practice (they change rarely and are published before use).
+pub const RANGE_REFRESH_INTERVAL: Duration = Duration::from_secs(24 * 3600);

@@ -59,6 +59,13 @@ pub struct Trust {
     pub forwarded_for_header: Option<String>,
     /// The header backends get the visitor's address alone in (default `X-Real-IP`).
     pub real_ip_header: Option<String>,
+    /// Where Cloudflare's ranges are refreshed from (its JSON API); not refreshed when unset.
+    pub refresh_url: Option<String>,
+    /// How often they are refreshed (default 24h).
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub refresh_interval: Option<Duration>,
+    /// Where the last good list is kept, so that a restart starts from it.
+    pub refresh_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -32,6 +32,17 @@ pub struct Trust {
     pub forwarded_for_header: String,
     /// The visitor's address alone, for backends (`X-Real-IP`).
     pub real_ip_header: String,
+    /// Cloudflare's ranges refreshed from a URL, if set.
+    pub refresh: Option<RangeRefresh>,
+}
+
+/// Where and how often Cloudflare's ranges are refreshed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeRefresh {
+    pub url: String,
+    pub interval: Duration,
+    /// The last good list, kept across restarts.
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]

@@ -41,7 +41,7 @@ pub fn validate(raw: file::File, base_dir: &Path) -> Result<Config, Vec<Problem>
         .map(|(name, pool)| validate_pool(name, pool, base_dir, &mut p))
         .collect();
     let routes = validate_routes(routes, &pools, &mut p);
-    let trust = validate_trust(trust, &mut p);
+    let trust = validate_trust(trust, base_dir, &mut p);
 
     if p.0.is_empty() {
         Ok(Config {
@@ -314,14 +314,52 @@ fn is_token(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-fn validate_trust(raw: file::Trust, p: &mut Problems) -> Trust {
+fn validate_trust(raw: file::Trust, base_dir: &Path, p: &mut Problems) -> Trust {
     let file::Trust {
         cloudflare,
         trusted_proxies,
         visitor_ip_header,
         forwarded_for_header,
         real_ip_header,
+        refresh_url,
+        refresh_interval,
+        refresh_file,
     } = raw;
+    let cloudflare = cloudflare.unwrap_or(true);
+    let refresh = match refresh_url {
+        None => {
+            if refresh_interval.is_some() || refresh_file.is_some() {
+                p.add(
+                    "trust.refresh_url",
+                    "refresh_interval and refresh_file need a refresh_url",
+                );
+            }
+            None
+        }
+        Some(url) => {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                p.add(
+                    "trust.refresh_url",
+                    format!("{url:?} is not an http:// or https:// URL"),
+                );
+            }
+            if !cloudflare {
+                p.add(
+                    "trust.refresh_url",
+                    "refreshes Cloudflare's ranges: needs cloudflare = true",
+                );
+            }
+            let interval = refresh_interval.unwrap_or(d::RANGE_REFRESH_INTERVAL);
+            if interval < Duration::from_secs(1) {
+                p.add("trust.refresh_interval", "must be at least 1s");
+            }
+            Some(RangeRefresh {
+                url,
+                interval,
+                file: refresh_file.map(|f| base_dir.join(f)),
+            })
+        }
+    };
     let mut header = |key: &str, value: Option<String>, default: &str| {
         let value = value.unwrap_or_else(|| default.to_string());
         if !is_token(&value) {
@@ -345,7 +383,8 @@ fn validate_trust(raw: file::Trust, p: &mut Problems) -> Trust {
         p,
     );
     Trust {
-        cloudflare: cloudflare.unwrap_or(true),
+        cloudflare,
+        refresh,
         proxies,
         visitor_ip_header,
         forwarded_for_header,

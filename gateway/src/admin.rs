@@ -47,11 +47,14 @@ impl ServeHttp for Admin {
         let path = session.req_header().uri.path().to_string();
         let post = session.req_header().method == http::Method::POST;
         match path.as_str() {
-            "/metrics" => reply(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                runtime.metrics.render(&runtime.health_pools),
-            ),
+            "/metrics" => {
+                runtime.metrics.trusted_ranges(runtime.trust.len());
+                reply(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4",
+                    runtime.metrics.render(&runtime.health_pools),
+                )
+            }
             "/reload" if post => {
                 crate::systemd::reloading();
                 let reloaded = self.reloader.reload("POST /reload").await;

@@ -40,6 +40,9 @@ pub struct Metrics {
     reloads: IntCounterVec,
     rejected: IntCounterVec,
     origin_pulls: IntCounterVec,
+    ranges: IntGauge,
+    range_refreshes: IntCounterVec,
+    range_refreshed_at: IntGauge,
     certificate_expiry: IntGaugeVec,
     last_reload: IntGauge,
     config_info: IntGaugeVec,
@@ -240,6 +243,25 @@ impl Metrics {
                 ),
                 &["mode"],
             )?,
+            ranges: IntGauge::new(
+                "holdfast_trusted_ranges",
+                "Address ranges whose peers are trusted to name the visitor: Cloudflare's (built in \
+                 and refreshed) and trust.trusted_proxies",
+            )?,
+            range_refreshes: IntCounterVec::new(
+                Opts::new(
+                    "holdfast_trusted_ranges_refreshes_total",
+                    "Refreshes of Cloudflare's ranges from trust.refresh_url, by result: success (a \
+                     whole list, now in use), failure (unreachable, an error or not a list: the \
+                     ranges in use stay)",
+                ),
+                &["result"],
+            )?,
+            range_refreshed_at: IntGauge::new(
+                "holdfast_trusted_ranges_last_refresh_success_timestamp_seconds",
+                "When Cloudflare's ranges were last refreshed, in seconds since the Unix epoch (0: \
+                 never)",
+            )?,
             certificate_expiry: IntGaugeVec::new(
                 Opts::new(
                     "holdfast_certificate_expiry_timestamp_seconds",
@@ -270,6 +292,9 @@ impl Metrics {
         for mode in ["log", "require"] {
             m.origin_pulls.with_label_values(&[mode]);
         }
+        for result in ["success", "failure"] {
+            m.range_refreshes.with_label_values(&[result]);
+        }
         m.registry.register(Box::new(m.backend_up.clone()))?;
         m.registry.register(Box::new(m.transitions.clone()))?;
         m.registry.register(Box::new(m.check_duration.clone()))?;
@@ -285,11 +310,33 @@ impl Metrics {
         m.registry.register(Box::new(m.reloads.clone()))?;
         m.registry.register(Box::new(m.rejected.clone()))?;
         m.registry.register(Box::new(m.origin_pulls.clone()))?;
+        m.registry.register(Box::new(m.ranges.clone()))?;
+        m.registry.register(Box::new(m.range_refreshes.clone()))?;
+        m.registry
+            .register(Box::new(m.range_refreshed_at.clone()))?;
         m.registry
             .register(Box::new(m.certificate_expiry.clone()))?;
         m.registry.register(Box::new(m.last_reload.clone()))?;
         m.registry.register(Box::new(m.config_info.clone()))?;
         Ok(m)
+    }
+
+    /// Counts a refresh of Cloudflare's ranges.
+    pub fn ranges_refreshed(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.range_refreshes.with_label_values(&[result]).inc();
+        if ok {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            self.range_refreshed_at
+                .set(i64::try_from(now).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// The number of trusted ranges now (set before each scrape).
+    pub fn trusted_ranges(&self, n: usize) {
+        self.ranges.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Counts a client certificate that did not verify.

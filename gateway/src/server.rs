@@ -81,6 +81,9 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
     ignore_hangup_until_handled();
     let (config, hash) = reload::read(&path).map_err(StartError::Config)?;
     let fd_limit = raise_fd_limit();
+    if let Some(file) = config.trust.refresh.as_ref().and_then(|r| r.file.as_ref()) {
+        crate::trust::take_kept(file);
+    }
     let metrics = Metrics::new()?;
     let health = Arc::new(HealthTable::new(&config, Arc::new(metrics.clone())));
     let tls = TlsClient::new()?;
@@ -181,6 +184,7 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
             checks_stop,
             reloader: reloader.clone(),
             listeners: listeners.clone(),
+            runtime: runtime.clone(),
             upgraded: options
                 .upgrade
                 .then(|| crate::lifecycle::ready_file(&options.upgrade_sock)),
@@ -302,6 +306,7 @@ struct Background {
     checks_stop: tokio::sync::watch::Sender<bool>,
     reloader: Arc<Reloader>,
     listeners: Arc<Listeners>,
+    runtime: Arc<ArcSwap<Runtime>>,
     /// On an upgrade, the file that tells the previous process this one accepts.
     upgraded: Option<PathBuf>,
 }
@@ -314,6 +319,7 @@ impl BackgroundService for Background {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .start();
         crate::watch::config_files(self.reloader.clone());
+        tokio::spawn(crate::trust::keep_refreshed(self.runtime.clone()));
         // Ready once the listeners have their sockets and every worker accepts.
         while !self.listeners.started() || !self.listeners.workers_answer().await {
             tokio::time::sleep(Duration::from_millis(5)).await;

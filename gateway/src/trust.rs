@@ -1,13 +1,22 @@
 //! Who is believed about the visitor's address: Cloudflare's published ranges (built in, from
-//! `../shared/cloudflare-origin.md`) and the config's `trust.trusted_proxies`, held as prefix
-//! tries (`prefix-trie`): one lookup per request, whatever the number of ranges. What a trusted
-//! peer may say, and what anyone else's headers lose, is [`crate::h1::rewrite`]'s rule.
+//! `../shared/cloudflare-origin.md`, and optionally refreshed from Cloudflare's API) and the
+//! config's `trust.trusted_proxies`, held as prefix tries (`prefix-trie`): one lookup per
+//! request, whatever the number of ranges. What a trusted peer may say, and what anyone else's
+//! headers lose, is [`crate::h1::rewrite`]'s rule.
+//!
+//! A refresh adds to the built-in ranges and never takes from them: the ranges in use are the
+//! built-in ones and those of the last good refresh. A refresh that fails, or answers something
+//! that is not a full list of ranges, changes nothing.
 
 use crate::h1::rewrite::HeaderNames;
+use arc_swap::ArcSwap;
 use holdfast_config::Trust;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use prefix_trie::PrefixSet;
 use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Cloudflare's IPv4 ranges, as published at <https://www.cloudflare.com/ips-v4>.
 pub const CLOUDFLARE_V4: [&str; 15] = [
@@ -89,10 +98,46 @@ impl Ranges {
     }
 }
 
+/// Cloudflare's ranges from the last good refresh (empty before one), for the whole process:
+/// they outlive config reloads.
+pub static REFRESHED: std::sync::LazyLock<ArcSwap<Ranges>> =
+    std::sync::LazyLock::new(|| ArcSwap::from_pointee(Ranges::default()));
+
+/// A list of ranges as Cloudflare's API answers it (`result.ipv4_cidrs`, `result.ipv6_cidrs`,
+/// `result.etag`), judged whole: `Err` unless `success` is not false, both lists are there,
+/// hold at least one range between them, and every entry is a CIDR.
+pub fn parse_ranges(body: &[u8]) -> Result<(Vec<IpNet>, Option<String>), String> {
+    let doc: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    if doc["success"] == serde_json::Value::Bool(false) {
+        return Err(format!("the API says it failed: {}", doc["errors"]));
+    }
+    let result = &doc["result"];
+    let mut nets = Vec::new();
+    for key in ["ipv4_cidrs", "ipv6_cidrs"] {
+        let Some(list) = result[key].as_array() else {
+            return Err(format!("no result.{key} list"));
+        };
+        for entry in list {
+            let net = entry
+                .as_str()
+                .and_then(|s| s.parse::<IpNet>().ok())
+                .ok_or_else(|| format!("result.{key}: {entry} is not a CIDR"))?;
+            nets.push(net.trunc());
+        }
+    }
+    if nets.is_empty() {
+        return Err("an empty list".to_string());
+    }
+    Ok((nets, result["etag"].as_str().map(str::to_string)))
+}
+
 /// The trust of one config: the trusted peers and the headers that carry the visitor.
 #[derive(Debug, Clone)]
 pub struct Trusted {
     pub peers: Ranges,
+    /// Whether Cloudflare's refreshed ranges count too.
+    cloudflare: bool,
     pub names: HeaderNames,
 }
 
@@ -105,6 +150,7 @@ impl Trusted {
         };
         Trusted {
             peers: Ranges::new(cloudflare.into_iter().chain(trust.proxies.iter().copied())),
+            cloudflare: trust.cloudflare,
             names: HeaderNames {
                 visitor_ip: trust.visitor_ip_header.clone(),
                 forwarded_for: trust.forwarded_for_header.clone(),
@@ -115,7 +161,119 @@ impl Trusted {
 
     #[inline]
     pub fn trusts(&self, peer: IpAddr) -> bool {
-        self.peers.contains(peer)
+        self.peers.contains(peer) || (self.cloudflare && REFRESHED.load().contains(peer))
+    }
+
+    /// How many ranges are trusted now (a refreshed range also built in counts twice).
+    pub fn len(&self) -> usize {
+        self.peers.len()
+            + if self.cloudflare {
+                REFRESHED.load().len()
+            } else {
+                0
+            }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Takes the list a refresh kept in `file` (at start, before the first visitor; or when a reload
+/// names another file). Whether there was a good one.
+pub fn take_kept(file: &std::path::Path) -> bool {
+    match std::fs::read(file)
+        .map_err(|e| e.to_string())
+        .and_then(|b| parse_ranges(&b))
+    {
+        Ok((nets, _)) => {
+            tracing::info!(file = %file.display(), ranges = nets.len(), "Cloudflare's ranges from the last good refresh");
+            REFRESHED.store(Arc::new(Ranges::new(nets)));
+            true
+        }
+        Err(e) => {
+            tracing::info!(file = %file.display(), error = %e, "no earlier refresh of Cloudflare's ranges to start from");
+            false
+        }
+    }
+}
+
+/// Keeps Cloudflare's ranges refreshed as the running config's `trust.refresh_url` says (each
+/// round reads the config anew, so a reload applies): first the last good list from
+/// `refresh_file`, then a fetch every `refresh_interval`. A good list replaces the refreshed
+/// ranges and is written to the file; anything else is logged and counted, and changes nothing.
+pub async fn keep_refreshed(runtime: Arc<ArcSwap<crate::runtime::Runtime>>) {
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot refresh Cloudflare's ranges: the built-in ones are used");
+            return;
+        }
+    };
+    // The process took the kept list at start (`take_kept`); a reload may name another file.
+    let mut from_file: Option<PathBuf> = runtime
+        .load()
+        .config
+        .trust
+        .refresh
+        .as_ref()
+        .and_then(|r| r.file.clone());
+    loop {
+        let current = runtime.load_full();
+        let Some(refresh) = current.config.trust.refresh.clone() else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        let metrics = &current.metrics;
+        if refresh.file != from_file {
+            from_file = refresh.file.clone();
+            if let Some(file) = &refresh.file {
+                take_kept(file);
+            }
+        }
+        let fetched = async {
+            let answer = client
+                .get(&refresh.url)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if !answer.status().is_success() {
+                return Err(format!("answered {}", answer.status()));
+            }
+            let body = answer.bytes().await.map_err(|e| e.to_string())?;
+            parse_ranges(&body).map(|(nets, _)| (nets, body))
+        };
+        match fetched.await {
+            Ok((nets, body)) => {
+                let before = REFRESHED.load().len();
+                REFRESHED.store(Arc::new(Ranges::new(nets)));
+                metrics.ranges_refreshed(true);
+                tracing::info!(url = %refresh.url, ranges = REFRESHED.load().len(), before, "Cloudflare's ranges refreshed");
+                if let Some(file) = &refresh.file {
+                    let tmp = file.with_extension("tmp");
+                    let written =
+                        std::fs::write(&tmp, &body).and_then(|()| std::fs::rename(&tmp, file));
+                    if let Err(e) = written {
+                        tracing::warn!(file = %file.display(), error = %e, "cannot keep the refreshed ranges on disk");
+                    }
+                }
+            }
+            Err(e) => {
+                metrics.ranges_refreshed(false);
+                tracing::warn!(url = %refresh.url, error = %e, "refreshing Cloudflare's ranges failed; the ranges in use stay");
+            }
+        }
+        // The next round after the interval, or as soon as a reload changes the settings.
+        let started = tokio::time::Instant::now();
+        while started.elapsed() < refresh.interval {
+            tokio::time::sleep(Duration::from_millis(200).min(refresh.interval)).await;
+            if runtime.load().config.trust.refresh.as_ref() != Some(&refresh) {
+                break;
+            }
+        }
     }
 }
 
@@ -163,6 +321,7 @@ mod tests {
             visitor_ip_header: "True-Client-IP".into(),
             forwarded_for_header: "X-Forwarded-For".into(),
             real_ip_header: "X-Client-IP".into(),
+            refresh: None,
         };
         let t = Trusted::new(&trust);
         assert!(t.trusts(ip("127.0.0.2")));
@@ -170,5 +329,33 @@ mod tests {
         assert!(!t.trusts(ip("173.245.48.1")));
         assert_eq!(t.names.visitor_ip, "True-Client-IP");
         assert_eq!(t.names.real_ip, "X-Client-IP");
+    }
+
+    #[test]
+    fn a_refresh_is_taken_only_whole() {
+        let good = br#"{"result":{"ipv4_cidrs":["173.245.48.0/20","198.51.100.0/24"],
+            "ipv6_cidrs":["2400:cb00::/32"],"etag":"abc"},"success":true,"errors":[]}"#;
+        let (nets, etag) = parse_ranges(good).expect("a good list");
+        assert_eq!(nets.len(), 3);
+        assert_eq!(etag.as_deref(), Some("abc"));
+        // (what came, why it is refused)
+        let table: [(&[u8], &str); 6] = [
+            (b"<html>502</html>", "not JSON"),
+            (br#"{"success":false,"errors":["down"]}"#, "failed"),
+            (br#"{"result":{"ipv4_cidrs":[]}}"#, "no result.ipv6_cidrs"),
+            (br#"{"result":{"ipv4_cidrs":[],"ipv6_cidrs":[]}}"#, "empty"),
+            (
+                br#"{"result":{"ipv4_cidrs":["10.0.0.0/33"],"ipv6_cidrs":[]}}"#,
+                "not a CIDR",
+            ),
+            (
+                br#"{"result":{"ipv4_cidrs":[7],"ipv6_cidrs":[]}}"#,
+                "not a CIDR",
+            ),
+        ];
+        for (body, why) in table {
+            let err = parse_ranges(body).expect_err("refused");
+            assert!(err.contains(why), "{err} (wanted {why})");
+        }
     }
 }

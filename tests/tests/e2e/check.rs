@@ -12,6 +12,28 @@ backends = [{ address = "127.0.0.1:8081" }]
 /// (what is wrong, config text, expected key path, expected words of the reason)
 const BROKEN: &[(&str, &str, &str, &str)] = &[
     (
+        "a range refresh from something that is not a URL",
+        r#"
+[trust]
+refresh_url = "api.cloudflare.com/client/v4/ips"
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "trust.refresh_url",
+        "not an http:// or https:// URL",
+    ),
+    (
+        "a refresh interval without a URL",
+        r#"
+[trust]
+refresh_interval = "1h"
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "trust.refresh_url",
+        "need a refresh_url",
+    ),
+    (
         "origin pulls on a plain HTTP listener",
         r#"
 [listen]

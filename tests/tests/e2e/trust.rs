@@ -130,3 +130,93 @@ async fn a_trusted_only_listener_closes_the_others_at_accept() {
     })
     .await;
 }
+
+/// Test 5: Cloudflare's ranges refreshed from a local server standing in for Cloudflare's API:
+/// a new list is applied (127.0.0.2 becomes a trusted peer); a server that fails or answers
+/// garbage leaves the list in use as it was; a restart starts from the last good list on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_refreshed_and_never_lost() {
+    let web = backend().await;
+    let answer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let api = RawBackend::start({
+        let answer = answer.clone();
+        move |_| Answer::keep(&answer.lock().unwrap())
+    })
+    .await;
+    let set = |status: &str, body: &str| {
+        *answer.lock().unwrap() = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes();
+    };
+    set(
+        "200 OK",
+        r#"{"result":{"ipv4_cidrs":["127.0.0.2/32"],"ipv6_cidrs":["2400:cb00::/32"],"etag":"e1"},"success":true,"errors":[]}"#,
+    );
+    let files = holdfast_tests::gateway::Scratch::new();
+    let file = files.path().join("ips.json");
+    let mut gw = Gateway::start_with_listen(
+        "shutdown_delay = \"0s\"",
+        &format!(
+            "[trust]\nrefresh_url = \"http://{}/client/v4/ips\"\nrefresh_interval = \"1s\"\nrefresh_file = \"{}\"\n\
+             [[pools.app.tiers]]\nbackends = [{{ address = \"{}\" }}]\n",
+            api.addr,
+            file.display(),
+            web.addr
+        ),
+    )
+    .await;
+    let request =
+        "GET / HTTP/1.1\r\nHost: a\r\nCF-Connecting-IP: 203.0.113.9\r\nConnection: close\r\n\r\n";
+    let http = gw.http;
+    let trusted = || async {
+        from("127.0.0.2", http, request).await;
+        last_request(&web).contains("X-Real-IP: 203.0.113.9\r\n")
+    };
+    wait_until(
+        Duration::from_secs(5),
+        "the refreshed list trusts 127.0.0.2",
+        trusted,
+    )
+    .await;
+    assert_eq!(
+        gw.metric("holdfast_trusted_ranges").await,
+        24.0,
+        "22 built in + 2 refreshed"
+    );
+    assert!(file.exists(), "the good list is kept on disk");
+
+    for (status, body) in [
+        ("200 OK", "<html>maintenance</html>"),
+        ("500 Internal Server Error", "{}"),
+    ] {
+        let failures = gw
+            .metric("holdfast_trusted_ranges_refreshes_total{result=\"failure\"}")
+            .await;
+        set(status, body);
+        wait_until(
+            Duration::from_secs(5),
+            "the bad refresh is counted",
+            || async {
+                gw.metric("holdfast_trusted_ranges_refreshes_total{result=\"failure\"}")
+                    .await
+                    > failures
+            },
+        )
+        .await;
+        assert!(
+            trusted().await,
+            "after a {status} answer, the list in use stays"
+        );
+    }
+
+    // A restart while the API answers garbage starts from the list on disk.
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(10)).await);
+    gw.restart().await;
+    assert!(trusted().await, "the last good list, from disk");
+    assert!(gw
+        .log()
+        .contains("Cloudflare's ranges from the last good refresh"));
+}
