@@ -56,16 +56,12 @@ impl ServeHttp for Admin {
                 )
             }
             "/reload" if post => {
-                crate::systemd::reloading();
                 let reloaded = self.reloader.reload("POST /reload").await;
-                crate::systemd::ready();
                 let (status, doc) = match reloaded {
                     Ok(r) => (StatusCode::OK, r.to_json()),
                     Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, e.to_json()),
                 };
-                let mut body = serde_json::to_vec_pretty(&doc).unwrap_or_default();
-                body.push(b'\n');
-                reply(status, "application/json", body)
+                json_reply(status, &doc)
             }
             "/upgrade" if post => {
                 let (status, doc) = match self.relaunch.clone() {
@@ -89,9 +85,7 @@ impl ServeHttp for Admin {
                         }
                     }
                 };
-                let mut body = serde_json::to_vec_pretty(&doc).unwrap_or_default();
-                body.push(b'\n');
-                reply(status, "application/json", body)
+                json_reply(status, &doc)
             }
             "/reload" => reply(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -124,9 +118,7 @@ impl ServeHttp for Admin {
                 doc["pid"] = std::process::id().into();
                 doc["config"]["path"] = self.reloader.path().display().to_string().into();
                 doc["config"]["last_reload"] = self.reloader.last().unwrap_or(Value::Null);
-                let mut body = serde_json::to_vec_pretty(&doc).unwrap_or_default();
-                body.push(b'\n');
-                reply(StatusCode::OK, "application/json", body)
+                json_reply(StatusCode::OK, &doc)
             }
             _ => reply(
                 StatusCode::NOT_FOUND,
@@ -135,6 +127,13 @@ impl ServeHttp for Admin {
             ),
         }
     }
+}
+
+/// A JSON document, pretty-printed (operators read these with curl).
+fn json_reply(status: StatusCode, doc: &Value) -> Response<Vec<u8>> {
+    let mut body = serde_json::to_vec_pretty(doc).unwrap_or_default();
+    body.push(b'\n');
+    reply(status, "application/json", body)
 }
 
 fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {

@@ -11,37 +11,22 @@ use std::time::{Duration, Instant};
 /// How long one admin request may take (a reload probes new backends first).
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Where the running process's admin listener is: `given`, else the config file's
-/// `listen.admin` (read leniently: the file may be the broken one being reloaded), else the
-/// default.
-pub fn admin_address(config: &Path, given: Option<SocketAddr>) -> SocketAddr {
-    if let Some(addr) = given {
-        return addr;
-    }
-    std::fs::read_to_string(config)
-        .ok()
-        .and_then(|text| text.parse::<toml::Table>().ok())
-        .and_then(|t| t.get("listen")?.get("admin")?.as_str()?.parse().ok())
-        .unwrap_or_else(|| {
-            holdfast_config::defaults::ADMIN_ADDR
-                .parse()
-                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9180)))
-        })
+/// The config file's `listen.admin`, read leniently: the file may be the broken one being
+/// reloaded, so only its TOML has to be readable.
+fn named_admin(config: &Path) -> Option<SocketAddr> {
+    let text = std::fs::read_to_string(config).ok()?;
+    let table = text.parse::<toml::Table>().ok()?;
+    table.get("listen")?.get("admin")?.as_str()?.parse().ok()
 }
 
-/// Whether `config` can be read as TOML with a `listen.admin` address.
-fn names_admin(config: &Path) -> bool {
-    std::fs::read_to_string(config)
-        .ok()
-        .and_then(|text| text.parse::<toml::Table>().ok())
-        .and_then(|t| {
-            t.get("listen")?
-                .get("admin")?
-                .as_str()?
-                .parse::<SocketAddr>()
-                .ok()
-        })
-        .is_some()
+/// Where the running process's admin listener is: `given`, else the config file's
+/// `listen.admin`, else the default.
+pub fn admin_address(config: &Path, given: Option<SocketAddr>) -> SocketAddr {
+    given.or_else(|| named_admin(config)).unwrap_or_else(|| {
+        holdfast_config::defaults::ADMIN_ADDR
+            .parse()
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9180)))
+    })
 }
 
 /// One request to the admin listener: the status code and the body as JSON (`Null` if it is
@@ -119,7 +104,7 @@ pub fn reload(config: &Path, admin: Option<SocketAddr>) -> u8 {
         }
         Err(e) => {
             eprintln!("holdfast reload: cannot reach the running holdfast at {admin}: {e}");
-            if !names_admin(config) {
+            if named_admin(config).is_none() {
                 eprintln!("  ({} names no listen.admin that could be read: pass --admin ADDR if it is not the default)", config.display());
             }
             2
@@ -183,7 +168,7 @@ mod tests {
         .expect("write");
         // Not valid TOML: the default, and the hint that the file named none.
         assert_eq!(admin_address(&file, None).port(), 9180);
-        assert!(!names_admin(&file));
+        assert!(named_admin(&file).is_none());
         std::fs::write(
             &file,
             "[listen]\nadmin = \"127.0.0.1:7001\"\n[pools]\nnot = \"a valid config\"\n",

@@ -281,9 +281,7 @@ impl ShutdownSignalWatch for Signals {
                 _ = hup.recv() => {
                     let reloader = self.reloader.clone();
                     tokio::spawn(async move {
-                        systemd::reloading();
                         let _ = reloader.reload("SIGHUP").await;
-                        systemd::ready();
                     });
                 }
                 _ = term.recv() => {

@@ -16,7 +16,7 @@
 use crate::cap::Cap;
 use crate::certs::{self, Certificate};
 use crate::fast::FastPath;
-use crate::trust::{Ranges, Trusted};
+use crate::trust::Ranges;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use holdfast_config::{Config, ListenerLimits, PullMode};
@@ -49,29 +49,15 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// What the workers share of one listener: TLS, caps, who may connect. A reload swaps it
 /// whole.
-#[derive(Clone)]
 struct Shared {
     tls: Option<SslAcceptor>,
     connections: Option<Arc<Cap>>,
     in_flight: Option<Arc<Cap>>,
-    /// On a `trusted_only` listener: the peers let in.
-    gate: Option<Arc<Gate>>,
+    /// On a `trusted_only` listener, the peers let in beside the trusted ones (the running
+    /// config's, refreshed ranges included).
+    trusted_only: Option<Arc<Ranges>>,
     /// Authenticated Origin Pulls on this listener, in which mode.
     pulls: Option<PullMode>,
-}
-
-/// Who may connect to a `trusted_only` listener: trusted peers and the exceptions.
-#[derive(Debug)]
-struct Gate {
-    trusted: Ranges,
-    exceptions: Ranges,
-}
-
-impl Gate {
-    #[inline]
-    fn admits(&self, peer: IpAddr) -> bool {
-        self.trusted.contains(peer) || self.exceptions.contains(peer)
-    }
 }
 
 /// One listening address.
@@ -90,7 +76,7 @@ struct Wanted {
     addr: SocketAddr,
     tls: Option<SslAcceptor>,
     limits: ListenerLimits,
-    gate: Option<Arc<Gate>>,
+    trusted_only: Option<Arc<Ranges>>,
     pulls: Option<PullMode>,
 }
 
@@ -135,18 +121,26 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The cap on visitor connections `config` sets, or `default`.
+fn max_connections(config: &Config, default: usize) -> usize {
+    config
+        .listen
+        .max_connections
+        .map_or(default, |m| m as usize)
+}
+
 /// The listeners of `config`: HTTPS ones with their certificates loaded.
 fn wanted(config: &Config) -> Result<(Vec<Wanted>, Vec<Certificate>), String> {
     let limits = |addr: &SocketAddr| config.listen.limits.get(addr).copied().unwrap_or_default();
-    let gate = (!config.listen.trusted_only.is_empty()).then(|| {
-        Arc::new(Gate {
-            trusted: Trusted::new(&config.trust).peers,
-            exceptions: Ranges::new(config.listen.trusted_only_exceptions.iter().copied()),
-        })
-    });
-    let gate = |addr: &SocketAddr| {
-        gate.clone()
-            .filter(|_| config.listen.trusted_only.contains(addr))
+    let exceptions = Arc::new(Ranges::new(
+        config.listen.trusted_only_exceptions.iter().copied(),
+    ));
+    let trusted_only = |addr: &SocketAddr| {
+        config
+            .listen
+            .trusted_only
+            .contains(addr)
+            .then(|| exceptions.clone())
     };
     let mut wanted: Vec<Wanted> = config
         .listen
@@ -156,7 +150,7 @@ fn wanted(config: &Config) -> Result<(Vec<Wanted>, Vec<Certificate>), String> {
             addr,
             tls: None,
             limits: limits(&addr),
-            gate: gate(&addr),
+            trusted_only: trusted_only(&addr),
             pulls: None,
         })
         .collect();
@@ -169,7 +163,7 @@ fn wanted(config: &Config) -> Result<(Vec<Wanted>, Vec<Certificate>), String> {
                 addr,
                 tls: Some(certs::acceptor(&certificates, pulls)?),
                 limits: limits(&addr),
-                gate: gate(&addr),
+                trusted_only: trusted_only(&addr),
                 pulls: pulls.map(|p| p.mode),
             });
         }
@@ -190,10 +184,7 @@ impl Listeners {
         stop: watch::Receiver<bool>,
     ) -> Result<Self, (Option<SocketAddr>, String)> {
         let (wanted, certificates) = wanted(config).map_err(|e| (None, e))?;
-        let max_connections = config
-            .listen
-            .max_connections
-            .map_or(default_max_connections, |m| m as usize);
+        let max_connections = max_connections(config, default_max_connections);
         let mut bound = Vec::new();
         if !upgrade {
             for w in &wanted {
@@ -231,11 +222,6 @@ impl Listeners {
     /// Visitor connections open now.
     pub fn connections(&self) -> usize {
         self.limit.live()
-    }
-
-    /// The addresses listened on now.
-    pub fn addresses(&self) -> Vec<SocketAddr> {
-        lock(&self.state).entries.iter().map(|e| e.addr).collect()
     }
 
     /// Pingora's hand-over table, once the service has started.
@@ -277,10 +263,7 @@ impl Listeners {
             let socket = bind(w.addr).map_err(|e| format!("cannot listen on {}: {e}", w.addr))?;
             bound.push((w.addr, socket));
         }
-        let max_connections = config
-            .listen
-            .max_connections
-            .map_or(self.default_max_connections, |m| m as usize);
+        let max_connections = max_connections(config, self.default_max_connections);
         Ok(Prepared {
             wanted,
             certificates,
@@ -311,7 +294,7 @@ impl Listeners {
                     tls: w.tls,
                     connections: cap(old.connections.as_ref(), w.limits.max_connections),
                     in_flight: cap(old.in_flight.as_ref(), w.limits.max_in_flight),
-                    gate: w.gate,
+                    trusted_only: w.trusted_only,
                     pulls: w.pulls,
                 }));
                 entries.push(e.clone());
@@ -342,7 +325,7 @@ impl Listeners {
                     tls: w.tls,
                     connections: cap(None, w.limits.max_connections),
                     in_flight: cap(None, w.limits.max_in_flight),
-                    gate: w.gate,
+                    trusted_only: w.trusted_only,
                     pulls: w.pulls,
                 }),
                 removed: watch::Sender::new(false),
@@ -580,8 +563,10 @@ async fn accept(listener: tokio::net::TcpListener, entry: Arc<Entry>, listeners:
         };
         match accepted {
             Ok((tcp, peer)) => {
-                let shared = Shared::clone(&entry.shared.load());
-                if shared.gate.as_ref().is_some_and(|g| !g.admits(peer.ip())) {
+                let shared = entry.shared.load_full();
+                let admitted =
+                    |except: &Ranges| listeners.app.trusts(peer.ip()) || except.contains(peer.ip());
+                if shared.trusted_only.as_deref().is_some_and(|e| !admitted(e)) {
                     // Closed before a byte is read (and before TLS).
                     drop(tcp);
                     listeners.app.rejected_untrusted();
@@ -628,12 +613,12 @@ async fn connection(
     app: &FastPath,
     tcp: tokio::net::TcpStream,
     client: IpAddr,
-    shared: Shared,
+    shared: Arc<Shared>,
     over: bool,
     shutdown: &ShutdownWatch,
 ) {
-    let in_flight = shared.in_flight;
-    let Some(acceptor) = shared.tls else {
+    let in_flight = shared.in_flight.clone();
+    let Some(acceptor) = &shared.tls else {
         return match over {
             true => app.shed(tcp).await,
             false => app.serve(tcp, client, "http", in_flight, shutdown).await,

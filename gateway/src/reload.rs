@@ -170,10 +170,13 @@ impl Reloader {
     }
 
     /// Reads the config file again and, if it is valid, makes it the running config; `why`
-    /// names the trigger in the log.
+    /// names the trigger in the log. systemd hears RELOADING before and READY after, whatever
+    /// the trigger.
     pub async fn reload(&self, why: &str) -> Result<Reloaded, ReloadError> {
         let _one = self.one_at_a_time.lock().await;
+        crate::systemd::reloading();
         let result = self.apply().await;
+        crate::systemd::ready();
         self.metrics.reloaded(result.is_ok());
         let mut last = match &result {
             Ok(r) => r.to_json(),

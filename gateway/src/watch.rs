@@ -79,9 +79,7 @@ pub fn config_files(reloader: Arc<Reloader>) {
                 continue;
             }
             seen = now;
-            crate::systemd::reloading();
             let reloaded = reloader.reload("file changed").await;
-            crate::systemd::ready();
             if reloaded.is_ok() {
                 // A reload may name other files (a new certificate path): watch them too.
                 wanted = files(&reloader);

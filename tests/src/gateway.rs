@@ -244,6 +244,18 @@ impl Gateway {
             .expect("run holdfast")
     }
 
+    /// `holdfast reload`, which must take; returns what it printed.
+    pub fn reload(&self) -> String {
+        let out = self.command("reload");
+        assert!(
+            out.status.success(),
+            "holdfast reload failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Sends `signal` (`HUP`, `TERM`...) to the process serving now.
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")

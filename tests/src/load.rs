@@ -206,6 +206,18 @@ impl LoadReport {
         self.seen.iter().filter(|s| s.outcome.is_err()).collect()
     }
 
+    /// Panics, naming how many failed and the first few, unless every request was answered.
+    pub fn assert_none_failed(&self) {
+        let failed = self.failures();
+        assert!(
+            failed.is_empty(),
+            "{} of {} requests failed, first: {:?}",
+            failed.len(),
+            self.sent(),
+            &failed[..failed.len().min(5)]
+        );
+    }
+
     pub fn by_backend(&self) -> BTreeMap<String, usize> {
         let mut counts = BTreeMap::new();
         for s in &self.seen {

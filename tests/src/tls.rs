@@ -84,17 +84,7 @@ fn build(name: &str, issuer: Option<&(X509, PKey<Private>)>, ca: bool) -> (X509,
 /// answer as text; the request should ask for `Connection: close`.
 pub async fn https_exchange(addr: std::net::SocketAddr, request: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut connector = SslConnector::builder(SslMethod::tls_client()).unwrap();
-    connector.set_verify(SslVerifyMode::NONE);
-    let ssl = connector
-        .build()
-        .configure()
-        .unwrap()
-        .into_ssl("localhost")
-        .unwrap();
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut stream = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
-    std::pin::Pin::new(&mut stream).connect().await.unwrap();
+    let (_, mut stream) = handshake(addr, Some("localhost"), None).await.unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer).await;
@@ -103,19 +93,7 @@ pub async fn https_exchange(addr: std::net::SocketAddr, request: &str) -> String
 
 /// The certificate a TLS listener presents now (DER), from a fresh handshake.
 pub async fn presented_certificate(addr: std::net::SocketAddr) -> Vec<u8> {
-    let mut connector = SslConnector::builder(SslMethod::tls_client()).unwrap();
-    connector.set_verify(SslVerifyMode::NONE);
-    let ssl = connector
-        .build()
-        .configure()
-        .unwrap()
-        .into_ssl("localhost")
-        .unwrap();
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut stream = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
-    std::pin::Pin::new(&mut stream).connect().await.unwrap();
-    let cert = stream.ssl().peer_certificate().expect("a certificate");
-    cert.to_der().unwrap()
+    handshake(addr, Some("localhost"), None).await.unwrap().0
 }
 
 /// A CA for tests: its certificate and key.

@@ -118,6 +118,11 @@ impl FastPath {
         visitor.serve().await;
     }
 
+    /// Whether the running config trusts `peer` to name the visitor.
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        self.runtime.load().trust.trusts(peer)
+    }
+
     /// Counts a connection closed at accept: its peer is not trusted on a `trusted_only`
     /// listener.
     pub fn rejected_untrusted(&self) {

@@ -55,12 +55,7 @@ async fn ten_reloads_under_load_fail_no_request() {
                 "SIGHUP"
             }
             2 => {
-                let out = gw.command("reload");
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                gw.reload();
                 "holdfast reload"
             }
             _ => {
@@ -116,11 +111,7 @@ async fn ten_reloads_under_load_fail_no_request() {
         report.failures().len(),
         report.longest()
     );
-    assert!(
-        report.failures().is_empty(),
-        "failed: {:?}",
-        &report.failures()[..report.failures().len().min(5)]
-    );
+    report.assert_none_failed();
     let metrics = gw.metrics().await;
     // The file watcher also sees the edits made before the other triggers: at least ten.
     let took = sample_value(
@@ -194,7 +185,7 @@ async fn a_broken_config_changes_nothing() {
     // Let the file watcher see the edit too.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let report = load.finish().await;
-    assert!(report.failures().is_empty(), "{:?}", report.failures());
+    report.assert_none_failed();
     assert_eq!(report.by_backend().keys().collect::<Vec<_>>(), ["a"]);
     let after = status(&gw).await["config"].clone();
     for key in ["hash", "generation", "loaded_at"] {
@@ -242,12 +233,7 @@ async fn health_survives_a_reload() {
         None,
         &tier(&z).replace("\"x\", address", "\"x\", weight = 2, address"),
     );
-    let out = gw.command("reload");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    gw.reload();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let report = load.finish().await;
 
@@ -270,7 +256,7 @@ async fn health_survives_a_reload() {
     assert_eq!(by_name("x")["weight"], 2);
     assert_eq!(by_name("z")["status"], "down");
     assert_eq!(x.served(), served_x, "x took no visitor request");
-    assert!(report.failures().is_empty(), "{:?}", report.failures());
+    report.assert_none_failed();
     assert_eq!(
         report.by_backend().keys().collect::<Vec<_>>(),
         ["a"],
@@ -308,7 +294,7 @@ async fn listeners_come_and_go_and_the_others_never_close() {
         )
     };
     gw.rewrite(Some(&listen(gone)), &pools);
-    assert!(gw.command("reload").status.success());
+    gw.reload();
     assert!(
         tokio::net::TcpStream::connect(gone).await.is_ok(),
         "a listener added by a reload"
@@ -321,13 +307,7 @@ async fn listeners_come_and_go_and_the_others_never_close() {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     gw.rewrite(Some(&listen(added)), &pools);
-    let out = gw.command("reload");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = gw.reload();
     assert!(
         stdout.contains(&format!("listening on {added}")),
         "{stdout}"
@@ -353,11 +333,7 @@ async fn listeners_come_and_go_and_the_others_never_close() {
     assert!(generation >= Some(3), "{generation:?}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let report = load.finish().await;
-    assert!(
-        report.failures().is_empty(),
-        "the listener that stayed: {:?}",
-        report.failures()
-    );
+    report.assert_none_failed(); // on the listener that stayed
     println!(
         "listeners by reload: {} requests on the one that stayed, 0 failed",
         report.sent()
@@ -366,7 +342,7 @@ async fn listeners_come_and_go_and_the_others_never_close() {
     // once, and that copy is closed with it).
     let only_added = format!("[listen]\nhttp = [\"{added}\"]\nadmin = \"{}\"\n", gw.admin);
     gw.rewrite(Some(&only_added), &pools);
-    assert!(gw.command("reload").status.success());
+    gw.reload();
     wait_until(
         Duration::from_secs(2),
         "the first listener refuses",
@@ -393,7 +369,7 @@ async fn a_removed_backend_finishes_its_requests_in_flight() {
     let in_flight = tokio::spawn(holdfast_tests::client().get(gw.url("/slow")).send());
     tokio::time::sleep(Duration::from_millis(300)).await;
     gw.rewrite(None, &pool(a.addr()));
-    assert!(gw.command("reload").status.success());
+    gw.reload();
     let after = holdfast_tests::client()
         .get(gw.url("/"))
         .send()
@@ -618,7 +594,7 @@ async fn caps_change_live() {
         ("", "200"),
     ] {
         gw.rewrite(Some(&listen(cap)), &pools);
-        assert!(gw.command("reload").status.success());
+        gw.reload();
         assert_eq!(
             status_of_a_new_connection().await.as_deref(),
             Some(want),

@@ -230,11 +230,7 @@ async fn upgrades_under_keepalive_load_fail_nothing_and_keep_health() {
         report.failures().len(),
         report.longest()
     );
-    assert!(
-        report.failures().is_empty(),
-        "failed: {:?}",
-        &report.failures()[..report.failures().len().min(5)]
-    );
+    report.assert_none_failed();
     assert_eq!(
         down.served(),
         served_down,
@@ -262,7 +258,7 @@ async fn a_listener_added_by_reload_is_handed_over_at_an_upgrade() {
     let listen =
         |extra: &str| format!("[listen]\nhttp = [\"{http}\"{extra}]\nadmin = \"{admin}\"\n");
     gw.rewrite(Some(&listen(&format!(", \"{added}\""))), &pools);
-    assert!(gw.command("reload").status.success());
+    gw.reload();
     let client = holdfast_tests::client();
     assert_eq!(
         client
@@ -280,15 +276,10 @@ async fn a_listener_added_by_reload_is_handed_over_at_an_upgrade() {
     assert_ne!(gw.pid(), old);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let report = load.finish().await;
-    assert!(report.failures().is_empty(), "{:?}", report.failures());
+    report.assert_none_failed();
 
     gw.rewrite(Some(&listen("")), &pools);
-    let out = gw.command("reload");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    gw.reload();
     wait_until(
         Duration::from_secs(2),
         "the removed listener refuses",
