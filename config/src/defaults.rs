@@ -10,6 +10,17 @@ pub const ADMIN_ADDR: &str = "127.0.0.1:9180";
 /// connection for up to 900 s; closing earlier races its reuse and shows visitors a 520.
 pub const DOWNSTREAM_KEEPALIVE_IDLE: Duration = Duration::from_secs(930);
 
+/// What the HTTPS listeners offer by ALPN: HTTP/2 first (Cloudflare uses HTTP/2 to an origin
+/// only when ALPN offers it, and gRPC needs it), HTTP/1.1 for every other client.
+pub const ALPN: [&str; 2] = ["h2", "http/1.1"];
+
+/// HTTP/2 streams one visitor connection may have open at once. Cloudflare opens up to 200 on
+/// one connection to an origin, or fewer when the origin says so; 256 leaves it room.
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// What `h2_max_concurrent_streams` may be set to at most: every stream may hold a backend
+/// connection.
+pub const H2_MAX_CONCURRENT_STREAMS_LIMIT: u32 = 4096;
+
 /// Longest time from the first byte of a request head to its end. Cloudflare sends a whole head
 /// at once; a head that trickles in for longer is a slow client holding a connection (slowloris)
 /// and gets 408. HAProxy's usual `timeout http-request` is 10 s (nginx's

@@ -109,6 +109,10 @@ pub struct Listen {
     pub max_connections: Option<u32>,
     /// Caps of single listeners, by their address as written in `http` or `https`.
     pub limits: Option<std::collections::BTreeMap<String, ListenerLimits>>,
+    /// Protocols the HTTPS listeners offer by ALPN, in order of preference (`h2`, `http/1.1`).
+    pub alpn: Option<Vec<String>>,
+    /// HTTP/2: streams one visitor connection may have open at once.
+    pub h2_max_concurrent_streams: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

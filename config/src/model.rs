@@ -72,6 +72,28 @@ pub struct Listen {
     pub trusted_only_exceptions: Vec<ipnet::IpNet>,
     /// Caps of single listeners (beside `max_connections`), by address.
     pub limits: HashMap<SocketAddr, ListenerLimits>,
+    /// What the HTTPS listeners offer by ALPN, in order of preference; never empty.
+    pub alpn: Vec<Alpn>,
+    /// HTTP/2: `SETTINGS_MAX_CONCURRENT_STREAMS` of every visitor connection.
+    pub h2_max_concurrent_streams: u32,
+}
+
+/// A protocol an HTTPS listener offers by ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alpn {
+    /// HTTP/2 (Cloudflare's "HTTP/2 to origin", gRPC).
+    H2,
+    Http11,
+}
+
+impl Alpn {
+    /// The protocol's ALPN identifier.
+    pub fn id(self) -> &'static str {
+        match self {
+            Alpn::H2 => "h2",
+            Alpn::Http11 => "http/1.1",
+        }
+    }
 }
 
 /// Caps of one listener; beyond either, the fallback answer (503, `Retry-After`) at once.

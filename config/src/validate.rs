@@ -73,6 +73,8 @@ fn validate_listen(raw: file::Listen, base_dir: &Path, p: &mut Problems) -> List
         trusted_only_exceptions,
         max_connections,
         limits,
+        alpn,
+        h2_max_concurrent_streams,
     } = raw;
     let https_given = https.as_ref().is_some_and(|h| !h.is_empty());
     // Plain HTTP on port 80 unless only HTTPS listeners are configured.
@@ -272,7 +274,37 @@ fn validate_listen(raw: file::Listen, base_dir: &Path, p: &mut Problems) -> List
             },
         );
     }
+    let mut offered = Vec::new();
+    for (i, id) in alpn
+        .unwrap_or_else(|| d::ALPN.iter().map(|a| a.to_string()).collect())
+        .iter()
+        .enumerate()
+    {
+        let at = format!("listen.alpn[{i}]");
+        match [Alpn::H2, Alpn::Http11].into_iter().find(|a| a.id() == id) {
+            Some(a) if offered.contains(&a) => p.add(at, format!("{id:?} is listed twice")),
+            Some(a) => offered.push(a),
+            None => p.add(at, format!("{id:?} is not \"h2\" or \"http/1.1\"")),
+        }
+    }
+    if offered.is_empty() {
+        p.add("listen.alpn", "must offer \"h2\", \"http/1.1\" or both");
+        offered.push(Alpn::Http11);
+    }
+    let h2_max_concurrent_streams =
+        h2_max_concurrent_streams.unwrap_or(d::H2_MAX_CONCURRENT_STREAMS);
+    if !(1..=d::H2_MAX_CONCURRENT_STREAMS_LIMIT).contains(&h2_max_concurrent_streams) {
+        p.add(
+            "listen.h2_max_concurrent_streams",
+            format!(
+                "must be from 1 to {} (Cloudflare opens up to 200 at once)",
+                d::H2_MAX_CONCURRENT_STREAMS_LIMIT
+            ),
+        );
+    }
     Listen {
+        alpn: offered,
+        h2_max_concurrent_streams,
         http,
         https,
         tls,

@@ -4,12 +4,13 @@
 //! reload: a certificate that does not load, does not match its key or has expired is refused
 //! with its file and the reason, and the running one goes on serving.
 
-use holdfast_config::{ListenerTls, OriginPulls, PullMode};
+use holdfast_config::{Alpn, ListenerTls, OriginPulls, PullMode};
 use openssl::asn1::{Asn1Time, Asn1TimeRef};
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::{
-    NameType, SniError, SslAcceptor, SslAcceptorBuilder, SslContext, SslMethod, SslVerifyMode,
+    AlpnError, NameType, SniError, SslAcceptor, SslAcceptorBuilder, SslContext, SslMethod,
+    SslVerifyMode,
 };
 use openssl::x509::{X509Name, X509};
 use std::path::Path;
@@ -119,7 +120,11 @@ pub fn pick(names: &[Vec<String>], name: &str) -> Option<usize> {
 
 /// Mozilla's "intermediate" profile (TLS 1.2 and 1.3) with `cert`, records read ahead, and the
 /// client-certificate check of `pulls`.
-fn builder(cert: &Certificate, pulls: Option<&OriginPulls>) -> Result<SslAcceptorBuilder, String> {
+fn builder(
+    cert: &Certificate,
+    pulls: Option<&OriginPulls>,
+    alpn: &[Alpn],
+) -> Result<SslAcceptorBuilder, String> {
     let e = |e: openssl::error::ErrorStack| format!("{}: {e}", cert.file);
     let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).map_err(e)?;
     let mut chain = cert.chain.iter();
@@ -132,6 +137,10 @@ fn builder(cert: &Certificate, pulls: Option<&OriginPulls>) -> Result<SslAccepto
     b.set_private_key(&cert.key).map_err(e)?;
     b.check_private_key().map_err(e)?;
     b.set_read_ahead(true);
+    // The first protocol of ours the client also offers; a client offering none of them gets
+    // no ALPN answer and speaks HTTP/1.1.
+    let ours = alpn.to_vec();
+    b.set_alpn_select_callback(move |_, theirs| select_alpn(&ours, theirs).ok_or(AlpnError::NOACK));
     if let Some(pulls) = pulls {
         let ca = pulls.ca.display().to_string();
         let bad = |e: openssl::error::ErrorStack| format!("{ca}: {e}");
@@ -157,16 +166,36 @@ pub fn load_all(tls: &ListenerTls) -> Result<Vec<Certificate>, String> {
         .collect()
 }
 
-/// The TLS of one HTTPS listener: the default certificate, the others chosen by SNI.
-pub fn acceptor(certs: &[Certificate], pulls: Option<&OriginPulls>) -> Result<SslAcceptor, String> {
+/// Our first protocol that the client offers too, from the client's list in ALPN's wire
+/// format (each protocol's length, then its name).
+pub fn select_alpn<'c>(ours: &[Alpn], theirs: &'c [u8]) -> Option<&'c [u8]> {
+    let mut offered = Vec::new();
+    let mut rest = theirs;
+    while let Some((&len, tail)) = rest.split_first() {
+        let (name, after) = tail.split_at_checked(usize::from(len))?;
+        offered.push(name);
+        rest = after;
+    }
+    ours.iter()
+        .find_map(|a| offered.iter().find(|o| **o == a.id().as_bytes()))
+        .copied()
+}
+
+/// The TLS of one HTTPS listener: the default certificate, the others chosen by SNI; `alpn`
+/// offered in that order of preference.
+pub fn acceptor(
+    certs: &[Certificate],
+    pulls: Option<&OriginPulls>,
+    alpn: &[Alpn],
+) -> Result<SslAcceptor, String> {
     let Some(default) = certs.first() else {
         return Err("no certificate".to_string());
     };
     let others: Vec<SslContext> = certs[1..]
         .iter()
-        .map(|c| builder(c, pulls).map(|b| b.build().into_context()))
+        .map(|c| builder(c, pulls, alpn).map(|b| b.build().into_context()))
         .collect::<Result<_, _>>()?;
-    let mut b = builder(default, pulls)?;
+    let mut b = builder(default, pulls, alpn)?;
     if !others.is_empty() {
         let names: Arc<Vec<Vec<String>>> =
             Arc::new(certs[1..].iter().map(|c| c.names.clone()).collect());
@@ -187,6 +216,23 @@ pub fn acceptor(certs: &[Certificate], pulls: Option<&OriginPulls>) -> Result<Ss
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alpn_follows_our_order() {
+        let both = [Alpn::H2, Alpn::Http11];
+        type Case<'a> = (&'a [Alpn], &'a [u8], Option<&'a [u8]>);
+        let cases: [Case; 6] = [
+            (&both, b"\x08http/1.1\x02h2", Some(b"h2")),
+            (&both, b"\x08http/1.1", Some(b"http/1.1")),
+            (&[Alpn::Http11], b"\x02h2\x08http/1.1", Some(b"http/1.1")),
+            (&[Alpn::H2], b"\x08http/1.1", None),
+            (&both, b"\x06spdy/3", None),
+            (&both, b"\x09http/1.1", None), // a length past the end
+        ];
+        for (ours, theirs, expected) in cases {
+            assert_eq!(select_alpn(ours, theirs), expected, "{ours:?} {theirs:?}");
+        }
+    }
 
     #[test]
     fn names_and_wildcards() {

@@ -23,6 +23,7 @@ pub mod failover;
 pub mod fallback;
 pub mod fast;
 pub mod hedge;
+pub mod http2;
 pub use holdfast_h1 as h1;
 pub mod lifecycle;
 pub mod listen;

@@ -55,6 +55,9 @@ pub struct Lifecycle {
     stop: watch::Sender<bool>,
     /// Requests being answered now, all connections together.
     busy: AtomicUsize,
+    /// One more at each reload: HTTP/2 connections then say GOAWAY, so that the client's next
+    /// streams go on a new connection with the new settings.
+    reloads: watch::Sender<u64>,
 }
 
 /// One request in flight, for as long as it lives.
@@ -73,6 +76,7 @@ impl Default for Lifecycle {
             draining: AtomicBool::new(false),
             stop: watch::Sender::new(false),
             busy: AtomicUsize::new(0),
+            reloads: watch::Sender::new(0),
         }
     }
 }
@@ -81,6 +85,16 @@ impl Lifecycle {
     /// Turns true when the listeners stop accepting; a response then closes its connection.
     pub fn stopping(&self) -> watch::Receiver<bool> {
         self.stop.subscribe()
+    }
+
+    /// Changes at each reload.
+    pub fn reloads(&self) -> watch::Receiver<u64> {
+        self.reloads.subscribe()
+    }
+
+    /// Tells the connections that want to know that a config reload took.
+    pub fn reloaded(&self) {
+        self.reloads.send_modify(|n| *n += 1);
     }
 
     /// Whether SIGTERM was received (`/healthz` says 503).

@@ -161,7 +161,7 @@ fn wanted(config: &Config) -> Result<(Vec<Wanted>, Vec<Certificate>), String> {
             let pulls = tls.origin_pulls.get(&addr);
             wanted.push(Wanted {
                 addr,
-                tls: Some(certs::acceptor(&certificates, pulls)?),
+                tls: Some(certs::acceptor(&certificates, pulls, &config.listen.alpn)?),
                 limits: limits(&addr),
                 trusted_only: trusted_only(&addr),
                 pulls: pulls.map(|p| p.mode),
@@ -285,6 +285,7 @@ impl Listeners {
         } = prepared;
         self.limit.set_max(max_connections);
         self.app.certificates(&certificates);
+        self.app.lifecycle().reloaded();
         let (mut added, mut removed) = (Vec::new(), Vec::new());
         let mut entries = Vec::with_capacity(wanted.len());
         for w in wanted {
@@ -610,7 +611,7 @@ fn is_resource_error(e: &io::Error) -> bool {
 /// Serves one visitor connection, after its TLS handshake on an HTTPS listener; one `over`
 /// the cap gets the fallback answer and is closed.
 async fn connection(
-    app: &FastPath,
+    app: &Arc<FastPath>,
     tcp: tokio::net::TcpStream,
     client: IpAddr,
     shared: Arc<Shared>,
@@ -658,7 +659,15 @@ async fn connection(
             tracing::info!(%client, ?mode, why, "Authenticated Origin Pulls: the client certificate does not verify");
         }
     }
+    let h2 = stream.ssl().selected_alpn_protocol() == Some(b"h2");
+    if handshake.as_ref().is_ok_and(|h| h.is_ok()) {
+        app.tls_connection(h2);
+    }
     match handshake {
+        Ok(Ok(())) if h2 && over => crate::http2::shed(app, stream).await,
+        Ok(Ok(())) if h2 => {
+            crate::http2::serve(app.clone(), stream, client, in_flight, shutdown.clone()).await
+        }
         Ok(Ok(())) if over => app.shed(stream).await,
         Ok(Ok(())) => {
             app.serve(stream, client, "https", in_flight, shutdown)

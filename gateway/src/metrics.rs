@@ -46,6 +46,9 @@ pub struct Metrics {
     certificate_expiry: IntGaugeVec,
     last_reload: IntGauge,
     config_info: IntGaugeVec,
+    tls_connections: IntCounterVec,
+    h2_streams: IntCounter,
+    h2_abuse: IntCounterVec,
 }
 
 /// Counters of one pool, resolved once.
@@ -283,8 +286,43 @@ impl Metrics {
                 ),
                 &["hash", "generation"],
             )?,
+            tls_connections: IntCounterVec::new(
+                Opts::new(
+                    "holdfast_tls_connections_total",
+                    "TLS connections that finished their handshake, by the protocol agreed by ALPN: \
+                     h2 or http/1.1 (also a client that offered none)",
+                ),
+                &["protocol"],
+            )?,
+            h2_streams: IntCounter::new(
+                "holdfast_h2_streams_total",
+                "HTTP/2 streams (requests) accepted from visitors",
+            )?,
+            h2_abuse: IntCounterVec::new(
+                Opts::new(
+                    "holdfast_h2_abuse_total",
+                    "HTTP/2 connections closed with ENHANCE_YOUR_CALM as an attack, by kind: \
+                     rapid_reset, ping_flood, settings_flood, priority_flood, empty_frames \
+                     (holdfast's limits), limits (the h2 library's: resets of streams not yet \
+                     accepted, CONTINUATION frames, header list size)",
+                ),
+                &["kind"],
+            )?,
             registry,
         };
+        for protocol in ["h2", "http/1.1"] {
+            m.tls_connections.with_label_values(&[protocol]);
+        }
+        for kind in [
+            "rapid_reset",
+            "ping_flood",
+            "settings_flood",
+            "priority_flood",
+            "empty_frames",
+            "limits",
+        ] {
+            m.h2_abuse.with_label_values(&[kind]);
+        }
         for result in ["success", "failure"] {
             m.reloads.with_label_values(&[result]);
         }
@@ -318,6 +356,9 @@ impl Metrics {
             .register(Box::new(m.certificate_expiry.clone()))?;
         m.registry.register(Box::new(m.last_reload.clone()))?;
         m.registry.register(Box::new(m.config_info.clone()))?;
+        m.registry.register(Box::new(m.tls_connections.clone()))?;
+        m.registry.register(Box::new(m.h2_streams.clone()))?;
+        m.registry.register(Box::new(m.h2_abuse.clone()))?;
         Ok(m)
     }
 
@@ -365,6 +406,21 @@ impl Metrics {
                 tracing::warn!(file = %c.file, name, days_left = left / 86_400, "an HTTPS certificate expires soon: renew it (the new files are picked up without a restart)");
             }
         }
+    }
+
+    /// Counts a TLS connection by the protocol ALPN agreed on.
+    pub fn tls_connection(&self, protocol: &str) {
+        self.tls_connections.with_label_values(&[protocol]).inc();
+    }
+
+    /// Counts an HTTP/2 stream accepted.
+    pub fn h2_stream(&self) {
+        self.h2_streams.inc();
+    }
+
+    /// Counts an HTTP/2 connection closed as an attack.
+    pub fn h2_abuse(&self, kind: &str) {
+        self.h2_abuse.with_label_values(&[kind]).inc();
     }
 
     /// Counts a connection closed at accept.

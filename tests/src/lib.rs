@@ -8,6 +8,7 @@
 
 pub mod fault;
 pub mod gateway;
+pub mod h2;
 pub mod load;
 pub mod netns;
 pub mod other;

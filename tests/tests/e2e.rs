@@ -16,6 +16,8 @@ mod fallback;
 mod framing;
 #[path = "e2e/hedge.rs"]
 mod hedge;
+#[path = "e2e/http2.rs"]
+mod http2;
 #[path = "e2e/overload.rs"]
 mod overload;
 #[path = "e2e/reload.rs"]

@@ -51,6 +51,20 @@ enum State {
     Done,
 }
 
+/// What the next bytes of a chunked body are ([`ChunkedScanner::step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing can be said before more bytes arrive (or the body has ended).
+    NeedMore,
+    /// This many bytes of chunk sizes, extensions and line ends: dropped.
+    Framing(usize),
+    /// This many bytes of data.
+    Data(usize),
+    /// The trailer section, this long, its final empty line included (2 bytes when there
+    /// are no trailers); the body ends with it.
+    Trailers(usize),
+}
+
 /// Scans a chunked body as it arrives.
 #[derive(Debug, Clone)]
 pub struct ChunkedScanner {
@@ -183,6 +197,45 @@ impl ChunkedScanner {
         Ok(i)
     }
 
+    /// Takes a chunked body apart, for a reader that passes its data on without the framing
+    /// (HTTP/2 has no chunks): says what the next bytes of `buf` are, the same checks as
+    /// [`ChunkedScanner::scan`] applied. The caller consumes the bytes named and asks again;
+    /// [`Step::Trailers`] comes only once the whole trailer section is in `buf`.
+    pub fn step(&mut self, buf: &[u8]) -> Result<Step, ChunkError> {
+        if buf.is_empty() || self.is_done() {
+            return Ok(Step::NeedMore);
+        }
+        match self.state {
+            State::Data(left) => {
+                let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                self.scan(&buf[..n])?;
+                Ok(Step::Data(n))
+            }
+            State::TrailerStart => {
+                let mut probe = self.clone();
+                let n = probe.scan(buf)?;
+                if !probe.is_done() {
+                    return Ok(Step::NeedMore);
+                }
+                *self = probe;
+                Ok(Step::Trailers(n))
+            }
+            _ => {
+                let mut n = 0;
+                while n < buf.len()
+                    && !matches!(
+                        self.state,
+                        State::Data(_) | State::TrailerStart | State::Done
+                    )
+                {
+                    self.scan(&buf[n..n + 1])?;
+                    n += 1;
+                }
+                Ok(Step::Framing(n))
+            }
+        }
+    }
+
     fn grow_line(&mut self) -> Result<(), ChunkError> {
         self.line += 1;
         if self.line > MAX_LINE_BYTES {
@@ -234,6 +287,69 @@ mod tests {
             );
         }
         whole
+    }
+
+    /// Takes `body` apart fed in pieces of `piece` bytes: its data and its trailer section.
+    fn take_apart(body: &[u8], piece: usize) -> Result<(Vec<u8>, Vec<u8>), ChunkError> {
+        let (mut s, mut buf) = (ChunkedScanner::default(), Vec::new());
+        let (mut data, mut trailers) = (Vec::new(), Vec::new());
+        let mut fed = 0;
+        while !s.is_done() {
+            match s.step(&buf)? {
+                Step::NeedMore if fed == body.len() => break,
+                Step::NeedMore => {
+                    let end = (fed + piece).min(body.len());
+                    buf.extend_from_slice(&body[fed..end]);
+                    fed = end;
+                }
+                Step::Framing(n) => drop(buf.drain(..n)),
+                Step::Data(n) => data.extend(buf.drain(..n)),
+                Step::Trailers(n) => trailers.extend(buf.drain(..n)),
+            }
+        }
+        Ok((data, trailers))
+    }
+
+    #[test]
+    fn bodies_are_taken_apart_into_data_and_trailers() {
+        let cases: [(&str, &str, &str); 4] = [
+            ("5\r\nhello\r\n0\r\n\r\n", "hello", "\r\n"),
+            (
+                "3;x=y\r\nabc\r\n2\r\nde\r\n0\r\ngrpc-status: 0\r\ngrpc-message: ok\r\n\r\n",
+                "abcde",
+                "grpc-status: 0\r\ngrpc-message: ok\r\n\r\n",
+            ),
+            ("0\r\n\r\n", "", "\r\n"),
+            ("A\r\n0123456789\r\n0\r\n\r\n", "0123456789", "\r\n"),
+        ];
+        for (body, data, trailers) in cases {
+            for piece in 1..=body.len() {
+                let (d, t) = take_apart(body.as_bytes(), piece).expect(body);
+                assert_eq!(String::from_utf8_lossy(&d), data, "{body:?} in {piece}s");
+                assert_eq!(
+                    String::from_utf8_lossy(&t),
+                    trailers,
+                    "{body:?} in {piece}s"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn taking_apart_refuses_what_scanning_refuses() {
+        for body in [
+            "5\nhello\r\n0\r\n\r\n",
+            "5\r\nhelloX\r\n",
+            "zz\r\n",
+            "0\r\n bad\r\n\r\n",
+        ] {
+            for piece in 1..=body.len() {
+                assert!(
+                    take_apart(body.as_bytes(), piece).is_err(),
+                    "{body:?} in {piece}s"
+                );
+            }
+        }
     }
 
     #[test]

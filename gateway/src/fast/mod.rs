@@ -118,9 +118,25 @@ impl FastPath {
         visitor.serve().await;
     }
 
+    /// The running config and everything built from it.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// The process's lifecycle: stopping, reloads, requests in flight.
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.lifecycle
+    }
+
     /// Whether the running config trusts `peer` to name the visitor.
     pub fn trusts(&self, peer: IpAddr) -> bool {
         self.runtime.load().trust.trusts(peer)
+    }
+
+    /// Counts a TLS connection by the protocol ALPN agreed on.
+    pub fn tls_connection(&self, h2: bool) {
+        let protocol = if h2 { "h2" } else { "http/1.1" };
+        self.runtime.load().metrics.tls_connection(protocol);
     }
 
     /// Counts a connection closed at accept: its peer is not trusted on a `trusted_only`

@@ -12,6 +12,39 @@ backends = [{ address = "127.0.0.1:8081" }]
 /// (what is wrong, config text, expected key path, expected words of the reason)
 const BROKEN: &[(&str, &str, &str, &str)] = &[
     (
+        "an ALPN protocol holdfast does not speak",
+        r#"
+[listen]
+alpn = ["h2", "h3"]
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "listen.alpn[1]",
+        "is not \"h2\" or \"http/1.1\"",
+    ),
+    (
+        "no ALPN protocol at all",
+        r#"
+[listen]
+alpn = []
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "listen.alpn",
+        "must offer",
+    ),
+    (
+        "no HTTP/2 stream allowed",
+        r#"
+[listen]
+h2_max_concurrent_streams = 0
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081" }]
+"#,
+        "listen.h2_max_concurrent_streams",
+        "must be from 1 to 4096",
+    ),
+    (
         "a range refresh from something that is not a URL",
         r#"
 [trust]

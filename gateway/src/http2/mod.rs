@@ -1,0 +1,580 @@
+//! HTTP/2 from visitors (Cloudflare's "HTTP/2 to origin", gRPC), on an HTTPS listener whose
+//! ALPN agreed on `h2`. The `h2` crate speaks the protocol; every stream is turned into the
+//! HTTP/1.1 request an HTTP/1.1 visitor would have sent ([`translate`]) and handed to the
+//! HTTP/1.1 data path ([`FastPath::serve`]) over an in-memory pipe, a *lane*. So an h2 request
+//! goes through the very same decisions as any other: the judgement of its head, tiers,
+//! failover of the same request, hold and rescue, the fallback, caps and metrics. The answer
+//! comes back on the lane as HTTP/1.1 and goes to the visitor as h2: its head, its body as
+//! DATA frames (chunked framing taken off), its trailers as a trailing HEADERS frame (gRPC).
+//!
+//! A lane outlives its stream: one that ended cleanly serves the connection's next stream, with
+//! the backend connection the data path keeps pinned to it, so a busy h2 connection holds about
+//! as many backend connections as it has streams open at once, the same as that many HTTP/1.1
+//! connections would.
+//!
+//! The connection: `SETTINGS_MAX_CONCURRENT_STREAMS` from `listen.h2_max_concurrent_streams`,
+//! closed (GOAWAY) after `listen.keepalive_timeout` without a stream, GOAWAY when the process
+//! stops and at each reload (streams in flight finish; the client opens a new connection for
+//! the next ones), and ENHANCE_YOUR_CALM for a client that floods it ([`guard`]).
+
+mod guard;
+mod translate;
+
+use crate::cap::Cap;
+use crate::fast::{FastPath, VisitorIo};
+use crate::h1::chunked::{ChunkedScanner, Step};
+use crate::h1::response::{self, BodyFraming};
+use ::h2::server::SendResponse;
+use ::h2::{Reason, RecvStream, SendStream};
+use bytes::{Buf, Bytes, BytesMut};
+use guard::{Abuse, FrameGuard};
+use pingora::server::ShutdownWatch;
+use std::future::poll_fn;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
+use translate::BodyFraming as RequestBody;
+
+/// Flow-control window of each stream: what a visitor may send of a request body before it
+/// is taken. Taken as soon as it is on the lane.
+const STREAM_WINDOW: u32 = 256 * 1024;
+/// Flow-control window of the whole connection.
+const CONNECTION_WINDOW: u32 = 1024 * 1024;
+/// Resets of streams not yet accepted, beyond which `h2` closes the connection (the rapid
+/// reset attack against a server slower to accept than the client to reset).
+const PENDING_ACCEPT_RESETS: usize = 50;
+/// Streams reset for errors of the client's, beyond which `h2` closes the connection.
+const LOCAL_ERROR_RESETS: usize = 256;
+/// What one lane buffers each way.
+const LANE_BUFFER: usize = 64 * 1024;
+/// A lane idle longer than this is not used again (its backend connection was let go).
+const LANE_IDLE: Duration = Duration::from_secs(30);
+/// Sending to a visitor that grants no window for this long ends the stream (as the same
+/// stall ends an HTTP/1.1 connection).
+const VISITOR_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// After a connection is closed as an attack, how long its GOAWAY may take to go out.
+const ABUSE_LINGER: Duration = Duration::from_secs(1);
+/// An over-the-cap connection: how long it has to send its requests before they are
+/// answered with the fallback and it is closed.
+const SHED_WAIT: Duration = Duration::from_secs(1);
+/// Reads from a lane, at most.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Serves one HTTP/2 visitor connection until it ends.
+pub async fn serve<S: VisitorIo + 'static>(
+    app: Arc<FastPath>,
+    io: S,
+    client: IpAddr,
+    in_flight: Option<Arc<Cap>>,
+    shutdown: ShutdownWatch,
+) {
+    let runtime = app.runtime();
+    let listen = &runtime.config.listen;
+    let (idle, handshake, max_streams) = (
+        listen.keepalive_timeout,
+        listen.header_timeout,
+        listen.h2_max_concurrent_streams,
+    );
+    let metrics = runtime.metrics.clone();
+    drop(runtime);
+    let alarm = Arc::new(Alarm::default());
+    let io = Guarded {
+        io,
+        guard: FrameGuard::new(Instant::now()),
+        alarm: alarm.clone(),
+        tripped: false,
+    };
+    let mut builder = ::h2::server::Builder::new();
+    builder
+        .max_concurrent_streams(max_streams)
+        .max_header_list_size(crate::h1::request::MAX_HEAD_BYTES as u32)
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_pending_accept_reset_streams(PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(Some(LOCAL_ERROR_RESETS));
+    let mut conn = match tokio::time::timeout(handshake, builder.handshake::<_, Bytes>(io)).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return tracing::debug!(%client, error = %e, "HTTP/2 handshake failed"),
+        Err(_) => return tracing::debug!(%client, "HTTP/2 handshake timed out"),
+    };
+    let shared = Arc::new(Connection {
+        app: app.clone(),
+        client,
+        in_flight,
+        shutdown: shutdown.clone(),
+        lanes: Mutex::new(Vec::new()),
+        open: AtomicUsize::new(0),
+        last_end: Mutex::new(Instant::now()),
+    });
+    let mut stopping = shutdown;
+    let mut reloads = app.lifecycle().reloads();
+    reloads.borrow_and_update();
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
+    let mut closing = false;
+    loop {
+        if !closing && *stopping.borrow_and_update() {
+            conn.graceful_shutdown();
+            closing = true;
+        }
+        tokio::select! {
+            accepted = conn.accept() => match accepted {
+                Some(Ok((request, respond))) => {
+                    metrics.h2_stream();
+                    shared.open.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(stream(shared.clone(), request, respond));
+                }
+                Some(Err(e)) => {
+                    // The guard reads the bytes before `h2` parses them: when both saw an
+                    // attack in the same read, the guard's verdict is the more precise.
+                    let calm = e.reason() == Some(Reason::ENHANCE_YOUR_CALM) && e.is_library();
+                    match alarm.take() {
+                        Some(abuse) => attacked(&metrics, client, abuse.key()),
+                        None if calm => attacked(&metrics, client, "limits"),
+                        None => tracing::debug!(%client, error = %e, "HTTP/2 connection ended"),
+                    }
+                    break;
+                }
+                None => break,
+            },
+            changed = stopping.changed(), if !closing => {
+                if changed.is_err() {
+                    conn.graceful_shutdown();
+                    closing = true;
+                }
+            }
+            changed = reloads.changed(), if !closing => {
+                let _ = changed;
+                conn.graceful_shutdown();
+                closing = true;
+            }
+            () = alarm.notify.notified() => {
+                if let Some(abuse) = alarm.take() {
+                    attacked(&metrics, client, abuse.key());
+                }
+                conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+                // The GOAWAY goes out, briefly; the attacker's streams are not waited for.
+                let _ = tokio::time::timeout(ABUSE_LINGER, async {
+                    while let Some(Ok(_)) = conn.accept().await {}
+                })
+                .await;
+                return;
+            }
+            () = &mut idle_timer, if !closing => {
+                match shared.idle_since() {
+                    Some(since) if since.elapsed() >= idle => {
+                        conn.graceful_shutdown();
+                        closing = true;
+                    }
+                    Some(since) => idle_timer.as_mut().reset((since + idle).into()),
+                    None => idle_timer.as_mut().reset((Instant::now() + idle).into()),
+                }
+            }
+        }
+    }
+}
+
+/// Counts and logs a connection closed as an attack.
+fn attacked(metrics: &crate::metrics::Metrics, client: IpAddr, kind: &str) {
+    metrics.h2_abuse(kind);
+    tracing::warn!(%client, kind, "HTTP/2 connection closed as an attack (ENHANCE_YOUR_CALM)");
+}
+
+/// Answers every stream of an HTTP/2 connection over the cap with the fallback answer, and
+/// closes it: the HTTP/2 form of [`FastPath::shed`].
+pub async fn shed<S: VisitorIo + 'static>(app: &FastPath, io: S) {
+    let runtime = app.runtime();
+    runtime.metrics.shed();
+    let Ok(Ok(mut conn)) = tokio::time::timeout(SHED_WAIT, ::h2::server::handshake(io)).await
+    else {
+        return;
+    };
+    conn.graceful_shutdown();
+    let answer = &runtime.fallback;
+    let _ = tokio::time::timeout(SHED_WAIT, async {
+        while let Some(Ok((request, mut respond))) = conn.accept().await {
+            let Some(response) = translate::response(answer.head(true)) else {
+                continue;
+            };
+            let head_method = request.method() == http::Method::HEAD;
+            if let Ok(mut tx) = respond.send_response(response, head_method) {
+                if !head_method {
+                    let _ = tx.send_data(answer.body.clone(), true);
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// What the streams of one connection share.
+struct Connection {
+    app: Arc<FastPath>,
+    client: IpAddr,
+    in_flight: Option<Arc<Cap>>,
+    shutdown: ShutdownWatch,
+    /// Lanes free for the next stream, the most recently used last.
+    lanes: Mutex<Vec<Lane>>,
+    /// Streams being served.
+    open: AtomicUsize,
+    /// When the last stream ended.
+    last_end: Mutex<Instant>,
+}
+
+impl Connection {
+    /// A free lane that has not been idle too long, or a new one.
+    fn lane(&self) -> Lane {
+        let mut lanes = lock(&self.lanes);
+        // The oldest ones idled longest: their backend connections may be gone.
+        lanes.retain(|l| l.since.elapsed() < LANE_IDLE);
+        if let Some(lane) = lanes.pop() {
+            return lane;
+        }
+        drop(lanes);
+        let (ours, theirs) = tokio::io::duplex(LANE_BUFFER);
+        let (app, client) = (self.app.clone(), self.client);
+        let (in_flight, shutdown) = (self.in_flight.clone(), self.shutdown.clone());
+        tokio::spawn(async move {
+            app.serve(theirs, client, "https", in_flight, &shutdown)
+                .await
+        });
+        Lane {
+            io: ours,
+            buf: BytesMut::new(),
+            since: Instant::now(),
+        }
+    }
+
+    fn give_back(&self, mut lane: Lane) {
+        lane.since = Instant::now();
+        if lane.buf.capacity() > LANE_BUFFER {
+            lane.buf = BytesMut::new();
+        }
+        lock(&self.lanes).push(lane);
+    }
+
+    fn stream_ended(&self) {
+        *lock(&self.last_end) = Instant::now();
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Since when no stream has been open; `None` while one is.
+    fn idle_since(&self) -> Option<Instant> {
+        let last_end = *lock(&self.last_end);
+        (self.open.load(Ordering::Relaxed) == 0).then_some(last_end)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The HTTP/1.1 side of a stream: a pipe to a task of the HTTP/1.1 data path.
+struct Lane {
+    io: DuplexStream,
+    /// What was read from the pipe and not yet passed on.
+    buf: BytesMut,
+    /// When it was last given back.
+    since: Instant,
+}
+
+/// Why a stream ended before its answer was through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Broken {
+    /// The visitor reset the stream, or stopped taking data.
+    Visitor,
+    /// The lane closed or answered what is not HTTP/1.1 (cannot happen with the data path
+    /// behind it).
+    Lane,
+}
+
+/// Serves one stream, on a lane.
+async fn stream(
+    conn: Arc<Connection>,
+    request: http::Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) {
+    let (parts, mut body) = request.into_parts();
+    let mut head = Vec::new();
+    let framing = match translate::request_head(&parts, body.is_end_stream(), &mut head) {
+        Ok(framing) => framing,
+        Err(translate::Unsupported::Connect) => {
+            let mut refused = http::Response::new(());
+            *refused.status_mut() = http::StatusCode::METHOD_NOT_ALLOWED;
+            let _ = respond.send_response(refused, true);
+            return conn.stream_ended();
+        }
+    };
+    let head_method = parts.method == http::Method::HEAD;
+    let mut lane = conn.lane();
+    let (answered, sent) = {
+        let (mut rd, mut wr) = tokio::io::split(&mut lane.io);
+        let send = send_request(&mut wr, &head, framing, &mut body);
+        let answer = relay_answer(&mut rd, &mut lane.buf, head_method, &mut respond);
+        tokio::pin!(send, answer);
+        let mut sent = None;
+        let answered = loop {
+            tokio::select! {
+                s = &mut send, if sent.is_none() => sent = Some(s.is_ok()),
+                a = &mut answer => break a,
+            }
+        };
+        (answered, sent)
+    };
+    if let Err(Broken::Lane) = answered {
+        respond.send_reset(Reason::INTERNAL_ERROR);
+    }
+    // The lane carries another request only if this one went whole both ways.
+    let reusable = answered == Ok(true) && sent == Some(true) && lane.buf.is_empty();
+    if reusable {
+        conn.give_back(lane);
+    }
+    conn.stream_ended();
+}
+
+/// Writes the request to the lane: its head, then its body as it comes (chunked when it came
+/// without a length, with its trailers).
+async fn send_request<W: AsyncWrite + Unpin>(
+    lane: &mut W,
+    head: &[u8],
+    framing: RequestBody,
+    body: &mut RecvStream,
+) -> io::Result<()> {
+    lane.write_all(head).await?;
+    if framing == RequestBody::None {
+        return lane.flush().await;
+    }
+    let chunked = framing == RequestBody::Chunked;
+    let mut framing_bytes = Vec::new();
+    while let Some(data) = body.data().await {
+        let data = data.map_err(io::Error::other)?;
+        let n = data.len();
+        // An empty DATA frame carries nothing (and an empty chunk would end the body).
+        if n == 0 {
+            continue;
+        }
+        if chunked {
+            framing_bytes.clear();
+            let _ = std::io::Write::write_fmt(&mut framing_bytes, format_args!("{n:x}\r\n"));
+            lane.write_all(&framing_bytes).await?;
+        }
+        lane.write_all(&data).await?;
+        if chunked {
+            lane.write_all(b"\r\n").await?;
+        }
+        let _ = body.flow_control().release_capacity(n);
+    }
+    if chunked {
+        let trailers = body.trailers().await.map_err(io::Error::other)?;
+        framing_bytes.clear();
+        translate::request_trailers(trailers.as_ref(), &mut framing_bytes);
+        lane.write_all(&framing_bytes).await?;
+    }
+    lane.flush().await
+}
+
+/// Reads the answer from the lane and sends it to the visitor. `Ok(true)`: whole, and the lane
+/// may carry another request.
+async fn relay_answer<R: AsyncRead + Unpin>(
+    lane: &mut R,
+    buf: &mut BytesMut,
+    head_method: bool,
+    respond: &mut SendResponse<Bytes>,
+) -> Result<bool, Broken> {
+    // The answer's head (interim ones skipped); a visitor's reset ends the wait at once, so
+    // that a cancelled stream holds nothing.
+    let head = loop {
+        match response::parse_forwarded(buf, head_method) {
+            Ok(Some(head)) if head.interim => buf.advance(head.len),
+            Ok(Some(head)) => break head,
+            Ok(None) => {
+                tokio::select! {
+                    read = read_more(lane, buf) => read?,
+                    _ = poll_fn(|cx| respond.poll_reset(cx)) => return Err(Broken::Visitor),
+                }
+            }
+            Err(_) => return Err(Broken::Lane),
+        }
+    };
+    let response = translate::response(&buf[..head.len]).ok_or(Broken::Lane)?;
+    buf.advance(head.len);
+    let empty = head.framing == BodyFraming::Empty;
+    let mut tx = respond
+        .send_response(response, empty)
+        .map_err(|_| Broken::Visitor)?;
+    let body = relay_body(lane, buf, head.framing, &mut tx).await;
+    if body == Err(Broken::Lane) {
+        tx.send_reset(Reason::INTERNAL_ERROR);
+    }
+    body?;
+    Ok(head.reusable && head.framing != BodyFraming::UntilClose)
+}
+
+/// Relays an answer's body from the lane as DATA frames, and its trailers.
+async fn relay_body<R: AsyncRead + Unpin>(
+    lane: &mut R,
+    buf: &mut BytesMut,
+    framing: BodyFraming,
+    tx: &mut SendStream<Bytes>,
+) -> Result<(), Broken> {
+    match framing {
+        BodyFraming::Empty => Ok(()),
+        BodyFraming::Length(mut left) => {
+            while left > 0 {
+                if buf.is_empty() {
+                    read_more(lane, buf).await?;
+                }
+                let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                left -= n as u64;
+                send_data(tx, buf.split_to(n).freeze(), left == 0).await?;
+            }
+            Ok(())
+        }
+        BodyFraming::Chunked => {
+            let mut chunks = ChunkedScanner::default();
+            loop {
+                match chunks.step(buf).map_err(|_| Broken::Lane)? {
+                    Step::NeedMore => read_more(lane, buf).await?,
+                    Step::Framing(n) => buf.advance(n),
+                    Step::Data(n) => send_data(tx, buf.split_to(n).freeze(), false).await?,
+                    Step::Trailers(n) => {
+                        let trailers = translate::response_trailers(&buf[..n]);
+                        buf.advance(n);
+                        return match trailers {
+                            Some(trailers) => {
+                                tx.send_trailers(trailers).map_err(|_| Broken::Visitor)
+                            }
+                            None => send_data(tx, Bytes::new(), true).await,
+                        };
+                    }
+                }
+            }
+        }
+        BodyFraming::UntilClose => loop {
+            if buf.is_empty() {
+                buf.reserve(READ_CHUNK);
+                match lane.read_buf(buf).await {
+                    Ok(0) | Err(_) => return send_data(tx, Bytes::new(), true).await,
+                    Ok(_) => {}
+                }
+            }
+            send_data(tx, buf.split().freeze(), false).await?;
+        },
+    }
+}
+
+/// Reads more of the answer; the lane's end here is an answer cut short.
+async fn read_more<R: AsyncRead + Unpin>(lane: &mut R, buf: &mut BytesMut) -> Result<(), Broken> {
+    buf.reserve(READ_CHUNK);
+    match lane.read_buf(buf).await {
+        Ok(n) if n > 0 => Ok(()),
+        _ => Err(Broken::Lane),
+    }
+}
+
+/// Sends `data` as the visitor's flow control allows; `end` ends the stream with it.
+async fn send_data(tx: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -> Result<(), Broken> {
+    if data.is_empty() {
+        return tx.send_data(data, end).map_err(|_| Broken::Visitor);
+    }
+    while !data.is_empty() {
+        tx.reserve_capacity(data.len());
+        let granted =
+            tokio::time::timeout(VISITOR_WRITE_TIMEOUT, poll_fn(|cx| tx.poll_capacity(cx))).await;
+        let n = match granted {
+            Ok(Some(Ok(n))) => n,
+            _ => return Err(Broken::Visitor),
+        };
+        if n == 0 {
+            continue;
+        }
+        let piece = data.split_to(n.min(data.len()));
+        tx.send_data(piece, end && data.is_empty())
+            .map_err(|_| Broken::Visitor)?;
+    }
+    Ok(())
+}
+
+/// Where the guard says a connection is an attack.
+#[derive(Default)]
+struct Alarm {
+    abuse: Mutex<Option<Abuse>>,
+    notify: tokio::sync::Notify,
+}
+
+impl Alarm {
+    fn trip(&self, abuse: Abuse) {
+        *lock(&self.abuse) = Some(abuse);
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> Option<Abuse> {
+        lock(&self.abuse).take()
+    }
+}
+
+/// A visitor's connection with its bytes shown to the [`FrameGuard`] as they are read.
+struct Guarded<S> {
+    io: S,
+    guard: FrameGuard,
+    alarm: Arc<Alarm>,
+    /// Once the alarm went off, nothing more is read.
+    tripped: bool,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.tripped {
+            return Poll::Pending;
+        }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = read {
+            if let Some(abuse) = this.guard.feed(&buf.filled()[before..], Instant::now()) {
+                this.tripped = true;
+                this.alarm.trip(abuse);
+            }
+        }
+        read
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,273 @@
+//! HTTP/2 requests as HTTP/1.1 heads, and HTTP/1.1 answers as HTTP/2 responses, apart from the
+//! I/O. An h2 request becomes the head an HTTP/1.1 visitor would have sent (RFC 9113 8.3.1:
+//! `:authority` as `Host`; 8.2.3: the `cookie` fields joined), which then goes through every
+//! rule of the HTTP/1.1 path: the same judgement of the head, the same rewriting, the same
+//! backends. Connection-specific fields (8.2.2) never cross in either direction.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode};
+use std::io::Write;
+
+/// Fields that describe one connection, not the message (RFC 9113 8.2.2): `h2` refuses them in
+/// a request; they are dropped from an answer.
+const CONNECTION_SPECIFIC: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// How an h2 request's body is framed toward the HTTP/1.1 path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// The request ended with its headers.
+    None,
+    /// A `content-length` came with it (`h2` holds the DATA frames to it).
+    Length,
+    /// No length: the body goes on `chunked`, with the request's trailers, if any.
+    Chunked,
+}
+
+/// Why an h2 request is answered at once, without a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsupported {
+    /// CONNECT (a tunnel): not proxied.
+    Connect,
+}
+
+/// Writes the HTTP/1.1 head of an h2 request into `out` (cleared first). `ended`: the request
+/// has no body (its HEADERS frame ended the stream).
+pub fn request_head(
+    parts: &http::request::Parts,
+    ended: bool,
+    out: &mut Vec<u8>,
+) -> Result<BodyFraming, Unsupported> {
+    out.clear();
+    if parts.method == Method::CONNECT {
+        return Err(Unsupported::Connect);
+    }
+    let target = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .filter(|p| !p.is_empty())
+        .unwrap_or("/");
+    let _ = write!(out, "{} {target} HTTP/1.1\r\n", parts.method);
+    let headers = &parts.headers;
+    // `:authority` stands for `Host` (and wins over a `host` field beside it).
+    let authority = parts.uri.authority().map(|a| a.as_str().as_bytes());
+    let host = authority.or_else(|| headers.get(http::header::HOST).map(HeaderValue::as_bytes));
+    if let Some(host) = host {
+        out.extend_from_slice(b"Host: ");
+        out.extend_from_slice(host);
+        out.extend_from_slice(b"\r\n");
+    }
+    let mut cookies = headers.get_all(http::header::COOKIE).iter().peekable();
+    if cookies.peek().is_some() {
+        out.extend_from_slice(b"Cookie: ");
+        for (i, c) in cookies.enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b"; ");
+            }
+            out.extend_from_slice(c.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in headers {
+        if name == http::header::HOST
+            || name == http::header::COOKIE
+            || CONNECTION_SPECIFIC.contains(&name.as_str())
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let framing = if headers.contains_key(http::header::CONTENT_LENGTH) {
+        BodyFraming::Length
+    } else if ended {
+        // A body-less POST says so, as an HTTP/1.1 client would (some backends want a length).
+        if !matches!(
+            parts.method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE | Method::TRACE
+        ) {
+            out.extend_from_slice(b"Content-Length: 0\r\n");
+        }
+        BodyFraming::None
+    } else {
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        BodyFraming::Chunked
+    };
+    out.extend_from_slice(b"\r\n");
+    Ok(framing)
+}
+
+/// Writes the trailer section of a chunked request body (the last chunk, `trailers`, the end).
+pub fn request_trailers(trailers: Option<&HeaderMap>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"0\r\n");
+    for (name, value) in trailers.into_iter().flatten() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The fields of an HTTP/1.1 head or trailer section as h2 carries them: names in lower
+/// case, connection-specific ones dropped, and a field h2 cannot carry dropped as well.
+fn fields(headers: &[httparse::Header<'_>]) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for h in headers {
+        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
+            continue;
+        };
+        if CONNECTION_SPECIFIC.contains(&name.as_str()) {
+            continue;
+        }
+        if let Ok(value) = HeaderValue::from_bytes(h.value) {
+            map.append(name, value);
+        }
+    }
+    map
+}
+
+/// The h2 response of an HTTP/1.1 answer head (`head`: a complete head, its blank line
+/// included); `None` if it is not one.
+pub fn response(head: &[u8]) -> Option<http::Response<()>> {
+    let mut headers = [httparse::EMPTY_HEADER; holdfast_h1::response::MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut headers);
+    let Ok(httparse::Status::Complete(_)) = res.parse(head) else {
+        return None;
+    };
+    let status = StatusCode::from_u16(res.code?).ok()?;
+    let mut response = http::Response::new(());
+    *response.status_mut() = status;
+    *response.headers_mut() = fields(res.headers);
+    Some(response)
+}
+
+/// The trailers of a chunked answer: `section` is its trailer section, final empty line
+/// included; `None` when it holds no field.
+pub fn response_trailers(section: &[u8]) -> Option<HeaderMap> {
+    let mut headers = [httparse::EMPTY_HEADER; holdfast_h1::response::MAX_HEADERS];
+    match httparse::parse_headers(section, &mut headers) {
+        Ok(httparse::Status::Complete((_, parsed))) if !parsed.is_empty() => {
+            Some(fields(parsed)).filter(|m| !m.is_empty())
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(method: &str, uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut b = http::Request::builder().method(method).uri(uri);
+        for (n, v) in headers {
+            b = b.header(*n, *v);
+        }
+        b.body(()).expect("request").into_parts().0
+    }
+
+    fn head(
+        parts: &http::request::Parts,
+        ended: bool,
+    ) -> (String, Result<BodyFraming, Unsupported>) {
+        let mut out = Vec::new();
+        let framing = request_head(parts, ended, &mut out);
+        (String::from_utf8_lossy(&out).into_owned(), framing)
+    }
+
+    #[test]
+    fn requests_become_the_heads_an_http11_visitor_sends() {
+        let cases: Vec<(http::request::Parts, bool, &str, Result<BodyFraming, Unsupported>)> = vec![
+            (
+                parts("GET", "https://example.com/a?b=c", &[("accept", "*/*")]),
+                true,
+                "GET /a?b=c HTTP/1.1\r\nHost: example.com\r\naccept: */*\r\n\r\n",
+                Ok(BodyFraming::None),
+            ),
+            (
+                parts(
+                    "GET",
+                    "https://example.com:8443/",
+                    &[("host", "other.example"), ("cookie", "a=1"), ("cookie", "b=2"), ("te", "trailers")],
+                ),
+                true,
+                "GET / HTTP/1.1\r\nHost: example.com:8443\r\nCookie: a=1; b=2\r\n\r\n",
+                Ok(BodyFraming::None),
+            ),
+            (
+                parts("POST", "https://example.com/up", &[("content-length", "5")]),
+                false,
+                "POST /up HTTP/1.1\r\nHost: example.com\r\ncontent-length: 5\r\n\r\n",
+                Ok(BodyFraming::Length),
+            ),
+            (
+                parts("POST", "https://example.com/grpc.Svc/Call", &[("content-type", "application/grpc")]),
+                false,
+                "POST /grpc.Svc/Call HTTP/1.1\r\nHost: example.com\r\ncontent-type: application/grpc\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Ok(BodyFraming::Chunked),
+            ),
+            (
+                parts("POST", "https://example.com/empty", &[]),
+                true,
+                "POST /empty HTTP/1.1\r\nHost: example.com\r\nContent-Length: 0\r\n\r\n",
+                Ok(BodyFraming::None),
+            ),
+            (
+                parts("GET", "/no-authority", &[("host", "h.example")]),
+                true,
+                "GET /no-authority HTTP/1.1\r\nHost: h.example\r\n\r\n",
+                Ok(BodyFraming::None),
+            ),
+            (parts("CONNECT", "example.com:443", &[]), true, "", Err(Unsupported::Connect)),
+        ];
+        for (parts, ended, expected, framing) in cases {
+            assert_eq!(
+                head(&parts, ended),
+                (expected.to_string(), framing),
+                "{parts:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_translated_head_is_judged_like_any_other() {
+        let (text, _) = head(
+            &parts("GET", "https://example.com/x", &[("x-a", "1")]),
+            true,
+        );
+        let judged = holdfast_h1::request::parse(text.as_bytes()).expect("valid");
+        assert!(judged.is_some());
+    }
+
+    #[test]
+    fn answers_lose_their_connection_fields() {
+        let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n";
+        let r = response(head).expect("response");
+        assert_eq!(r.status(), StatusCode::OK);
+        let names: Vec<&str> = r.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["content-type", "set-cookie"]);
+        assert_eq!(r.headers().get_all("set-cookie").iter().count(), 2);
+        assert!(response(b"HTTP/1.1 200 OK\r\n").is_none(), "incomplete");
+    }
+
+    #[test]
+    fn trailers_come_across() {
+        let t =
+            response_trailers(b"grpc-status: 0\r\ngrpc-message: fine\r\n\r\n").expect("trailers");
+        assert_eq!(t.get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..]));
+        assert_eq!(t.len(), 2);
+        assert_eq!(response_trailers(b"\r\n"), None);
+        let mut out = Vec::new();
+        request_trailers(Some(&t), &mut out);
+        assert_eq!(out, b"0\r\ngrpc-status: 0\r\ngrpc-message: fine\r\n\r\n");
+    }
+}
