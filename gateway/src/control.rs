@@ -35,10 +35,11 @@ pub fn request(admin: SocketAddr, method: &str, path: &str) -> std::io::Result<(
     let mut stream = TcpStream::connect_timeout(&admin, Duration::from_secs(3))?;
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
-    write!(
-        stream,
+    // One write: `write!` straight to the socket would send the head in pieces.
+    let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
+    );
+    stream.write_all(head.as_bytes())?;
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer)?;
     let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP answer");
@@ -185,9 +186,13 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let server = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().expect("accept");
-            let mut head = [0u8; 1024];
-            let n = s.read(&mut head).expect("read");
-            let asked = String::from_utf8_lossy(&head[..n]).into_owned();
+            // The whole head: closing with some of it unread would reset the connection.
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).expect("read") == 1 {
+                head.push(byte[0]);
+            }
+            let asked = String::from_utf8_lossy(&head).into_owned();
             let body = r#"{"result":"failure","problems":["f: a.b: bad"]}"#;
             let answer = format!("HTTP/1.1 422 Unprocessable Entity\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
             s.write_all(answer.as_bytes()).expect("write");

@@ -4,8 +4,8 @@
 Two nginx instances are the origins (a primary and a backup, 1 worker each). Each proxy runs in
 front of them with equivalent settings: 2 workers or threads, keep-alive to the origins, the
 backup as a backup, health checks where the proxy has them (nginx OSS has only passive checks),
-access logs off. wrk drives each proxy in turn, alternating the order every round, so drift
-between runs hits every proxy alike. For each run: requests per second, p50 and p99 latency, the
+access logs off. wrk drives each proxy in turn (h2load for the HTTP/2 workloads), alternating
+the order every round, so drift between runs hits every proxy alike. For each run: requests per second, p50 and p99 latency, the
 proxy's CPU time per request (user + system of all its processes, divided by requests served) and
 its RSS. Ratios are holdfast's figure over nginx's and HAProxy's, from medians over the rounds.
 
@@ -169,7 +169,7 @@ http {{
     }}
     server {{
         listen 127.0.0.1:{ports['http']};
-        listen 127.0.0.1:{ports['https']} ssl;
+        listen 127.0.0.1:{ports['https']} ssl http2;
         ssl_certificate {cert};
         ssl_certificate_key {key};
         location / {{
@@ -210,7 +210,7 @@ defaults
 
 frontend fe
     bind 127.0.0.1:{ports['http']}
-    bind 127.0.0.1:{ports['https']} ssl crt {combined}
+    bind 127.0.0.1:{ports['https']} ssl crt {combined} alpn h2,http/1.1
     http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
     http-request set-header X-Forwarded-Proto http if !{{ ssl_fc }}
     default_backend origins
@@ -301,12 +301,54 @@ def run_wrk(args, url, seconds):
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
 
 
+def run_h2load(args, url, seconds, log=None):
+    cmd = [args.h2load, f"-t{args.wrk_threads}", f"-c{args.h2_connections}", f"-m{args.h2_streams}",
+           f"-D{seconds}", url]
+    if log:
+        cmd.insert(1, f"--log-file={log}")
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+
+
+def parse_h2load(out, log):
+    """h2load's summary, with p50 and p99 from its per-request log (it prints no percentiles)."""
+    rps = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    times = sorted(int(line.split("\t")[2]) / 1000.0 for line in Path(log).read_text().splitlines() if line.count("\t") >= 2)
+
+    def pct(q):
+        return times[min(len(times) - 1, int(q * len(times)))] if times else float("nan")
+
+    failed = int(done.group(3)) + int(done.group(4)) if done else 0
+    non2xx = int(codes.group(3)) + int(codes.group(4)) if codes else 0
+    errors = " ".join(x for x in (f"failed {failed}" if failed else "", f"non-2xx {non2xx}" if non2xx else "") if x)
+    return {
+        "rps": float(rps.group(1)) if rps else 0.0,
+        "requests": int(done.group(2)) if done else 0,
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "errors": errors,
+    }
+
+
 def measure(args, proc, url):
-    run_wrk(args, url, args.warmup)
-    cpu0 = proc.cpu_seconds()
-    out = run_wrk(args, url, args.duration)
-    cpu = proc.cpu_seconds() - cpu0
-    r = parse_wrk(out)
+    if url.startswith("h2://"):
+        url = "https://" + url[len("h2://"):]
+        run_h2load(args, url, args.warmup)
+        log = Path(tempfile.mkstemp(prefix="h2load-")[1])
+        try:
+            cpu0 = proc.cpu_seconds()
+            out = run_h2load(args, url, args.duration, log)
+            cpu = proc.cpu_seconds() - cpu0
+            r = parse_h2load(out, log)
+        finally:
+            log.unlink()
+    else:
+        run_wrk(args, url, args.warmup)
+        cpu0 = proc.cpu_seconds()
+        out = run_wrk(args, url, args.duration)
+        cpu = proc.cpu_seconds() - cpu0
+        r = parse_wrk(out)
     r["cpu_us_per_req"] = cpu / r["requests"] * 1e6 if r["requests"] else float("nan")
     r["rss_mb"] = proc.rss_mb()
     return r
@@ -391,8 +433,14 @@ def main():
     p.add_argument("--warmup", type=int, default=2, help="seconds of warm-up before each run")
     p.add_argument("--connections", type=int, default=64, help="wrk keep-alive connections")
     p.add_argument("--wrk-threads", type=int, default=2)
-    p.add_argument("--workloads", default="http-1k,https-1k,http-100k",
-                   help="comma-separated: http-1k, https-1k, http-100k, https-100k")
+    p.add_argument("--h2load", default=shutil.which("h2load") or "h2load")
+    p.add_argument("--h2-connections", type=int, default=4,
+                   help="h2load connections for the h2 workloads (default 4)")
+    p.add_argument("--h2-streams", type=int, default=16,
+                   help="streams at once per h2load connection (default 16: 64 requests at once, as wrk's 64 connections)")
+    p.add_argument("--workloads", default="http-1k,https-1k,http-100k,h2-1k,h2-100k",
+                   help="comma-separated: http-1k, https-1k, http-100k, https-100k, h2-1k, h2-100k "
+                        "(h2: HTTPS with HTTP/2 by ALPN, driven by h2load)")
     p.add_argument("--proxies", default="holdfast,nginx,haproxy")
     p.add_argument("--idle", type=int, default=10000,
                    help="idle keep-alive connections for the memory figure (0: skip; default 10,000)")
@@ -447,7 +495,8 @@ def main():
                 try:
                     for w in workloads:
                         scheme, size = w.split("-")
-                        url = f"{scheme}://127.0.0.1:{ports[scheme]}/{size}.bin"
+                        port = ports["https" if scheme == "h2" else scheme]
+                        url = f"{scheme}://127.0.0.1:{port}/{size}.bin"
                         r = measure(args, proc, url)
                         results[w][name].append(r)
                         print(f"round {rnd + 1} {w:10} {name:9} {r['rps']:10.0f} req/s  p50 {r['p50_ms']:.2f} ms  "

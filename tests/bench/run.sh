@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # holdfast, nginx and HAProxy side by side on loopback, in one run (see BENCHMARKS.md).
-# Installs what is missing (nginx, haproxy, wrk from Debian's packages), builds holdfast in
+# Installs what is missing (nginx, haproxy, wrk, h2load from Debian's packages), builds holdfast in
 # release mode, then runs bench.py; extra arguments go to bench.py (--help lists them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -10,6 +10,7 @@ need=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then

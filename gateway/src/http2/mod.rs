@@ -62,6 +62,10 @@ const ABUSE_LINGER: Duration = Duration::from_secs(1);
 /// An over-the-cap connection: how long it has to send its requests before they are
 /// answered with the fallback and it is closed.
 const SHED_WAIT: Duration = Duration::from_secs(1);
+/// The most bytes of a vectored write to a visitor put together into one TLS write.
+const COALESCE: usize = 32 * 1024;
+/// What a connection keeps of its write scratch between writes.
+const KEEP_SCRATCH: usize = 4 * 1024;
 /// Reads from a lane, at most.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -88,6 +92,7 @@ pub async fn serve<S: VisitorIo + 'static>(
         guard: FrameGuard::new(Instant::now()),
         alarm: alarm.clone(),
         tripped: false,
+        scratch: Vec::new(),
     };
     let mut builder = ::h2::server::Builder::new();
     builder
@@ -114,7 +119,9 @@ pub async fn serve<S: VisitorIo + 'static>(
     let mut stopping = shutdown;
     let mut reloads = app.lifecycle().reloads();
     reloads.borrow_and_update();
-    let idle_timer = tokio::time::sleep(idle);
+    // Every LANE_IDLE: lanes idle that long are let go, and a connection idle for `idle` is
+    // closed.
+    let idle_timer = tokio::time::sleep(LANE_IDLE.min(idle));
     tokio::pin!(idle_timer);
     let mut closing = false;
     loop {
@@ -166,14 +173,18 @@ pub async fn serve<S: VisitorIo + 'static>(
                 return;
             }
             () = &mut idle_timer, if !closing => {
-                match shared.idle_since() {
-                    Some(since) if since.elapsed() >= idle => {
+                shared.let_idle_lanes_go();
+                let now = Instant::now();
+                let next = match shared.idle_since() {
+                    Some(since) if now.duration_since(since) >= idle => {
                         conn.graceful_shutdown();
                         closing = true;
+                        continue;
                     }
-                    Some(since) => idle_timer.as_mut().reset((since + idle).into()),
-                    None => idle_timer.as_mut().reset((Instant::now() + idle).into()),
-                }
+                    Some(since) => (since + idle).min(now + LANE_IDLE),
+                    None => now + LANE_IDLE.min(idle),
+                };
+                idle_timer.as_mut().reset(next.into());
             }
         }
     }
@@ -229,13 +240,10 @@ struct Connection {
 impl Connection {
     /// A free lane that has not been idle too long, or a new one.
     fn lane(&self) -> Lane {
-        let mut lanes = lock(&self.lanes);
-        // The oldest ones idled longest: their backend connections may be gone.
-        lanes.retain(|l| l.since.elapsed() < LANE_IDLE);
-        if let Some(lane) = lanes.pop() {
+        self.let_idle_lanes_go();
+        if let Some(lane) = lock(&self.lanes).pop() {
             return lane;
         }
-        drop(lanes);
         let (ours, theirs) = tokio::io::duplex(LANE_BUFFER);
         let (app, client) = (self.app.clone(), self.client);
         let (in_flight, shutdown) = (self.in_flight.clone(), self.shutdown.clone());
@@ -247,6 +255,19 @@ impl Connection {
             io: ours,
             buf: BytesMut::new(),
             since: Instant::now(),
+        }
+    }
+
+    /// Lets go of the lanes idle for [`LANE_IDLE`]: their tasks end (their backend connections
+    /// were closed already), and so does the memory of their pipes.
+    fn let_idle_lanes_go(&self) {
+        let mut lanes = lock(&self.lanes);
+        // Given back in order: when the oldest is not idle too long, none is.
+        if lanes
+            .first()
+            .is_some_and(|l| l.since.elapsed() >= LANE_IDLE)
+        {
+            lanes.retain(|l| l.since.elapsed() < LANE_IDLE);
         }
     }
 
@@ -404,12 +425,16 @@ async fn relay_answer<R: AsyncRead + Unpin>(
     let response = translate::response(&buf[..head.len]).ok_or(Broken::Lane)?;
     buf.advance(head.len);
     let empty = head.framing == BodyFraming::Empty;
-    let mut tx = respond
+    let stream = respond
         .send_response(response, empty)
         .map_err(|_| Broken::Visitor)?;
+    let mut tx = Sender {
+        stream,
+        first: true,
+    };
     let body = relay_body(lane, buf, head.framing, &mut tx).await;
     if body == Err(Broken::Lane) {
-        tx.send_reset(Reason::INTERNAL_ERROR);
+        tx.stream.send_reset(Reason::INTERNAL_ERROR);
     }
     body?;
     Ok(head.reusable && head.framing != BodyFraming::UntilClose)
@@ -420,7 +445,7 @@ async fn relay_body<R: AsyncRead + Unpin>(
     lane: &mut R,
     buf: &mut BytesMut,
     framing: BodyFraming,
-    tx: &mut SendStream<Bytes>,
+    tx: &mut Sender,
 ) -> Result<(), Broken> {
     match framing {
         BodyFraming::Empty => Ok(()),
@@ -446,9 +471,10 @@ async fn relay_body<R: AsyncRead + Unpin>(
                         let trailers = translate::response_trailers(&buf[..n]);
                         buf.advance(n);
                         return match trailers {
-                            Some(trailers) => {
-                                tx.send_trailers(trailers).map_err(|_| Broken::Visitor)
-                            }
+                            Some(trailers) => tx
+                                .stream
+                                .send_trailers(trailers)
+                                .map_err(|_| Broken::Visitor),
                             None => send_data(tx, Bytes::new(), true).await,
                         };
                     }
@@ -478,8 +504,12 @@ async fn read_more<R: AsyncRead + Unpin>(lane: &mut R, buf: &mut BytesMut) -> Re
 }
 
 /// Sends `data` as the visitor's flow control allows; `end` ends the stream with it.
-async fn send_data(tx: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -> Result<(), Broken> {
-    if data.is_empty() {
+async fn send_data(tx: &mut Sender, mut data: Bytes, end: bool) -> Result<(), Broken> {
+    let Sender { stream: tx, first } = tx;
+    // The first piece of a body goes with the head, in the same write to the visitor, without
+    // waiting for the connection to assign it capacity: `h2` holds it until the visitor's
+    // window lets it go, and it is one read's worth at most.
+    if std::mem::take(first) || data.is_empty() {
         return tx.send_data(data, end).map_err(|_| Broken::Visitor);
     }
     while !data.is_empty() {
@@ -498,6 +528,13 @@ async fn send_data(tx: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -> Re
             .map_err(|_| Broken::Visitor)?;
     }
     Ok(())
+}
+
+/// The body side of a stream's answer.
+struct Sender {
+    stream: SendStream<Bytes>,
+    /// Nothing of the body has been sent yet.
+    first: bool,
 }
 
 /// Where the guard says a connection is an attack.
@@ -525,6 +562,8 @@ struct Guarded<S> {
     alarm: Arc<Alarm>,
     /// Once the alarm went off, nothing more is read.
     tripped: bool,
+    /// Where the slices of one vectored write are put together.
+    scratch: Vec<u8>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
@@ -558,16 +597,46 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
 
+    /// `h2` hands a frame's header and its payload as two slices; over TLS, which writes one
+    /// slice at a time, they would go as two records and two system calls. They are copied
+    /// into one (up to [`COALESCE`] bytes) and written at once. A write that must be retried
+    /// is retried with the same bytes first: `h2` only ever adds to what it hands.
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let mut slices = bufs.iter().filter(|b| !b.is_empty());
+        let (Some(first), Some(_)) = (slices.next(), slices.next()) else {
+            let only = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            return Pin::new(&mut this.io).poll_write(cx, only);
+        };
+        if first.len() >= COALESCE {
+            return Pin::new(&mut this.io).poll_write(cx, first);
+        }
+        this.scratch.clear();
+        for b in bufs {
+            let room = COALESCE - this.scratch.len();
+            if room == 0 {
+                break;
+            }
+            this.scratch.extend_from_slice(&b[..b.len().min(room)]);
+        }
+        let poll = Pin::new(&mut this.io).poll_write(cx, &this.scratch);
+        // Small writes (heads, small answers) keep theirs; a large one's memory is given back,
+        // so that thousands of idle connections hold none.
+        if this.scratch.capacity() > KEEP_SCRATCH {
+            this.scratch = Vec::new();
+        }
+        poll
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -377,3 +377,112 @@ async fn alpn_can_leave_h2_out() {
     let (_, agreed) = h2c::tls(gw.https.unwrap(), b"\x02h2\x08http/1.1").await;
     assert_eq!(agreed.as_deref(), Some(&b"http/1.1"[..]));
 }
+
+/// Streams one after another on one connection reuse one backend connection (the lane keeps
+/// it), and 20 at once use about 20, not one per stream ever sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_reuse_backend_connections() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if s.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                        _ => return,
+                    }
+                }
+            });
+        }
+    });
+    let gw = Gateway::start_with_https(&holdfast_tests::one_backend(addr, "")).await;
+    let (mut h2, _conn) = h2c::connect(gw.https.unwrap()).await;
+    // The health check's connection at start.
+    let checks = accepted.load(Ordering::SeqCst);
+    for i in 0..10 {
+        let a = h2c::send(&mut h2, h2c::get(&format!("/s{i}")), b"")
+            .await
+            .unwrap();
+        assert_eq!(a.status, 200);
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst) - checks,
+        1,
+        "one backend connection for ten streams in a row"
+    );
+    for _ in 0..5 {
+        let wave: Vec<_> = (0..20)
+            .map(|i| {
+                let mut h2 = h2.clone();
+                tokio::spawn(
+                    async move { h2c::send(&mut h2, h2c::get(&format!("/p{i}")), b"").await },
+                )
+            })
+            .collect();
+        for w in wave {
+            assert_eq!(w.await.unwrap().unwrap().status, 200);
+        }
+    }
+    let used = accepted.load(Ordering::SeqCst) - checks;
+    println!("100 streams, 20 at a time: {used} backend connections");
+    assert!(
+        used <= 25,
+        "{used} backend connections for 20 streams at a time"
+    );
+}
+
+/// An h2 connection over `listen.max_connections` is still accepted: its streams get the
+/// fallback answer (503, Retry-After) and it is closed, as an HTTP/1.1 one would be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_over_the_cap_gets_the_fallback() {
+    let web = backend("web").await;
+    let gw = Gateway::start_with_https_and_listen(
+        "max_connections = 1\n",
+        &format!(
+            "[[pools.app.tiers]]\nbackends = [{{ address = \"{}\" }}]\n",
+            web.addr()
+        ),
+    )
+    .await;
+    let https = gw.https.unwrap();
+    let (mut first, _first_conn) = h2c::connect(https).await;
+    assert_eq!(
+        h2c::send(&mut first, h2c::get("/"), b"")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let (mut over, over_conn) = h2c::connect(https).await;
+    let a = h2c::send(&mut over, h2c::get("/"), b"").await.unwrap();
+    assert_eq!(a.status, 503);
+    assert!(a.header("retry-after").is_some());
+    let ended = tokio::time::timeout(Duration::from_secs(5), over_conn).await;
+    assert!(ended.is_ok(), "the connection over the cap is closed");
+    assert!(gw.metric("holdfast_shed_connections_total").await >= 1.0);
+    // The first one is served on.
+    assert_eq!(
+        h2c::send(&mut first, h2c::get("/"), b"")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+}
