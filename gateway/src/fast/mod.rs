@@ -249,7 +249,11 @@ impl<S: VisitorIo> Visitor<'_, S> {
             let exchanged = Box::pin(self.exchange(head)).await;
             drop(busy);
             match exchanged {
-                Exchange::KeepOpen if !*self.shutdown.borrow() => {}
+                // Kept open even when the process began to stop since the answer went out: the
+                // visitor was told it stays open and may be sending its next request already
+                // (closing now would reset that request). That one is answered with
+                // `Connection: close`, like any request on an idle connection after the stop.
+                Exchange::KeepOpen => {}
                 Exchange::Linger => return linger(&mut self.stream).await,
                 _ => return,
             }
