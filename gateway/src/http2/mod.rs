@@ -29,7 +29,7 @@ use ::h2::{Reason, RecvStream, SendStream};
 use bytes::{Buf, Bytes, BytesMut};
 use guard::{Abuse, FrameGuard};
 use pingora::server::ShutdownWatch;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -46,8 +46,9 @@ const STREAM_WINDOW: u32 = 256 * 1024;
 /// Flow-control window of the whole connection.
 const CONNECTION_WINDOW: u32 = 1024 * 1024;
 /// Resets of streams not yet accepted, beyond which `h2` closes the connection (the rapid
-/// reset attack against a server slower to accept than the client to reset).
-const PENDING_ACCEPT_RESETS: usize = 50;
+/// reset attack against a server slower to accept than the client to reset). Above the
+/// guard's own limit, so that a burst is told by the guard as what it is.
+const PENDING_ACCEPT_RESETS: usize = 2 * guard::RESETS as usize;
 /// Streams reset for errors of the client's, beyond which `h2` closes the connection.
 const LOCAL_ERROR_RESETS: usize = 256;
 /// What one lane buffers each way.
@@ -64,6 +65,8 @@ const ABUSE_LINGER: Duration = Duration::from_secs(1);
 const SHED_WAIT: Duration = Duration::from_secs(1);
 /// The most bytes of a vectored write to a visitor put together into one TLS write.
 const COALESCE: usize = 32 * 1024;
+/// After a connection's close, how long what the client still sends is read away.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// What a connection keeps of its write scratch between writes.
 const KEEP_SCRATCH: usize = 4 * 1024;
 /// Reads from a lane, at most.
@@ -93,6 +96,7 @@ pub async fn serve<S: VisitorIo + 'static>(
         alarm: alarm.clone(),
         tripped: false,
         scratch: Vec::new(),
+        closing: None,
     };
     let mut builder = ::h2::server::Builder::new();
     builder
@@ -205,22 +209,37 @@ pub async fn shed<S: VisitorIo + 'static>(app: &FastPath, io: S) {
     else {
         return;
     };
-    conn.graceful_shutdown();
+    // Streams are answered as they come; the first one answered starts the GOAWAY (streams
+    // the client sent before it hears it are answered too). A client that sends nothing for
+    // SHED_WAIT gets the GOAWAY then.
     let answer = &runtime.fallback;
-    let _ = tokio::time::timeout(SHED_WAIT, async {
-        while let Some(Ok((request, mut respond))) = conn.accept().await {
-            let Some(response) = translate::response(answer.head(true)) else {
-                continue;
-            };
-            let head_method = request.method() == http::Method::HEAD;
-            if let Ok(mut tx) = respond.send_response(response, head_method) {
-                if !head_method {
-                    let _ = tx.send_data(answer.body.clone(), true);
+    let mut deadline = tokio::time::Instant::now() + SHED_WAIT;
+    let mut closing = false;
+    loop {
+        match tokio::time::timeout_at(deadline, conn.accept()).await {
+            Ok(Some(Ok((request, mut respond)))) => {
+                if let Some(response) = translate::response(answer.head(true)) {
+                    let head_method = request.method() == http::Method::HEAD;
+                    if let Ok(mut tx) = respond.send_response(response, head_method) {
+                        if !head_method {
+                            let _ = tx.send_data(answer.body.clone(), true);
+                        }
+                    }
+                }
+                if !closing {
+                    conn.graceful_shutdown();
+                    closing = true;
                 }
             }
+            Ok(_) => return,
+            Err(_) if !closing => {
+                conn.graceful_shutdown();
+                closing = true;
+                deadline = tokio::time::Instant::now() + SHED_WAIT;
+            }
+            Err(_) => return,
         }
-    })
-    .await;
+    }
 }
 
 /// What the streams of one connection share.
@@ -564,6 +583,8 @@ struct Guarded<S> {
     tripped: bool,
     /// Where the slices of one vectored write are put together.
     scratch: Vec<u8>,
+    /// Once shut down: the end of the lingering close.
+    closing: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
@@ -588,7 +609,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -643,7 +664,31 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
 
+    /// TLS `close_notify` and the TCP FIN, then what the client still sends is read and dropped
+    /// (its own `close_notify`, an acknowledgement) until it closes too, for at most
+    /// [`CLOSE_LINGER`]: closing a socket with unread bytes would reset the connection, and the
+    /// client could lose the end of what was sent to it (nginx's lingering close).
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        let this = self.get_mut();
+        let linger = match &mut this.closing {
+            Some(linger) => linger,
+            None => {
+                std::task::ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
+                this.closing
+                    .insert(Box::pin(tokio::time::sleep(CLOSE_LINGER)))
+            }
+        };
+        let mut sink = [0u8; 1024];
+        loop {
+            if linger.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut read = ReadBuf::new(&mut sink);
+            match Pin::new(&mut this.io).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) if !read.filled().is_empty() => {}
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
