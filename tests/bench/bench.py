@@ -400,6 +400,51 @@ def idle_connections(proc, port, count):
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+def idle_tls_connections(proc, port, count, h2):
+    """Opens `count` TLS connections (HTTP/2 by ALPN when `h2`, else HTTP/1.1), one 1 KB request
+    each, left idle; returns (connections, RSS in MB 1 s after the last one)."""
+    import ssl
+    import struct
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2"] if h2 else ["http/1.1"])
+
+    def frame(kind, flags, stream, payload):
+        return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+
+    # HPACK: :method GET, :scheme https, :authority localhost, :path /1k.bin (literals unindexed).
+    block = bytes([0x82, 0x87, 0x01, 9]) + b"localhost" + bytes([0x04, 7]) + b"/1k.bin"
+    request = (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, b"") + frame(1, 5, 1, block)) if h2 \
+        else b"GET /1k.bin HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    socks = []
+    try:
+        for _ in range(min(count, hard - 200)):
+            try:
+                s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5),
+                                    server_hostname="localhost")
+                socks.append(s)
+                s.sendall(request)
+                got = b""
+                while len(got) < 1024:  # the 1 KB body, at least
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        raise OSError("closed")
+                    got += chunk
+            except OSError:
+                socks.pop().close()
+                break
+        time.sleep(1.0)
+        return len(socks), proc.rss_mb()
+    finally:
+        for s in socks:
+            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def machine():
     cpu = "unknown"
     with open("/proc/cpuinfo") as f:
@@ -450,6 +495,9 @@ def main():
                    help="seconds between waves of idle connections (default 32)")
     p.add_argument("--idle-settle", type=int, default=35,
                    help="seconds the idle connections stay open before the second memory reading")
+    p.add_argument("--idle-tls", type=int, default=2000,
+                   help="idle TLS connections, HTTPS/1.1 and then h2, for the memory figure per TLS "
+                        "connection (0: skip; default 2,000)")
     p.add_argument("--json", default="target/bench/results.json", help="where to write the raw results")
     ARGS = args = p.parse_args()
 
@@ -518,6 +566,21 @@ def main():
                           f"{early:.1f} MB after 1 s, {settled:.1f} MB after {1 + args.idle_settle} s", flush=True)
                 finally:
                     proc.stop()
+        if args.idle_tls:
+            for name in proxies:
+                for h2 in (False, True):
+                    proc, ports = start_proxy(name, work, args, origins, cert, key, combined)
+                    procs.append(proc)
+                    try:
+                        base = proc.rss_mb()
+                        n, rss = idle_tls_connections(proc, ports["https"], args.idle_tls, h2)
+                        kind = "h2" if h2 else "https"
+                        memory[name][f"idle_{kind}_conns"] = n
+                        memory[name][f"idle_{kind}_kb_per_conn"] = (rss - base) * 1024 / n if n else float("nan")
+                        print(f"{name:9} {n} idle {kind} connections: RSS {base:.1f} -> {rss:.1f} MB, "
+                              f"{memory[name][f'idle_{kind}_kb_per_conn']:.1f} KB each", flush=True)
+                    finally:
+                        proc.stop()
     finally:
         for proc in procs:
             proc.stop()
@@ -560,6 +623,14 @@ def report(args, proxies, workloads, results, memory):
             else:
                 early = settled = "n/a"
             print(f"| {name} | {mm.get('idle_rss_mb', float('nan')):.1f} | {early} | {settled} |")
+    if any("idle_h2_conns" in memory.get(n, {}) for n in proxies):
+        print()
+        print("| proxy | KB per idle HTTPS/1.1 connection | KB per idle h2 connection |")
+        print("|---|---:|---:|")
+        for name in proxies:
+            mm = memory.get(name, {})
+            print(f"| {name} | {mm.get('idle_https_kb_per_conn', float('nan')):.1f} ({mm.get('idle_https_conns', 0)} conns) | "
+                  f"{mm.get('idle_h2_kb_per_conn', float('nan')):.1f} ({mm.get('idle_h2_conns', 0)} conns) |")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": m, "args": vars(args), "results": results, "memory": memory}, indent=2))

@@ -292,7 +292,9 @@ impl Connection {
 
     fn give_back(&self, mut lane: Lane) {
         lane.since = Instant::now();
-        if lane.buf.capacity() > LANE_BUFFER {
+        // An idle lane holds no read buffer (16 KiB each, times the streams a connection had
+        // open at once): the next stream on it takes a new one.
+        if lane.buf.is_empty() {
             lane.buf = BytesMut::new();
         }
         lock(&self.lanes).push(lane);
