@@ -12,7 +12,7 @@ pub const DOWNSTREAM_KEEPALIVE_IDLE: Duration = Duration::from_secs(930);
 
 /// What the HTTPS listeners offer by ALPN: HTTP/2 first (Cloudflare uses HTTP/2 to an origin
 /// only when ALPN offers it, and gRPC needs it), HTTP/1.1 for every other client.
-pub const ALPN: [&str; 2] = ["h2", "http/1.1"];
+pub const ALPN: [crate::model::Alpn; 2] = crate::model::Alpn::ALL;
 
 /// HTTP/2 streams one visitor connection may have open at once. Cloudflare opens up to 200 on
 /// one connection to an origin, or fewer when the origin says so; 256 leaves it room.

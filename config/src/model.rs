@@ -87,6 +87,8 @@ pub enum Alpn {
 }
 
 impl Alpn {
+    pub const ALL: [Alpn; 2] = [Alpn::H2, Alpn::Http11];
+
     /// The protocol's ALPN identifier.
     pub fn id(self) -> &'static str {
         match self {

@@ -275,19 +275,17 @@ fn validate_listen(raw: file::Listen, base_dir: &Path, p: &mut Problems) -> List
         );
     }
     let mut offered = Vec::new();
-    for (i, id) in alpn
-        .unwrap_or_else(|| d::ALPN.iter().map(|a| a.to_string()).collect())
-        .iter()
-        .enumerate()
-    {
+    for (i, id) in alpn.iter().flatten().enumerate() {
         let at = format!("listen.alpn[{i}]");
-        match [Alpn::H2, Alpn::Http11].into_iter().find(|a| a.id() == id) {
+        match Alpn::ALL.into_iter().find(|a| a.id() == id) {
             Some(a) if offered.contains(&a) => p.add(at, format!("{id:?} is listed twice")),
             Some(a) => offered.push(a),
             None => p.add(at, format!("{id:?} is not \"h2\" or \"http/1.1\"")),
         }
     }
-    if offered.is_empty() {
+    if alpn.is_none() {
+        offered = d::ALPN.to_vec();
+    } else if offered.is_empty() {
         p.add("listen.alpn", "must offer \"h2\", \"http/1.1\" or both");
         offered.push(Alpn::Http11);
     }

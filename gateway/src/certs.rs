@@ -169,16 +169,17 @@ pub fn load_all(tls: &ListenerTls) -> Result<Vec<Certificate>, String> {
 /// Our first protocol that the client offers too, from the client's list in ALPN's wire
 /// format (each protocol's length, then its name).
 pub fn select_alpn<'c>(ours: &[Alpn], theirs: &'c [u8]) -> Option<&'c [u8]> {
-    let mut offered = Vec::new();
-    let mut rest = theirs;
-    while let Some((&len, tail)) = rest.split_first() {
-        let (name, after) = tail.split_at_checked(usize::from(len))?;
-        offered.push(name);
-        rest = after;
-    }
+    let offered = || {
+        let mut rest = theirs;
+        std::iter::from_fn(move || {
+            let (&len, tail) = rest.split_first()?;
+            let (name, after) = tail.split_at_checked(usize::from(len))?;
+            rest = after;
+            Some(name)
+        })
+    };
     ours.iter()
-        .find_map(|a| offered.iter().find(|o| **o == a.id().as_bytes()))
-        .copied()
+        .find_map(|a| offered().find(|o| *o == a.id().as_bytes()))
 }
 
 /// The TLS of one HTTPS listener: the default certificate, the others chosen by SNI; `alpn`

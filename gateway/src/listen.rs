@@ -285,6 +285,8 @@ impl Listeners {
         } = prepared;
         self.limit.set_max(max_connections);
         self.app.certificates(&certificates);
+        // HTTP/2 connections say GOAWAY: their next streams come on new connections, with
+        // the listeners' new TLS.
         self.app.lifecycle().reloaded();
         let (mut added, mut removed) = (Vec::new(), Vec::new());
         let mut entries = Vec::with_capacity(wanted.len());

@@ -46,7 +46,8 @@ pub struct Metrics {
     certificate_expiry: IntGaugeVec,
     last_reload: IntGauge,
     config_info: IntGaugeVec,
-    tls_connections: IntCounterVec,
+    /// Pre-resolved: `h2`, then `http/1.1`.
+    tls_connections: [IntCounter; 2],
     h2_streams: IntCounter,
     h2_abuse: IntCounterVec,
 }
@@ -128,6 +129,15 @@ impl Metrics {
             &["reason"],
         )?;
         registry.register(Box::new(refused.clone()))?;
+        let tls_connections = IntCounterVec::new(
+            Opts::new(
+                "holdfast_tls_connections_total",
+                "TLS connections that finished their handshake, by the protocol agreed by ALPN: \
+                 h2 or http/1.1 (also a client that offered none)",
+            ),
+            &["protocol"],
+        )?;
+        registry.register(Box::new(tls_connections.clone()))?;
         let m = Metrics {
             backend_up: IntGaugeVec::new(
                 Opts::new("holdfast_backend_up", "1 while the backend may take traffic, 0 otherwise"),
@@ -286,14 +296,7 @@ impl Metrics {
                 ),
                 &["hash", "generation"],
             )?,
-            tls_connections: IntCounterVec::new(
-                Opts::new(
-                    "holdfast_tls_connections_total",
-                    "TLS connections that finished their handshake, by the protocol agreed by ALPN: \
-                     h2 or http/1.1 (also a client that offered none)",
-                ),
-                &["protocol"],
-            )?,
+            tls_connections: ["h2", "http/1.1"].map(|p| tls_connections.with_label_values(&[p])),
             h2_streams: IntCounter::new(
                 "holdfast_h2_streams_total",
                 "HTTP/2 streams (requests) accepted from visitors",
@@ -310,9 +313,6 @@ impl Metrics {
             )?,
             registry,
         };
-        for protocol in ["h2", "http/1.1"] {
-            m.tls_connections.with_label_values(&[protocol]);
-        }
         for kind in [
             "rapid_reset",
             "ping_flood",
@@ -356,7 +356,6 @@ impl Metrics {
             .register(Box::new(m.certificate_expiry.clone()))?;
         m.registry.register(Box::new(m.last_reload.clone()))?;
         m.registry.register(Box::new(m.config_info.clone()))?;
-        m.registry.register(Box::new(m.tls_connections.clone()))?;
         m.registry.register(Box::new(m.h2_streams.clone()))?;
         m.registry.register(Box::new(m.h2_abuse.clone()))?;
         Ok(m)
@@ -408,9 +407,9 @@ impl Metrics {
         }
     }
 
-    /// Counts a TLS connection by the protocol ALPN agreed on.
-    pub fn tls_connection(&self, protocol: &str) {
-        self.tls_connections.with_label_values(&[protocol]).inc();
+    /// Counts a TLS connection by the protocol ALPN agreed on (HTTP/1.1 when not `h2`).
+    pub fn tls_connection(&self, h2: bool) {
+        self.tls_connections[usize::from(!h2)].inc();
     }
 
     /// Counts an HTTP/2 stream accepted.

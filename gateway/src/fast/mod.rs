@@ -135,8 +135,7 @@ impl FastPath {
 
     /// Counts a TLS connection by the protocol ALPN agreed on.
     pub fn tls_connection(&self, h2: bool) {
-        let protocol = if h2 { "h2" } else { "http/1.1" };
-        self.runtime.load().metrics.tls_connection(protocol);
+        self.runtime.load().metrics.tls_connection(h2);
     }
 
     /// Counts a connection closed at accept: its peer is not trusted on a `trusted_only`

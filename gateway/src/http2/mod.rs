@@ -138,7 +138,11 @@ pub async fn serve<S: VisitorIo + 'static>(
                 Some(Ok((request, respond))) => {
                     metrics.h2_stream();
                     shared.open.fetch_add(1, Ordering::Relaxed);
-                    tokio::spawn(stream(shared.clone(), request, respond));
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        stream(&shared, request, respond).await;
+                        shared.stream_ended();
+                    });
                 }
                 Some(Err(e)) => {
                     // The guard reads the bytes before `h2` parses them: when both saw an
@@ -159,8 +163,7 @@ pub async fn serve<S: VisitorIo + 'static>(
                     closing = true;
                 }
             }
-            changed = reloads.changed(), if !closing => {
-                let _ = changed;
+            _ = reloads.changed(), if !closing => {
                 conn.graceful_shutdown();
                 closing = true;
             }
@@ -213,17 +216,18 @@ pub async fn shed<S: VisitorIo + 'static>(app: &FastPath, io: S) {
     // the client sent before it hears it are answered too). A client that sends nothing for
     // SHED_WAIT gets the GOAWAY then.
     let answer = &runtime.fallback;
+    let Some(response) = translate::response(answer.head(true)) else {
+        return;
+    };
     let mut deadline = tokio::time::Instant::now() + SHED_WAIT;
     let mut closing = false;
     loop {
         match tokio::time::timeout_at(deadline, conn.accept()).await {
             Ok(Some(Ok((request, mut respond)))) => {
-                if let Some(response) = translate::response(answer.head(true)) {
-                    let head_method = request.method() == http::Method::HEAD;
-                    if let Ok(mut tx) = respond.send_response(response, head_method) {
-                        if !head_method {
-                            let _ = tx.send_data(answer.body.clone(), true);
-                        }
+                let head_method = request.method() == http::Method::HEAD;
+                if let Ok(mut tx) = respond.send_response(response.clone(), head_method) {
+                    if !head_method {
+                        let _ = tx.send_data(answer.body.clone(), true);
                     }
                 }
                 if !closing {
@@ -293,10 +297,9 @@ impl Connection {
     fn give_back(&self, mut lane: Lane) {
         lane.since = Instant::now();
         // An idle lane holds no read buffer (16 KiB each, times the streams a connection had
-        // open at once): the next stream on it takes a new one.
-        if lane.buf.is_empty() {
-            lane.buf = BytesMut::new();
-        }
+        // open at once; it is empty, or the lane would not be reused): the next stream on it
+        // takes a new one.
+        lane.buf = BytesMut::new();
         lock(&self.lanes).push(lane);
     }
 
@@ -337,7 +340,7 @@ enum Broken {
 
 /// Serves one stream, on a lane.
 async fn stream(
-    conn: Arc<Connection>,
+    conn: &Connection,
     request: http::Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
 ) {
@@ -349,7 +352,7 @@ async fn stream(
             let mut refused = http::Response::new(());
             *refused.status_mut() = http::StatusCode::METHOD_NOT_ALLOWED;
             let _ = respond.send_response(refused, true);
-            return conn.stream_ended();
+            return;
         }
     };
     let head_method = parts.method == http::Method::HEAD;
@@ -376,7 +379,6 @@ async fn stream(
     if reusable {
         conn.give_back(lane);
     }
-    conn.stream_ended();
 }
 
 /// Writes the request to the lane: its head, then its body as it comes (chunked when it came

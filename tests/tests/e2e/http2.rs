@@ -4,9 +4,14 @@
 
 use holdfast_tests::h2::{self as h2c, Answer};
 use holdfast_tests::raw::{Answer as Raw, RawBackend};
-use holdfast_tests::{backend, primary_and_backup, wait_until, Gateway};
+use holdfast_tests::{backend, one_backend, primary_and_backup, wait_until, Gateway};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
+
+/// A pool `app` of the one backend at `addr`.
+fn pool(addr: std::net::SocketAddr) -> String {
+    format!("[[pools.app.tiers]]\nbackends = [{{ address = \"{addr}\" }}]\n")
+}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -37,11 +42,7 @@ async fn h2_requests_are_served_as_http11_ones() {
         }
     })
     .await;
-    let gw = Gateway::start_with_https(&format!(
-        "[[pools.app.tiers]]\nbackends = [{{ address = \"{}\" }}]\n",
-        web.addr
-    ))
-    .await;
+    let gw = Gateway::start_with_https(&pool(web.addr)).await;
     let https = gw.https.unwrap();
 
     // ALPN, in our order of preference.
@@ -200,10 +201,8 @@ async fn two_hundred_streams_while_the_primary_dies() {
 /// Nothing can serve: the fallback answer, over h2 as over HTTP/1.1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fallback_answers_h2_streams() {
-    let gw = Gateway::start_with_https(
-        "[pools.app.health.tcp]\ninterval = \"60s\"\n[[pools.app.tiers]]\nbackends = [{ address = \"127.0.0.1:9\" }]\n",
-    )
-    .await;
+    let nothing_listens = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
+    let gw = Gateway::start_with_https(&one_backend(nothing_listens, "")).await;
     let (mut h2, _conn) = h2c::connect(gw.https.unwrap()).await;
     let a = h2c::send(&mut h2, h2c::get("/"), b"").await.unwrap();
     assert_eq!(a.status, 503);
@@ -223,9 +222,7 @@ async fn goaway_lets_streams_in_flight_finish() {
         })
     })
     .await;
-    let pools = format!(
-        "[pools.app.health.tcp]\ninterval = \"60s\"\n[[pools.app.tiers]]\nbackends = [{{ address = \"{slow}\" }}]\n"
-    );
+    let pools = one_backend(slow, "");
     let gw = Gateway::start_with_https_and_listen(
         "keepalive_timeout = \"3s\"\nshutdown_delay = \"0s\"\n",
         &pools,
@@ -290,11 +287,7 @@ async fn goaway_lets_streams_in_flight_finish() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attacks_are_closed_and_other_visitors_served() {
     let web = backend("web").await;
-    let gw = Gateway::start_with_https(&format!(
-        "[[pools.app.tiers]]\nbackends = [{{ address = \"{}\" }}]\n",
-        web.addr()
-    ))
-    .await;
+    let gw = Gateway::start_with_https(&pool(web.addr())).await;
     let https = gw.https.unwrap();
     let (mut visitor, _conn) = h2c::connect(https).await;
 
@@ -366,14 +359,8 @@ async fn attacks_are_closed_and_other_visitors_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alpn_can_leave_h2_out() {
     let web = backend("web").await;
-    let gw = Gateway::start_with_https_and_listen(
-        "alpn = [\"http/1.1\"]\n",
-        &format!(
-            "[[pools.app.tiers]]\nbackends = [{{ address = \"{}\" }}]\n",
-            web.addr()
-        ),
-    )
-    .await;
+    let gw =
+        Gateway::start_with_https_and_listen("alpn = [\"http/1.1\"]\n", &pool(web.addr())).await;
     let (_, agreed) = h2c::tls(gw.https.unwrap(), b"\x02h2\x08http/1.1").await;
     assert_eq!(agreed.as_deref(), Some(&b"http/1.1"[..]));
 }
@@ -412,7 +399,7 @@ async fn streams_reuse_backend_connections() {
             });
         }
     });
-    let gw = Gateway::start_with_https(&holdfast_tests::one_backend(addr, "")).await;
+    let gw = Gateway::start_with_https(&one_backend(addr, "")).await;
     let (mut h2, _conn) = h2c::connect(gw.https.unwrap()).await;
     // The health check's connection at start.
     let checks = accepted.load(Ordering::SeqCst);
@@ -453,14 +440,7 @@ async fn streams_reuse_backend_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_over_the_cap_gets_the_fallback() {
     let web = backend("web").await;
-    let gw = Gateway::start_with_https_and_listen(
-        "max_connections = 1\n",
-        &format!(
-            "[[pools.app.tiers]]\nbackends = [{{ address = \"{}\" }}]\n",
-            web.addr()
-        ),
-    )
-    .await;
+    let gw = Gateway::start_with_https_and_listen("max_connections = 1\n", &pool(web.addr())).await;
     let https = gw.https.unwrap();
     let (mut first, _first_conn) = h2c::connect(https).await;
     assert_eq!(
