@@ -304,6 +304,8 @@ pub struct Backend {
     pub tls_ca: Option<String>,
     /// Requests this backend may have at once; no cap when left out.
     pub max_in_flight: Option<u32>,
+    /// `http/1.1` (the default) or `h2`.
+    pub protocol: Option<String>,
 }
 
 /// The timing keys shared by both kinds of check (serde's `flatten` cannot be combined with

@@ -247,6 +247,29 @@ pub struct Backend {
     /// Requests it may have at once (HAProxy's `maxconn` of a server); beyond, the next
     /// backend with room, or the fallback answer at once. No cap when `None`.
     pub max_in_flight: Option<NonZeroU32>,
+    /// The HTTP version spoken to it.
+    pub protocol: BackendProtocol,
+}
+
+/// The HTTP version holdfast speaks to a backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum BackendProtocol {
+    /// HTTP/1.1: a connection per request in flight, kept for the visitor's next one.
+    #[default]
+    Http1,
+    /// HTTP/2 (over TLS with ALPN `h2`, or cleartext with prior knowledge): one connection
+    /// shared by all requests, each a stream of its own (gRPC backends need it).
+    H2,
+}
+
+impl BackendProtocol {
+    /// As written in the config (`protocol = ...`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendProtocol::Http1 => "http/1.1",
+            BackendProtocol::H2 => "h2",
+        }
+    }
 }
 
 /// How holdfast speaks TLS to a backend.

@@ -855,7 +855,19 @@ fn validate_backend(
         tls_verify,
         tls_ca,
         max_in_flight,
+        protocol,
     } = raw;
+    let protocol = match protocol.as_deref() {
+        None | Some("http/1.1") => BackendProtocol::Http1,
+        Some("h2") => BackendProtocol::H2,
+        Some(other) => {
+            p.add(
+                format!("{at}.protocol"),
+                format!("unknown protocol {other:?} (expected \"http/1.1\" or \"h2\")"),
+            );
+            BackendProtocol::Http1
+        }
+    };
     let weight = non_zero(weight, 1, &format!("{at}.weight"), p);
     if max_in_flight == Some(0) {
         p.add(
@@ -913,6 +925,7 @@ fn validate_backend(
         weight,
         tls,
         max_in_flight,
+        protocol,
     })
 }
 

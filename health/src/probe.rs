@@ -2,10 +2,13 @@
 //!
 //! The HTTP probe speaks HTTP/1.0 with `Connection: close`, as HAProxy's `httpchk` does: the
 //! backend must then answer without chunked framing and close, so the probe reads the answer to
-//! its end (at most [`MAX_RESPONSE_BYTES`]) and needs no HTTP client beyond a head parser.
+//! its end (at most [`MAX_RESPONSE_BYTES`]) and needs no HTTP client beyond a head parser. To a
+//! backend configured for HTTP/2 it speaks HTTP/2 instead (a backend that speaks only h2, such
+//! as a gRPC server, would refuse HTTP/1.0), on a connection of its own, closed after.
 
 use crate::tls::{HandshakeError, TlsClient};
-use holdfast_config::{Backend, CheckKind, HttpCheck};
+use bytes::Bytes;
+use holdfast_config::{Backend, BackendProtocol, CheckKind, HttpCheck};
 use std::fmt;
 use std::io;
 use std::time::Duration;
@@ -86,11 +89,12 @@ pub async fn probe(
             (None, CheckKind::Tcp) => Ok(()),
             (None, CheckKind::Http(check)) => http(tcp, check, backend).await,
             (Some(t), CheckKind::Tcp) => {
-                tls.handshake(tcp, t).await?;
+                tls.handshake(tcp, t, backend.protocol).await?;
                 Ok(())
             }
             (Some(t), CheckKind::Http(check)) => {
-                http(tls.handshake(tcp, t).await?, check, backend).await
+                let stream = tls.handshake(tcp, t, backend.protocol).await?;
+                http(stream, check, backend).await
             }
         }
     };
@@ -100,8 +104,9 @@ pub async fn probe(
     }
 }
 
-async fn http<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
+/// The HTTP check on an open connection, in the backend's protocol.
+async fn http<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
     check: &HttpCheck,
     backend: &Backend,
 ) -> Result<(), CheckFailure> {
@@ -110,6 +115,24 @@ async fn http<S: AsyncRead + AsyncWrite + Unpin>(
         (None, Some(t)) if !t.sni.is_empty() => t.sni.clone(),
         (None, _) => backend.addr.to_string(),
     };
+    match backend.protocol {
+        BackendProtocol::Http1 => http1(stream, check, &host).await,
+        BackendProtocol::H2 => {
+            let scheme = if backend.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            http2(stream, check, scheme, &host).await
+        }
+    }
+}
+
+async fn http1<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    check: &HttpCheck,
+    host: &str,
+) -> Result<(), CheckFailure> {
     let request = format!(
         "{} {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
         check.method, check.path
@@ -132,6 +155,66 @@ async fn http<S: AsyncRead + AsyncWrite + Unpin>(
     judge(&buf, check)
 }
 
+/// The HTTP check over HTTP/2: the request on a stream of a connection of its own, the status
+/// judged, and as much of the body as [`MAX_RESPONSE_BYTES`] when a substring is looked for.
+async fn http2<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
+    check: &HttpCheck,
+    scheme: &str,
+    host: &str,
+) -> Result<(), CheckFailure> {
+    let (client, connection) = h2::client::handshake(stream).await.map_err(h2_failure)?;
+    let ask = async {
+        let request = http::Request::builder()
+            .method(check.method.as_str())
+            .uri(format!("{scheme}://{host}{}", check.path))
+            .header(http::header::USER_AGENT, USER_AGENT)
+            .header(http::header::ACCEPT, "*/*")
+            .body(())
+            .map_err(|_| CheckFailure::BadResponse("the check's request is not valid HTTP/2"))?;
+        let mut client = client.ready().await.map_err(h2_failure)?;
+        let (response, _) = client.send_request(request, true).map_err(h2_failure)?;
+        let response = response.await.map_err(h2_failure)?;
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        let mut seen = Vec::new();
+        if check.body.is_some() {
+            while seen.len() < MAX_RESPONSE_BYTES {
+                let Some(data) = body.data().await else {
+                    break;
+                };
+                let data: Bytes = data.map_err(h2_failure)?;
+                let _ = body.flow_control().release_capacity(data.len());
+                seen.extend_from_slice(&data);
+            }
+            seen.truncate(MAX_RESPONSE_BYTES);
+        }
+        judge_answer(status, &seen, check)
+    };
+    // The connection is driven beside the request; dropped with it when the answer is judged.
+    tokio::select! {
+        judged = ask => judged,
+        ended = connection => Err(match ended {
+            Ok(()) => CheckFailure::BadResponse("closed without answering"),
+            Err(e) => h2_failure(e),
+        }),
+    }
+}
+
+/// What an HTTP/2 error means for a check.
+fn h2_failure(e: h2::Error) -> CheckFailure {
+    if e.is_io() {
+        return match e.into_io() {
+            Some(io) => io.into(),
+            None => CheckFailure::Reset,
+        };
+    }
+    if e.is_reset() || e.is_go_away() {
+        return CheckFailure::BadResponse("the backend reset the HTTP/2 stream");
+    }
+    CheckFailure::BadResponse("not an HTTP/2 answer")
+}
+
 fn head_complete(buf: &[u8]) -> bool {
     buf.windows(4).any(|w| w == b"\r\n\r\n")
 }
@@ -150,12 +233,15 @@ pub fn judge(answer: &[u8], check: &HttpCheck) -> Result<(), CheckFailure> {
         }
         Err(_) => return Err(CheckFailure::BadResponse("not an HTTP response")),
     };
-    let status = response.code.unwrap_or(0);
+    judge_answer(response.code.unwrap_or(0), &answer[head_len..], check)
+}
+
+/// Judges an answer's status and (the start of) its body against the check's expectations.
+fn judge_answer(status: u16, body: &[u8], check: &HttpCheck) -> Result<(), CheckFailure> {
     if !check.accepts(status) {
         return Err(CheckFailure::Status(status));
     }
     if let Some(expected) = &check.body {
-        let body = &answer[head_len..];
         let found = body
             .windows(expected.len())
             .any(|w| w == expected.as_bytes());
@@ -228,6 +314,7 @@ mod tests {
             weight: std::num::NonZeroU32::MIN,
             tls,
             max_in_flight: None,
+            protocol: BackendProtocol::Http1,
         }
     }
 

@@ -251,10 +251,14 @@ impl Policy {
     }
 }
 
-/// Whether `a` and `b` are the same backend: what is connected to, and what it is called (its
-/// metrics' labels). Weight and caps may differ.
+/// Whether `a` and `b` are the same backend: what is connected to, how it is spoken to, and
+/// what it is called (its metrics' labels). Weight and caps may differ.
 fn same_backend(a: &Backend, b: &Backend) -> bool {
-    a.name == b.name && a.address == b.address && a.addr == b.addr && a.tls == b.tls
+    a.name == b.name
+        && a.address == b.address
+        && a.addr == b.addr
+        && a.tls == b.tls
+        && a.protocol == b.protocol
 }
 
 impl BackendHealth {

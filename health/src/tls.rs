@@ -2,7 +2,7 @@
 //! trusts the system's certificate store (or, for a backend with `tls_ca`, that file's CAs),
 //! and a handshake that sends SNI and verifies the certificate as the backend's config says.
 
-use holdfast_config::{BackendTls, CaFile};
+use holdfast_config::{BackendProtocol, BackendTls, CaFile};
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::X509;
@@ -82,11 +82,13 @@ impl TlsClient {
     }
 
     /// Completes a handshake on `tcp`: SNI when `tls.sni` is set; chain and name verified
-    /// unless `tls.verify` is off.
+    /// unless `tls.verify` is off; ALPN `h2` offered to an HTTP/2 backend (and spoken whatever
+    /// the backend picks, as Envoy and HAProxy do: the config says what it speaks).
     pub async fn handshake(
         &self,
         tcp: TcpStream,
         tls: &BackendTls,
+        protocol: BackendProtocol,
     ) -> Result<SslStream<TcpStream>, HandshakeError> {
         let failed = |e: &dyn fmt::Display| HandshakeError::Tls(e.to_string());
         let connector = self.connector(tls.ca.as_ref()).map_err(|e| failed(&e))?;
@@ -95,6 +97,9 @@ impl TlsClient {
         config.set_verify_hostname(tls.verify && !tls.sni.is_empty());
         if !tls.verify {
             config.set_verify(SslVerifyMode::NONE);
+        }
+        if protocol == BackendProtocol::H2 {
+            config.set_alpn_protos(b"\x02h2").map_err(|e| failed(&e))?;
         }
         let ssl = config.into_ssl(&tls.sni).map_err(|e| failed(&e))?;
         let mut stream = SslStream::new(ssl, tcp).map_err(|e| failed(&e))?;

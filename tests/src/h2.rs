@@ -163,3 +163,171 @@ pub async fn goaway(stream: &mut Tls) -> Option<u32> {
         .ok()
         .flatten()
 }
+
+/// An HTTP/2 backend that speaks nothing else (cleartext with prior knowledge, or TLS when
+/// given an acceptor), as a gRPC server does. For each stream it answers 200 with what it
+/// received: `x-backend` (its name), `x-method`, `x-authority`, `x-path`, `x-te`,
+/// `x-trailers` (the request's trailers, `name=value` joined by `,`), and the request body
+/// echoed (its name when there was none). `content-type: application/grpc` gets gRPC's
+/// trailers after the body (`grpc-status: 0`, `grpc-message: fine`); `/sized` comes with a
+/// `content-length`; `/slow` waits 300 ms first; `/never` is never answered (the backend notes
+/// when the client cancels it). Stopping it closes every connection.
+pub struct H2Backend {
+    pub addr: SocketAddr,
+    seen: std::sync::Arc<Seen>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What an [`H2Backend`] counts.
+#[derive(Default)]
+struct Seen {
+    /// Connections that carried a request other than the health check's `/health`.
+    used: std::sync::atomic::AtomicUsize,
+    /// `/never` streams the client reset.
+    cancelled: std::sync::atomic::AtomicUsize,
+}
+
+impl H2Backend {
+    pub async fn start(name: &'static str, tls: Option<openssl::ssl::SslAcceptor>) -> H2Backend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = std::sync::Arc::new(Seen::default());
+        let counter = seen.clone();
+        let task = tokio::spawn(async move {
+            // Connections live in the set: stopping the backend drops them all.
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (tls, seen) = (tls.clone(), counter.clone());
+                connections.spawn(async move {
+                    match tls {
+                        None => serve_h2(tcp, name, seen).await,
+                        Some(acceptor) => {
+                            let ssl = openssl::ssl::Ssl::new(acceptor.context()).unwrap();
+                            let mut stream = SslStream::new(ssl, tcp).unwrap();
+                            if std::pin::Pin::new(&mut stream).accept().await.is_ok() {
+                                serve_h2(stream, name, seen).await;
+                            }
+                        }
+                    }
+                });
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        H2Backend { addr, seen, task }
+    }
+
+    /// How many connections carried a request other than `/health`.
+    pub fn connections_used(&self) -> usize {
+        self.seen.used.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// How many `/never` streams the client cancelled.
+    pub fn cancelled(&self) -> usize {
+        self.seen
+            .cancelled
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Closes the listener and every connection at once (a crashed server).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for H2Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve_h2<S>(io: S, name: &'static str, seen: std::sync::Arc<Seen>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok(mut conn) = h2::server::handshake(io).await else {
+        return;
+    };
+    let mut counted = false;
+    while let Some(Ok((request, respond))) = conn.accept().await {
+        if !counted && request.uri().path() != "/health" {
+            counted = true;
+            seen.used.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        tokio::spawn(answer_h2(request, respond, name, seen.clone()));
+    }
+}
+
+async fn answer_h2(
+    request: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+    name: &'static str,
+    seen: std::sync::Arc<Seen>,
+) {
+    let (parts, mut recv) = request.into_parts();
+    if parts.uri.path() == "/never" {
+        if std::future::poll_fn(|cx| respond.poll_reset(cx))
+            .await
+            .is_ok()
+        {
+            seen.cancelled
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        return;
+    }
+    let mut body = Vec::new();
+    while let Some(Ok(data)) = recv.data().await {
+        let _ = recv.flow_control().release_capacity(data.len());
+        body.extend_from_slice(&data);
+    }
+    let trailers = recv.trailers().await.ok().flatten().map(|t| {
+        t.iter()
+            .map(|(n, v)| format!("{n}={}", v.to_str().unwrap_or("")))
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    if parts.uri.path() == "/slow" {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    if body.is_empty() {
+        body = name.as_bytes().to_vec();
+    }
+    let header = |n: &str| {
+        parts
+            .headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    let grpc = header("content-type") == "application/grpc";
+    let mut answer = http::Response::builder()
+        .status(200)
+        .header("x-backend", name)
+        .header("x-method", parts.method.as_str())
+        .header(
+            "x-authority",
+            parts.uri.authority().map_or("", |a| a.as_str()),
+        )
+        .header("x-path", parts.uri.path())
+        .header("x-te", header("te"))
+        .header("x-trailers", trailers.unwrap_or_default());
+    if parts.uri.path() == "/sized" {
+        answer = answer.header("content-length", body.len());
+    }
+    let head_only = parts.method == http::Method::HEAD;
+    let Ok(mut stream) = respond.send_response(answer.body(()).unwrap(), head_only) else {
+        return;
+    };
+    if head_only {
+        return;
+    }
+    let _ = stream.send_data(Bytes::from(body), !grpc);
+    if grpc {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        trailers.insert("grpc-message", http::HeaderValue::from_static("fine"));
+        let _ = stream.send_trailers(trailers);
+    }
+}

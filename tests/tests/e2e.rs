@@ -14,6 +14,8 @@ mod failover;
 mod fallback;
 #[path = "e2e/framing.rs"]
 mod framing;
+#[path = "e2e/h2_backends.rs"]
+mod h2_backends;
 #[path = "e2e/hedge.rs"]
 mod hedge;
 #[path = "e2e/http2.rs"]

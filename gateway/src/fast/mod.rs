@@ -23,7 +23,7 @@ mod body;
 mod chain;
 mod exchange;
 mod tunnel;
-mod upstream;
+pub(crate) mod upstream;
 
 pub use upstream::Connector;
 

@@ -1,7 +1,9 @@
-//! Connections to backends: plain TCP or TLS, opened with the attempt's connect timeout, and a
-//! failure to open one classified the way health and metrics count it.
+//! Connections to backends: plain TCP or TLS (or a lane to an HTTP/2 backend's shared
+//! connection), opened with the attempt's connect timeout, and a failure to open one
+//! classified the way health and metrics count it.
 
-use holdfast_config::Backend;
+use crate::http2::H2Backends;
+use holdfast_config::{Backend, BackendProtocol};
 use holdfast_health::tls::{HandshakeError, TlsClient};
 use holdfast_health::TrafficFailure;
 use std::io;
@@ -16,38 +18,53 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
 /// Opens connections to backends.
 pub struct Connector {
     tls: TlsClient,
+    /// The shared connections to HTTP/2 backends.
+    h2: H2Backends,
 }
 
 impl Connector {
     pub fn new(tls: TlsClient) -> Self {
-        Connector { tls }
+        Connector {
+            tls,
+            h2: H2Backends::default(),
+        }
     }
 
-    /// Connects to `backend` within `timeout` (the TLS handshake included).
+    /// Connects to `backend` within `timeout` (the TLS handshake included). To an HTTP/2
+    /// backend, what comes back is a lane to its shared connection, opened first if there is
+    /// none ([`crate::http2::H2Backends`]); it speaks HTTP/1.1 like any other.
     pub async fn connect(
         &self,
         backend: &Backend,
         timeout: Duration,
     ) -> Result<Box<dyn Io>, TrafficFailure> {
         let attempt = async {
-            let tcp = TcpStream::connect(backend.addr)
-                .await
-                .map_err(|e| classify(&e))?;
-            let _ = tcp.set_nodelay(true);
-            let Some(tls) = &backend.tls else {
-                return Ok(Box::new(tcp) as Box<dyn Io>);
-            };
-            match self.tls.handshake(tcp, tls).await {
-                Ok(stream) => Ok(Box::new(stream) as Box<dyn Io>),
-                Err(HandshakeError::Io(e)) if classify(&e) == TrafficFailure::Reset => {
-                    Err(TrafficFailure::Reset)
-                }
-                Err(_) => Err(TrafficFailure::Tls),
+            match backend.protocol {
+                BackendProtocol::Http1 => self.open(backend).await,
+                BackendProtocol::H2 => self.h2.lane(backend, self.open(backend)).await,
             }
         };
         match tokio::time::timeout(timeout, attempt).await {
             Ok(result) => result,
             Err(_) => Err(TrafficFailure::Timeout),
+        }
+    }
+
+    /// Opens a byte stream to `backend`: TCP, and TLS over it when configured.
+    async fn open(&self, backend: &Backend) -> Result<Box<dyn Io>, TrafficFailure> {
+        let tcp = TcpStream::connect(backend.addr)
+            .await
+            .map_err(|e| classify(&e))?;
+        let _ = tcp.set_nodelay(true);
+        let Some(tls) = &backend.tls else {
+            return Ok(Box::new(tcp));
+        };
+        match self.tls.handshake(tcp, tls, backend.protocol).await {
+            Ok(stream) => Ok(Box::new(stream)),
+            Err(HandshakeError::Io(e)) if classify(&e) == TrafficFailure::Reset => {
+                Err(TrafficFailure::Reset)
+            }
+            Err(_) => Err(TrafficFailure::Tls),
         }
     }
 }

@@ -17,8 +17,11 @@
 //! stops and at each reload (streams in flight finish; the client opens a new connection for
 //! the next ones), and ENHANCE_YOUR_CALM for a client that floods it ([`guard`]).
 
+mod backend;
 mod guard;
 mod translate;
+
+pub use backend::H2Backends;
 
 use crate::cap::Cap;
 use crate::fast::{FastPath, VisitorIo};
@@ -416,7 +419,7 @@ async fn send_request<W: AsyncWrite + Unpin>(
     if chunked {
         let trailers = body.trailers().await.map_err(io::Error::other)?;
         framing_bytes.clear();
-        translate::request_trailers(trailers.as_ref(), &mut framing_bytes);
+        translate::last_chunk(trailers.as_ref(), &mut framing_bytes);
         lane.write_all(&framing_bytes).await?;
     }
     lane.flush().await

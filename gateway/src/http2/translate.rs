@@ -3,6 +3,11 @@
 //! `:authority` as `Host`; 8.2.3: the `cookie` fields joined), which then goes through every
 //! rule of the HTTP/1.1 path: the same judgement of the head, the same rewriting, the same
 //! backends. Connection-specific fields (8.2.2) never cross in either direction.
+//!
+//! Toward a backend configured for h2 it is the other way round: the head the HTTP/1.1 path
+//! forwards becomes an h2 request ([`backend_request`]), and the backend's h2 response the
+//! HTTP/1.1 answer that path reads ([`backend_response`]), chunked when it has no length, so
+//! that its trailers follow.
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
@@ -106,8 +111,8 @@ pub fn request_head(
     Ok(framing)
 }
 
-/// Writes the trailer section of a chunked request body (the last chunk, `trailers`, the end).
-pub fn request_trailers(trailers: Option<&HeaderMap>, out: &mut Vec<u8>) {
+/// Writes the end of a chunked body: the last chunk, `trailers`, the final empty line.
+pub fn last_chunk(trailers: Option<&HeaderMap>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"0\r\n");
     for (name, value) in trailers.into_iter().flatten() {
         out.extend_from_slice(name.as_str().as_bytes());
@@ -161,6 +166,130 @@ pub fn response_trailers(section: &[u8]) -> Option<HeaderMap> {
         }
         _ => None,
     }
+}
+
+/// How the body of a request forwarded to an h2 backend is framed on the HTTP/1.1 side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framed {
+    /// No body: the request ends with its headers.
+    None,
+    /// This many bytes.
+    Length(u64),
+    /// `chunked`: the chunks' data goes on as DATA frames, the trailers as trailers.
+    Chunked,
+}
+
+/// A request head as it goes to an h2 backend.
+#[derive(Debug)]
+pub struct BackendRequest {
+    pub request: http::Request<()>,
+    pub body: Framed,
+    /// How long the HTTP/1.1 head was.
+    pub len: usize,
+}
+
+/// The h2 request for the HTTP/1.1 head at the start of `buf`, as the data path forwards it to
+/// a backend (its rules applied: one framing, hop-by-hop fields gone). `Host` becomes
+/// `:authority` (the backend's address when there is none); connection-specific fields are
+/// dropped; `te: trailers` is added, which gRPC servers require (trailers pass through).
+/// `Ok(None)`: the head is not complete yet; `Err`: not a head h2 can carry.
+pub fn backend_request(
+    buf: &[u8],
+    scheme: &'static str,
+    address: &str,
+) -> Result<Option<BackendRequest>, ()> {
+    let mut headers = [httparse::EMPTY_HEADER; holdfast_h1::request::MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    let method = Method::from_bytes(req.method.ok_or(())?.as_bytes()).map_err(|_| ())?;
+    let mut authority = address.as_bytes();
+    let mut body = Framed::None;
+    let mut fields = HeaderMap::with_capacity(req.headers.len() + 1);
+    for h in req.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| ())?;
+        if name == http::header::HOST {
+            authority = h.value;
+            continue;
+        }
+        if name == http::header::TRANSFER_ENCODING {
+            body = Framed::Chunked;
+        }
+        if CONNECTION_SPECIFIC.contains(&name.as_str()) {
+            continue;
+        }
+        if name == http::header::CONTENT_LENGTH {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok());
+            body = Framed::Length(n.ok_or(())?);
+        }
+        fields.append(name, HeaderValue::from_bytes(h.value).map_err(|_| ())?);
+    }
+    fields.insert(http::header::TE, HeaderValue::from_static("trailers"));
+    if body == Framed::Length(0) {
+        body = Framed::None; // the HEADERS frame ends the stream
+    }
+    let target = req.path.ok_or(())?;
+    let uri = http::Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query(target)
+        .build()
+        .map_err(|_| ())?;
+    let mut request = http::Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = fields;
+    Ok(Some(BackendRequest { request, body, len }))
+}
+
+/// Writes the HTTP/1.1 head of an h2 backend's response into `out` (cleared first) and says
+/// how its body follows: none after a HEAD request or for a status without one, its length
+/// when the backend gave one, else `chunked` (so that trailers can follow).
+pub fn backend_response(
+    parts: &http::response::Parts,
+    head_method: bool,
+    out: &mut Vec<u8>,
+) -> Framed {
+    out.clear();
+    let status = parts.status;
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut length = None;
+    for (name, value) in &parts.headers {
+        if CONNECTION_SPECIFIC.contains(&name.as_str()) {
+            continue;
+        }
+        if name == http::header::CONTENT_LENGTH {
+            length = value.to_str().ok().and_then(|v| v.trim().parse().ok());
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let bodiless = head_method
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framed = match (bodiless, length) {
+        (true, _) => Framed::None,
+        (false, Some(n)) => Framed::Length(n),
+        (false, None) => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            Framed::Chunked
+        }
+    };
+    out.extend_from_slice(b"\r\n");
+    framed
 }
 
 #[cfg(test)]
@@ -267,7 +396,134 @@ mod tests {
         assert_eq!(t.len(), 2);
         assert_eq!(response_trailers(b"\r\n"), None);
         let mut out = Vec::new();
-        request_trailers(Some(&t), &mut out);
+        last_chunk(Some(&t), &mut out);
         assert_eq!(out, b"0\r\ngrpc-status: 0\r\ngrpc-message: fine\r\n\r\n");
+    }
+
+    /// A forwarded head, as an h2 backend gets it: (what the data path writes, the request's
+    /// method, URI, fields in order, body framing), or `None` for `Err`.
+    #[allow(clippy::type_complexity)]
+    #[test]
+    fn forwarded_heads_become_h2_requests() {
+        let cases: Vec<(&str, Option<(&str, &str, Vec<(&str, &str)>, Framed)>)> = vec![
+            (
+                "GET /a?b=c HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n",
+                Some((
+                    "GET",
+                    "http://example.com/a?b=c",
+                    vec![("accept", "*/*"), ("te", "trailers")],
+                    Framed::None,
+                )),
+            ),
+            (
+                "POST /up HTTP/1.1\r\nHost: example.com\r\nContent-Length: 5\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\n",
+                Some((
+                    "POST",
+                    "http://example.com/up",
+                    vec![("content-length", "5"), ("te", "trailers")],
+                    Framed::Length(5),
+                )),
+            ),
+            (
+                "POST /rpc HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\nTE: gzip\r\nUpgrade: h2c\r\n\r\n",
+                Some((
+                    "POST",
+                    "http://example.com/rpc",
+                    vec![("te", "trailers")],
+                    Framed::Chunked,
+                )),
+            ),
+            (
+                "POST /empty HTTP/1.1\r\nHost: example.com\r\nContent-Length: 0\r\n\r\n",
+                Some((
+                    "POST",
+                    "http://example.com/empty",
+                    vec![("content-length", "0"), ("te", "trailers")],
+                    Framed::None,
+                )),
+            ),
+            // No Host: the backend's address stands in.
+            (
+                "GET / HTTP/1.1\r\nX-A: 1\r\n\r\n",
+                Some(("GET", "http://10.0.0.1:8443/", vec![("x-a", "1"), ("te", "trailers")], Framed::None)),
+            ),
+            ("GET / HTTP/1.1\r\nHost: bad host\r\n\r\n", None),
+            ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n", None),
+            ("NOT HTTP\r\n\r\n", None),
+        ];
+        for (head, expected) in cases {
+            let got = backend_request(head.as_bytes(), "http", "10.0.0.1:8443");
+            let Some((method, uri, fields, framed)) = expected else {
+                assert!(got.is_err(), "{head:?}: {got:?}");
+                continue;
+            };
+            let got = got.expect(head).expect("complete");
+            assert_eq!(got.len, head.len(), "{head:?}");
+            assert_eq!(got.request.method(), method, "{head:?}");
+            assert_eq!(got.request.uri().to_string(), uri, "{head:?}");
+            let seen: Vec<(&str, &str)> = got
+                .request
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.to_str().expect("text")))
+                .collect();
+            assert_eq!(seen, fields, "{head:?}");
+            assert_eq!(got.body, framed, "{head:?}");
+        }
+        let partial = backend_request(b"GET / HTTP/1.1\r\nHost: a\r\n", "https", "a:1");
+        assert!(
+            matches!(partial, Ok(None)),
+            "an incomplete head waits for more"
+        );
+    }
+
+    /// An h2 backend's response as the HTTP/1.1 path reads it: (status, fields, HEAD request,
+    /// the head written, how the body follows).
+    #[allow(clippy::type_complexity)]
+    #[test]
+    fn h2_responses_become_http11_answers() {
+        let cases: Vec<(u16, Vec<(&str, &str)>, bool, &str, Framed)> = vec![
+            (
+                200,
+                vec![("content-type", "application/grpc")],
+                false,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\ntransfer-encoding: chunked\r\n\r\n",
+                Framed::Chunked,
+            ),
+            (
+                200,
+                vec![("content-length", "12")],
+                false,
+                "HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n",
+                Framed::Length(12),
+            ),
+            (
+                200,
+                vec![("content-length", "12")],
+                true,
+                "HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n",
+                Framed::None,
+            ),
+            (204, vec![], false, "HTTP/1.1 204 No Content\r\n\r\n", Framed::None),
+            (304, vec![("etag", "\"x\"")], false, "HTTP/1.1 304 Not Modified\r\netag: \"x\"\r\n\r\n", Framed::None),
+            (
+                599,
+                vec![("set-cookie", "a=1"), ("set-cookie", "b=2")],
+                false,
+                "HTTP/1.1 599 \r\nset-cookie: a=1\r\nset-cookie: b=2\r\ntransfer-encoding: chunked\r\n\r\n",
+                Framed::Chunked,
+            ),
+        ];
+        for (status, fields, head_method, written, framed) in cases {
+            let mut b = http::Response::builder().status(status);
+            for (n, v) in &fields {
+                b = b.header(*n, *v);
+            }
+            let parts = b.body(()).expect("response").into_parts().0;
+            let mut out = Vec::new();
+            let got = backend_response(&parts, head_method, &mut out);
+            assert_eq!(String::from_utf8_lossy(&out), written, "{status}");
+            assert_eq!(got, framed, "{status}");
+        }
     }
 }

@@ -231,6 +231,15 @@ backends = [{ address = "127.0.0.1:8081", max_in_flight = 0 }]
         "at least 1",
     ),
     (
+        "a backend protocol holdfast does not speak",
+        r#"
+[[pools.app.tiers]]
+backends = [{ address = "127.0.0.1:8081", protocol = "h3" }]
+"#,
+        "pools.app.tiers[0].backends[0].protocol",
+        "unknown protocol \"h3\" (expected \"http/1.1\" or \"h2\")",
+    ),
+    (
         "limits of a listener that does not exist",
         r#"
 [listen]
