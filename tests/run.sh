@@ -6,14 +6,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source deploy/prereqs.sh
 
-# The fault-matrix tests (tests/tests/faults.rs) need `ip` and `iptables` and root; as root they
-# are installed when missing, elsewhere those tests skip and say why.
+# The fault-matrix tests (tests/tests/faults.rs) need `ip` and `iptables` and root; the HTTP/2
+# tests with independent clients need `nghttp` and `curl`. As root they are installed when
+# missing; elsewhere those tests skip and say why (under CI a missing client fails its test).
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   missing=()
   command -v ip >/dev/null 2>&1 || missing+=(iproute2)
   command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+  command -v nghttp >/dev/null 2>&1 || missing+=(nghttp2-client)
+  command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
   if [ ${#missing[@]} -gt 0 ]; then
-    echo "holdfast: installing ${missing[*]} for the fault-matrix tests" >&2
+    echo "holdfast: installing ${missing[*]} for the fault-matrix and HTTP/2 client tests" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

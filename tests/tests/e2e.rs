@@ -16,6 +16,8 @@ mod fallback;
 mod framing;
 #[path = "e2e/h2_backends.rs"]
 mod h2_backends;
+#[path = "e2e/h2_clients.rs"]
+mod h2_clients;
 #[path = "e2e/hedge.rs"]
 mod hedge;
 #[path = "e2e/http2.rs"]
