@@ -127,7 +127,7 @@ def make_cert(work):
     return cert, key, combined
 
 
-def origin_conf(work, name, port):
+def origin_conf(work, name, port, h2_port):
     return f"""
 worker_processes 1;
 daemon off;
@@ -143,6 +143,8 @@ http {{
     default_type application/octet-stream;
     server {{
         listen 127.0.0.1:{port};
+        # Cleartext HTTP/2 with prior knowledge, for the h2-upstream workloads.
+        listen 127.0.0.1:{h2_port} http2;
         root {work}/www;
         location = /health {{ return 200 "ok\\n"; }}
     }}
@@ -150,7 +152,18 @@ http {{
 """
 
 
-def nginx_conf(work, ports, origins, cert, key):
+def nginx_conf(work, ports, origins, cert, key, h2_up=False):
+    # HTTP/2 to the origins: grpc_pass is nginx's only h2 client (one stream per connection).
+    to_origins = ("grpc_pass grpc://origins;\n            grpc_set_header Host $host;\n"
+                  "            grpc_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
+                  "            grpc_next_upstream error timeout;\n            grpc_connect_timeout 2s;"
+                  if h2_up else
+                  "proxy_pass http://origins;\n            proxy_http_version 1.1;\n"
+                  "            proxy_set_header Connection \"\";\n            proxy_set_header Host $host;\n"
+                  "            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
+                  "            proxy_set_header X-Forwarded-Proto $scheme;\n"
+                  "            proxy_next_upstream error timeout;\n            proxy_connect_timeout 2s;\n"
+                  "            proxy_buffering on;")
     return f"""
 worker_processes 2;
 worker_rlimit_nofile 20000;
@@ -173,22 +186,17 @@ http {{
         ssl_certificate {cert};
         ssl_certificate_key {key};
         location / {{
-            proxy_pass http://origins;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_next_upstream error timeout;
-            proxy_connect_timeout 2s;
-            proxy_buffering on;
+            {to_origins}
         }}
     }}
 }}
 """
 
 
-def haproxy_conf(work, ports, origins, combined):
+def haproxy_conf(work, ports, origins, combined, h2_up=False):
+    # HTTP/2 to the origins: `proto h2`; the check is then TCP (the h2c port speaks no HTTP/1.1).
+    httpchk = "" if h2_up else "option httpchk GET /health"
+    proto = " proto h2" if h2_up else ""
     return f"""
 global
     nbthread 2
@@ -216,13 +224,14 @@ frontend fe
     default_backend origins
 
 backend origins
-    option httpchk GET /health
-    server primary 127.0.0.1:{origins[0]} check inter 2s rise 2 fall 2
-    server backup 127.0.0.1:{origins[1]} check inter 2s rise 2 fall 2 backup
+    {httpchk}
+    server primary 127.0.0.1:{origins[0]}{proto} check inter 2s rise 2 fall 2
+    server backup 127.0.0.1:{origins[1]}{proto} check inter 2s rise 2 fall 2 backup
 """
 
 
-def holdfast_conf(ports, origins, cert, key):
+def holdfast_conf(ports, origins, cert, key, h2_up=False):
+    proto = ', protocol = "h2"' if h2_up else ""
     return f"""
 [listen]
 http = ["127.0.0.1:{ports['http']}"]
@@ -242,26 +251,27 @@ path = "/health"
 interval = "2s"
 
 [[pools.origins.tiers]]
-backends = [{{ address = "127.0.0.1:{origins[0]}", name = "primary" }}]
+backends = [{{ address = "127.0.0.1:{origins[0]}", name = "primary"{proto} }}]
 
 [[pools.origins.tiers]]
-backends = [{{ address = "127.0.0.1:{origins[1]}", name = "backup" }}]
+backends = [{{ address = "127.0.0.1:{origins[1]}", name = "backup"{proto} }}]
 """
 
 
-def start_proxy(name, work, args, origins, cert, key, combined):
+def start_proxy(name, work, args, origins, cert, key, combined, h2_up=False):
+    """Starts `name` in front of the origins; `h2_up`: speaking HTTP/2 to them (their h2c ports)."""
     ports = {"http": free_port(), "https": free_port(), "admin": free_port()}
     if name == "nginx":
         conf = work / "nginx-proxy.conf"
-        conf.write_text(nginx_conf(work, ports, origins, cert, key))
+        conf.write_text(nginx_conf(work, ports, origins, cert, key, h2_up))
         cmd = [args.nginx, "-c", str(conf), "-p", str(work)]
     elif name == "haproxy":
         conf = work / "haproxy.cfg"
-        conf.write_text(haproxy_conf(work, ports, origins, combined))
+        conf.write_text(haproxy_conf(work, ports, origins, combined, h2_up))
         cmd = [args.haproxy, "-db", "-f", str(conf)]
     else:
         conf = work / "holdfast.toml"
-        conf.write_text(holdfast_conf(ports, origins, cert, key))
+        conf.write_text(holdfast_conf(ports, origins, cert, key, h2_up))
         cmd = [args.holdfast, "run", "--threads", "2", "--config", str(conf)]
     proc = Proc(name, cmd, work / f"{name}.log")
     try:
@@ -483,9 +493,10 @@ def main():
                    help="h2load connections for the h2 workloads (default 4)")
     p.add_argument("--h2-streams", type=int, default=16,
                    help="streams at once per h2load connection (default 16: 64 requests at once, as wrk's 64 connections)")
-    p.add_argument("--workloads", default="http-1k,https-1k,http-100k,h2-1k,h2-100k",
-                   help="comma-separated: http-1k, https-1k, http-100k, https-100k, h2-1k, h2-100k "
-                        "(h2: HTTPS with HTTP/2 by ALPN, driven by h2load)")
+    p.add_argument("--workloads", default="http-1k,https-1k,http-100k,h2-1k,h2-100k,up2-1k",
+                   help="comma-separated: http-1k, https-1k, http-100k, https-100k, h2-1k, h2-100k, "
+                        "up2-1k, up2-100k (h2: HTTPS with HTTP/2 by ALPN, driven by h2load; up2: "
+                        "HTTP/1.1 visitors, HTTP/2 from the proxy to the origins)")
     p.add_argument("--proxies", default="holdfast,nginx,haproxy")
     p.add_argument("--idle", type=int, default=10000,
                    help="idle keep-alive connections for the memory figure (0: skip; default 10,000)")
@@ -523,9 +534,10 @@ def main():
     memory = {}
     try:
         origins = [free_port(), free_port()]
+        origins_h2 = [free_port(), free_port()]
         for i, port in enumerate(origins):
             conf = work / f"origin{i}.conf"
-            conf.write_text(origin_conf(work, f"origin{i}", port))
+            conf.write_text(origin_conf(work, f"origin{i}", port, origins_h2[i]))
             procs.append(Proc(f"origin{i}", [args.nginx, "-c", str(conf), "-p", str(work)], work / f"origin{i}.log"))
         for port in origins:
             wait_port(port)
@@ -538,20 +550,28 @@ def main():
         for rnd in range(args.rounds):
             order = proxies[rnd % len(proxies):] + proxies[:rnd % len(proxies)]
             for name in order:
-                proc, ports = start_proxy(name, work, args, origins, cert, key, combined)
-                procs.append(proc)
-                try:
-                    for w in workloads:
-                        scheme, size = w.split("-")
-                        port = ports["https" if scheme == "h2" else scheme]
-                        url = f"{scheme}://127.0.0.1:{port}/{size}.bin"
-                        r = measure(args, proc, url)
-                        results[w][name].append(r)
-                        print(f"round {rnd + 1} {w:10} {name:9} {r['rps']:10.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
-                              f"p99 {r['p99_ms']:.2f} ms  {r['cpu_us_per_req']:.1f} us/req  RSS {r['rss_mb']:.1f} MB"
-                              f"{'  errors: ' + r['errors'] if r['errors'] else ''}", flush=True)
-                finally:
-                    proc.stop()
+                # The h2-upstream workloads (`up2-*`: HTTP/1.1 visitors, HTTP/2 to the origins)
+                # run on the proxy started anew with that setting.
+                for h2_up in (False, True):
+                    mine = [w for w in workloads if w.startswith("up2-") == h2_up]
+                    if not mine:
+                        continue
+                    proc, ports = start_proxy(name, work, args, origins_h2 if h2_up else origins,
+                                              cert, key, combined, h2_up)
+                    procs.append(proc)
+                    try:
+                        for w in mine:
+                            scheme, size = w.split("-")
+                            scheme = "http" if scheme == "up2" else scheme
+                            port = ports["https" if scheme == "h2" else scheme]
+                            url = f"{scheme}://127.0.0.1:{port}/{size}.bin"
+                            r = measure(args, proc, url)
+                            results[w][name].append(r)
+                            print(f"round {rnd + 1} {w:10} {name:9} {r['rps']:10.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
+                                  f"p99 {r['p99_ms']:.2f} ms  {r['cpu_us_per_req']:.1f} us/req  RSS {r['rss_mb']:.1f} MB"
+                                  f"{'  errors: ' + r['errors'] if r['errors'] else ''}", flush=True)
+                    finally:
+                        proc.stop()
 
         if args.idle:
             for name in proxies:
