@@ -251,6 +251,17 @@ pub struct Backend {
     pub protocol: BackendProtocol,
 }
 
+impl Backend {
+    /// The URI scheme of requests to it: `https` over TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
 /// The HTTP version holdfast speaks to a backend.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum BackendProtocol {
@@ -263,6 +274,8 @@ pub enum BackendProtocol {
 }
 
 impl BackendProtocol {
+    pub const ALL: [BackendProtocol; 2] = [BackendProtocol::Http1, BackendProtocol::H2];
+
     /// As written in the config (`protocol = ...`).
     pub fn as_str(self) -> &'static str {
         match self {

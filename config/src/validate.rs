@@ -857,16 +857,21 @@ fn validate_backend(
         max_in_flight,
         protocol,
     } = raw;
-    let protocol = match protocol.as_deref() {
-        None | Some("http/1.1") => BackendProtocol::Http1,
-        Some("h2") => BackendProtocol::H2,
-        Some(other) => {
-            p.add(
-                format!("{at}.protocol"),
-                format!("unknown protocol {other:?} (expected \"http/1.1\" or \"h2\")"),
-            );
-            BackendProtocol::Http1
-        }
+    let protocol = match protocol {
+        None => BackendProtocol::default(),
+        Some(name) => match BackendProtocol::ALL
+            .into_iter()
+            .find(|b| b.as_str() == name)
+        {
+            Some(protocol) => protocol,
+            None => {
+                p.add(
+                    format!("{at}.protocol"),
+                    format!("unknown protocol {name:?} (expected \"http/1.1\" or \"h2\")"),
+                );
+                BackendProtocol::default()
+            }
+        },
     };
     let weight = non_zero(weight, 1, &format!("{at}.weight"), p);
     if max_in_flight == Some(0) {

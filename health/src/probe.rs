@@ -105,7 +105,7 @@ pub async fn probe(
 }
 
 /// The HTTP check on an open connection, in the backend's protocol.
-async fn http<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+async fn http<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     check: &HttpCheck,
     backend: &Backend,
@@ -117,14 +117,7 @@ async fn http<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     };
     match backend.protocol {
         BackendProtocol::Http1 => http1(stream, check, &host).await,
-        BackendProtocol::H2 => {
-            let scheme = if backend.tls.is_some() {
-                "https"
-            } else {
-                "http"
-            };
-            http2(stream, check, scheme, &host).await
-        }
+        BackendProtocol::H2 => http2(stream, check, backend.scheme(), &host).await,
     }
 }
 
@@ -157,7 +150,7 @@ async fn http1<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// The HTTP check over HTTP/2: the request on a stream of a connection of its own, the status
 /// judged, and as much of the body as [`MAX_RESPONSE_BYTES`] when a substring is looked for.
-async fn http2<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+async fn http2<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     check: &HttpCheck,
     scheme: &str,

@@ -27,7 +27,7 @@ pub fn reason(status: u16) -> &'static str {
 }
 
 /// `1*DIGIT`, or a comma-separated list of the same `1*DIGIT` (RFC 9110 8.6); `None` otherwise.
-fn parse_length(value: &[u8]) -> Option<u64> {
+pub fn parse_length(value: &[u8]) -> Option<u64> {
     let mut result = None;
     for part in value.split(|&b| b == b',') {
         let digits = trimmed(part);

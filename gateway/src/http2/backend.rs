@@ -18,7 +18,7 @@
 //! closes (GOAWAY) once no lane uses it, so an idle backend holds no connection from holdfast.
 
 use super::translate::{self, BackendRequest, Framed};
-use super::{lock, LANE_BUFFER};
+use super::{lock, send_flowed, LANE_BUFFER};
 use crate::fast::upstream::{classify, Io};
 use crate::h1::chunked::{ChunkedScanner, Step};
 use ::h2::client::{ResponseFuture, SendRequest};
@@ -27,7 +27,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use holdfast_config::{Backend, BackendTls};
 use holdfast_health::TrafficFailure;
 use std::collections::HashMap;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -92,15 +92,10 @@ impl H2Backends {
         drop(kept);
         let (ours, theirs) = tokio::io::duplex(LANE_BUFFER);
         let (dropped, gone) = oneshot::channel();
-        let scheme = if backend.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
         let lane = Lane {
             ours,
             gone,
-            scheme,
+            scheme: backend.scheme(),
             address: backend.address.clone(),
         };
         tokio::spawn(lane.serve(shared));
@@ -325,24 +320,10 @@ async fn send_body(
 }
 
 /// Sends `data` as the backend's flow control allows; `end` ends the request with it.
-async fn send_data(tx: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -> Result<(), Upload> {
-    if data.is_empty() {
-        return tx.send_data(data, end).map_err(|_| Upload::Refused);
-    }
-    while !data.is_empty() {
-        tx.reserve_capacity(data.len());
-        let n = match poll_fn(|cx| tx.poll_capacity(cx)).await {
-            Some(Ok(n)) => n,
-            _ => return Err(Upload::Refused),
-        };
-        if n == 0 {
-            continue;
-        }
-        let piece = data.split_to(n.min(data.len()));
-        tx.send_data(piece, end && data.is_empty())
-            .map_err(|_| Upload::Refused)?;
-    }
-    Ok(())
+async fn send_data(tx: &mut SendStream<Bytes>, data: Bytes, end: bool) -> Result<(), Upload> {
+    send_flowed(tx, data, end)
+        .await
+        .map_err(|()| Upload::Refused)
 }
 
 /// Awaits the response and writes it into the lane as HTTP/1.1. `true`: whole.

@@ -58,8 +58,8 @@ const LOCAL_ERROR_RESETS: usize = 256;
 const LANE_BUFFER: usize = 64 * 1024;
 /// A lane idle longer than this is not used again (its backend connection was let go).
 const LANE_IDLE: Duration = Duration::from_secs(30);
-/// Sending to a visitor that grants no window for this long ends the stream (as the same
-/// stall ends an HTTP/1.1 connection).
+/// Sending one piece of an answer (one read from the lane) to a visitor that takes longer than
+/// this, its window closed, ends the stream (as the same stall ends an HTTP/1.1 connection).
 const VISITOR_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// After a connection is closed as an attack, how long its GOAWAY may take to go out.
 const ABUSE_LINGER: Duration = Duration::from_secs(1);
@@ -530,7 +530,7 @@ async fn read_more<R: AsyncRead + Unpin>(lane: &mut R, buf: &mut BytesMut) -> Re
 }
 
 /// Sends `data` as the visitor's flow control allows; `end` ends the stream with it.
-async fn send_data(tx: &mut Sender, mut data: Bytes, end: bool) -> Result<(), Broken> {
+async fn send_data(tx: &mut Sender, data: Bytes, end: bool) -> Result<(), Broken> {
     let Sender { stream: tx, first } = tx;
     // The first piece of a body goes with the head, in the same write to the visitor, without
     // waiting for the connection to assign it capacity: `h2` holds it until the visitor's
@@ -538,20 +538,29 @@ async fn send_data(tx: &mut Sender, mut data: Bytes, end: bool) -> Result<(), Br
     if std::mem::take(first) || data.is_empty() {
         return tx.send_data(data, end).map_err(|_| Broken::Visitor);
     }
+    match tokio::time::timeout(VISITOR_WRITE_TIMEOUT, send_flowed(tx, data, end)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(Broken::Visitor),
+    }
+}
+
+/// Sends `data` on a stream as the peer's flow control allows, each piece as capacity is
+/// granted; `end` ends the stream with the last one. `Err`: the stream is gone.
+async fn send_flowed(tx: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -> Result<(), ()> {
+    if data.is_empty() {
+        return tx.send_data(data, end).map_err(drop);
+    }
     while !data.is_empty() {
         tx.reserve_capacity(data.len());
-        let granted =
-            tokio::time::timeout(VISITOR_WRITE_TIMEOUT, poll_fn(|cx| tx.poll_capacity(cx))).await;
-        let n = match granted {
-            Ok(Some(Ok(n))) => n,
-            _ => return Err(Broken::Visitor),
+        let n = match poll_fn(|cx| tx.poll_capacity(cx)).await {
+            Some(Ok(n)) => n,
+            _ => return Err(()),
         };
         if n == 0 {
             continue;
         }
         let piece = data.split_to(n.min(data.len()));
-        tx.send_data(piece, end && data.is_empty())
-            .map_err(|_| Broken::Visitor)?;
+        tx.send_data(piece, end && data.is_empty()).map_err(drop)?;
     }
     Ok(())
 }

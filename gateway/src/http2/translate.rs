@@ -65,9 +65,7 @@ pub fn request_head(
     let authority = parts.uri.authority().map(|a| a.as_str().as_bytes());
     let host = authority.or_else(|| headers.get(http::header::HOST).map(HeaderValue::as_bytes));
     if let Some(host) = host {
-        out.extend_from_slice(b"Host: ");
-        out.extend_from_slice(host);
-        out.extend_from_slice(b"\r\n");
+        field(out, "Host", host);
     }
     let mut cookies = headers.get_all(http::header::COOKIE).iter().peekable();
     if cookies.peek().is_some() {
@@ -87,10 +85,7 @@ pub fn request_head(
         {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        field(out, name, value);
     }
     let framing = if headers.contains_key(http::header::CONTENT_LENGTH) {
         BodyFraming::Length
@@ -111,14 +106,19 @@ pub fn request_head(
     Ok(framing)
 }
 
+/// Writes one field line of an HTTP/1.1 head or trailer section.
+fn field(out: &mut Vec<u8>, name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+    out.extend_from_slice(name.as_ref());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_ref());
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Writes the end of a chunked body: the last chunk, `trailers`, the final empty line.
 pub fn last_chunk(trailers: Option<&HeaderMap>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"0\r\n");
     for (name, value) in trailers.into_iter().flatten() {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        field(out, name, value);
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -222,10 +222,11 @@ pub fn backend_request(
             continue;
         }
         if name == http::header::CONTENT_LENGTH {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse().ok());
-            body = Framed::Length(n.ok_or(())?);
+            // One value: h2 takes no list (`5, 5`, which HTTP/1.1 allows).
+            let n = holdfast_h1::parse_length(h.value).ok_or(())?;
+            body = Framed::Length(n);
+            fields.append(name, HeaderValue::from(n));
+            continue;
         }
         fields.append(name, HeaderValue::from_bytes(h.value).map_err(|_| ())?);
     }
@@ -269,12 +270,9 @@ pub fn backend_response(
             continue;
         }
         if name == http::header::CONTENT_LENGTH {
-            length = value.to_str().ok().and_then(|v| v.trim().parse().ok());
+            length = holdfast_h1::parse_length(value.as_bytes());
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        field(out, name, value);
     }
     let bodiless = head_method
         || status.is_informational()
@@ -416,7 +414,7 @@ mod tests {
                 )),
             ),
             (
-                "POST /up HTTP/1.1\r\nHost: example.com\r\nContent-Length: 5\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\n",
+                "POST /up HTTP/1.1\r\nHost: example.com\r\nContent-Length: 5, 5\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\n",
                 Some((
                     "POST",
                     "http://example.com/up",
