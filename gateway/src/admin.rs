@@ -1,7 +1,9 @@
 //! The admin listener (loopback by default): `/metrics` (Prometheus text), `/healthz` (200 while
 //! the default pool can serve through any tier, 503 otherwise and while the process stops: for
 //! Cloudflare Load Balancing monitors and Kubernetes probes), `/status` (JSON: the running
-//! config, every pool, tier and backend) and `POST /reload` (what `holdfast reload` calls).
+//! config, every pool, tier and backend), `POST /reload` (what `holdfast reload` calls) and
+//! `POST /upgrade` (what `holdfast upgrade` calls: starts the next process, which takes the
+//! listening sockets over).
 
 use crate::lifecycle::{Lifecycle, Relaunch};
 use crate::reload::Reloader;
@@ -49,6 +51,8 @@ impl ServeHttp for Admin {
         match path.as_str() {
             "/metrics" => {
                 runtime.metrics.trusted_ranges(runtime.trust.len());
+                let live = self.reloader.generations_live();
+                runtime.metrics.generations_live(live);
                 reply(
                     StatusCode::OK,
                     "text/plain; version=0.0.4",
@@ -118,12 +122,14 @@ impl ServeHttp for Admin {
                 doc["pid"] = std::process::id().into();
                 doc["config"]["path"] = self.reloader.path().display().to_string().into();
                 doc["config"]["last_reload"] = self.reloader.last().unwrap_or(Value::Null);
+                doc["config"]["generations_live"] = self.reloader.generations_live().into();
                 json_reply(StatusCode::OK, &doc)
             }
             _ => reply(
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                b"not found: try /metrics, /healthz, /status or POST /reload\n".to_vec(),
+                b"not found: try /metrics, /healthz, /status, POST /reload or POST /upgrade\n"
+                    .to_vec(),
             ),
         }
     }

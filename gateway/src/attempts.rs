@@ -26,14 +26,17 @@ pub enum GiveUp {
     /// Every usable backend left has its `max_in_flight` requests already, or the listener
     /// has its own `max_in_flight`.
     Busy,
+    /// The gateway itself is out of descriptors, ports or memory.
+    Local,
 }
 
 impl GiveUp {
-    pub const ALL: [GiveUp; 4] = [
+    pub const ALL: [GiveUp; 5] = [
         GiveUp::NoBackend,
         GiveUp::AttemptsExhausted,
         GiveUp::BudgetSpent,
         GiveUp::Busy,
+        GiveUp::Local,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +45,7 @@ impl GiveUp {
             GiveUp::AttemptsExhausted => "attempts_exhausted",
             GiveUp::BudgetSpent => "budget_spent",
             GiveUp::Busy => "busy",
+            GiveUp::Local => "local",
         }
     }
 }

@@ -6,8 +6,9 @@
 //! | how the attempt ended | health hears | then |
 //! |---|---|---|
 //! | the connect failed (refused, timed out, TLS, no route) | that failure | the next backend, whatever the request: nothing was sent |
+//! | the gateway itself is out of descriptors, ports or memory | nothing: no backend's fault | the fallback (503, `Retry-After`) |
 //! | the backend is at its `max_in_flight` | nothing | the next backend |
-//! | a kept connection turned out closed before any answer | nothing | a fresh connection to the same backend, unless a body that cannot go again went out |
+//! | a kept connection turned out closed before any answer | nothing | a fresh connection to the same backend if the request may be sent again, else the fallback |
 //! | no answer: broken, silent past its deadline, not HTTP | that failure | the next backend if the request may be sent again, else the fallback |
 //! | an answer with a `retry_on_status` status, request may be sent again | `RetryableStatus` | hold the answer, the next backend (the held answer is passed on if none is left) |
 //! | any other answer | `Answered` (a `RetryableStatus` if its status is one) | pass it on |
@@ -18,7 +19,7 @@
 //! (if any) was read whole first.
 
 use crate::attempts::{GiveUp, RetryCause};
-use holdfast_health::{Attempt, TrafficFailure};
+use holdfast_health::{Attempt, LocalError, TrafficFailure};
 
 /// The request body, as far as sending it again goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +36,9 @@ pub enum RequestBody {
 pub enum Ended {
     /// The connection to the backend could not be opened.
     ConnectFailed(TrafficFailure),
+    /// No connection was opened for the gateway's own trouble (out of descriptors, ports or
+    /// memory): nothing the backend did.
+    Local(LocalError),
     /// The backend filled up to its `max_in_flight` since it was picked.
     Full,
     /// No answer came: the connection broke, stayed silent past its deadline, or what came is
@@ -123,15 +127,29 @@ impl<'a> Failover<'a> {
                 Some(Attempt::ConnectFailed(kind)),
                 Then::Next(RetryCause::Failed(kind)),
             ),
+            // Another backend would meet the same shortage: answer now, blame nobody.
+            Ended::Local(_) => decide(None, Then::GiveUp(GiveUp::Local)),
             Ended::Full => decide(None, Then::Next(RetryCause::Busy)),
+            // Closed by the backend while it was kept, the request sent into the close: not the
+            // backend's failure. Whether the backend began on the request cannot be told, so
+            // only a request that may be sent again is (RFC 9110 9.2.2: a non-idempotent one
+            // is not retried automatically); another gets the fallback, never a second copy.
             Ended::NoAnswer {
                 failure: TrafficFailure::Reset,
                 body_sent,
                 reused: true,
-            } if !body_sent || self.repeatable() => {
-                // Closed by the backend while it was kept: nothing was lost.
-                decide(None, Then::SameBackend)
-            }
+            } => match (
+                self.may_repeat && (!body_sent || self.repeatable()),
+                body_sent,
+            ) {
+                (true, _) => decide(None, Then::SameBackend),
+                (false, false) => decide(None, Then::GiveUp(GiveUp::AttemptsExhausted)),
+                // A body that went out and broke the connection: as on a fresh one.
+                (false, true) => decide(
+                    Some(Attempt::Broken(TrafficFailure::Reset)),
+                    Then::GiveUp(GiveUp::AttemptsExhausted),
+                ),
+            },
             Ended::NoAnswer {
                 failure, body_sent, ..
             } => {
@@ -213,6 +231,21 @@ mod tests {
                 Some(Attempt::ConnectFailed(Timeout)),
                 failed(Timeout),
             ),
+            // The gateway's own shortage is nobody's failure: the fallback at once.
+            (
+                "out of descriptors",
+                get(None),
+                Ended::Local(LocalError::Descriptors),
+                Option::None,
+                GiveUp(crate::attempts::GiveUp::Local),
+            ),
+            (
+                "out of ports, POST",
+                post(Streamed),
+                Ended::Local(LocalError::Ports),
+                Option::None,
+                GiveUp(crate::attempts::GiveUp::Local),
+            ),
             // A full backend is passed over and costs it nothing.
             (
                 "full",
@@ -229,9 +262,24 @@ mod tests {
                 Option::None,
                 SameBackend,
             ),
+            // A request that may not be repeated is never sent twice: it may have been taken.
             (
                 "kept, closed, POST head only",
                 post(None),
+                no_answer(Reset, false, true),
+                Option::None,
+                exhausted,
+            ),
+            (
+                "kept, closed, POST body not yet sent",
+                post(Streamed),
+                no_answer(Reset, false, true),
+                Option::None,
+                exhausted,
+            ),
+            (
+                "kept, closed, GET streamed body not yet sent",
+                get(Streamed),
                 no_answer(Reset, false, true),
                 Option::None,
                 SameBackend,
@@ -246,6 +294,13 @@ mod tests {
             (
                 "kept, closed, streamed body gone",
                 post(Streamed),
+                no_answer(Reset, true, true),
+                Some(Attempt::Broken(Reset)),
+                exhausted,
+            ),
+            (
+                "kept, closed, GET's streamed body gone",
+                get(Streamed),
                 no_answer(Reset, true, true),
                 Some(Attempt::Broken(Reset)),
                 exhausted,

@@ -20,6 +20,7 @@ use crate::trust::Ranges;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use holdfast_config::{Config, ListenerLimits, PullMode};
+use holdfast_health::LocalError;
 use openssl::ssl::{Ssl, SslAcceptor};
 use openssl::x509::X509VerifyResult;
 use pingora::server::{ListenFds, ShutdownWatch};
@@ -174,12 +175,14 @@ fn wanted(config: &Config) -> Result<(Vec<Wanted>, Vec<Certificate>), String> {
 impl Listeners {
     /// The listeners of `config`, bound now unless `upgrade` (then the running process hands
     /// them over when the service starts). `default_max_connections` is the cap on visitor
-    /// connections when a config sets none.
+    /// connections when a config sets none; `visitors` counts them (the descriptor budget of
+    /// backend connections reads it too).
     pub fn new(
         app: Arc<FastPath>,
         threads: usize,
         config: &Config,
         default_max_connections: usize,
+        visitors: Arc<Cap>,
         upgrade: bool,
         stop: watch::Receiver<bool>,
     ) -> Result<Self, (Option<SocketAddr>, String)> {
@@ -192,10 +195,11 @@ impl Listeners {
                 bound.push((w.addr, socket));
             }
         }
+        visitors.set_max(max_connections);
         Ok(Listeners {
             app,
             threads: threads.max(1),
-            limit: Cap::new(max_connections),
+            limit: visitors,
             default_max_connections,
             stop,
             initial: Mutex::new(Some(Prepared {
@@ -593,21 +597,17 @@ async fn accept(listener: tokio::net::TcpListener, entry: Arc<Entry>, listeners:
                 // Let the other workers take their share of a burst of new connections.
                 tokio::task::yield_now().await;
             }
-            Err(e) if is_resource_error(&e) => {
-                tracing::warn!(error = %e, "accept failed: out of resources");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            // Out of descriptors or memory: the connection waits in the kernel's queue until
+            // some close, rather than this loop spinning. Any other error: the peer gave up
+            // before it was accepted.
+            Err(e) => {
+                if let Some(kind) = LocalError::of(&e) {
+                    listeners.app.runtime().metrics.local_error(kind, "accept");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
             }
-            Err(_) => {} // the peer gave up before it was accepted
         }
     }
-}
-
-/// Whether an accept error means the process or the machine is out of something.
-fn is_resource_error(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
 }
 
 /// Serves one visitor connection, after its TLS handshake on an HTTPS listener; one `over`
@@ -666,7 +666,7 @@ async fn connection(
         app.tls_connection(h2);
     }
     match handshake {
-        Ok(Ok(())) if h2 && over => crate::http2::shed(app, stream).await,
+        Ok(Ok(())) if h2 && over => crate::http2::shed(app, stream, client).await,
         Ok(Ok(())) if h2 => {
             crate::http2::serve(app.clone(), stream, client, in_flight, shutdown.clone()).await
         }

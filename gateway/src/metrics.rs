@@ -7,11 +7,12 @@ use crate::attempts::{GiveUp, RetryCause};
 use crate::h1::request::Refusal;
 use holdfast_health::passive::Ejection;
 use holdfast_health::table::{BackendHealth, CheckRecord, Observer, PoolHealth, TransitionRecord};
-use holdfast_health::{Status, TrafficFailure};
+use holdfast_health::{CheckFailure, LocalError, Status, TrafficFailure};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Seconds; active checks on a LAN take well under a millisecond, timeouts reach seconds.
@@ -50,6 +51,11 @@ pub struct Metrics {
     tls_connections: [IntCounter; 2],
     h2_streams: IntCounter,
     h2_abuse: IntCounterVec,
+    generations: IntGauge,
+    /// Pre-resolved, indexed by `LocalError as usize`.
+    local_errors: [IntCounter; LocalError::ALL.len()],
+    /// The second (since the epoch) a local error was last logged: at most one line a second.
+    local_logged: Arc<AtomicU64>,
 }
 
 /// Counters of one pool, resolved once.
@@ -153,7 +159,7 @@ impl Metrics {
             check_duration: HistogramVec::new(
                 HistogramOpts::new(
                     "holdfast_health_check_duration_seconds",
-                    "Time taken by active health checks, by check kind and result",
+                    "Time taken by active health checks, by check kind and result (pass, fail, not_run: holdfast was short of descriptors, ports or memory)",
                 )
                 .buckets(CHECK_DURATION_BUCKETS.to_vec()),
                 &["pool", "backend", "check", "result"],
@@ -311,6 +317,31 @@ impl Metrics {
                 ),
                 &["kind"],
             )?,
+            local_errors: {
+                let vec = IntCounterVec::new(
+                    Opts::new(
+                        "holdfast_local_errors_total",
+                        "Connections the gateway could not open or accept for its own trouble, by \
+                         kind: descriptors (open-file limit, or the budget kept for backend \
+                         connections), ports (no local port or address), memory. Never counted \
+                         against a backend; its request got the fallback",
+                    ),
+                    &["kind"],
+                )?;
+                registry.register(Box::new(vec.clone()))?;
+                LocalError::ALL.map(|kind| vec.with_label_values(&[kind.as_str()]))
+            },
+            local_logged: Arc::new(AtomicU64::new(0)),
+            generations: {
+                let gauge = IntGauge::new(
+                    "holdfast_config_generations_live",
+                    "Configs held in memory: the running one, and replaced ones a request still \
+                     uses (a slow answer, an open tunnel). Stays above 1 long after a reload only \
+                     while such requests last",
+                )?;
+                registry.register(Box::new(gauge.clone()))?;
+                gauge
+            },
             registry,
         };
         for kind in [
@@ -375,6 +406,11 @@ impl Metrics {
     }
 
     /// The number of trusted ranges now (set before each scrape).
+    /// How many configs are held in memory now (at scrape time).
+    pub fn generations_live(&self, n: usize) {
+        self.generations.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
     pub fn trusted_ranges(&self, n: usize) {
         self.ranges.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
@@ -446,6 +482,27 @@ impl Metrics {
             .set(i64::try_from(secs).unwrap_or(i64::MAX));
     }
 
+    /// Counts the gateway's own trouble met while `doing` (`connect`, `accept`, `check`), and
+    /// logs it at most once a second (under exhaustion it comes thousands of times a second).
+    pub fn local_error(&self, kind: LocalError, doing: &'static str) {
+        self.local_errors[kind as usize].inc();
+        let second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.local_logged.load(Ordering::Relaxed);
+        if last != second
+            && self
+                .local_logged
+                .compare_exchange(last, second, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                kind = kind.as_str(), doing,
+                "holdfast is short of resources: the request gets the fallback and no backend is blamed (holdfast_local_errors_total counts each; raise LimitNOFILE or listen.max_connections)"
+            );
+        }
+    }
+
     /// Counts a connection shed for being over the cap.
     pub fn shed(&self) {
         self.shed.inc();
@@ -508,10 +565,13 @@ impl Metrics {
 
 impl Observer for Metrics {
     fn on_check(&self, b: &BackendHealth, record: &CheckRecord) {
-        let result = if record.result.is_ok() {
-            "pass"
-        } else {
-            "fail"
+        let result = match &record.result {
+            Ok(()) => "pass",
+            Err(CheckFailure::Local(kind)) => {
+                self.local_error(*kind, "check");
+                "not_run"
+            }
+            Err(_) => "fail",
         };
         self.check_duration
             .with_label_values(&[&b.pool, &b.backend.name, record.kind, result])

@@ -118,6 +118,8 @@ pub struct Reloader {
     one_at_a_time: tokio::sync::Mutex<()>,
     /// The last reload: when, by what, and its result (for `/status`).
     last: Mutex<Option<Value>>,
+    /// Configs replaced by reloads, until nothing holds them.
+    retired: Mutex<Vec<std::sync::Weak<Runtime>>>,
 }
 
 impl std::fmt::Debug for Reloader {
@@ -148,6 +150,7 @@ impl Reloader {
             metrics,
             one_at_a_time: tokio::sync::Mutex::new(()),
             last: Mutex::new(None),
+            retired: Mutex::new(Vec::new()),
         }
     }
 
@@ -162,6 +165,27 @@ impl Reloader {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+
+    /// Remembers a config that was replaced, to see when nothing holds it any more.
+    fn retire(&self, old: &Arc<Runtime>) {
+        let mut retired = self
+            .retired
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        retired.retain(|r| r.strong_count() > 0);
+        retired.push(Arc::downgrade(old));
+    }
+
+    /// How many configs are still held in memory: the running one, and replaced ones that a
+    /// request or connection still uses (a tunnel, a slow answer). More than a few for long
+    /// after reloads means something holds old configs.
+    pub fn generations_live(&self) -> usize {
+        let retired = self
+            .retired
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        1 + retired.iter().filter(|r| r.strong_count() > 0).count()
     }
 
     /// The files the running config names.
@@ -247,6 +271,7 @@ impl Reloader {
             .running(&runtime.hash, runtime.generation, runtime.loaded_at);
         let (generation, hash) = (runtime.generation, runtime.hash.clone());
         self.runtime.store(Arc::new(runtime));
+        self.retire(&running);
         let (listeners_added, listeners_removed) = self.listeners.commit(listening);
         self.checks
             .lock()

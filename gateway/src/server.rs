@@ -2,6 +2,8 @@
 //! listener and the health checks, after one start-up probe of every backend.
 
 use crate::admin::Admin;
+use crate::cap::Cap;
+use crate::fast::upstream::Descriptors;
 use crate::fast::{Connector, FastPath};
 use crate::lifecycle::{Lifecycle, Relaunch, Signals};
 use crate::listen::{Listeners, ProxyService};
@@ -128,7 +130,9 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
 
     let lifecycle = Arc::new(Lifecycle::default());
-    let connector = Arc::new(Connector::new(tls));
+    let visitors = Cap::new(1);
+    let descriptors = Descriptors::new(usable_descriptors(fd_limit), visitors.clone());
+    let connector = Arc::new(Connector::new(tls, descriptors));
     let app = Arc::new(FastPath::new(runtime.clone(), connector, lifecycle.clone()));
     let listeners = Arc::new(
         Listeners::new(
@@ -136,6 +140,7 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
             options.threads,
             &config,
             default_max_connections(fd_limit),
+            visitors,
             options.upgrade,
             lifecycle.stopping(),
         )
@@ -260,12 +265,21 @@ fn raise_fd_limit() -> u64 {
     }
 }
 
-/// The cap on visitor connections when the config sets none: what the open-file limit allows
-/// with a backend connection beside each, and some room for checks, the admin listener and
-/// shed connections. Beyond it, a fast 503 instead of accepts failing for lack of descriptors.
+/// The descriptors visitor and backend connections may use together: the open-file limit less
+/// room for checks, the admin listener, logs and the runtime itself (which holds about 40 at
+/// start): a quarter of the limit, at least 64 and at most 256.
+fn usable_descriptors(fd_limit: u64) -> usize {
+    let reserve = (fd_limit / 4).clamp(64, 256);
+    usize::try_from(fd_limit.saturating_sub(reserve)).unwrap_or(usize::MAX)
+}
+
+/// The cap on visitor connections when the config sets none: half the usable descriptors, so
+/// that each HTTP/1.1 visitor connection has its backend connection beside it. Beyond it, a
+/// fast 503 instead of accepts failing for lack of descriptors. An HTTP/2 connection may hold a
+/// backend connection per stream: those draw on the same budget, and a stream that finds it
+/// spent gets the fallback at once ([`Descriptors`]), never a backend blamed.
 fn default_max_connections(fd_limit: u64) -> usize {
-    let room = fd_limit.saturating_sub(256) / 2;
-    usize::try_from(room).unwrap_or(usize::MAX).max(64)
+    (usable_descriptors(fd_limit) / 2).max(16)
 }
 
 /// Probes every backend once, bounded by the checks' timeouts, so the first visitor is not

@@ -6,6 +6,7 @@
 //! backend configured for HTTP/2 it speaks HTTP/2 instead (a backend that speaks only h2, such
 //! as a gRPC server, would refuse HTTP/1.0), on a connection of its own, closed after.
 
+use crate::local::LocalError;
 use crate::tls::{HandshakeError, TlsClient};
 use bytes::Bytes;
 use holdfast_config::{Backend, BackendProtocol, CheckKind, HttpCheck};
@@ -36,6 +37,16 @@ pub enum CheckFailure {
     BodyMismatch,
     /// The TLS handshake failed (bad certificate, no TLS on the port, no shared cipher).
     Tls(String),
+    /// The probe could not run: the gateway itself is out of descriptors, ports or memory.
+    /// Says nothing of the backend, so it counts neither way.
+    Local(LocalError),
+}
+
+impl CheckFailure {
+    /// Whether this is the gateway's own trouble rather than the backend's.
+    pub fn is_local(&self) -> bool {
+        matches!(self, CheckFailure::Local(_))
+    }
 }
 
 impl fmt::Display for CheckFailure {
@@ -49,6 +60,7 @@ impl fmt::Display for CheckFailure {
             CheckFailure::Status(s) => write!(f, "status {s}"),
             CheckFailure::BodyMismatch => f.write_str("body lacks the expected text"),
             CheckFailure::Tls(why) => write!(f, "tls: {why}"),
+            CheckFailure::Local(why) => write!(f, "not run: holdfast is {why}"),
         }
     }
 }
@@ -64,6 +76,9 @@ impl From<HandshakeError> for CheckFailure {
 
 impl From<io::Error> for CheckFailure {
     fn from(e: io::Error) -> Self {
+        if let Some(local) = LocalError::of(&e) {
+            return CheckFailure::Local(local);
+        }
         match e.kind() {
             io::ErrorKind::ConnectionRefused => CheckFailure::Refused,
             io::ErrorKind::TimedOut => CheckFailure::Timeout,

@@ -174,6 +174,8 @@ pub struct PoolHealth {
     /// Passive detection holds out at most this share of the backends on bounded ejections.
     pub max_ejection_percent: u32,
     pub tiers: Vec<Vec<Arc<BackendHealth>>>,
+    /// Held while a bounded ejection is weighed against the cap and carried out.
+    ejecting: Mutex<()>,
 }
 
 impl PoolHealth {
@@ -423,6 +425,7 @@ impl HealthTable {
                     checks: pool.health.checks.clone(),
                     max_ejection_percent: pool.health.max_ejection_percent,
                     tiers,
+                    ejecting: Mutex::new(()),
                 }
             })
             .collect();
@@ -469,29 +472,42 @@ impl HealthTable {
         if !backend.is_usable() {
             return; // already out
         }
-        // A backend its pool no longer has (a reload removed it) is never taken out on a
-        // bounded ejection: there is no pool to weigh it against.
-        let allowed = !ejection.bounded
-            || self
-                .pools
-                .load()
-                .iter()
-                .find(|pool| *pool.name == *backend.pool)
-                .is_some_and(|pool| pool.may_eject(backend));
-        self.observer.on_ejection(backend, &ejection, allowed);
-        if allowed {
-            self.apply(backend, Outcome::Ejected(ejection.reason));
+        if !ejection.bounded {
+            self.observer.on_ejection(backend, &ejection, true);
+            return self.apply(backend, Outcome::Ejected(ejection.reason));
         }
+        // A backend its pool no longer has (a reload removed it) is never taken out on a
+        // bounded ejection: there is no pool to weigh it against. The cap is weighed and the
+        // backend taken out under the pool's lock, so that two workers ejecting at once cannot
+        // both see the other's backend usable and take out the last two.
+        let pools = self.pools.load();
+        let allowed = match pools.iter().find(|pool| *pool.name == *backend.pool) {
+            None => false,
+            Some(pool) => {
+                let _deciding = lock(&pool.ejecting);
+                let allowed = backend.is_usable() && pool.may_eject(backend);
+                if allowed {
+                    self.apply(backend, Outcome::Ejected(ejection.reason));
+                }
+                allowed
+            }
+        };
+        self.observer.on_ejection(backend, &ejection, allowed);
     }
 
     /// Records the result of active check number `check`.
+    /// A probe that could not run for the gateway's own trouble (out of descriptors, ports,
+    /// memory) is shown and counted, but is neither a pass nor a failure of the backend.
     pub fn report_check(&self, backend: &BackendHealth, check: usize, record: CheckRecord) {
         self.observer.on_check(backend, &record);
         let passed = record.result.is_ok();
+        let local = matches!(&record.result, Err(e) if e.is_local());
         if let Some(slot) = lock(&backend.details).checks.get_mut(check) {
             *slot = Some(record);
         }
-        self.apply(backend, Outcome::Check { check, passed });
+        if !local {
+            self.apply(backend, Outcome::Check { check, passed });
+        }
     }
 
     fn apply(&self, backend: &BackendHealth, outcome: Outcome) {
@@ -580,6 +596,55 @@ mod tests {
             took: Duration::ZERO,
         };
         table.report_check(b, 0, record);
+    }
+
+    /// Workers ejecting at once: however the reports interleave, a two-backend pool keeps one
+    /// (a broken connection is a bounded ejection: never the last usable backend).
+    #[test]
+    fn concurrent_ejections_never_take_out_the_last_backend() {
+        let threads = 8;
+        for round in 0..300 {
+            let table = HealthTable::new(&config(AB, 3), Arc::new(NoObserver));
+            let pool = &table.pools()[0];
+            let (a, b) = (pool.tiers[0][0].clone(), pool.tiers[0][1].clone());
+            passed(&table, &a);
+            passed(&table, &b);
+            let barrier = std::sync::Barrier::new(threads);
+            std::thread::scope(|scope| {
+                for i in 0..threads {
+                    let (table, barrier) = (&table, &barrier);
+                    let backend = if i % 2 == 0 { &a } else { &b };
+                    scope.spawn(move || {
+                        barrier.wait();
+                        table.report(backend, Attempt::Broken(TrafficFailure::Reset));
+                    });
+                }
+            });
+            assert!(
+                a.is_usable() || b.is_usable(),
+                "round {round}: both backends taken out"
+            );
+        }
+    }
+
+    /// A check that could not run for the gateway's own trouble counts neither way.
+    #[tokio::test]
+    async fn a_check_the_gateway_could_not_run_counts_neither_way() {
+        let table = HealthTable::new(&config(AB, 1), Arc::new(NoObserver));
+        let a = table.pools()[0].tiers[0][0].clone();
+        passed(&table, &a);
+        let not_run = CheckRecord {
+            kind: "tcp",
+            result: Err(CheckFailure::Local(crate::LocalError::Descriptors)),
+            at: SystemTime::now(),
+            took: Duration::ZERO,
+        };
+        table.report_check(&a, 0, not_run);
+        assert!(a.is_usable(), "fall = 1, yet still up");
+        assert!(matches!(
+            a.details().checks[0].as_ref().map(|c| &c.result),
+            Some(Err(CheckFailure::Local(_)))
+        ));
     }
 
     #[tokio::test]

@@ -110,6 +110,11 @@ impl Gateway {
         Self::launch(listen, pools, true, &[]).await
     }
 
+    /// Like [`start_with_https`](Self::start_with_https), with more environment variables.
+    pub async fn start_with_https_and_env(pools: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::launch("", pools, true, env).await
+    }
+
     /// Like [`start`](Self::start), with an HTTPS listener too (a self-signed certificate for
     /// `localhost`), at [`Gateway::https`].
     pub async fn start_with_https(pools: &str) -> Gateway {
@@ -387,6 +392,10 @@ impl Gateway {
     }
 }
 
+/// The pseudo environment variable of [`Gateway::start_with_env`] that starts the gateway with
+/// this open-file limit (a number).
+pub const NOFILE: &str = "NOFILE";
+
 /// Starts `holdfast run` on `config`, its output appended to `log`.
 fn spawn(
     scratch: &Path,
@@ -396,19 +405,26 @@ fn spawn(
     env: &[(&str, &str)],
 ) -> Child {
     // `WATCHDOG_PID=self`: the process's own id, as systemd sets it for its main process (a
-    // shell that sets it to its own id, then becomes holdfast).
-    let mut command = match env.contains(&("WATCHDOG_PID", "self")) {
-        true => {
+    // shell that sets it to its own id, then becomes holdfast). `NOFILE=n`: started with an
+    // open-file limit of n, soft and hard (as `LimitNOFILE=n` would), by util-linux's prlimit.
+    let nofile = env.iter().find(|(k, _)| *k == NOFILE).map(|(_, n)| *n);
+    let mut command = match (env.contains(&("WATCHDOG_PID", "self")), nofile) {
+        (true, _) => {
             let mut sh = Command::new("sh");
             sh.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\""])
                 .arg(binary());
             sh
         }
-        false => Command::new(binary()),
+        (false, Some(n)) => {
+            let mut prlimit = Command::new("prlimit");
+            prlimit.arg(format!("--nofile={n}:{n}")).arg(binary());
+            prlimit
+        }
+        (false, None) => Command::new(binary()),
     };
     let env: Vec<_> = env
         .iter()
-        .filter(|(k, _)| *k != "WATCHDOG_PID")
+        .filter(|(k, _)| *k != "WATCHDOG_PID" && *k != NOFILE)
         .copied()
         .collect();
     command

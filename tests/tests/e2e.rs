@@ -8,6 +8,8 @@ mod certs;
 mod check;
 #[path = "e2e/datapath.rs"]
 mod datapath;
+#[path = "e2e/exhaustion.rs"]
+mod exhaustion;
 #[path = "e2e/failover.rs"]
 mod failover;
 #[path = "e2e/fallback.rs"]

@@ -6,14 +6,14 @@
 
 use super::body::{self, Body};
 use super::exchange::{self, Forwarded, Leave, Outgoing};
-use super::upstream::{Connector, Io};
+use super::upstream::{ConnectError, Connector, Io};
 use super::{now, still_open, Exchange, Pinned, Visitor, VisitorIo, VISITOR_WRITE_TIMEOUT};
 use crate::attempts::{AttemptLimits, Attempts, GiveUp, RetryCause};
 use crate::cap::Ticket;
 use crate::failover::{Decision, Ended, Failover, RequestBody, Then};
 use crate::h1::request::Head;
 use crate::h1::response::ResponseHead;
-use crate::metrics::{HedgeKind, HedgeResult};
+use crate::metrics::{HedgeKind, HedgeResult, Metrics};
 use crate::runtime::{BackendRuntime, PoolRuntime, Runtime};
 use bytes::{Bytes, BytesMut};
 use holdfast_health::{HealthTable, TrafficFailure};
@@ -68,6 +68,9 @@ impl<'r> Chain<'r> {
         {
             backend.metrics.connect_failure(kind);
         }
+        if let Ended::Local(kind) = ended {
+            self.runtime.metrics.local_error(kind, "connect");
+        }
         decision
     }
 
@@ -118,7 +121,7 @@ fn ended(forwarded: &Forwarded, reused: bool) -> Ended {
 
 /// Opens a connection to backend `slot`, noting how long it took. Generic over how the connector
 /// and the backend are held, so that a connect may own them and outlive its request.
-async fn open<C, B>(connector: C, backend: B, timeout: Duration) -> Result<Pinned, TrafficFailure>
+async fn open<C, B>(connector: C, backend: B, timeout: Duration) -> Result<Pinned, ConnectError>
 where
     C: Deref<Target = Connector>,
     B: Deref<Target = BackendRuntime>,
@@ -137,15 +140,22 @@ where
 
 /// Tells a backend's health and metrics of a connect that failed after its request had gone
 /// elsewhere (the first of a hedged pair): as [`Failover`] has it for any failed connect.
-fn report_connect_failure(health: &HealthTable, backend: &BackendRuntime, kind: TrafficFailure) {
-    let ended = Ended::ConnectFailed(kind);
+fn report_connect_failure(
+    health: &HealthTable,
+    metrics: &Metrics,
+    backend: &BackendRuntime,
+    failed: ConnectError,
+) {
     if let Some(report) = Failover::new(false, RequestBody::None, &[])
-        .after(ended)
+        .after(failed.into())
         .report
     {
         health.report(&backend.health, report);
     }
-    backend.metrics.connect_failure(kind);
+    match failed {
+        ConnectError::Backend(kind) => backend.metrics.connect_failure(kind),
+        ConnectError::Local(kind) => metrics.local_error(kind, "connect"),
+    }
 }
 
 /// Waits for `first` for at most `delay`: its output, or the still pending future.
@@ -209,24 +219,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
                     }
                     continue;
                 }
-                Err(why) => {
-                    // Nothing left to try: the answer held back, if any, or the fallback.
-                    let Some((mut up, answer, limits)) = held.take() else {
-                        return Err(why);
-                    };
-                    let idle = pool.timeouts.tunnel_idle;
-                    let forwarded = self.relay(&mut up, head, answer, limits, idle, true).await;
-                    return match forwarded {
-                        Forwarded::Done {
-                            exchange, status, ..
-                        } => {
-                            pool.metrics.request(status);
-                            Ok(exchange) // its body may be unread: the connection is not kept
-                        }
-                        Forwarded::Broken => Ok(Exchange::Close),
-                        _ => Err(why),
-                    };
-                }
+                Err(why) => return self.give_up(pool, head, held, why).await,
             };
             if attempts.made() > 1 {
                 pool.metrics.retry(cause);
@@ -241,10 +234,12 @@ impl<S: VisitorIo> Visitor<'_, S> {
                 Some(up) => (tried, up, true),
                 None => match self.connect(&chain, &mut attempts, tried).await {
                     Ok((tried, up)) => (tried, up, false),
-                    Err(why) => {
+                    Err(Then::GiveUp(why)) => return self.give_up(pool, head, held, why).await,
+                    Err(Then::Next(why)) => {
                         cause = why;
                         continue;
                     }
+                    Err(_) => return Ok(Exchange::Close),
                 },
             };
             let (tried, decision, done) = self
@@ -280,30 +275,50 @@ impl<S: VisitorIo> Visitor<'_, S> {
                     }
                     cause = why;
                 }
-                (Then::GiveUp(why), _) => return Err(why),
+                (Then::GiveUp(why), _) => return self.give_up(pool, head, held, why).await,
                 // The visitor's side failed, or what was decided is no longer possible.
                 _ => return Ok(Exchange::Close),
             }
         }
     }
 
+    /// Nothing more is tried: the answer held back, if any, or the fallback for `why`.
+    async fn give_up(
+        &mut self,
+        pool: &PoolRuntime,
+        head: &Head,
+        held: Option<(Pinned, ResponseHead, AttemptLimits)>,
+        why: GiveUp,
+    ) -> Result<Exchange, GiveUp> {
+        let Some((mut up, answer, limits)) = held else {
+            return Err(why);
+        };
+        let idle = pool.timeouts.tunnel_idle;
+        let forwarded = self.relay(&mut up, head, answer, limits, idle, true).await;
+        match forwarded {
+            Forwarded::Done {
+                exchange, status, ..
+            } => {
+                pool.metrics.request(status);
+                Ok(exchange) // its body may be unread: the connection is not kept
+            }
+            Forwarded::Broken => Ok(Exchange::Close),
+            _ => Err(why),
+        }
+    }
+
     /// Opens a connection for `tried`; when it is slower than its backend's connects usually
     /// are, a connect to the next backend starts beside it and the first to complete is used.
-    /// Failures are judged here; `Err` is what the next attempt counts as.
+    /// Failures are judged here; `Err` is what [`Failover`] decided after the last one (the
+    /// next backend, or giving up).
     async fn connect<'r>(
         &self,
         chain: &Chain<'r>,
         attempts: &mut Attempts,
         tried: Tried<'r>,
-    ) -> Result<(Tried<'r>, Pinned), RetryCause> {
+    ) -> Result<(Tried<'r>, Pinned), Then> {
         let app = self.app;
-        let failed = |tried: &Tried<'_>, kind| match chain
-            .judge(tried.backend, Ended::ConnectFailed(kind))
-            .then
-        {
-            Then::Next(why) => why,
-            _ => RetryCause::Failed(kind),
-        };
+        let failed = |tried: &Tried<'_>, e: ConnectError| chain.judge(tried.backend, e.into()).then;
         // Owned, so that it can finish on its own when a hedge wins: a connect that then times
         // out still takes its backend out (a firewall dropping packets), one that completes is
         // closed.
@@ -341,7 +356,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
             second.limits.connect,
         ));
         let (mut first_done, mut hedge_done) = (false, false);
-        let mut last = RetryCause::Failed(TrafficFailure::Other);
+        let mut last = Then::Next(RetryCause::Failed(TrafficFailure::Other));
         while !(first_done && hedge_done) {
             tokio::select! {
                 opened = &mut first, if !first_done => match opened {
@@ -359,10 +374,11 @@ impl<S: VisitorIo> Visitor<'_, S> {
                         metrics.hedge(HedgeKind::Connect, HedgeResult::Won);
                         if !first_done {
                             let health = chain.runtime.health.clone();
+                            let local = chain.runtime.metrics.clone();
                             let backend = tried.backend.clone();
                             tokio::spawn(async move {
-                                if let Err(kind) = first.await {
-                                    report_connect_failure(&health, &backend, kind);
+                                if let Err(failed) = first.await {
+                                    report_connect_failure(&health, &local, &backend, failed);
                                 }
                             });
                         }
@@ -417,8 +433,8 @@ impl<S: VisitorIo> Visitor<'_, S> {
             let connector = &*self.app.connector;
             up = match open(connector, &**tried.backend, timeout).await {
                 Ok(up) => up,
-                Err(kind) => {
-                    let decision = chain.judge(tried.backend, Ended::ConnectFailed(kind));
+                Err(failed) => {
+                    let decision = chain.judge(tried.backend, failed.into());
                     return (tried, decision, None);
                 }
             };
@@ -507,7 +523,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
                     }
                     Err(not_sent) => Err(not_sent),
                 };
-                Ok::<_, TrafficFailure>((up, waited))
+                Ok::<_, ConnectError>((up, waited))
             });
             // A side's head ends the race, unless it is one to hold back; a side that fails (or
             // gives one to hold back) waits for the other.
@@ -525,8 +541,8 @@ impl<S: VisitorIo> Visitor<'_, S> {
                     done = &mut copy, if other.is_none() => {
                         let copied = match done {
                             Ok(copied) => Some(copied),
-                            Err(kind) => {
-                                chain.judge(second.backend, Ended::ConnectFailed(kind));
+                            Err(failed) => {
+                                chain.judge(second.backend, failed.into());
                                 None
                             }
                         };
@@ -637,6 +653,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
                 return None;
             }
         }
+        self.body_read = true;
         Some(self.buf.split_to(len).freeze())
     }
 }

@@ -520,7 +520,8 @@ mod tests {
         };
         let pools = health.pools();
         let runtime = Runtime::new(config, version, health, pools, metrics, None);
-        let connector = Connector::new(TlsClient::new().unwrap());
+        let descriptors = crate::fast::upstream::Descriptors::new(1024, crate::cap::Cap::new(1024));
+        let connector = Connector::new(TlsClient::new().unwrap(), descriptors);
         FastPath::new(
             Arc::new(ArcSwap::from_pointee(runtime)),
             Arc::new(connector),
@@ -539,6 +540,7 @@ mod tests {
             pinned: None,
             upstream_head: Vec::new(),
             scratch: Vec::new(),
+            body_read: false,
             shutdown: tokio::sync::watch::channel(false).1,
         }
     }

@@ -113,6 +113,7 @@ impl FastPath {
             pinned: None,
             upstream_head: Vec::new(),
             scratch: Vec::new(),
+            body_read: false,
             shutdown: shutdown.clone(),
         };
         visitor.serve().await;
@@ -214,6 +215,10 @@ struct Visitor<'a, S> {
     upstream_head: Vec<u8>,
     /// What goes to the visitor next: an answer's head, with a small body.
     scratch: Vec<u8>,
+    /// The request body was read whole before the first attempt (so that it could go again):
+    /// nothing of it is left on the connection, which may then carry another request whatever
+    /// the answer.
+    body_read: bool,
     shutdown: ShutdownWatch,
 }
 
@@ -232,8 +237,14 @@ enum Exchange {
 impl<S: VisitorIo> Visitor<'_, S> {
     async fn serve(&mut self) {
         loop {
-            let listen = &self.app.runtime.load().config.listen;
-            let (idle, header) = (listen.keepalive_timeout, listen.header_timeout);
+            // Only the two limits are taken from the running config: no snapshot is held while
+            // the connection waits (up to 930 s idle), so a reload's old config goes as soon as
+            // no request uses it. Each request loads the config of its time.
+            let (idle, header) = {
+                let runtime = self.app.runtime.load();
+                let listen = &runtime.config.listen;
+                (listen.keepalive_timeout, listen.header_timeout)
+            };
             let head = match self.read_head(idle, header).await {
                 Ok(Some(head)) => head,
                 Ok(None) => return,
@@ -335,6 +346,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
     }
 
     async fn exchange(&mut self, head: Head) -> Exchange {
+        self.body_read = false;
         let runtime = self.app.runtime.load_full();
         let host = head
             .host
@@ -396,8 +408,8 @@ impl<S: VisitorIo> Visitor<'_, S> {
     ) -> Exchange {
         let answer = &runtime.fallback;
         // A request body not read past would be taken for the next request: close instead.
-        let keep_open =
-            head.keep_alive && head.framing == Framing::Empty && !*self.shutdown.borrow();
+        let body_left = head.framing != Framing::Empty && !self.body_read;
+        let keep_open = head.keep_alive && !body_left && !*self.shutdown.borrow();
         let out = &mut self.scratch;
         out.clear();
         out.extend_from_slice(answer.head(keep_open));
@@ -414,7 +426,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
             (Ok(()), Ok(()), true) => Exchange::KeepOpen,
             // The body may still be coming: read it away, so that the close does not reset
             // the connection before the visitor read the answer.
-            (Ok(()), Ok(()), false) if head.framing != Framing::Empty => Exchange::Linger,
+            (Ok(()), Ok(()), false) if body_left => Exchange::Linger,
             _ => Exchange::Close,
         }
     }

@@ -1,33 +1,109 @@
 //! Connections to backends: plain TCP or TLS (or a lane to an HTTP/2 backend's shared
 //! connection), opened with the attempt's connect timeout, and a failure to open one
-//! classified the way health and metrics count it.
+//! classified the way health and metrics count it: the backend's failure, or the gateway's
+//! own trouble ([`LocalError`]), which no backend is blamed for.
 
+use crate::cap::{Cap, Ticket};
+use crate::failover::Ended;
 use crate::http2::H2Backends;
 use holdfast_config::{Backend, BackendProtocol};
 use holdfast_health::tls::{HandshakeError, TlsClient};
-use holdfast_health::TrafficFailure;
+use holdfast_health::{LocalError, TrafficFailure};
 use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// A byte stream to a backend.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
 
+/// Why no connection to a backend was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectError {
+    /// The backend's doing (refused, timed out, TLS, no route): its health hears of it.
+    Backend(TrafficFailure),
+    /// The gateway's own (out of descriptors, ports, memory): no backend's.
+    Local(LocalError),
+}
+
+impl ConnectError {
+    /// What an I/O error on connect means.
+    pub fn of(e: &io::Error) -> Self {
+        match LocalError::of(e) {
+            Some(local) => ConnectError::Local(local),
+            None => ConnectError::Backend(classify(e)),
+        }
+    }
+}
+
+impl From<ConnectError> for Ended {
+    fn from(e: ConnectError) -> Ended {
+        match e {
+            ConnectError::Backend(kind) => Ended::ConnectFailed(kind),
+            ConnectError::Local(why) => Ended::Local(why),
+        }
+    }
+}
+
+/// The descriptors visitor and backend connections may use together: the open-file limit less
+/// what checks, the admin listener, logs and the runtime need. A backend connection that would
+/// go past it is not tried (the gateway's trouble, answered with the fallback), rather than
+/// failing with EMFILE. An HTTP/2 visitor connection may hold a backend connection per stream,
+/// so visitors and backends draw on one budget instead of a fixed share each.
+#[derive(Debug)]
+pub struct Descriptors {
+    usable: usize,
+    visitors: Arc<Cap>,
+    backends: Arc<Cap>,
+}
+
+impl Descriptors {
+    /// `usable` descriptors, shared with the visitor connections `visitors` counts.
+    pub fn new(usable: usize, visitors: Arc<Cap>) -> Self {
+        Descriptors {
+            usable,
+            visitors,
+            backends: Cap::new(usize::MAX),
+        }
+    }
+
+    /// A descriptor for one more backend connection, if the budget has room.
+    fn take(&self) -> Option<Ticket> {
+        let (ticket, _) = self.backends.take();
+        let used = self.backends.live() + self.visitors.live();
+        (used <= self.usable).then_some(ticket)
+    }
+
+    /// Backend connections open now.
+    pub fn backends(&self) -> usize {
+        self.backends.live()
+    }
+}
+
 /// Opens connections to backends.
 pub struct Connector {
     tls: TlsClient,
+    descriptors: Descriptors,
     /// The shared connections to HTTP/2 backends.
     h2: H2Backends,
 }
 
 impl Connector {
-    pub fn new(tls: TlsClient) -> Self {
+    pub fn new(tls: TlsClient, descriptors: Descriptors) -> Self {
         Connector {
             tls,
+            descriptors,
             h2: H2Backends::default(),
         }
+    }
+
+    /// Backend connections open now (an HTTP/2 backend's shared connection counts once).
+    pub fn backend_connections(&self) -> usize {
+        self.descriptors.backends()
     }
 
     /// Connects to `backend` within `timeout` (the TLS handshake included). To an HTTP/2
@@ -37,7 +113,7 @@ impl Connector {
         &self,
         backend: &Backend,
         timeout: Duration,
-    ) -> Result<Box<dyn Io>, TrafficFailure> {
+    ) -> Result<Box<dyn Io>, ConnectError> {
         let attempt = async {
             match backend.protocol {
                 BackendProtocol::Http1 => self.open(backend).await,
@@ -46,30 +122,44 @@ impl Connector {
         };
         match tokio::time::timeout(timeout, attempt).await {
             Ok(result) => result,
-            Err(_) => Err(TrafficFailure::Timeout),
+            Err(_) => Err(ConnectError::Backend(TrafficFailure::Timeout)),
         }
     }
 
-    /// Opens a byte stream to `backend`: TCP, and TLS over it when configured.
-    async fn open(&self, backend: &Backend) -> Result<Box<dyn Io>, TrafficFailure> {
+    /// Opens a byte stream to `backend`: TCP, and TLS over it when configured; counted against
+    /// the descriptor budget while it is open.
+    async fn open(&self, backend: &Backend) -> Result<Box<dyn Io>, ConnectError> {
+        let ticket = self
+            .descriptors
+            .take()
+            .ok_or(ConnectError::Local(LocalError::Descriptors))?;
         let tcp = TcpStream::connect(backend.addr)
             .await
-            .map_err(|e| classify(&e))?;
+            .map_err(|e| ConnectError::of(&e))?;
         let _ = tcp.set_nodelay(true);
         let Some(tls) = &backend.tls else {
-            return Ok(Box::new(tcp));
+            return Ok(Box::new(Counted {
+                io: tcp,
+                _ticket: ticket,
+            }));
         };
         match self.tls.handshake(tcp, tls, backend.protocol).await {
-            Ok(stream) => Ok(Box::new(stream)),
-            Err(HandshakeError::Io(e)) if classify(&e) == TrafficFailure::Reset => {
-                Err(TrafficFailure::Reset)
-            }
-            Err(_) => Err(TrafficFailure::Tls),
+            Ok(stream) => Ok(Box::new(Counted {
+                io: stream,
+                _ticket: ticket,
+            })),
+            Err(HandshakeError::Io(e)) => match ConnectError::of(&e) {
+                reset @ ConnectError::Backend(TrafficFailure::Reset) => Err(reset),
+                local @ ConnectError::Local(_) => Err(local),
+                ConnectError::Backend(_) => Err(ConnectError::Backend(TrafficFailure::Tls)),
+            },
+            Err(_) => Err(ConnectError::Backend(TrafficFailure::Tls)),
         }
     }
 }
 
-/// What an I/O error on connect means.
+/// What an I/O error on connect means for the backend (see [`ConnectError::of`] for the
+/// gateway's own errors, told apart first).
 pub fn classify(e: &io::Error) -> TrafficFailure {
     match e.kind() {
         io::ErrorKind::ConnectionRefused => TrafficFailure::Refused,
@@ -81,6 +171,58 @@ pub fn classify(e: &io::Error) -> TrafficFailure {
         | io::ErrorKind::ConnectionAborted
         | io::ErrorKind::BrokenPipe => TrafficFailure::Reset,
         _ => TrafficFailure::Other,
+    }
+}
+
+/// A backend connection counted against the descriptor budget until it is dropped.
+struct Counted<T> {
+    io: T,
+    _ticket: Ticket,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    #[inline]
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    #[inline]
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    #[inline]
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    #[inline]
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    #[inline]
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    #[inline]
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

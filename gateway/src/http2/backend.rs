@@ -19,7 +19,7 @@
 
 use super::translate::{self, BackendRequest, Framed};
 use super::{lock, send_flowed, LANE_BUFFER};
-use crate::fast::upstream::{classify, Io};
+use crate::fast::upstream::{ConnectError, Io};
 use crate::h1::chunked::{ChunkedScanner, Step};
 use ::h2::client::{ResponseFuture, SendRequest};
 use ::h2::{RecvStream, SendStream};
@@ -75,9 +75,9 @@ impl Shared {
 impl H2Backends {
     /// A lane to `backend`, on its shared connection; `open` opens the byte stream (TCP, TLS
     /// with ALPN `h2`) when there is no usable connection.
-    pub async fn lane<F>(&self, backend: &Backend, open: F) -> Result<Box<dyn Io>, TrafficFailure>
+    pub async fn lane<F>(&self, backend: &Backend, open: F) -> Result<Box<dyn Io>, ConnectError>
     where
-        F: Future<Output = Result<Box<dyn Io>, TrafficFailure>>,
+        F: Future<Output = Result<Box<dyn Io>, ConnectError>>,
     {
         let slot = self.slot((backend.addr, backend.tls.clone()));
         let mut kept = slot.lock().await;
@@ -120,7 +120,7 @@ impl H2Backends {
 }
 
 /// Opens the h2 connection on `io` and drives it on a task of its own.
-async fn handshake(io: Box<dyn Io>) -> Result<Arc<Shared>, TrafficFailure> {
+async fn handshake(io: Box<dyn Io>) -> Result<Arc<Shared>, ConnectError> {
     let mut builder = ::h2::client::Builder::new();
     builder
         .initial_window_size(STREAM_WINDOW)
@@ -132,8 +132,8 @@ async fn handshake(io: Box<dyn Io>) -> Result<Arc<Shared>, TrafficFailure> {
             .handshake::<_, Bytes>(io)
             .await
             .map_err(|e| match e.get_io() {
-                Some(io) => classify(io),
-                None => TrafficFailure::Other,
+                Some(io) => ConnectError::of(io),
+                None => ConnectError::Backend(TrafficFailure::Other),
             })?;
     let ended = Arc::new(AtomicBool::new(false));
     let flag = ended.clone();

@@ -85,34 +85,16 @@ pub async fn serve<S: VisitorIo + 'static>(
 ) {
     let runtime = app.runtime();
     let listen = &runtime.config.listen;
-    let (idle, handshake, max_streams) = (
+    let (idle, handshake_timeout, max_streams) = (
         listen.keepalive_timeout,
         listen.header_timeout,
         listen.h2_max_concurrent_streams,
     );
     let metrics = runtime.metrics.clone();
     drop(runtime);
-    let alarm = Arc::new(Alarm::default());
-    let io = Guarded {
-        io,
-        guard: FrameGuard::new(Instant::now()),
-        alarm: alarm.clone(),
-        tripped: false,
-        scratch: Vec::new(),
-        closing: None,
-    };
-    let mut builder = ::h2::server::Builder::new();
-    builder
-        .max_concurrent_streams(max_streams)
-        .max_header_list_size(crate::h1::request::MAX_HEAD_BYTES as u32)
-        .initial_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_pending_accept_reset_streams(PENDING_ACCEPT_RESETS)
-        .max_local_error_reset_streams(Some(LOCAL_ERROR_RESETS));
-    let mut conn = match tokio::time::timeout(handshake, builder.handshake::<_, Bytes>(io)).await {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => return tracing::debug!(%client, error = %e, "HTTP/2 handshake failed"),
-        Err(_) => return tracing::debug!(%client, "HTTP/2 handshake timed out"),
+    let Some((mut conn, alarm)) = handshake(io, client, max_streams, handshake_timeout).await
+    else {
+        return;
     };
     let shared = Arc::new(Connection {
         app: app.clone(),
@@ -148,12 +130,8 @@ pub async fn serve<S: VisitorIo + 'static>(
                     });
                 }
                 Some(Err(e)) => {
-                    // The guard reads the bytes before `h2` parses them: when both saw an
-                    // attack in the same read, the guard's verdict is the more precise.
-                    let calm = e.reason() == Some(Reason::ENHANCE_YOUR_CALM) && e.is_library();
-                    match alarm.take() {
-                        Some(abuse) => attacked(&metrics, client, abuse.key()),
-                        None if calm => attacked(&metrics, client, "limits"),
+                    match abuse_of(&alarm, &e) {
+                        Some(kind) => attacked(&metrics, client, kind),
                         None => tracing::debug!(%client, error = %e, "HTTP/2 connection ended"),
                     }
                     break;
@@ -170,18 +148,7 @@ pub async fn serve<S: VisitorIo + 'static>(
                 conn.graceful_shutdown();
                 closing = true;
             }
-            () = alarm.notify.notified() => {
-                if let Some(abuse) = alarm.take() {
-                    attacked(&metrics, client, abuse.key());
-                }
-                conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
-                // The GOAWAY goes out, briefly; the attacker's streams are not waited for.
-                let _ = tokio::time::timeout(ABUSE_LINGER, async {
-                    while let Some(Ok(_)) = conn.accept().await {}
-                })
-                .await;
-                return;
-            }
+            () = alarm.notify.notified() => return calm_down(&mut conn, &alarm, &metrics, client).await,
             () = &mut idle_timer, if !closing => {
                 shared.let_idle_lanes_go();
                 let now = Instant::now();
@@ -200,6 +167,78 @@ pub async fn serve<S: VisitorIo + 'static>(
     }
 }
 
+/// A guarded h2 connection: its bytes shown to the [`FrameGuard`] as they are read, and the
+/// limits every visitor connection gets (streams at once, header list size, windows, resets).
+type Conn<S> = ::h2::server::Connection<Guarded<S>, Bytes>;
+
+/// Opens the h2 connection on `io`, within `timeout`, with the guard and limits every visitor
+/// connection gets, an over-the-cap one too; its alarm goes off when the guard sees a flood.
+async fn handshake<S: VisitorIo>(
+    io: S,
+    client: IpAddr,
+    max_streams: u32,
+    timeout: Duration,
+) -> Option<(Conn<S>, Arc<Alarm>)> {
+    let alarm = Arc::new(Alarm::default());
+    let io = Guarded {
+        io,
+        guard: FrameGuard::new(Instant::now()),
+        alarm: alarm.clone(),
+        tripped: false,
+        scratch: Vec::new(),
+        closing: None,
+    };
+    let mut builder = ::h2::server::Builder::new();
+    builder
+        .max_concurrent_streams(max_streams)
+        .max_header_list_size(crate::h1::request::MAX_HEAD_BYTES as u32)
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_pending_accept_reset_streams(PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(Some(LOCAL_ERROR_RESETS));
+    match tokio::time::timeout(timeout, builder.handshake::<_, Bytes>(io)).await {
+        Ok(Ok(conn)) => Some((conn, alarm)),
+        Ok(Err(e)) => {
+            tracing::debug!(%client, error = %e, "HTTP/2 handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%client, "HTTP/2 handshake timed out");
+            None
+        }
+    }
+}
+
+/// Whether an error that ended a connection was an attack, and which: the guard's verdict
+/// first (it reads the bytes before `h2` parses them, and is the more precise when both saw
+/// one), else `h2`'s own limits (`ENHANCE_YOUR_CALM` from the library).
+fn abuse_of(alarm: &Alarm, e: &::h2::Error) -> Option<&'static str> {
+    let calm = e.reason() == Some(Reason::ENHANCE_YOUR_CALM) && e.is_library();
+    match alarm.take() {
+        Some(abuse) => Some(abuse.key()),
+        None if calm => Some("limits"),
+        None => None,
+    }
+}
+
+/// Closes a connection whose guard saw a flood: GOAWAY with ENHANCE_YOUR_CALM, which goes out
+/// briefly; the attacker's streams are not waited for.
+async fn calm_down<S: VisitorIo>(
+    conn: &mut Conn<S>,
+    alarm: &Alarm,
+    metrics: &crate::metrics::Metrics,
+    client: IpAddr,
+) {
+    if let Some(abuse) = alarm.take() {
+        attacked(metrics, client, abuse.key());
+    }
+    conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+    let _ = tokio::time::timeout(ABUSE_LINGER, async {
+        while let Some(Ok(_)) = conn.accept().await {}
+    })
+    .await;
+}
+
 /// Counts and logs a connection closed as an attack.
 fn attacked(metrics: &crate::metrics::Metrics, client: IpAddr, kind: &str) {
     metrics.h2_abuse(kind);
@@ -207,14 +246,16 @@ fn attacked(metrics: &crate::metrics::Metrics, client: IpAddr, kind: &str) {
 }
 
 /// Answers every stream of an HTTP/2 connection over the cap with the fallback answer, and
-/// closes it: the HTTP/2 form of [`FastPath::shed`].
-pub async fn shed<S: VisitorIo + 'static>(app: &FastPath, io: S) {
+/// closes it: the HTTP/2 form of [`FastPath::shed`]. The same guard and limits as any other
+/// connection: being over the cap gives a flood no more room.
+pub async fn shed<S: VisitorIo + 'static>(app: &FastPath, io: S, client: IpAddr) {
     let runtime = app.runtime();
     runtime.metrics.shed();
-    let Ok(Ok(mut conn)) = tokio::time::timeout(SHED_WAIT, ::h2::server::handshake(io)).await
-    else {
+    let max_streams = runtime.config.listen.h2_max_concurrent_streams;
+    let Some((mut conn, alarm)) = handshake(io, client, max_streams, SHED_WAIT).await else {
         return;
     };
+    let metrics = &runtime.metrics;
     // Streams are answered as they come; the first one answered starts the GOAWAY (streams
     // the client sent before it hears it are answered too). A client that sends nothing for
     // SHED_WAIT gets the GOAWAY then.
@@ -225,7 +266,17 @@ pub async fn shed<S: VisitorIo + 'static>(app: &FastPath, io: S) {
     let mut deadline = tokio::time::Instant::now() + SHED_WAIT;
     let mut closing = false;
     loop {
-        match tokio::time::timeout_at(deadline, conn.accept()).await {
+        let accepted = tokio::select! {
+            accepted = tokio::time::timeout_at(deadline, conn.accept()) => accepted,
+            () = alarm.notify.notified() => return calm_down(&mut conn, &alarm, metrics, client).await,
+        };
+        match accepted {
+            Ok(Some(Err(e))) => {
+                if let Some(kind) = abuse_of(&alarm, &e) {
+                    attacked(metrics, client, kind);
+                }
+                return;
+            }
             Ok(Some(Ok((request, mut respond)))) => {
                 let head_method = request.method() == http::Method::HEAD;
                 if let Ok(mut tx) = respond.send_response(response.clone(), head_method) {

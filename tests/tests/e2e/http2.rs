@@ -290,8 +290,84 @@ async fn attacks_are_closed_and_other_visitors_served() {
     let gw = Gateway::start_with_https(&pool(web.addr())).await;
     let https = gw.https.unwrap();
     let (mut visitor, _conn) = h2c::connect(https).await;
+    for (kind, bytes) in attacks() {
+        let code = attack(https, bytes).await;
+        if kind != "limits" {
+            assert_eq!(code, Some(h2c::ENHANCE_YOUR_CALM), "{kind}");
+        }
+        abuse_counted(&gw, kind).await;
+        let a = h2c::send(&mut visitor, h2c::get("/"), b"").await.unwrap();
+        assert_eq!(a.status, 200, "the visitor is served after {kind}");
+    }
+}
 
-    let attacks: Vec<(&str, Vec<u8>)> = vec![
+/// The same four attacks on connections over `listen.max_connections`: the over-the-cap path
+/// has the same guard and limits (it had `h2`'s defaults: no guard, 16 MiB header lists).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attacks_over_the_cap_are_closed_as_well() {
+    let web = backend("web").await;
+    let gw = Gateway::start_with_https_and_listen("max_connections = 1\n", &pool(web.addr())).await;
+    let https = gw.https.unwrap();
+    let (mut visitor, _conn) = h2c::connect(https).await;
+    assert_eq!(
+        h2c::send(&mut visitor, h2c::get("/"), b"")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    for (kind, bytes) in attacks() {
+        let shed = gw.metric("holdfast_shed_connections_total").await;
+        attack(https, bytes).await;
+        abuse_counted(&gw, kind).await;
+        assert!(
+            gw.metric("holdfast_shed_connections_total").await > shed,
+            "{kind}: the attacker's connection was over the cap"
+        );
+        let a = h2c::send(&mut visitor, h2c::get("/"), b"").await.unwrap();
+        assert_eq!(a.status, 200, "the visitor is served after {kind}");
+    }
+}
+
+/// Waits until the attack `kind` is counted.
+async fn abuse_counted(gw: &Gateway, kind: &str) {
+    let sample = format!("holdfast_h2_abuse_total{{kind=\"{kind}\"}}");
+    wait_until(
+        Duration::from_secs(5),
+        &format!("{kind} counted"),
+        || async { gw.metric(&sample).await >= 1.0 },
+    )
+    .await;
+}
+
+/// Sends `bytes` on a new h2 connection to `https`; the error code of the last GOAWAY the
+/// server sent before it closed the connection (an over-the-cap connection may send a
+/// graceful one first).
+async fn attack(https: std::net::SocketAddr, bytes: Vec<u8>) -> Option<u32> {
+    let mut attacker = h2c::raw(https).await;
+    // Written from a task: the server stops reading once it has seen enough.
+    let writer = tokio::spawn(async move {
+        let _ = attacker.write_all(&bytes).await;
+        attacker
+    });
+    let mut attacker = tokio::time::timeout(Duration::from_secs(10), writer)
+        .await
+        .expect("the attack was read or refused")
+        .unwrap();
+    let mut last = None;
+    while let Some(code) = h2c::goaway(&mut attacker).await {
+        last = Some(code);
+        if code == h2c::ENHANCE_YOUR_CALM {
+            break;
+        }
+    }
+    last
+}
+
+/// Rapid reset, a ping flood, a settings flood and a CONTINUATION flood, by the name they are
+/// counted under.
+fn attacks() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
         ("rapid_reset", {
             let mut bytes = Vec::new();
             for i in 0..300u32 {
@@ -326,32 +402,7 @@ async fn attacks_are_closed_and_other_visitors_served() {
             }
             bytes
         }),
-    ];
-    for (kind, bytes) in attacks {
-        let mut attacker = h2c::raw(https).await;
-        // Written from a task: the server stops reading once it has seen enough.
-        let writer = tokio::spawn(async move {
-            let _ = attacker.write_all(&bytes).await;
-            attacker
-        });
-        let mut attacker = tokio::time::timeout(Duration::from_secs(10), writer)
-            .await
-            .expect("the attack was read or refused")
-            .unwrap();
-        let code = h2c::goaway(&mut attacker).await;
-        if kind != "limits" {
-            assert_eq!(code, Some(h2c::ENHANCE_YOUR_CALM), "{kind}");
-        }
-        let sample = format!("holdfast_h2_abuse_total{{kind=\"{kind}\"}}");
-        wait_until(
-            Duration::from_secs(5),
-            &format!("{kind} counted"),
-            || async { gw.metric(&sample).await >= 1.0 },
-        )
-        .await;
-        let a = h2c::send(&mut visitor, h2c::get("/"), b"").await.unwrap();
-        assert_eq!(a.status, 200, "the visitor is served after {kind}");
-    }
+    ]
 }
 
 /// `listen.alpn` decides what is offered: HTTP/1.1 only, and an h2-first client speaks

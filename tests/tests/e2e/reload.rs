@@ -603,3 +603,68 @@ async fn caps_change_live() {
     }
     drop(held);
 }
+
+/// Sends `GET /` on a kept-alive connection and reads the whole answer; its `X-Backend`.
+async fn get_on(tcp: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tcp.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before the answer");
+        answer.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+        let Some(end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        let length: usize = text
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        if answer.len() >= end + 4 + length {
+            assert!(text.starts_with("http/1.1 200"), "{text}");
+            let backend = text.lines().find_map(|l| l.strip_prefix("x-backend:"));
+            return backend.unwrap_or_default().trim().to_string();
+        }
+    }
+}
+
+/// Idle keep-alive connections do not hold the config of their time: after a reload with 1,000
+/// of them open, the old config is let go at once (`holdfast_config_generations_live` back to
+/// 1), and the next request on each is served by the new config's backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_let_the_old_config_go() {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let (a, b) = (backend("a").await, backend("b").await);
+    let pool = |name: &str, addr| {
+        format!("[[pools.app.tiers]]\nbackends = [{{ name = \"{name}\", address = \"{addr}\" }}]\n")
+    };
+    let gw = Gateway::start(&pool("a", a.addr())).await;
+    let mut visitors = Vec::new();
+    for _ in 0..1000 {
+        let mut tcp = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+        assert_eq!(get_on(&mut tcp).await, "a");
+        visitors.push(tcp);
+    }
+    assert_eq!(gw.metric("holdfast_config_generations_live").await, 1.0);
+    gw.rewrite(None, &pool("b", b.addr()));
+    gw.reload();
+    wait_until(Duration::from_secs(5), "the old config let go", || async {
+        gw.metric("holdfast_config_generations_live").await == 1.0
+    })
+    .await;
+    let served: Vec<_> = visitors
+        .into_iter()
+        .map(|mut tcp| tokio::spawn(async move { get_on(&mut tcp).await }))
+        .collect();
+    for s in served {
+        assert_eq!(
+            s.await.unwrap(),
+            "b",
+            "the next request uses the new config"
+        );
+    }
+}
