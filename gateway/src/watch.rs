@@ -31,11 +31,29 @@ fn files(reloader: &Reloader) -> Vec<PathBuf> {
         .collect()
 }
 
-/// What the files hold now (SHA-256 of each, through symlinks; `None` for one unreadable).
-fn fingerprint(files: &[PathBuf]) -> Vec<Option<[u8; 32]>> {
-    files
+/// What a file holds: the SHA-256 of its bytes (through symlinks), `None` when unreadable.
+type Print = Option<[u8; 32]>;
+
+/// What the files hold now.
+fn fingerprint(files: &[PathBuf]) -> Vec<Print> {
+    files.iter().map(|f| print(f)).collect()
+}
+
+fn print(file: &Path) -> Print {
+    std::fs::read(file).ok().map(|b| openssl::sha::sha256(&b))
+}
+
+/// What is taken as seen after a reload that took: for each file it depends on now, what it
+/// held just before the reload read it (`before`, by the files of then), or, for a file the new
+/// config names for the first time, what it holds now. Never what the files hold after the
+/// reload: a write that landed while it ran would pass for seen, and never be applied.
+fn seen_after(wanted: &[PathBuf], before: &[(PathBuf, Print)]) -> Vec<Print> {
+    wanted
         .iter()
-        .map(|f| std::fs::read(f).ok().map(|b| openssl::sha::sha256(&b)))
+        .map(|f| match before.iter().find(|(g, _)| g == f) {
+            Some((_, p)) => *p,
+            None => print(f),
+        })
         .collect()
 }
 
@@ -64,6 +82,7 @@ pub fn config_files(reloader: Arc<Reloader>) {
     let mut wanted = files(&reloader);
     watch_dirs(&mut watcher, &wanted, &mut watching);
     let mut seen = fingerprint(&wanted);
+    tracing::info!(files = ?wanted, "watching the config file and the files it names");
     tokio::spawn(async move {
         while rx.recv().await.is_some() {
             // Debounce: wait until DEBOUNCE passes with no further event.
@@ -78,14 +97,17 @@ pub fn config_files(reloader: Arc<Reloader>) {
             if now == seen {
                 continue;
             }
+            let before: Vec<_> = wanted.iter().cloned().zip(now.iter().copied()).collect();
             seen = now;
             let reloaded = reloader.reload("file changed").await;
             if reloaded.is_ok() {
                 // A reload may name other files (a new certificate path): watch them too.
                 wanted = files(&reloader);
                 watch_dirs(&mut watcher, &wanted, &mut watching);
-                seen = fingerprint(&wanted);
+                seen = seen_after(&wanted, &before);
             }
+            // A write while the reload ran has queued its event: it is compared with `seen`
+            // on the next round, and reloaded.
         }
     });
 }
@@ -103,5 +125,31 @@ fn watch_dirs<W: Watcher>(watcher: &mut W, files: &[PathBuf], watching: &mut Has
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot watch for config changes")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_counts_as_seen_is_what_was_there_before_the_reload() {
+        let dir = std::env::temp_dir().join(format!("holdfast-watch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (config, cert) = (dir.join("c.toml"), dir.join("cert.pem"));
+        std::fs::write(&config, "first").expect("write");
+        let before = vec![(config.clone(), print(&config))];
+        // Written while the reload ran, and a file the new config names.
+        std::fs::write(&config, "second").expect("write");
+        std::fs::write(&cert, "pem").expect("write");
+        let seen = seen_after(&[config.clone(), cert.clone()], &before);
+        assert_eq!(seen[0], Some(openssl::sha::sha256(b"first")));
+        assert_ne!(
+            seen[0],
+            print(&config),
+            "the write during the reload is not seen"
+        );
+        assert_eq!(seen[1], Some(openssl::sha::sha256(b"pem")));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

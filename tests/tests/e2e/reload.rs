@@ -668,3 +668,55 @@ async fn idle_connections_let_the_old_config_go() {
         );
     }
 }
+
+/// An edit written while a reload triggered by the file watcher still runs is applied too:
+/// the reload is made slow by a new backend whose HTTP check answers after 1.5 s, and the
+/// second edit lands while that check waits. (The watcher took what was on disk after the
+/// reload as seen, and the second edit was never applied.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_during_a_slow_reload_is_applied() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let a = backend("a").await;
+    let checked = Arc::new(AtomicBool::new(false));
+    let flag = checked.clone();
+    let slow = holdfast_tests::scripted_backend("slow", move |head| {
+        flag.store(true, Ordering::SeqCst);
+        let check = head.starts_with(b"GET /slowcheck");
+        Some(Duration::from_millis(if check { 1500 } else { 0 }))
+    })
+    .await;
+    let pools = |backends: &str, weight: u32| {
+        format!(
+            "[pools.app.health.http]\npath = \"/slowcheck\"\ninterval = \"10s\"\ntimeout = \"3s\"\n\
+             [[pools.app.tiers]]\nbackends = [{{ name = \"a\", address = \"{}\", weight = {weight} }}{backends}]\n",
+            a.addr()
+        )
+    };
+    let gw = Gateway::start(&pools("", 1)).await;
+    wait_until(Duration::from_secs(5), "the watcher watches", || {
+        let watching = gw.log().contains("watching the config file");
+        async move { watching }
+    })
+    .await;
+    let with_slow = format!(", {{ name = \"slow\", address = \"{slow}\" }}");
+    gw.rewrite(None, &pools(&with_slow, 1));
+    // The reload probes the new backend before its config serves: wait for that check.
+    wait_until(Duration::from_secs(5), "the slow check began", || {
+        let began = checked.load(Ordering::SeqCst);
+        async move { began }
+    })
+    .await;
+    gw.rewrite(None, &pools(&with_slow, 7));
+    let last = std::fs::read(gw.config_path()).unwrap();
+    let hash: String = openssl::sha::sha256(&last)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    wait_until(
+        Duration::from_secs(10),
+        "the second edit applied",
+        || async { status(&gw).await["config"]["hash"] == hash.as_str() },
+    )
+    .await;
+}
