@@ -1,6 +1,5 @@
 //! The command line.
 
-use crate::server::{DEFAULT_STATE_FILE, DEFAULT_UPGRADE_SOCK};
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,12 +29,16 @@ pub enum Command {
         /// hands over on SIGQUIT). No connection is refused during the hand-over.
         #[arg(long)]
         upgrade: bool,
-        /// The Unix socket over which listening sockets are handed to the next process.
-        #[arg(long, default_value = DEFAULT_UPGRADE_SOCK)]
-        upgrade_sock: PathBuf,
-        /// Where the health state is written for the next process at an upgrade.
-        #[arg(long, default_value = DEFAULT_STATE_FILE)]
-        state_file: PathBuf,
+        /// The Unix socket over which listening sockets are handed to the next process
+        /// (default: in the private runtime directory, named after the config file). Its
+        /// directory must be writable by this user only.
+        #[arg(long)]
+        upgrade_sock: Option<PathBuf>,
+        /// Where the health state is written for the next process at an upgrade or restart
+        /// (default: beside the upgrade socket's default). Its directory must be writable by
+        /// this user only.
+        #[arg(long)]
+        state_file: Option<PathBuf>,
     },
     /// Reload the config of the running holdfast (through its admin listener): prints what
     /// changed, or every problem of the file (as `check` does) with a non-zero exit, in which

@@ -29,6 +29,7 @@ pub mod lifecycle;
 pub mod listen;
 pub mod metrics;
 pub mod reload;
+pub mod rundir;
 pub mod runtime;
 pub mod select;
 pub mod server;

@@ -197,6 +197,9 @@ pub struct Signals {
     pub upgrade_sock: PathBuf,
     /// Where the health state goes at an upgrade, for the new process.
     pub state_file: PathBuf,
+    /// The config file's absolute path, recorded in the state file: a process serving another
+    /// config file does not take it.
+    pub config: String,
 }
 
 impl Signals {
@@ -217,7 +220,7 @@ impl Signals {
 
     fn write_state(&self) {
         let runtime = self.runtime.load_full();
-        match crate::state::write(&self.state_file, &runtime.health) {
+        match crate::state::write(&self.state_file, &self.config, &runtime.health) {
             Ok(n) => {
                 tracing::info!(file = %self.state_file.display(), backends = n, "health state written for the next process")
             }

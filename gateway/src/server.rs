@@ -9,6 +9,7 @@ use crate::lifecycle::{Lifecycle, Relaunch, Signals};
 use crate::listen::{Listeners, ProxyService};
 use crate::metrics::Metrics;
 use crate::reload::{self, Reloader};
+use crate::rundir::{self, RunDirError, RunFiles};
 use crate::runtime::{Runtime, Version};
 use crate::{state, systemd};
 use arc_swap::ArcSwap;
@@ -21,7 +22,7 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::signal::unix::SignalKind;
@@ -36,10 +37,11 @@ pub struct ProcessOptions {
     pub threads: usize,
     /// Take the listening sockets over from a running instance (graceful binary upgrade).
     pub upgrade: bool,
-    /// Where listening sockets are handed from one process to the next.
-    pub upgrade_sock: PathBuf,
-    /// Where the health state is handed from one process to the next.
-    pub state_file: PathBuf,
+    /// Where listening sockets are handed from one process to the next; `None`: in the private
+    /// runtime directory ([`crate::rundir`]).
+    pub upgrade_sock: Option<PathBuf>,
+    /// Where the health state is handed from one process to the next; `None`: likewise.
+    pub state_file: Option<PathBuf>,
     /// Started by `holdfast run`, whose command line starts the next process of an upgrade.
     pub relaunch: bool,
 }
@@ -49,15 +51,12 @@ impl Default for ProcessOptions {
         ProcessOptions {
             threads: std::thread::available_parallelism().map_or(2, usize::from),
             upgrade: false,
-            upgrade_sock: PathBuf::from(DEFAULT_UPGRADE_SOCK),
-            state_file: PathBuf::from(DEFAULT_STATE_FILE),
+            upgrade_sock: None,
+            state_file: None,
             relaunch: false,
         }
     }
 }
-
-pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/holdfast-upgrade.sock";
-pub const DEFAULT_STATE_FILE: &str = "/tmp/holdfast-state.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -73,6 +72,33 @@ pub enum StartError {
     Listen(std::net::SocketAddr, String),
     #[error("cannot set up TLS towards backends: {0}")]
     Tls(#[from] openssl::error::ErrorStack),
+    #[error("{0}")]
+    RunDir(#[from] RunDirError),
+}
+
+/// The runtime files of this instance: those given, in a directory that must be private, or
+/// the defaults in the private runtime directory, named after the config file.
+fn run_files(config: &Path, options: &ProcessOptions) -> Result<RunFiles, RunDirError> {
+    let dir = rundir::default_dir();
+    let defaults = rundir::files_for(&dir, config);
+    if options.upgrade_sock.is_none() || options.state_file.is_none() {
+        rundir::ensure_private(&dir)?;
+    }
+    let upgrade_sock = options
+        .upgrade_sock
+        .clone()
+        .unwrap_or(defaults.upgrade_sock);
+    let state_file = options.state_file.clone().unwrap_or(defaults.state_file);
+    for file in [&upgrade_sock, &state_file] {
+        rundir::check_private(rundir::parent(file))?;
+    }
+    let pid_file =
+        rundir::parent(&upgrade_sock).join(format!("{}.pid", rundir::instance_key(config)));
+    Ok(RunFiles {
+        upgrade_sock,
+        state_file,
+        pid_file,
+    })
 }
 
 /// Probes every backend once, then serves until a signal stops the process. Never returns on
@@ -82,6 +108,8 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
     // wired up once the services run).
     ignore_hangup_until_handled();
     let (config, hash) = reload::read(&path).map_err(StartError::Config)?;
+    let files = run_files(&path, &options)?;
+    let config_key = config_key(&path);
     let fd_limit = raise_fd_limit();
     if let Some(file) = config.trust.refresh.as_ref().and_then(|r| r.file.as_ref()) {
         crate::trust::take_kept(file);
@@ -94,7 +122,7 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
     // only what it did not know is probed then. On a plain start, a state file written by a
     // process that stopped less than a minute ago is taken the same way (a restart).
     if !options.upgrade {
-        take_state(&options.state_file, &health);
+        take_state(&files.state_file, &config_key, &health);
         startup_probe(&health, &prober)?;
     }
 
@@ -119,8 +147,8 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
         // The graceful part of a stop is done by `lifecycle` before Pingora is told to exit.
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(SHUTDOWN_TIMEOUT.as_secs()),
-        upgrade_sock: options.upgrade_sock.to_string_lossy().into_owned(),
-        pid_file: "/tmp/holdfast.pid".to_string(),
+        upgrade_sock: files.upgrade_sock.to_string_lossy().into_owned(),
+        pid_file: files.pid_file.to_string_lossy().into_owned(),
         ..ServerConf::default()
     };
     let opt = Opt {
@@ -173,7 +201,7 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
         app.relaunch = std::env::current_exe().ok().map(|exe| Relaunch {
             exe,
             args: std::env::args_os().skip(1).collect(),
-            upgrade_sock: options.upgrade_sock.clone(),
+            upgrade_sock: files.upgrade_sock.clone(),
         });
     }
     let mut admin = Service::new("holdfast admin".to_string(), app);
@@ -192,12 +220,12 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
             runtime: runtime.clone(),
             upgraded: options
                 .upgrade
-                .then(|| crate::lifecycle::ready_file(&options.upgrade_sock)),
+                .then(|| crate::lifecycle::ready_file(&files.upgrade_sock)),
         },
     ));
     server.bootstrap();
     if options.upgrade {
-        take_state(&options.state_file, &health);
+        take_state(&files.state_file, &config_key, &health);
         startup_probe(&health, &prober)?;
     }
     tracing::info!(
@@ -211,8 +239,9 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
         listeners,
         reloader,
         runtime,
-        upgrade_sock: options.upgrade_sock,
-        state_file: options.state_file,
+        upgrade_sock: files.upgrade_sock,
+        state_file: files.state_file,
+        config: config_key,
     };
     server.run(RunArgs {
         shutdown_signal: Box::new(signals),
@@ -220,13 +249,26 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
     std::process::exit(0)
 }
 
-/// Takes the health state a previous process left in `file`, if it is there and fresh; the
-/// file is used once.
-fn take_state(file: &std::path::Path, health: &HealthTable) {
+/// The config file as the state file records it: its absolute path.
+fn config_key(path: &Path) -> String {
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// Takes the health state a previous process serving the same config file left in `file`, if
+/// it is there, fresh and this user's; the file is used once.
+fn take_state(file: &Path, config: &str, health: &HealthTable) {
     if !file.exists() {
         return;
     }
-    match state::restore(file, &health.pools()) {
+    if !rundir::owned_by_us(file) {
+        tracing::warn!(file = %file.display(), "health state file not used: it belongs to another user");
+        let _ = std::fs::remove_file(file);
+        return;
+    }
+    match state::restore(file, config, &health.pools()) {
         Ok(n) => {
             tracing::info!(file = %file.display(), backends = n, "health state taken over from the previous process")
         }

@@ -1,7 +1,10 @@
 //! The health state handed from one process to the next at an upgrade (HAProxy's
 //! `server-state-file`): every backend's status, its ejections in the flap window and what is
 //! left of its hold-down, matched in the new process by pool, tier, name and address. So the new
-//! process sends no request to a backend the old one knew was down.
+//! process sends no request to a backend the old one knew was down. The file names the config
+//! file it was written for: a process serving another one ignores it (two instances on one
+//! machine never take each other's state), and what it restores is clamped to what the config
+//! allows (a hold-down no longer than the pool's `hold_down_max`).
 
 use holdfast_health::table::PoolHealth;
 use holdfast_health::{HealthTable, Status};
@@ -15,7 +18,7 @@ const STALE: Duration = Duration::from_secs(60);
 
 /// Writes the state of every backend to `path` (atomically: a new file renamed over the old).
 /// Returns how many backends it holds.
-pub fn write(path: &Path, health: &HealthTable) -> io::Result<usize> {
+pub fn write(path: &Path, config: &str, health: &HealthTable) -> io::Result<usize> {
     let pools = health.pools();
     let backends: Vec<Value> = pools
         .iter()
@@ -36,7 +39,8 @@ pub fn write(path: &Path, health: &HealthTable) -> io::Result<usize> {
     let written = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let doc = json!({ "version": 1, "written_ms": written, "backends": backends });
+    let doc =
+        json!({ "version": 1, "config": config, "written_ms": written, "backends": backends });
     let tmp = path.with_extension("tmp");
     std::fs::write(
         &tmp,
@@ -46,11 +50,17 @@ pub fn write(path: &Path, health: &HealthTable) -> io::Result<usize> {
     Ok(backends.len())
 }
 
-/// Gives every backend of `pools` the state `path` has for it. Returns how many it matched;
-/// a missing, unreadable or stale file matches none (the start-up probe decides, as always).
-pub fn restore(path: &Path, pools: &[PoolHealth]) -> Result<usize, String> {
+/// Gives every backend of `pools` the state `path` has for it, if it was written for `config`.
+/// Returns how many it matched; a missing, unreadable, stale or foreign file matches none (the
+/// start-up probe decides, as always).
+pub fn restore(path: &Path, config: &str, pools: &[PoolHealth]) -> Result<usize, String> {
     let text = std::fs::read(path).map_err(|e| e.to_string())?;
     let doc: Value = serde_json::from_slice(&text).map_err(|e| e.to_string())?;
+    match doc["config"].as_str() {
+        Some(c) if c == config => {}
+        Some(other) => return Err(format!("written for another config file ({other})")),
+        None => return Err("it names no config file".to_string()),
+    }
     let written = doc["written_ms"].as_u64().unwrap_or(0);
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -97,4 +107,32 @@ pub fn restore(path: &Path, pools: &[PoolHealth]) -> Result<usize, String> {
         matched += 1;
     }
     Ok(matched)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use holdfast_health::table::NoObserver;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_state_is_taken_only_by_a_process_serving_the_same_config_file() {
+        let text =
+            "[[pools.app.tiers]]\nbackends = [{ name = \"a\", address = \"127.0.0.1:9\" }]\n";
+        let config = holdfast_config::from_toml_str(text, Path::new("t.toml")).expect("config");
+        let health = HealthTable::new(&config, Arc::new(NoObserver));
+        let dir = std::env::temp_dir().join(format!("holdfast-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("state.json");
+        health.pools()[0].tiers[0][0].restore(Status::Down, &[], None);
+        write(&file, "/etc/holdfast/a.toml", &health).expect("written");
+        let pools = health.pools();
+        assert_eq!(restore(&file, "/etc/holdfast/a.toml", &pools), Ok(1));
+        let other = restore(&file, "/etc/holdfast/b.toml", &pools).unwrap_err();
+        assert!(other.contains("another config file"), "{other}");
+        std::fs::write(&file, r#"{"version":1,"written_ms":0,"backends":[]}"#).expect("write");
+        let unnamed = restore(&file, "/etc/holdfast/a.toml", &pools).unwrap_err();
+        assert!(unnamed.contains("names no config file"), "{unnamed}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -240,7 +240,11 @@ impl HealthState {
             .into_iter()
             .rev()
             .collect();
-        self.held_until = held_for.filter(|d| !d.is_zero()).map(|d| now + d);
+        // Never longer than this config allows, whatever the file says.
+        self.held_until = held_for
+            .map(|d| d.min(self.hold_down.max))
+            .filter(|d| !d.is_zero())
+            .map(|d| now + d);
     }
 
     /// Its ejections in the flap window, as durations before `now`, oldest first.
@@ -713,8 +717,17 @@ mod tests {
             Some(Status::Up)
         );
 
-        // Held down: kept out until the hold-down is over, whatever the checks say.
-        let mut s = HealthState::new(&[t]);
+        // Held down: kept out until the hold-down is over, whatever the checks say; never
+        // longer than the config's hold_down_max, whatever the file says.
+        let hold = HoldDown {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(10),
+            window: Duration::from_secs(60),
+        };
+        let mut s = HealthState::with_hold_down(&[t], hold);
+        s.restore(Status::Down, &[], Some(Duration::from_secs(86_400)), at(10));
+        assert_eq!(s.held_for(at(10)), Some(Duration::from_secs(10)), "clamped");
+        let mut s = HealthState::with_hold_down(&[t], hold);
         s.restore(Status::Down, &[], Some(Duration::from_secs(5)), at(10));
         for _ in 0..3 {
             assert!(s

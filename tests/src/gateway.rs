@@ -35,6 +35,10 @@ impl Scratch {
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("holdfast-test-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        // Private, whatever the umask: holdfast refuses runtime files in a directory others
+        // can write to.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
         Scratch(dir)
     }
 

@@ -68,8 +68,11 @@ pub fn run(listen: SocketAddr, admin: SocketAddr, cycle: Duration) -> Result<(),
     let backup = backends.block_on(DemoBackend::start("backup", loopback))?;
     let text = config_text(listen, admin, primary.addr(), backup.addr());
     holdfast_config::from_toml_str(&text, Path::new("<demo>"))?;
-    // A real file, so that the demo reloads as a real config does (edit it, or SIGHUP).
-    let path = std::env::temp_dir().join(format!("holdfast-demo-{}.toml", std::process::id()));
+    // A real file, so that the demo reloads as a real config does (edit it, or SIGHUP), in
+    // the private runtime directory (not /tmp, where another user could have put a link).
+    let dir = crate::rundir::default_dir();
+    crate::rundir::ensure_private(&dir).map_err(StartError::from)?;
+    let path = dir.join(format!("demo-{}.toml", std::process::id()));
     std::fs::write(&path, &text)?;
 
     println!(

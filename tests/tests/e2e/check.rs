@@ -595,3 +595,50 @@ fn a_port_in_use_stops_the_start_with_the_address() {
         "the error does not name the address:\n{stderr}"
     );
 }
+
+/// Runtime files only in private directories: `holdfast run` refuses an upgrade socket or a
+/// state file in a directory other users can write to (another user could create the socket
+/// first and receive the listening sockets, or plant a state that holds backends down), and
+/// says why; it does not start.
+#[test]
+fn runtime_files_where_others_can_write_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let scratch = Scratch::new();
+    let config = scratch.write(
+        "holdfast.toml",
+        &format!(
+            "[listen]\nhttp = [\"{}\"]\nadmin = \"{}\"\n{VALID_POOL}",
+            holdfast_tests::ports::free_loopback(),
+            holdfast_tests::ports::free_loopback()
+        ),
+    );
+    let shared = scratch.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for (flag, file) in [("--upgrade-sock", "u.sock"), ("--state-file", "state.json")] {
+        let private = scratch.path().join(format!("private-{file}"));
+        let (sock, state) = match flag {
+            "--upgrade-sock" => (shared.join(file), private),
+            _ => (private, shared.join(file)),
+        };
+        let out = std::process::Command::new(holdfast_tests::gateway::binary())
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .arg("--upgrade-sock")
+            .arg(&sock)
+            .arg("--state-file")
+            .arg(&state)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{flag} in a shared directory: started"
+        );
+        assert!(
+            stderr.contains("writable by other users") && stderr.contains("shared"),
+            "{flag}: {stderr}"
+        );
+    }
+}
