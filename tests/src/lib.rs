@@ -184,3 +184,26 @@ pub async fn known_down(gw: &Gateway, backend: &DemoBackend) {
     .await;
     backend.restart().await.expect("restart the backend");
 }
+
+/// Reads one answer with a `Content-Length` body (or none) from a kept-alive connection, and
+/// leaves the connection open; its head, lowercased. Panics when the connection closes first.
+pub async fn read_answer(s: &mut tokio::net::TcpStream) -> String {
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before the whole answer");
+        answer.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+        let Some(end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        let length: usize = text
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        if answer.len() >= end + 4 + length {
+            return text[..end].to_string();
+        }
+    }
+}

@@ -84,28 +84,6 @@ backends = [{{ address = "{}" }}]
     assert_eq!(gw.metric(r#"holdfast_active_tier{pool="app"}"#).await, -1.0);
 }
 
-/// Reads one answer (head and `Content-Length` body) from `s`; its head, lowercased.
-async fn read_answer(s: &mut tokio::net::TcpStream) -> String {
-    let mut answer = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = s.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "closed before the whole answer");
-        answer.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
-        let Some(end) = text.find("\r\n\r\n") else {
-            continue;
-        };
-        let length: usize = text
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .map_or(0, |v| v.trim().parse().unwrap());
-        if answer.len() >= end + 4 + length {
-            return text[..end].to_string();
-        }
-    }
-}
-
 /// README step 5: the fallback keeps the connection open after a request whose small body was
 /// read whole (a GET that may go again), and closes it after one whose body was not (a POST's
 /// body streams to a backend, and none took it).
@@ -119,14 +97,14 @@ async fn the_fallback_keeps_the_connection_when_the_body_was_read_whole() {
         s.write_all(b"GET /q HTTP/1.1\r\nHost: app\r\nContent-Length: 5\r\n\r\nhello")
             .await
             .unwrap();
-        let head = read_answer(&mut s).await;
+        let head = holdfast_tests::read_answer(&mut s).await;
         assert!(head.starts_with("http/1.1 503"), "request {i}: {head}");
         assert!(!head.contains("connection: close"), "request {i}: {head}");
     }
     s.write_all(b"POST /q HTTP/1.1\r\nHost: app\r\nContent-Length: 5\r\n\r\nhello")
         .await
         .unwrap();
-    let head = read_answer(&mut s).await;
+    let head = holdfast_tests::read_answer(&mut s).await;
     assert!(head.starts_with("http/1.1 503"), "{head}");
     assert!(head.contains("connection: close"), "{head}");
 }

@@ -606,30 +606,14 @@ async fn caps_change_live() {
 
 /// Sends `GET /` on a kept-alive connection and reads the whole answer; its `X-Backend`.
 async fn get_on(tcp: &mut tokio::net::TcpStream) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     tcp.write_all(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n")
         .await
         .unwrap();
-    let mut answer = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = tcp.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "closed before the answer");
-        answer.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
-        let Some(end) = text.find("\r\n\r\n") else {
-            continue;
-        };
-        let length: usize = text
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .map_or(0, |v| v.trim().parse().unwrap());
-        if answer.len() >= end + 4 + length {
-            assert!(text.starts_with("http/1.1 200"), "{text}");
-            let backend = text.lines().find_map(|l| l.strip_prefix("x-backend:"));
-            return backend.unwrap_or_default().trim().to_string();
-        }
-    }
+    let head = holdfast_tests::read_answer(tcp).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let backend = head.lines().find_map(|l| l.strip_prefix("x-backend:"));
+    backend.unwrap_or_default().trim().to_string()
 }
 
 /// Idle keep-alive connections do not hold the config of their time: after a reload with 1,000
