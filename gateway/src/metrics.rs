@@ -498,7 +498,7 @@ impl Metrics {
         {
             tracing::warn!(
                 kind = kind.as_str(), doing,
-                "holdfast is short of resources: the request gets the fallback and no backend is blamed (holdfast_local_errors_total counts each; raise LimitNOFILE or listen.max_connections)"
+                "holdfast is short of resources: what met it gets the fallback and no backend is blamed (holdfast_local_errors_total counts each; raise LimitNOFILE, or lower listen.max_connections)"
             );
         }
     }

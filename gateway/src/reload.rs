@@ -161,18 +161,12 @@ impl Reloader {
 
     /// The last reload (`None` before the first): its time, trigger and result, as JSON.
     pub fn last(&self) -> Option<Value> {
-        self.last
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        lock(&self.last).clone()
     }
 
     /// Remembers a config that was replaced, to see when nothing holds it any more.
     fn retire(&self, old: &Arc<Runtime>) {
-        let mut retired = self
-            .retired
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut retired = lock(&self.retired);
         retired.retain(|r| r.strong_count() > 0);
         retired.push(Arc::downgrade(old));
     }
@@ -181,10 +175,7 @@ impl Reloader {
     /// request or connection still uses (a tunnel, a slow answer). More than a few for long
     /// after reloads means something holds old configs.
     pub fn generations_live(&self) -> usize {
-        let retired = self
-            .retired
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let retired = lock(&self.retired);
         1 + retired.iter().filter(|r| r.strong_count() > 0).count()
     }
 
@@ -210,10 +201,7 @@ impl Reloader {
         last["at"] = humantime::format_rfc3339_millis(std::time::SystemTime::now())
             .to_string()
             .into();
-        *self
-            .last
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(last);
+        *lock(&self.last) = Some(last);
         match &result {
             Ok(r) => {
                 tracing::info!(
@@ -273,10 +261,7 @@ impl Reloader {
         self.runtime.store(Arc::new(runtime));
         self.retire(&running);
         let (listeners_added, listeners_removed) = self.listeners.commit(listening);
-        self.checks
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .sync();
+        lock(&self.checks).sync();
         Ok(Reloaded {
             generation,
             hash,
@@ -289,6 +274,11 @@ impl Reloader {
             needs_restart,
         })
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain assignments under these locks: a panic cannot leave them half-done.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

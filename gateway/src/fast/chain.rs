@@ -374,11 +374,11 @@ impl<S: VisitorIo> Visitor<'_, S> {
                         metrics.hedge(HedgeKind::Connect, HedgeResult::Won);
                         if !first_done {
                             let health = chain.runtime.health.clone();
-                            let local = chain.runtime.metrics.clone();
+                            let metrics = chain.runtime.metrics.clone();
                             let backend = tried.backend.clone();
                             tokio::spawn(async move {
                                 if let Err(failed) = first.await {
-                                    report_connect_failure(&health, &local, &backend, failed);
+                                    report_connect_failure(&health, &metrics, &backend, failed);
                                 }
                             });
                         }

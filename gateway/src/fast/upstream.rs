@@ -77,11 +77,6 @@ impl Descriptors {
         let used = self.backends.live() + self.visitors.live();
         (used <= self.usable).then_some(ticket)
     }
-
-    /// Backend connections open now.
-    pub fn backends(&self) -> usize {
-        self.backends.live()
-    }
 }
 
 /// Opens connections to backends.
@@ -99,11 +94,6 @@ impl Connector {
             descriptors,
             h2: H2Backends::default(),
         }
-    }
-
-    /// Backend connections open now (an HTTP/2 backend's shared connection counts once).
-    pub fn backend_connections(&self) -> usize {
-        self.descriptors.backends()
     }
 
     /// Connects to `backend` within `timeout` (the TLS handshake included). To an HTTP/2
