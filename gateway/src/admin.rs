@@ -5,7 +5,8 @@
 //! `POST /upgrade` (what `holdfast upgrade` calls: starts the next process, which takes the
 //! listening sockets over).
 
-use crate::lifecycle::{Lifecycle, Relaunch};
+use crate::lifecycle::Relaunch;
+use crate::process::Lifecycle;
 use crate::reload::Reloader;
 use crate::runtime::Runtime;
 use arc_swap::ArcSwap;

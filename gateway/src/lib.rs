@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod attempts;
+pub(crate) mod bridge;
 pub mod cap;
 pub mod certs;
 pub mod cli;
@@ -28,6 +29,8 @@ pub use holdfast_h1 as h1;
 pub mod lifecycle;
 pub mod listen;
 pub mod metrics;
+pub mod process;
+pub mod refresh;
 pub mod reload;
 pub mod rundir;
 pub mod runtime;

@@ -288,7 +288,7 @@ impl Listeners {
             max_connections,
         } = prepared;
         self.limit.set_max(max_connections);
-        self.app.certificates(&certificates);
+        self.app.snapshot().metrics.certificates(&certificates);
         // HTTP/2 connections say GOAWAY: their next streams come on new connections, with
         // the listeners' new TLS.
         self.app.lifecycle().reloaded();
@@ -571,12 +571,13 @@ async fn accept(listener: tokio::net::TcpListener, entry: Arc<Entry>, listeners:
         match accepted {
             Ok((tcp, peer)) => {
                 let shared = entry.shared.load_full();
-                let admitted =
-                    |except: &Ranges| listeners.app.trusts(peer.ip()) || except.contains(peer.ip());
+                let admitted = |except: &Ranges| {
+                    listeners.app.snapshot().trust.trusts(peer.ip()) || except.contains(peer.ip())
+                };
                 if shared.trusted_only.as_deref().is_some_and(|e| !admitted(e)) {
                     // Closed before a byte is read (and before TLS).
                     drop(tcp);
-                    listeners.app.rejected_untrusted();
+                    listeners.app.snapshot().metrics.rejected("untrusted");
                     continue;
                 }
                 let _ = tcp.set_nodelay(true);
@@ -602,7 +603,7 @@ async fn accept(listener: tokio::net::TcpListener, entry: Arc<Entry>, listeners:
             // before it was accepted.
             Err(e) => {
                 if let Some(kind) = LocalError::of(&e) {
-                    listeners.app.runtime().metrics.local_error(kind, "accept");
+                    listeners.app.snapshot().metrics.local_error(kind, "accept");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             }
@@ -657,13 +658,13 @@ async fn connection(
             Err(_) => None,
         };
         if let Some(why) = why {
-            app.origin_pull_failed(mode);
+            app.snapshot().metrics.origin_pull_failed(mode);
             tracing::info!(%client, ?mode, why, "Authenticated Origin Pulls: the client certificate does not verify");
         }
     }
     let h2 = stream.ssl().selected_alpn_protocol() == Some(b"h2");
     if handshake.as_ref().is_ok_and(|h| h.is_ok()) {
-        app.tls_connection(h2);
+        app.snapshot().metrics.tls_connection(h2);
     }
     match handshake {
         Ok(Ok(())) if h2 && over => crate::http2::shed(app, stream, client).await,

@@ -5,9 +5,10 @@ use crate::admin::Admin;
 use crate::cap::Cap;
 use crate::fast::upstream::Descriptors;
 use crate::fast::{Connector, FastPath};
-use crate::lifecycle::{Lifecycle, Relaunch, Signals};
+use crate::lifecycle::{Relaunch, Signals};
 use crate::listen::{Listeners, ProxyService};
 use crate::metrics::Metrics;
+use crate::process::Lifecycle;
 use crate::reload::{self, Reloader};
 use crate::rundir::{self, RunDirError, RunFiles};
 use crate::runtime::{Runtime, Version};
@@ -112,7 +113,7 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
     let config_key = config_key(&path);
     let fd_limit = raise_fd_limit();
     if let Some(file) = config.trust.refresh.as_ref().and_then(|r| r.file.as_ref()) {
-        crate::trust::take_kept(file);
+        crate::refresh::take_kept(file);
     }
     let metrics = Metrics::new()?;
     let health = Arc::new(HealthTable::new(&config, Arc::new(metrics.clone())));
@@ -375,7 +376,7 @@ impl BackgroundService for Background {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .start();
         crate::watch::config_files(self.reloader.clone());
-        tokio::spawn(crate::trust::keep_refreshed(self.runtime.clone()));
+        tokio::spawn(crate::refresh::keep_refreshed(self.runtime.clone()));
         // Ready once the listeners have their sockets and every worker accepts.
         while !self.listeners.started() || !self.listeners.workers_answer().await {
             tokio::time::sleep(Duration::from_millis(5)).await;

@@ -6,7 +6,9 @@
 //!
 //! A refresh adds to the built-in ranges and never takes from them: the ranges in use are the
 //! built-in ones and those of the last good refresh. A refresh that fails, or answers something
-//! that is not a full list of ranges, changes nothing.
+//! that is not a full list of ranges, changes nothing. The refreshing itself (the HTTP client,
+//! the file, the loop that follows the running config) is [`crate::refresh`]'s; this module is
+//! the pure part.
 
 use crate::h1::rewrite::HeaderNames;
 use arc_swap::ArcSwap;
@@ -14,9 +16,6 @@ use holdfast_config::Trust;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use prefix_trie::PrefixSet;
 use std::net::IpAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
 /// Cloudflare's IPv4 ranges, as published at <https://www.cloudflare.com/ips-v4>.
 pub const CLOUDFLARE_V4: [&str; 15] = [
@@ -176,104 +175,6 @@ impl Trusted {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-/// Takes the list a refresh kept in `file` (at start, before the first visitor; or when a reload
-/// names another file). Whether there was a good one.
-pub fn take_kept(file: &std::path::Path) -> bool {
-    match std::fs::read(file)
-        .map_err(|e| e.to_string())
-        .and_then(|b| parse_ranges(&b))
-    {
-        Ok((nets, _)) => {
-            tracing::info!(file = %file.display(), ranges = nets.len(), "Cloudflare's ranges from the last good refresh");
-            REFRESHED.store(Arc::new(Ranges::new(nets)));
-            true
-        }
-        Err(e) => {
-            tracing::info!(file = %file.display(), error = %e, "no earlier refresh of Cloudflare's ranges to start from");
-            false
-        }
-    }
-}
-
-/// Keeps Cloudflare's ranges refreshed as the running config's `trust.refresh_url` says (each
-/// round reads the config anew, so a reload applies): first the last good list from
-/// `refresh_file`, then a fetch every `refresh_interval`. A good list replaces the refreshed
-/// ranges and is written to the file; anything else is logged and counted, and changes nothing.
-pub async fn keep_refreshed(runtime: Arc<ArcSwap<crate::runtime::Runtime>>) {
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot refresh Cloudflare's ranges: the built-in ones are used");
-            return;
-        }
-    };
-    // The process took the kept list at start (`take_kept`); a reload may name another file.
-    let mut from_file: Option<PathBuf> = runtime
-        .load()
-        .config
-        .trust
-        .refresh
-        .as_ref()
-        .and_then(|r| r.file.clone());
-    loop {
-        let current = runtime.load_full();
-        let Some(refresh) = current.config.trust.refresh.clone() else {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        };
-        let metrics = &current.metrics;
-        if refresh.file != from_file {
-            from_file = refresh.file.clone();
-            if let Some(file) = &refresh.file {
-                take_kept(file);
-            }
-        }
-        let fetched = async {
-            let answer = client
-                .get(&refresh.url)
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            if !answer.status().is_success() {
-                return Err(format!("answered {}", answer.status()));
-            }
-            let body = answer.bytes().await.map_err(|e| e.to_string())?;
-            parse_ranges(&body).map(|(nets, _)| (nets, body))
-        };
-        match fetched.await {
-            Ok((nets, body)) => {
-                let before = REFRESHED.load().len();
-                REFRESHED.store(Arc::new(Ranges::new(nets)));
-                metrics.ranges_refreshed(true);
-                tracing::info!(url = %refresh.url, ranges = REFRESHED.load().len(), before, "Cloudflare's ranges refreshed");
-                if let Some(file) = &refresh.file {
-                    let tmp = file.with_extension("tmp");
-                    let written =
-                        std::fs::write(&tmp, &body).and_then(|()| std::fs::rename(&tmp, file));
-                    if let Err(e) = written {
-                        tracing::warn!(file = %file.display(), error = %e, "cannot keep the refreshed ranges on disk");
-                    }
-                }
-            }
-            Err(e) => {
-                metrics.ranges_refreshed(false);
-                tracing::warn!(url = %refresh.url, error = %e, "refreshing Cloudflare's ranges failed; the ranges in use stay");
-            }
-        }
-        // The next round after the interval, or as soon as a reload changes the settings.
-        let started = tokio::time::Instant::now();
-        while started.elapsed() < refresh.interval {
-            tokio::time::sleep(Duration::from_millis(200).min(refresh.interval)).await;
-            if runtime.load().config.trust.refresh.as_ref() != Some(&refresh) {
-                break;
-            }
-        }
     }
 }
 

@@ -32,7 +32,7 @@ use crate::cap::Cap;
 use crate::h1;
 use crate::h1::request::{self, Framing, Head, Refusal};
 use crate::h1::rewrite::{self, Forwarding};
-use crate::lifecycle::Lifecycle;
+use crate::process::Lifecycle;
 use crate::runtime::Runtime;
 use arc_swap::ArcSwap;
 use body::{Body, BodyError};
@@ -124,37 +124,15 @@ impl FastPath {
         self.runtime.load_full()
     }
 
+    /// The running config for a moment (a guard: never held across a wait, or it keeps an
+    /// old config alive after a reload).
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Runtime>> {
+        self.runtime.load()
+    }
+
     /// The process's lifecycle: stopping, reloads, requests in flight.
     pub fn lifecycle(&self) -> &Lifecycle {
         &self.lifecycle
-    }
-
-    /// Whether the running config trusts `peer` to name the visitor.
-    pub fn trusts(&self, peer: IpAddr) -> bool {
-        self.runtime.load().trust.trusts(peer)
-    }
-
-    /// Counts a TLS connection by the protocol ALPN agreed on.
-    pub fn tls_connection(&self, h2: bool) {
-        self.runtime.load().metrics.tls_connection(h2);
-    }
-
-    /// Counts a connection closed at accept: its peer is not trusted on a `trusted_only`
-    /// listener.
-    pub fn rejected_untrusted(&self) {
-        self.runtime.load().metrics.rejected("untrusted");
-    }
-
-    /// Counts a client certificate missing or not verified on an Authenticated Origin Pulls
-    /// listener (in `require` mode the handshake failed; in `log` mode it went on).
-    pub fn origin_pull_failed(&self, mode: holdfast_config::PullMode) {
-        self.runtime.load().metrics.origin_pull_failed(mode);
-    }
-
-    /// Records the HTTPS certificates in use: their expiry, and a warning for one that expires
-    /// soon.
-    pub fn certificates(&self, certs: &[crate::certs::Certificate]) {
-        self.runtime.load().metrics.certificates(certs);
     }
 
     /// Answers a connection over the cap with the fallback answer (503, `Retry-After`) and

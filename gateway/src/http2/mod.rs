@@ -17,12 +17,10 @@
 //! stops and at each reload (streams in flight finish; the client opens a new connection for
 //! the next ones), and ENHANCE_YOUR_CALM for a client that floods it ([`guard`]).
 
-mod backend;
 mod guard;
-mod translate;
 
-pub use backend::H2Backends;
-
+use crate::bridge::translate::{self, BodyFraming as RequestBody};
+use crate::bridge::{lock, send_flowed, LANE_BUFFER};
 use crate::cap::Cap;
 use crate::fast::{FastPath, VisitorIo};
 use crate::h1::chunked::{ChunkedScanner, Step};
@@ -41,7 +39,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
-use translate::BodyFraming as RequestBody;
 
 /// Flow-control window of each stream: what a visitor may send of a request body before it
 /// is taken. Taken as soon as it is on the lane.
@@ -54,8 +51,6 @@ const CONNECTION_WINDOW: u32 = 1024 * 1024;
 const PENDING_ACCEPT_RESETS: usize = 2 * guard::RESETS as usize;
 /// Streams reset for errors of the client's, beyond which `h2` closes the connection.
 const LOCAL_ERROR_RESETS: usize = 256;
-/// What one lane buffers each way.
-const LANE_BUFFER: usize = 64 * 1024;
 /// A lane idle longer than this is not used again (its backend connection was let go).
 const LANE_IDLE: Duration = Duration::from_secs(30);
 /// Sending one piece of an answer (one read from the lane) to a visitor that takes longer than
@@ -369,10 +364,6 @@ impl Connection {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// The HTTP/1.1 side of a stream: a pipe to a task of the HTTP/1.1 data path.
 struct Lane {
     io: DuplexStream,
@@ -593,27 +584,6 @@ async fn send_data(tx: &mut Sender, data: Bytes, end: bool) -> Result<(), Broken
         Ok(Ok(())) => Ok(()),
         _ => Err(Broken::Visitor),
     }
-}
-
-/// Sends `data` on a stream as the peer's flow control allows, each piece as capacity is
-/// granted; `end` ends the stream with the last one. `Err`: the stream is gone.
-async fn send_flowed(tx: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -> Result<(), ()> {
-    if data.is_empty() {
-        return tx.send_data(data, end).map_err(drop);
-    }
-    while !data.is_empty() {
-        tx.reserve_capacity(data.len());
-        let n = match poll_fn(|cx| tx.poll_capacity(cx)).await {
-            Some(Ok(n)) => n,
-            _ => return Err(()),
-        };
-        if n == 0 {
-            continue;
-        }
-        let piece = data.split_to(n.min(data.len()));
-        tx.send_data(piece, end && data.is_empty()).map_err(drop)?;
-    }
-    Ok(())
 }
 
 /// The body side of a stream's answer.

@@ -4,8 +4,11 @@
 //! own trouble ([`LocalError`]), which no backend is blamed for.
 
 use crate::cap::{Cap, Ticket};
-use crate::failover::Ended;
-use crate::http2::H2Backends;
+mod conn;
+mod h2;
+
+pub use conn::{ConnectError, Io};
+use h2::H2Backends;
 use holdfast_config::{Backend, BackendProtocol};
 use holdfast_health::tls::{HandshakeError, TlsClient};
 use holdfast_health::{LocalError, TrafficFailure};
@@ -16,38 +19,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-
-/// A byte stream to a backend.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
-
-/// Why no connection to a backend was opened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectError {
-    /// The backend's doing (refused, timed out, TLS, no route): its health hears of it.
-    Backend(TrafficFailure),
-    /// The gateway's own (out of descriptors, ports, memory): no backend's.
-    Local(LocalError),
-}
-
-impl ConnectError {
-    /// What an I/O error on connect means.
-    pub fn of(e: &io::Error) -> Self {
-        match LocalError::of(e) {
-            Some(local) => ConnectError::Local(local),
-            None => ConnectError::Backend(classify(e)),
-        }
-    }
-}
-
-impl From<ConnectError> for Ended {
-    fn from(e: ConnectError) -> Ended {
-        match e {
-            ConnectError::Backend(kind) => Ended::ConnectFailed(kind),
-            ConnectError::Local(why) => Ended::Local(why),
-        }
-    }
-}
 
 /// The descriptors visitor and backend connections may use together: the open-file limit less
 /// what checks, the admin listener, logs and the runtime need. A backend connection that would
@@ -98,7 +69,7 @@ impl Connector {
 
     /// Connects to `backend` within `timeout` (the TLS handshake included). To an HTTP/2
     /// backend, what comes back is a lane to its shared connection, opened first if there is
-    /// none ([`crate::http2::H2Backends`]); it speaks HTTP/1.1 like any other.
+    /// none ([`h2::H2Backends`]); it speaks HTTP/1.1 like any other.
     pub async fn connect(
         &self,
         backend: &Backend,
@@ -145,22 +116,6 @@ impl Connector {
             },
             Err(_) => Err(ConnectError::Backend(TrafficFailure::Tls)),
         }
-    }
-}
-
-/// What an I/O error on connect means for the backend (see [`ConnectError::of`] for the
-/// gateway's own errors, told apart first).
-pub fn classify(e: &io::Error) -> TrafficFailure {
-    match e.kind() {
-        io::ErrorKind::ConnectionRefused => TrafficFailure::Refused,
-        io::ErrorKind::TimedOut => TrafficFailure::Timeout,
-        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
-            TrafficFailure::NoRoute
-        }
-        io::ErrorKind::ConnectionReset
-        | io::ErrorKind::ConnectionAborted
-        | io::ErrorKind::BrokenPipe => TrafficFailure::Reset,
-        _ => TrafficFailure::Other,
     }
 }
 

@@ -3,10 +3,10 @@
 //! Each such backend has one h2 connection, shared by every request in flight to it, each a
 //! stream of its own (multiplexed; `SETTINGS_MAX_CONCURRENT_STREAMS` of the backend's is
 //! honoured by waiting for a free stream). The HTTP/1.1 data path does not know: a "connection"
-//! it opens to an h2 backend is a *lane* ([`Connector::connect`](crate::fast::Connector)), an
+//! it opens to an h2 backend is a *lane* ([`Connector::connect`](super::Connector)), an
 //! in-memory pipe whose other end turns each HTTP/1.1 request written into it into a stream of
 //! the shared connection, and the stream's response into the HTTP/1.1 answer read back
-//! ([`super::translate`]). So the same deadlines, failover, hold, rescue and health reports
+//! ([`crate::bridge::translate`]). So the same deadlines, failover, hold, rescue and health reports
 //! apply to h2 backends as to any other, unchanged.
 //!
 //! What a failure looks like from the data path: the shared connection cannot be opened (a
@@ -17,9 +17,9 @@
 //! (RST_STREAM CANCEL). A shared connection that ended is replaced at the next connect; it
 //! closes (GOAWAY) once no lane uses it, so an idle backend holds no connection from holdfast.
 
-use super::translate::{self, BackendRequest, Framed};
-use super::{lock, send_flowed, LANE_BUFFER};
-use crate::fast::upstream::{ConnectError, Io};
+use super::conn::{ConnectError, Io};
+use crate::bridge::translate::{self, BackendRequest, Framed};
+use crate::bridge::{lock, send_flowed, LANE_BUFFER};
 use crate::h1::chunked::{ChunkedScanner, Step};
 use ::h2::client::{ResponseFuture, SendRequest};
 use ::h2::{RecvStream, SendStream};
