@@ -207,6 +207,10 @@ impl ShutdownSignalWatch for Signals {
                     tracing::info!("SIGINT: stopping at once");
                     return ShutdownSignal::FastShutdown;
                 }
+                why = self.listeners.failure() => {
+                    tracing::error!("the listeners could not start ({why}): stopping");
+                    return ShutdownSignal::FastShutdown;
+                }
             }
         }
     }

@@ -116,6 +116,9 @@ pub struct Listeners {
     state: Mutex<State>,
     /// The current set, watched by every worker.
     set: watch::Sender<Arc<Vec<Arc<Entry>>>>,
+    /// Why the listeners could not start (a socket neither handed over nor bound at an
+    /// upgrade): the process then stops in order, and exits with an error.
+    failed: watch::Sender<Option<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -215,6 +218,7 @@ impl Listeners {
                 entries: Vec::new(),
             }),
             set: watch::Sender::new(Arc::new(Vec::new())),
+            failed: watch::Sender::new(None),
         })
     }
 
@@ -234,6 +238,25 @@ impl Listeners {
     }
 
     /// Whether the listeners are accepting (the service has started).
+    /// Resolves with the reason once the listeners could not start.
+    pub async fn failure(&self) -> String {
+        let mut failed = self.failed.subscribe();
+        let why = failed
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|why| why.clone());
+        match why {
+            Some(why) => why,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Why the listeners could not start, if they could not.
+    pub fn failed(&self) -> Option<String> {
+        self.failed.borrow().clone()
+    }
+
     pub fn started(&self) -> bool {
         lock(&self.state).started
     }
@@ -432,8 +455,11 @@ impl Service for ProxyService {
                     initial.bound.push((w.addr, socket));
                 }
                 Err(e) => {
-                    tracing::error!(address = %w.addr, error = %e, "cannot listen; stopping");
-                    std::process::exit(1);
+                    // Told to the signal loop, which stops the process in order.
+                    let why = format!("cannot listen on {}: {e}", w.addr);
+                    tracing::error!("{why}; stopping");
+                    listeners.failed.send_replace(Some(why));
+                    return;
                 }
             }
         }

@@ -60,8 +60,9 @@ pub async fn keep_refreshed(runtime: Arc<ArcSwap<Runtime>>) {
         let metrics = &current.metrics;
         if refresh.file != from_file {
             from_file = refresh.file.clone();
-            if let Some(file) = &refresh.file {
-                take_kept(file);
+            if let Some(file) = refresh.file.clone() {
+                // File work on a blocking thread, off the runtime of the health checks.
+                let _ = tokio::task::spawn_blocking(move || take_kept(&file)).await;
             }
         }
         let fetched = async {
@@ -82,13 +83,16 @@ pub async fn keep_refreshed(runtime: Arc<ArcSwap<Runtime>>) {
                 REFRESHED.store(Arc::new(Ranges::new(nets)));
                 metrics.ranges_refreshed(true);
                 tracing::info!(url = %refresh.url, ranges = REFRESHED.load().len(), before, "Cloudflare's ranges refreshed");
-                if let Some(file) = &refresh.file {
-                    let tmp = file.with_extension("tmp");
-                    let written =
-                        std::fs::write(&tmp, &body).and_then(|()| std::fs::rename(&tmp, file));
-                    if let Err(e) = written {
-                        tracing::warn!(file = %file.display(), error = %e, "cannot keep the refreshed ranges on disk");
-                    }
+                if let Some(file) = refresh.file.clone() {
+                    let kept = tokio::task::spawn_blocking(move || {
+                        let tmp = file.with_extension("tmp");
+                        let written =
+                            std::fs::write(&tmp, &body).and_then(|()| std::fs::rename(&tmp, &file));
+                        if let Err(e) = written {
+                            tracing::warn!(file = %file.display(), error = %e, "cannot keep the refreshed ranges on disk");
+                        }
+                    });
+                    let _ = kept.await;
                 }
             }
             Err(e) => {

@@ -228,14 +228,19 @@ impl Reloader {
     }
 
     async fn apply(&self) -> Result<Reloaded, ReloadError> {
-        let (config, hash) = read(&self.path)?;
+        // Everything that can fail comes first: nothing has changed if it does. Reading the
+        // files, resolving names, loading certificates and binding new addresses block, so they
+        // run on a blocking thread: the runtime they would hold up also runs the health checks.
+        let (path, listeners) = (self.path.clone(), self.listeners.clone());
+        let (config, hash, listening) = tokio::task::spawn_blocking(move || {
+            let (config, hash) = read(&path)?;
+            let listening = listeners.prepare(&config).map_err(ReloadError::Apply)?;
+            Ok::<_, ReloadError>((config, hash, listening))
+        })
+        .await
+        .map_err(|e| ReloadError::Apply(format!("the reload stopped: {e}")))??;
         let running = self.runtime.load_full();
         let needs_restart = restart_needed(&running.config, &config);
-        // Everything that can fail comes first: nothing has changed if it does.
-        let listening = self
-            .listeners
-            .prepare(&config)
-            .map_err(ReloadError::Apply)?;
         let plan = self.health.plan(&config);
         // New backends are probed by every check before the config that has them serves.
         self.health

@@ -237,7 +237,7 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
     );
     let signals = Signals {
         lifecycle,
-        listeners,
+        listeners: listeners.clone(),
         reloader,
         runtime,
         upgrade_sock: files.upgrade_sock,
@@ -247,7 +247,13 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
     server.run(RunArgs {
         shutdown_signal: Box::new(signals),
     });
-    std::process::exit(0)
+    match listeners.failed() {
+        Some(why) => {
+            eprintln!("holdfast: {why}");
+            std::process::exit(1)
+        }
+        None => std::process::exit(0),
+    }
 }
 
 /// The config file as the state file records it: its absolute path.

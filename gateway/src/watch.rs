@@ -81,9 +81,13 @@ pub fn config_files(reloader: Arc<Reloader>) {
     let mut watching: HashSet<PathBuf> = HashSet::new();
     let mut wanted = files(&reloader);
     watch_dirs(&mut watcher, &wanted, &mut watching);
-    let mut seen = fingerprint(&wanted);
-    tracing::info!(files = ?wanted, "watching the config file and the files it names");
     tokio::spawn(async move {
+        // Files are read on a blocking thread: one slow to read (a network file system, a
+        // FIFO) must not hold up the runtime, which also runs the health checks.
+        let Some(mut seen) = blocking(&wanted, fingerprint).await else {
+            return;
+        };
+        tracing::info!(files = ?wanted, "watching the config file and the files it names");
         while rx.recv().await.is_some() {
             // Debounce: wait until DEBOUNCE passes with no further event.
             loop {
@@ -93,7 +97,9 @@ pub fn config_files(reloader: Arc<Reloader>) {
                     Err(_) => break,
                 }
             }
-            let now = fingerprint(&wanted);
+            let Some(now) = blocking(&wanted, fingerprint).await else {
+                continue;
+            };
             if now == seen {
                 continue;
             }
@@ -104,12 +110,25 @@ pub fn config_files(reloader: Arc<Reloader>) {
                 // A reload may name other files (a new certificate path): watch them too.
                 wanted = files(&reloader);
                 watch_dirs(&mut watcher, &wanted, &mut watching);
-                seen = seen_after(&wanted, &before);
+                let Some(after) = blocking(&wanted, move |w| seen_after(w, &before)).await else {
+                    continue;
+                };
+                seen = after;
             }
             // A write while the reload ran has queued its event: it is compared with `seen`
             // on the next round, and reloaded.
         }
     });
+}
+
+/// Runs `f` on `files` on a blocking thread; `None` if it could not run.
+async fn blocking<T, F>(files: &[PathBuf], f: F) -> Option<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&[PathBuf]) -> T + Send + 'static,
+{
+    let files = files.to_vec();
+    tokio::task::spawn_blocking(move || f(&files)).await.ok()
 }
 
 fn watch_dirs<W: Watcher>(watcher: &mut W, files: &[PathBuf], watching: &mut HashSet<PathBuf>) {

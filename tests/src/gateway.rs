@@ -168,6 +168,25 @@ impl Gateway {
     /// `--upgrade`, then SIGQUIT to the first, which hands over its listening sockets and exits
     /// once its requests are done. Returns when the first process has exited.
     pub async fn upgrade(&mut self) {
+        let next = self.hand_over().await;
+        let mut old = std::mem::replace(&mut self.child, next);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while old.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the old process did not exit:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("the new process exited with {status}:\n{}", self.log());
+        }
+    }
+
+    /// Starts the next process with `--upgrade` and, once it waits for the sockets, tells this
+    /// one to hand them over (SIGQUIT); the next process.
+    async fn hand_over(&mut self) -> Child {
         let config = self.scratch.path().join("holdfast.toml");
         let log = std::fs::OpenOptions::new()
             .append(true)
@@ -189,18 +208,23 @@ impl Gateway {
             .status()
             .unwrap();
         assert!(status.success());
-        let mut old = std::mem::replace(&mut self.child, next);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while old.try_wait().unwrap().is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "the old process did not exit:\n{}",
-                self.log()
-            );
+        next
+    }
+
+    /// An upgrade whose new process cannot start its listeners: how it ended (within 15 s),
+    /// and the log.
+    pub async fn failed_upgrade(&mut self) -> (std::process::ExitStatus, String) {
+        let mut next = self.hand_over().await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = next.try_wait().unwrap() {
+                return (status, self.log());
+            }
+            if Instant::now() > deadline {
+                let _ = next.kill();
+                panic!("the new process did not stop:\n{}", self.log());
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("the new process exited with {status}:\n{}", self.log());
         }
     }
 

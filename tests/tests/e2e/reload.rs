@@ -704,3 +704,57 @@ async fn an_edit_during_a_slow_reload_is_applied() {
     )
     .await;
 }
+
+/// Blocking work of a reload (reading the files a config names, resolving names, binding) is
+/// done off the runtime that runs the health checks: while a reload waits on a file that
+/// takes long to read (a FIFO nobody writes yet), the checks keep their interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_keep_their_interval_while_a_reload_waits() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let checks = Arc::new(AtomicUsize::new(0));
+    let counter = checks.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(s);
+        }
+    });
+    let pools = |fallback: &str| {
+        format!(
+            "{fallback}[pools.app.health.tcp]\ninterval = \"100ms\"\ntimeout = \"100ms\"\njitter = \"0s\"\n\
+             [[pools.app.tiers]]\nbackends = [{{ address = \"{addr}\" }}]\n"
+        )
+    };
+    let gw = Gateway::start(&pools("")).await;
+    wait_until(Duration::from_secs(5), "the watcher watches", || {
+        let watching = gw.log().contains("watching the config file");
+        async move { watching }
+    })
+    .await;
+    let fifo = gw.dir().join("slow.html");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo");
+    gw.rewrite(None, &pools("[fallback]\nbody_file = \"slow.html\"\n"));
+    // The reload waits on the FIFO from its first read of it: count the checks meanwhile.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = checks.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let during = checks.load(Ordering::SeqCst) - before;
+    // Let the reload read its file, and the config serve.
+    let writer = std::thread::spawn(move || std::fs::write(&fifo, "<p>back soon</p>"));
+    assert!(
+        during >= 8,
+        "{during} checks in 1.5 s at a 100 ms interval while a reload waited"
+    );
+    wait_until(Duration::from_secs(5), "the reload took", || async {
+        status(&gw).await["config"]["generation"].as_u64() == Some(2)
+    })
+    .await;
+    writer.join().unwrap().unwrap();
+}

@@ -332,3 +332,24 @@ async fn a_second_sigterm_stops_at_once() {
         "the second SIGTERM stops at once"
     );
 }
+
+/// A new process of an upgrade that cannot listen on an address of its config (neither handed
+/// over nor free) stops in order, with an error and exit code 1, instead of exiting from
+/// inside a service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_that_cannot_listen_stops_with_an_error() {
+    let web = holdfast_tests::backend("web").await;
+    let mut gw = Gateway::start(&holdfast_tests::one_backend(web.addr(), "")).await;
+    // An address taken by someone else, added to the config for the next process.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap();
+    let listen = format!(
+        "[listen]\nhttp = [\"{}\", \"{busy}\"]\nadmin = \"{}\"\n",
+        gw.http, gw.admin
+    );
+    gw.rewrite(Some(&listen), &holdfast_tests::one_backend(web.addr(), ""));
+    let (status, log) = gw.failed_upgrade().await;
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains(&format!("cannot listen on {busy}")), "{log}");
+    drop(taken);
+}
