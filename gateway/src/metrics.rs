@@ -28,6 +28,7 @@ pub struct Metrics {
     transitions: IntCounterVec,
     check_duration: HistogramVec,
     connect_failures: IntCounterVec,
+    no_answers: IntCounterVec,
     retryable_answers: IntCounterVec,
     rescued: IntCounterVec,
     retries: IntCounterVec,
@@ -113,13 +114,20 @@ impl PoolMetrics {
 #[derive(Debug, Clone)]
 pub struct BackendMetrics {
     connect_failures: [IntCounter; TrafficFailure::ALL.len()],
+    no_answers: [IntCounter; TrafficFailure::ALL.len()],
     /// Answers with a status the pool retries on.
     pub retryable_answers: IntCounter,
 }
 
 impl BackendMetrics {
+    /// A connection that could not be opened.
     pub fn connect_failure(&self, kind: TrafficFailure) {
         self.connect_failures[kind as usize].inc();
+    }
+
+    /// A request that went out and got no answer.
+    pub fn no_answer(&self, kind: TrafficFailure) {
+        self.no_answers[kind as usize].inc();
     }
 }
 
@@ -167,9 +175,19 @@ impl Metrics {
             connect_failures: IntCounterVec::new(
                 Opts::new(
                     "holdfast_upstream_connect_failures_total",
-                    "Real requests that could not reach a backend, by kind: refused (would-be 521), \
-                     timeout (522), no_route (523), tls (525), reset (520), other \
-                     (bad_status is not counted here: see holdfast_upstream_retryable_answers_total)",
+                    "Connections to a backend that could not be opened for a real request, by \
+                     kind: refused (would-be 521), timeout (522), no_route (523), tls (525), \
+                     reset (520), other",
+                ),
+                &["pool", "backend", "kind"],
+            )?,
+            no_answers: IntCounterVec::new(
+                Opts::new(
+                    "holdfast_upstream_no_answer_total",
+                    "Real requests sent to a backend that gave no answer, by kind: reset (the \
+                     connection broke, would-be 520), timeout (no response head by its deadline), \
+                     bad_response (not HTTP, 520) (answers with a retry_on_status status are \
+                     holdfast_upstream_retryable_answers_total)",
                 ),
                 &["pool", "backend", "kind"],
             )?,
@@ -368,6 +386,7 @@ impl Metrics {
         m.registry.register(Box::new(m.transitions.clone()))?;
         m.registry.register(Box::new(m.check_duration.clone()))?;
         m.registry.register(Box::new(m.connect_failures.clone()))?;
+        m.registry.register(Box::new(m.no_answers.clone()))?;
         m.registry.register(Box::new(m.retryable_answers.clone()))?;
         m.registry.register(Box::new(m.rescued.clone()))?;
         m.registry.register(Box::new(m.retries.clone()))?;
@@ -535,6 +554,10 @@ impl Metrics {
         BackendMetrics {
             connect_failures: TrafficFailure::ALL.map(|kind| {
                 self.connect_failures
+                    .with_label_values(&[pool, backend, kind.as_str()])
+            }),
+            no_answers: TrafficFailure::ALL.map(|kind| {
+                self.no_answers
                     .with_label_values(&[pool, backend, kind.as_str()])
             }),
             retryable_answers: self.retryable_answers.with_label_values(&[pool, backend]),

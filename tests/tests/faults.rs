@@ -403,6 +403,10 @@ async fn failure_classes(gw: &Gateway) -> String {
             "failed",
         ),
         (
+            r#"holdfast_upstream_no_answer_total{backend="primary",kind=""#,
+            "no answer",
+        ),
+        (
             r#"holdfast_upstream_retries_total{pool="app",reason=""#,
             "retried",
         ),

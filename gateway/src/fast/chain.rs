@@ -63,13 +63,14 @@ impl<'r> Chain<'r> {
         if let Some(report) = decision.report {
             self.runtime.health.report(&backend.health, report);
         }
-        if let (Ended::ConnectFailed(kind) | Ended::NoAnswer { failure: kind, .. }, false) =
-            (ended, decision.then == Then::SameBackend)
-        {
-            backend.metrics.connect_failure(kind);
-        }
-        if let Ended::Local(kind) = ended {
-            self.runtime.metrics.local_error(kind, "connect");
+        match ended {
+            Ended::ConnectFailed(kind) => backend.metrics.connect_failure(kind),
+            // A kept connection closed meanwhile, tried again on a fresh one, is no failure.
+            Ended::NoAnswer { failure, .. } if decision.then != Then::SameBackend => {
+                backend.metrics.no_answer(failure)
+            }
+            Ended::Local(kind) => self.runtime.metrics.local_error(kind, "connect"),
+            _ => {}
         }
         decision
     }

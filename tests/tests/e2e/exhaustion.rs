@@ -52,6 +52,12 @@ async fn nobody_blamed(gw: &Gateway) {
     let blamed =
         holdfast_tests::gateway::sum_of(&metrics, "holdfast_upstream_connect_failures_total{");
     assert_eq!(blamed, 0.0, "no failure counted against a backend");
+    let unanswered =
+        holdfast_tests::gateway::sum_of(&metrics, "holdfast_upstream_no_answer_total{");
+    assert_eq!(
+        unanswered, 0.0,
+        "no request counted as unanswered by a backend"
+    );
     let local = holdfast_tests::gateway::sample_value(
         &metrics,
         r#"holdfast_local_errors_total{kind="descriptors"}"#,

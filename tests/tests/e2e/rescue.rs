@@ -120,7 +120,7 @@ async fn response_timeout_sends_a_request_on_only_when_set() {
     assert_eq!(r.headers()["x-backend"], "backup");
     assert!(took < Duration::from_millis(1200), "took {took:?}");
     let timed_out =
-        r#"holdfast_upstream_connect_failures_total{backend="slow",kind="timeout",pool="app"}"#;
+        r#"holdfast_upstream_no_answer_total{backend="slow",kind="timeout",pool="app"}"#;
     assert_eq!(gw.metric(timed_out).await, 1.0);
 }
 
