@@ -125,15 +125,15 @@ impl Drop for FaultBackend {
     }
 }
 
-/// Resident memory of process `pid` in bytes (`VmRSS` of /proc), 0 when it is gone.
+/// Resident memory of process `pid` in bytes (`VmRSS` of /proc); panics when it is gone (a
+/// gateway that died must not read as one using no memory).
 pub fn rss_of(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("the memory of process {pid}: {e}"));
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no VmRSS for process {pid} (exited?)"));
+    kb * 1024
 }
