@@ -212,11 +212,14 @@ impl PoolRuntime {
         self.backends.iter().flatten().any(|b| b.health.is_usable())
     }
 
-    /// The next attempt for a request, or why there is none.
+    /// The next attempt for a request, or why there is none. `coin` draws a number in `0..1`
+    /// for each backend in slow start met on the way (the data path passes `fastrand::f64`;
+    /// tests pass numbers they choose).
     pub fn next_attempt(
         &self,
         attempts: &mut Attempts,
         now: Instant,
+        coin: impl Fn() -> f64,
     ) -> Result<(Slot, AttemptLimits), GiveUp> {
         let picked = attempts.next(&self.timeouts, self.max_attempts, now, |tried| {
             let usable = |slot| {
@@ -230,7 +233,7 @@ impl PoolRuntime {
                     && self
                         .backend(slot)
                         .and_then(|b| b.health.ramp())
-                        .is_none_or(|share| fastrand::f64() < share)
+                        .is_none_or(|share| coin() < share)
             };
             self.selector
                 .next(admitted, tried)
@@ -249,5 +252,74 @@ impl PoolRuntime {
             .iter()
             .flatten()
             .any(|b| b.health.is_usable() && !b.has_room())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use holdfast_health::table::{CheckRecord, NoObserver};
+    use holdfast_health::CheckFailure;
+    use std::time::Duration;
+
+    /// A pool of two equal backends in one tier, `a` back from down 3 s into a 10 s slow start
+    /// (a share of 0.3): the coin decides whether `a` takes the request, and nothing else does.
+    #[tokio::test(start_paused = true)]
+    async fn slow_start_admits_a_recovering_backend_by_the_coin() {
+        let text = r#"
+            [pools.app.health]
+            slow_start = "10s"
+            [pools.app.health.tcp]
+            rise = 1
+            fall = 1
+            [[pools.app.tiers]]
+            backends = [{ name = "a", address = "127.0.0.1:1001" }, { name = "b", address = "127.0.0.1:1002" }]
+        "#;
+        let config = holdfast_config::from_toml_str(text, std::path::Path::new("t.toml")).unwrap();
+        let config = Arc::new(config);
+        let metrics = Metrics::new().unwrap();
+        let health = Arc::new(HealthTable::new(&config, Arc::new(NoObserver)));
+        let pools = health.pools();
+        let (a, b) = (pools[0].tiers[0][0].clone(), pools[0].tiers[0][1].clone());
+        let check = |result| CheckRecord {
+            kind: "tcp",
+            result,
+            at: SystemTime::now(),
+            took: Duration::ZERO,
+        };
+        health.report_check(&b, 0, check(Ok(())));
+        assert!(b.is_usable());
+        health.report_check(&a, 0, check(Err(CheckFailure::Refused)));
+        assert!(!a.is_usable());
+        tokio::time::advance(Duration::from_secs(60)).await; // past any hold-down
+        health.report_check(&a, 0, check(Ok(())));
+        tokio::time::advance(Duration::from_secs(3)).await;
+        let share = a.ramp().expect("ramping");
+        assert!((share - 0.3).abs() < 0.01, "{share}");
+        let version = Version {
+            generation: 1,
+            hash: String::new(),
+        };
+        let runtime = Runtime::new(config, version, health.clone(), pools, metrics, None);
+        let pool = &runtime.pools[0];
+
+        // Which backend each of 8 requests gets with the coin always showing `coin`.
+        let picks = |coin: f64| -> Vec<usize> {
+            (0..8)
+                .map(|_| {
+                    let mut attempts = Attempts::default();
+                    let now = tokio::time::Instant::now().into_std();
+                    let ((_, index), _) = pool.next_attempt(&mut attempts, now, || coin).unwrap();
+                    index
+                })
+                .collect()
+        };
+        // Under its share: `a` takes its round-robin turns as if it were fully back.
+        assert_eq!(picks(0.29).iter().filter(|&&i| i == 0).count(), 4);
+        // Over it: every request goes to `b`.
+        assert_eq!(picks(0.31), vec![1; 8]);
+        // `b` gone: `a` takes everything whatever the coin, rather than no one.
+        health.report_check(&b, 0, check(Err(CheckFailure::Refused)));
+        assert_eq!(picks(0.99), vec![0; 8]);
     }
 }

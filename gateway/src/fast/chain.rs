@@ -90,7 +90,7 @@ impl<'r> Chain<'r> {
     /// The next backend, counted against its cap; `None` when the one picked filled up since
     /// (an attempt all the same); `Err` when none is left.
     fn next(&self, attempts: &mut Attempts) -> Result<Option<Tried<'r>>, GiveUp> {
-        let (slot, limits) = self.pool.next_attempt(attempts, now())?;
+        let (slot, limits) = self.pool.next_attempt(attempts, now(), fastrand::f64)?;
         let backend = self.pool.backend(slot).ok_or(GiveUp::NoBackend)?;
         Ok(backend.enter().map(|ticket| Tried {
             backend,
