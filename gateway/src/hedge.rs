@@ -8,6 +8,21 @@
 //!   abandoned and its connection closed. These cost a second backend the same work, so they
 //!   are budgeted ([`Budget`]): those that turn out wasted (the first answer came first).
 //!
+//! Which answer of a hedged pair is used is [`race_over`] and [`verdict`]'s rule:
+//!
+//! | the first attempt | the copy | used | the other, if it ended without an answer |
+//! |---|---|---|---|
+//! | an answer | any | the first's; the copy's token stays spent | judged for health |
+//! | any but an answer | an answer | the copy's; its token is refunded | judged for health |
+//! | no answer (or pending) | a held 502/503/504 | the copy's held answer (refunded) | judged |
+//! | a held answer | held, no answer or not opened | the first's held answer | judged |
+//! | no answer | no answer or not opened | the first's failure decides | judged |
+//! | pending | no answer or not opened | neither: the first is abandoned as a rescue, the next backend | - |
+//!
+//! The race waits while a side is pending unless the other has an answer to pass on: a held
+//! answer (a 502 waiting for something better) or a failure waits for the other side. A copy
+//! whose connect failed is judged at once, as any failed connect is.
+//!
 //! "Usual" is RFC 6298's retransmission estimate over recent samples ([`Latency`]): the smoothed
 //! time plus four times its smoothed deviation, within the pool's bounds, an outlier counting as
 //! at most twice the estimate. Plain types with
@@ -146,6 +161,62 @@ impl Budget {
     }
 }
 
+/// How one side of a hedged pair stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Its answer has not begun.
+    Pending,
+    /// An answer to pass on.
+    Answer,
+    /// An answer with a status the request holds back (`retry_on_status`).
+    Held,
+    /// Ended without an answer: broken, silent past its deadline, not HTTP, or its backend
+    /// taken out meanwhile.
+    NoAnswer,
+    /// The copy's connect failed (judged when it failed).
+    Unopened,
+}
+
+/// Which side's result is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Used {
+    First,
+    /// The copy won: its hedge token is given back ([`Budget::refund`]).
+    Copy,
+    /// The first attempt, still pending, is abandoned (a rescue): the next backend.
+    Neither,
+}
+
+/// The outcome of a race.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub used: Used,
+    /// The side not used ended without an answer: its backend's health hears of it.
+    pub judge_other: bool,
+}
+
+/// Whether the race is decided: a side has an answer to pass on, or neither is pending.
+pub fn race_over(first: Side, copy: Side) -> bool {
+    first == Side::Answer
+        || copy == Side::Answer
+        || (first != Side::Pending && copy != Side::Pending)
+}
+
+/// Which side's result is used once the race is over (see the module's table).
+pub fn verdict(first: Side, copy: Side) -> Verdict {
+    use Side::*;
+    let (used, other) = match (first, copy) {
+        (Answer, _) => (Used::First, copy),
+        (_, Answer) | (NoAnswer | Pending, Held) => (Used::Copy, first),
+        (Pending, _) => (Used::Neither, Pending),
+        _ => (Used::First, copy),
+    };
+    Verdict {
+        used,
+        judge_other: other == NoAnswer,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,5 +306,48 @@ mod tests {
         let off = Budget::new(0, 4);
         off.earn();
         assert!(!off.spend());
+    }
+
+    /// The module's table, every pair of sides.
+    #[test]
+    fn which_answer_of_a_hedged_pair_is_used() {
+        use Side::*;
+        use Used::*;
+        let judged = |used| Verdict {
+            used,
+            judge_other: true,
+        };
+        let alone = |used| Verdict {
+            used,
+            judge_other: false,
+        };
+        // (first, copy) -> over?, verdict once over
+        let cases = [
+            ((Answer, Pending), true, alone(First)),
+            ((Answer, Held), true, alone(First)),
+            ((Answer, NoAnswer), true, judged(First)),
+            ((Answer, Unopened), true, alone(First)),
+            ((Pending, Answer), true, alone(Copy)),
+            ((Held, Answer), true, alone(Copy)),
+            ((NoAnswer, Answer), true, judged(Copy)),
+            // A held answer waits for the other side.
+            ((Held, Pending), false, alone(First)),
+            ((Pending, Held), false, alone(Copy)),
+            ((Held, Held), true, alone(First)),
+            ((Held, NoAnswer), true, judged(First)),
+            ((Held, Unopened), true, alone(First)),
+            ((NoAnswer, Held), true, judged(Copy)),
+            // A failure waits for the other side too.
+            ((NoAnswer, Pending), false, alone(First)),
+            ((Pending, NoAnswer), false, alone(Neither)),
+            ((Pending, Unopened), false, alone(Neither)),
+            ((NoAnswer, NoAnswer), true, judged(First)),
+            ((NoAnswer, Unopened), true, alone(First)),
+            ((Pending, Pending), false, alone(Neither)),
+        ];
+        for ((first, copy), over, want) in cases {
+            assert_eq!(race_over(first, copy), over, "{first:?} {copy:?}");
+            assert_eq!(verdict(first, copy), want, "{first:?} {copy:?}");
+        }
     }
 }

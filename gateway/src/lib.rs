@@ -13,6 +13,7 @@
 //! [`server`] assembles the process; [`demo`] runs it with built-in backends.
 
 pub mod admin;
+pub mod answer;
 pub mod attempts;
 pub(crate) mod bridge;
 pub mod cap;

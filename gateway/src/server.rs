@@ -108,7 +108,11 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
     // SIGHUP must never stop the process: from now on it is handled (the reload itself is
     // wired up once the services run).
     ignore_hangup_until_handled();
+    // What the watcher takes as seen: the files as they were before they were read, so that a
+    // write between this load and the watcher's start is applied, not taken as seen.
+    let config_before = crate::watch::Loaded::before(&path);
     let (config, hash) = reload::read(&path).map_err(StartError::Config)?;
+    let loaded = config_before.and_named(&config);
     let files = run_files(&path, &options)?;
     let config_key = config_key(&path);
     let fd_limit = raise_fd_limit();
@@ -219,6 +223,7 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
             reloader: reloader.clone(),
             listeners: listeners.clone(),
             runtime: runtime.clone(),
+            loaded: Mutex::new(Some(loaded)),
             upgraded: options
                 .upgrade
                 .then(|| crate::lifecycle::ready_file(&files.upgrade_sock)),
@@ -381,6 +386,8 @@ struct Background {
     reloader: Arc<Reloader>,
     listeners: Arc<Listeners>,
     runtime: Arc<ArcSwap<Runtime>>,
+    /// What the files held when the running config was read, for the watcher (taken once).
+    loaded: Mutex<Option<crate::watch::Loaded>>,
     /// On an upgrade, the file that tells the previous process this one accepts.
     upgraded: Option<PathBuf>,
 }
@@ -392,7 +399,13 @@ impl BackgroundService for Background {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .start();
-        crate::watch::config_files(self.reloader.clone());
+        let loaded = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+            .unwrap_or_default();
+        crate::watch::config_files(self.reloader.clone(), loaded);
         tokio::spawn(crate::refresh::keep_refreshed(self.runtime.clone()));
         // Ready once the listeners have their sockets and every worker accepts.
         while !self.listeners.started() || !self.listeners.workers_answer().await {

@@ -43,6 +43,29 @@ fn print(file: &Path) -> Print {
     std::fs::read(file).ok().map(|b| openssl::sha::sha256(&b))
 }
 
+/// What the files held when a config was read: taken before they were read, so that a write
+/// after this point is a change the watcher applies (at worst a write just before is reloaded
+/// once more, which changes nothing).
+#[derive(Debug, Default)]
+pub struct Loaded(Vec<(PathBuf, Print)>);
+
+impl Loaded {
+    /// The config file at `path`, before it is read.
+    pub fn before(path: &Path) -> Self {
+        Loaded(vec![(path.to_path_buf(), print(path))])
+    }
+
+    /// With the files `config` names, before they are read (certificates are read after the
+    /// config is; a fallback body as it is, a moment before this).
+    pub fn and_named(mut self, config: &holdfast_config::Config) -> Self {
+        self.0.extend(config.files().into_iter().map(|f| {
+            let p = print(&f);
+            (f, p)
+        }));
+        self
+    }
+}
+
 /// What is taken as seen after a reload that took: for each file it depends on now, what it
 /// held just before the reload read it (`before`, by the files of then), or, for a file the new
 /// config names for the first time, what it holds now. Never what the files hold after the
@@ -63,8 +86,9 @@ fn directory(file: &Path) -> Option<PathBuf> {
     std::fs::canonicalize(dir.unwrap_or(Path::new("."))).ok()
 }
 
-/// Starts watching, on the current runtime, until it shuts down.
-pub fn config_files(reloader: Arc<Reloader>) {
+/// Starts watching, on the current runtime, until it shuts down. `loaded`: what the files held
+/// when the running config was read; anything else found when the watch starts is a change.
+pub fn config_files(reloader: Arc<Reloader>, loaded: Loaded) {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let handler = move |event: notify::Result<notify::Event>| {
         if event.is_ok_and(|e| is_change(&e.kind)) {
@@ -84,11 +108,19 @@ pub fn config_files(reloader: Arc<Reloader>) {
     tokio::spawn(async move {
         // Files are read on a blocking thread: one slow to read (a network file system, a
         // FIFO) must not hold up the runtime, which also runs the health checks.
-        let Some(mut seen) = blocking(&wanted, fingerprint).await else {
+        let Some(mut seen) = blocking(&wanted, move |w| seen_after(w, &loaded.0)).await else {
             return;
         };
         tracing::info!(files = ?wanted, "watching the config file and the files it names");
-        while rx.recv().await.is_some() {
+        // A change between the load and now: as if its event had come.
+        let changed = blocking(&wanted, fingerprint)
+            .await
+            .is_some_and(|now| now != seen);
+        let mut first = changed.then_some(());
+        while let Some(()) = match first.take() {
+            Some(()) => Some(()),
+            None => rx.recv().await,
+        } {
             // Debounce: wait until DEBOUNCE passes with no further event.
             loop {
                 match tokio::time::timeout(DEBOUNCE, rx.recv()).await {

@@ -125,7 +125,24 @@ impl Gateway {
         Self::launch("", pools, true, &[]).await
     }
 
+    /// Like [`start_with_https`](Self::start_with_https), returning as soon as the process is
+    /// started (call [`ready`](Self::ready) to wait for its listeners).
+    pub async fn starting_with_https(pools: &str) -> Gateway {
+        Self::spawn_gateway("", pools, true, &[])
+    }
+
+    /// Waits until the admin and visitor listeners answer; panics if the process exits first.
+    pub async fn ready(&mut self) {
+        self.wait_ready().await;
+    }
+
     async fn launch(listen: &str, pools: &str, with_https: bool, env: &[(&str, &str)]) -> Gateway {
+        let mut gateway = Self::spawn_gateway(listen, pools, with_https, env);
+        gateway.wait_ready().await;
+        gateway
+    }
+
+    fn spawn_gateway(listen: &str, pools: &str, with_https: bool, env: &[(&str, &str)]) -> Gateway {
         let http = free_loopback();
         let admin = free_loopback();
         let scratch = Scratch::new();
@@ -151,7 +168,7 @@ impl Gateway {
         let config = scratch.write("holdfast.toml", &text);
         let log = std::fs::File::create(scratch.path().join("holdfast.log")).unwrap();
         let child = spawn(scratch.path(), &config, log, false, env);
-        let mut gateway = Gateway {
+        Gateway {
             child,
             adopted: None,
             listen_text,
@@ -159,9 +176,7 @@ impl Gateway {
             https,
             admin,
             scratch,
-        };
-        gateway.wait_ready().await;
-        gateway
+        }
     }
 
     /// A graceful binary upgrade, as an operator does it: a second process started with

@@ -7,12 +7,14 @@
 use super::body::{self, Body};
 use super::exchange::{self, Forwarded, Leave, Outgoing};
 use super::upstream::{ConnectError, Connector, Io};
-use super::{now, still_open, Exchange, Pinned, Visitor, VisitorIo, VISITOR_WRITE_TIMEOUT};
+use super::{now, still_open, Pinned, Visitor, VisitorIo, VISITOR_WRITE_TIMEOUT};
+use crate::answer::Exchange;
 use crate::attempts::{AttemptLimits, Attempts, GiveUp, RetryCause};
 use crate::cap::Ticket;
 use crate::failover::{Decision, Ended, Failover, RequestBody, Then};
 use crate::h1::request::Head;
 use crate::h1::response::ResponseHead;
+use crate::hedge::{self, Side, Used};
 use crate::metrics::{HedgeKind, HedgeResult, Metrics};
 use crate::runtime::{BackendRuntime, PoolRuntime, Runtime};
 use bytes::{Bytes, BytesMut};
@@ -40,7 +42,8 @@ struct Tried<'r> {
 type Waited = Result<ResponseHead, Forwarded>;
 
 /// How the wait for an answer went: no copy was sent, or the race between the first attempt
-/// and a copy on `second`, with what each came to (the first's `None` when the copy won first).
+/// and a copy on `second`, with what each came to (`None` while pending; the copy's
+/// `Some(None)` when its connect failed).
 /// A value on the stack of one request for a moment: its size does not matter.
 #[allow(clippy::large_enum_variant)]
 enum Race<'r> {
@@ -48,7 +51,7 @@ enum Race<'r> {
     Hedged {
         first: Option<Waited>,
         second: Tried<'r>,
-        other: Option<(Pinned, Waited)>,
+        other: Option<Option<(Pinned, Waited)>>,
     },
 }
 
@@ -156,6 +159,29 @@ fn report_connect_failure(
     match failed {
         ConnectError::Backend(kind) => backend.metrics.connect_failure(kind),
         ConnectError::Local(kind) => metrics.local_error(kind, "connect"),
+    }
+}
+
+/// How a side of a hedged pair stands, once it waited.
+fn side(waited: &Waited, hold: &[u16]) -> Side {
+    match waited {
+        Ok(answer) if hold.contains(&answer.status) => Side::Held,
+        Ok(_) => Side::Answer,
+        Err(_) => Side::NoAnswer,
+    }
+}
+
+/// The first attempt's side, pending until it waited.
+fn first_side(first: &Option<Waited>, hold: &[u16]) -> Side {
+    first.as_ref().map_or(Side::Pending, |w| side(w, hold))
+}
+
+/// The copy's side: pending, not opened, or as it waited.
+fn copy_side(copy: &Option<Option<(Pinned, Waited)>>, hold: &[u16]) -> Side {
+    match copy {
+        None => Side::Pending,
+        Some(None) => Side::Unopened,
+        Some(Some((_, waited))) => side(waited, hold),
     }
 }
 
@@ -295,7 +321,9 @@ impl<S: VisitorIo> Visitor<'_, S> {
             return Err(why);
         };
         let idle = pool.timeouts.tunnel_idle;
-        let forwarded = self.relay(&mut up, head, answer, limits, idle, true).await;
+        let forwarded = self
+            .relay(&mut up, head, answer, limits, (&[], idle), true)
+            .await;
         match forwarded {
             Forwarded::Done {
                 exchange, status, ..
@@ -468,7 +496,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
         let delay = tried.backend.head_latency.hedge_after(min, max);
         let head_request = head.head_method;
         let limits = tried.limits;
-        let passes = |w: &Waited| matches!(w, Ok(a) if !leave.hold.contains(&a.status));
+        let hold = leave.hold;
         // The race, its futures on the stack: what each side came to, once it is decided.
         let race = 'race: {
             // Until the hedge is due, one wait (one timer) for the answer or the hedge.
@@ -526,39 +554,28 @@ impl<S: VisitorIo> Visitor<'_, S> {
                 };
                 Ok::<_, ConnectError>((up, waited))
             });
-            // A side's head ends the race, unless it is one to hold back; a side that fails (or
-            // gives one to hold back) waits for the other.
+            // The race runs until [`hedge::race_over`] says it is decided.
             let mut first: Option<Waited> = None;
             let mut other: Option<Option<(Pinned, Waited)>> = None;
             loop {
                 tokio::select! {
-                    done = &mut waiting, if first.is_none() => {
-                        let good = passes(&done);
-                        first = Some(done);
-                        if good || other.is_some() {
-                            break;
+                    done = &mut waiting, if first.is_none() => first = Some(done),
+                    done = &mut copy, if other.is_none() => other = Some(match done {
+                        Ok(copied) => Some(copied),
+                        Err(failed) => {
+                            chain.judge(second.backend, failed.into());
+                            None
                         }
-                    }
-                    done = &mut copy, if other.is_none() => {
-                        let copied = match done {
-                            Ok(copied) => Some(copied),
-                            Err(failed) => {
-                                chain.judge(second.backend, failed.into());
-                                None
-                            }
-                        };
-                        let good = copied.as_ref().is_some_and(|(_, w)| passes(w));
-                        other = Some(copied);
-                        if good || first.is_some() {
-                            break;
-                        }
-                    }
+                    }),
+                }
+                if hedge::race_over(first_side(&first, hold), copy_side(&other, hold)) {
+                    break;
                 }
             }
             Race::Hedged {
                 first,
                 second,
-                other: other.flatten(),
+                other,
             }
         };
         // Whichever side is not used was dropped with the race, its connection closed.
@@ -570,39 +587,26 @@ impl<S: VisitorIo> Visitor<'_, S> {
                 other,
             } => (first, second, other),
         };
-        let first_passes = first.as_ref().is_some_and(passes);
-        match (first, other) {
-            (Some(waited), copy) if first_passes => {
+        let verdict = hedge::verdict(first_side(&first, hold), copy_side(&other, hold));
+        match (verdict.used, first, other.flatten()) {
+            (Used::First, Some(waited), copy) => {
                 metrics.hedge(HedgeKind::Response, HedgeResult::Lost);
-                if let Some((_, Err(not_answered))) = &copy {
+                if let (true, Some((_, Err(not_answered)))) = (verdict.judge_other, &copy) {
                     chain.judge(second.backend, ended(not_answered, false));
                 }
                 self.settle(chain, tried, up, reused, head, waited).await
             }
-            // The copy's answer: it passes, or it is held while the first gave none.
-            (first, Some((copy_up, waited)))
-                if passes(&waited)
-                    || (waited.is_ok() && !first.as_ref().is_some_and(Result::is_ok)) =>
-            {
+            (Used::Copy, first, Some((copy_up, waited))) => {
                 metrics.hedge(HedgeKind::Response, HedgeResult::Won);
                 chain.pool.hedge_budget.refund();
-                if let Some(Err(not_answered)) = &first {
+                if let (true, Some(Err(not_answered))) = (verdict.judge_other, &first) {
                     chain.judge(tried.backend, ended(not_answered, reused));
                 }
                 self.settle(chain, second, copy_up, false, head, waited)
                     .await
             }
-            // Neither passes: the first attempt's result counts, the copy's is judged.
-            (Some(waited), copy) => {
-                metrics.hedge(HedgeKind::Response, HedgeResult::Lost);
-                if let Some((_, Err(not_answered))) = &copy {
-                    chain.judge(second.backend, ended(not_answered, false));
-                }
-                self.settle(chain, tried, up, reused, head, waited).await
-            }
-            // Not reached (the race ends without the first's result only when the copy's
-            // passes): the first attempt was abandoned, which is no failure of its backend.
-            (None, _) => (tried, Ended::Rescued, None),
+            // The first attempt was abandoned, which is no failure of its backend.
+            _ => (tried, Ended::Rescued, None),
         }
     }
 
@@ -620,7 +624,8 @@ impl<S: VisitorIo> Visitor<'_, S> {
         let forwarded = match waited {
             Ok(answer) => {
                 let leave = chain.leave(tried.backend);
-                self.finish(&mut up, head, answer, tried.limits, leave, true)
+                let then = (leave.hold, leave.tunnel_idle);
+                self.relay(&mut up, head, answer, tried.limits, then, true)
                     .await
             }
             Err(not_answered) => not_answered,

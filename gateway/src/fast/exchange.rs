@@ -9,7 +9,8 @@
 
 use super::body::{self, Body, BodyError};
 use super::upstream::{Detached, Io};
-use super::{now, tunnel, Exchange, Pinned, Visitor, VisitorIo, VISITOR_WRITE_TIMEOUT};
+use super::{now, tunnel, Pinned, Visitor, VisitorIo, VISITOR_WRITE_TIMEOUT};
+use crate::answer::{self, Answer, Asked, Exchange};
 use crate::attempts::AttemptLimits;
 use crate::h1::request::{Head, Refusal};
 use crate::h1::response::{self, BodyFraming, ResponseHead};
@@ -122,7 +123,8 @@ impl<S: VisitorIo> Visitor<'_, S> {
             Ok(answer) => answer,
             Err(not_answered) => return not_answered,
         };
-        self.finish(up, head, answer, limits, leave, sent.body_whole)
+        let then = (leave.hold, leave.tunnel_idle);
+        self.relay(up, head, answer, limits, then, sent.body_whole)
             .await
     }
 
@@ -170,24 +172,6 @@ impl<S: VisitorIo> Visitor<'_, S> {
         })
     }
 
-    /// What follows an answer's head: held back when its status says so (the request body
-    /// whole), else relayed.
-    pub(super) async fn finish(
-        &mut self,
-        up: &mut Pinned,
-        head: &Head,
-        answer: ResponseHead,
-        limits: AttemptLimits,
-        leave: Leave<'_>,
-        body_whole: bool,
-    ) -> Forwarded {
-        if body_whole && leave.hold.contains(&answer.status) {
-            return Forwarded::Held(answer);
-        }
-        self.relay(up, head, answer, limits, leave.tunnel_idle, body_whole)
-            .await
-    }
-
     /// Streams a request body from the visitor to `up` while watching `up` for its answer: an
     /// answer that comes first (a backend refusing a large upload with 413 and closing) ends
     /// the sending and is the backend's answer, not its failure.
@@ -226,42 +210,46 @@ impl<S: VisitorIo> Visitor<'_, S> {
         sent
     }
 
-    /// Passes an answer whose head was read from `up` on to the visitor, body included; a
-    /// `101` to a request that asked to upgrade opens the tunnel. `body_whole`: the visitor's
-    /// request body was read to its end (if not, the connection closes after the answer).
+    /// Passes an answer whose head was read from `up` on to the visitor, body included, unless
+    /// [`answer::answer`] says to hold it (a status in `hold`) or that it is none; a `101`
+    /// to a request that asked to upgrade opens the tunnel. `body_whole`: the visitor's request
+    /// body was read to its end (if not, the connection closes after the answer).
     pub(super) async fn relay(
         &mut self,
         up: &mut Pinned,
         head: &Head,
         answer: ResponseHead,
         limits: AttemptLimits,
-        tunnel_idle: Duration,
+        (hold, tunnel_idle): (&[u16], Duration),
         body_whole: bool,
     ) -> Forwarded {
-        let upgrade = answer.status == 101;
-        if upgrade && !head.upgrade {
-            // A switch of protocols nobody asked for: not an answer that can be passed on.
-            return Forwarded::NoAnswer {
-                body_sent: true,
-                failure: TrafficFailure::BadResponse,
-            };
-        }
+        let asked = Asked {
+            keep_alive: head.keep_alive,
+            upgrade: head.upgrade,
+            body_whole,
+            closing: *self.shutdown.borrow(),
+        };
         let until_close = answer.framing == BodyFraming::UntilClose;
-        let keep_open =
-            head.keep_alive && body_whole && !until_close && !upgrade && !*self.shutdown.borrow();
+        let not_http = Forwarded::NoAnswer {
+            body_sent: true,
+            failure: TrafficFailure::BadResponse,
+        };
+        let keep_open = match answer::answer(answer.status, until_close, hold, asked) {
+            Answer::Hold => return Forwarded::Held(answer),
+            Answer::Refuse => return not_http,
+            Answer::Tunnel => false,
+            Answer::Relay { keep_open } => keep_open,
+        };
         if !rewrite::response_head(
             &up.buf[..answer.len],
             keep_open,
             head.http11,
             &mut self.scratch,
         ) {
-            return Forwarded::NoAnswer {
-                body_sent: true,
-                failure: TrafficFailure::BadResponse,
-            };
+            return not_http;
         }
         up.buf.advance(answer.len);
-        if upgrade {
+        if answer.status == 101 {
             let _ = body::send(&mut self.stream, &self.scratch, VISITOR_WRITE_TIMEOUT).await;
             let _ = body::send(&mut self.stream, &up.buf, VISITOR_WRITE_TIMEOUT).await;
             let _ = body::flush(&mut self.stream, VISITOR_WRITE_TIMEOUT).await;
@@ -289,18 +277,17 @@ impl<S: VisitorIo> Visitor<'_, S> {
             limits.read,
             VISITOR_WRITE_TIMEOUT,
         )
-        .await;
+        .await
+        .is_ok();
         Forwarded::Done {
-            exchange: match (streamed, keep_open, body_whole) {
-                (Ok(()), true, _) => Exchange::KeepOpen,
-                // The rest of the visitor's body is still coming: read it away before closing,
-                // or the close would reset the connection before the answer is read.
-                (Ok(()), false, false) => Exchange::Linger,
-                _ => Exchange::Close,
-            },
+            exchange: answer::after(streamed, keep_open, body_whole),
             status: answer.status,
-            // Anything left over after the body means the backend said more than it framed.
-            reusable: streamed.is_ok() && answer.reusable && up.buf.is_empty() && body_whole,
+            reusable: answer::backend_reusable(
+                streamed,
+                answer.reusable,
+                !up.buf.is_empty(),
+                body_whole,
+            ),
         }
     }
 }
@@ -359,10 +346,7 @@ pub(super) async fn await_answer_until(
     sent: Instant,
     pause: Option<Instant>,
 ) -> Awaited {
-    let mut until = limits.deadline.min(sent + limits.read);
-    if let (Some(_), Some(response)) = (leave.rescue, leave.response) {
-        until = until.min(sent + response);
-    }
+    let until = answer::head_deadline(sent, &limits, leave.response, leave.rescue.is_some());
     let stop = pause.map_or(until, |p| p.min(until));
     let no_answer = |failure| Awaited::Over(Forwarded::NoAnswer { body_sent, failure });
     let mut interim = 0;

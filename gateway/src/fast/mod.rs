@@ -27,6 +27,7 @@ pub(crate) mod upstream;
 
 pub use upstream::Connector;
 
+use crate::answer::{self, Asked, Exchange};
 use crate::attempts::GiveUp;
 use crate::cap::Cap;
 use crate::h1;
@@ -198,18 +199,6 @@ struct Visitor<'a, S> {
     /// the answer.
     body_read: bool,
     shutdown: ShutdownWatch,
-}
-
-/// What became of one request.
-enum Exchange {
-    /// Answered; the visitor's connection may carry another request.
-    KeepOpen,
-    /// Answered (or failed past answering); close the connection.
-    Close,
-    /// Answered before the visitor's body was read whole: read the rest away (for a while),
-    /// then close, so that the close does not reset the connection before the visitor has
-    /// read the answer.
-    Linger,
 }
 
 impl<S: VisitorIo> Visitor<'_, S> {
@@ -386,8 +375,14 @@ impl<S: VisitorIo> Visitor<'_, S> {
     ) -> Exchange {
         let answer = &runtime.fallback;
         // A request body not read past would be taken for the next request: close instead.
-        let body_left = head.framing != Framing::Empty && !self.body_read;
-        let keep_open = head.keep_alive && !body_left && !*self.shutdown.borrow();
+        let body_whole = head.framing == Framing::Empty || self.body_read;
+        let asked = Asked {
+            keep_alive: head.keep_alive,
+            upgrade: false,
+            body_whole,
+            closing: *self.shutdown.borrow(),
+        };
+        let keep_open = answer::keep_open(asked, false);
         let out = &mut self.scratch;
         out.clear();
         out.extend_from_slice(answer.head(keep_open));
@@ -400,13 +395,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
         }
         let sent = body::send(&mut self.stream, &self.scratch, VISITOR_WRITE_TIMEOUT).await;
         let flushed = body::flush(&mut self.stream, VISITOR_WRITE_TIMEOUT).await;
-        match (sent, flushed, keep_open) {
-            (Ok(()), Ok(()), true) => Exchange::KeepOpen,
-            // The body may still be coming: read it away, so that the close does not reset
-            // the connection before the visitor read the answer.
-            (Ok(()), Ok(()), false) if body_left => Exchange::Linger,
-            _ => Exchange::Close,
-        }
+        answer::after(sent.is_ok() && flushed.is_ok(), keep_open, body_whole)
     }
 
     async fn refuse_close(&mut self, refusal: Refusal) -> Exchange {

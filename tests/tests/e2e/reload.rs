@@ -5,7 +5,7 @@
 
 use holdfast_tests::gateway::sample_value;
 use holdfast_tests::ports::free_loopback;
-use holdfast_tests::{backend, wait_until, Gateway, Load};
+use holdfast_tests::{backend, scripted_backend, wait_until, Gateway, Load};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -569,6 +569,45 @@ async fn a_renewed_certificate_is_presented_without_a_signal() {
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// An edit made while the gateway starts (its config read, its start-up probe still waiting
+/// on a slow health check, its watcher not yet started) is applied: the watcher takes as seen
+/// what the load read, not what is on disk when it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_while_starting_is_applied() {
+    let web = scripted_backend("web", |head| {
+        let check = head.starts_with(b"GET /slow-check ");
+        Some(Duration::from_millis(if check { 1500 } else { 0 }))
+    });
+    let pools = format!(
+        "[pools.app.health.http]\npath = \"/slow-check\"\ninterval = \"5s\"\ntimeout = \"3s\"\n[[pools.app.tiers]]\nbackends = [{{ address = \"{}\" }}]\n",
+        web.await
+    );
+    let mut gw = Gateway::starting_with_https(&pools).await;
+    wait_until(Duration::from_secs(10), "the config is read", || async {
+        gw.log().contains("open-file limit")
+    })
+    .await;
+    let edited = format!("{pools}\n[fallback]\nretry_after = \"7s\"\n");
+    gw.rewrite(None, &edited);
+    assert!(
+        !gw.log().contains("watching the config file"),
+        "the edit came before the watcher started:\n{}",
+        gw.log()
+    );
+    gw.ready().await;
+    let on_disk = std::fs::read(gw.config_path()).unwrap();
+    let hash: String = openssl::sha::sha256(&on_disk)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    wait_until(
+        Duration::from_secs(5),
+        "the config edited during the start runs",
+        || async { status(&gw).await["config"]["hash"] == hash.as_str() },
+    )
+    .await;
 }
 
 /// Caps change live: `listen.max_connections` lowered sheds the next connection at once,
