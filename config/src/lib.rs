@@ -36,5 +36,6 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 pub fn from_toml_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     let raw = file::parse(text).map_err(|p| ConfigError::new(origin, vec![p]))?;
     let base_dir = origin.parent().unwrap_or_else(|| Path::new("."));
-    validate::validate(raw, base_dir).map_err(|problems| ConfigError::new(origin, problems))
+    let found = validate::gather(&raw, base_dir);
+    validate::validate(raw, base_dir, &found).map_err(|problems| ConfigError::new(origin, problems))
 }
