@@ -1,0 +1,195 @@
+//! The workers: each thread runs its own single-threaded runtime, accepts on every listener of
+//! the set, and serves what it accepted (after the TLS handshake on an HTTPS listener, by
+//! ALPN as HTTP/1.1 or h2) on that thread for the connection's whole life.
+
+use super::pulls::{self, Handshake};
+use super::set::{Entry, Listeners, Shared};
+use crate::fast::FastPath;
+use crate::trust::Ranges;
+use holdfast_health::LocalError;
+use openssl::ssl::Ssl;
+use openssl::x509::X509VerifyResult;
+use pingora::server::ShutdownWatch;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_openssl::SslStream;
+
+/// A visitor that has not finished its TLS handshake after this long is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After an error on accept that means "out of descriptors or memory", how long to wait before
+/// accepting again (rather than spinning on the same error).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// One worker thread: its own runtime, accepting on every listener, following the set as
+/// reloads change it.
+pub(super) fn worker(
+    runtime: tokio::runtime::Runtime,
+    listeners: Arc<Listeners>,
+    mut set: watch::Receiver<Arc<Vec<Arc<Entry>>>>,
+) {
+    runtime.block_on(async move {
+        let mut accepting: Vec<Arc<Entry>> = Vec::new();
+        loop {
+            let current = set.borrow_and_update().clone();
+            accepting.retain(|e| current.iter().any(|c| Arc::ptr_eq(c, e)));
+            for entry in current.iter() {
+                if accepting.iter().any(|e| Arc::ptr_eq(e, entry)) {
+                    continue;
+                }
+                let listener = entry
+                    .socket
+                    .try_clone()
+                    .and_then(|s| s.set_nonblocking(true).map(|()| s))
+                    .and_then(tokio::net::TcpListener::from_std);
+                match listener {
+                    Ok(listener) => {
+                        tokio::spawn(accept(listener, entry.clone(), listeners.clone()));
+                        accepting.push(entry.clone());
+                    }
+                    Err(e) => {
+                        tracing::error!(address = %entry.addr, error = %e, "cannot accept on a listening socket")
+                    }
+                }
+            }
+            if set.changed().await.is_err() {
+                break;
+            }
+        }
+        // Connections already accepted go on after accepting stops, until the process exits.
+        std::future::pending::<()>().await;
+    });
+}
+
+/// Accepts connections until the process stops accepting or a reload removes the address;
+/// each is served on this thread.
+async fn accept(listener: tokio::net::TcpListener, entry: Arc<Entry>, listeners: Arc<Listeners>) {
+    let mut stop = listeners.stop.clone();
+    let mut removed = entry.removed.subscribe();
+    loop {
+        if *stop.borrow_and_update() || *removed.borrow_and_update() {
+            return;
+        }
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            changed = stop.changed() => match changed {
+                Ok(()) => continue,
+                Err(_) => return,
+            },
+            changed = removed.changed() => match changed {
+                Ok(()) => continue,
+                Err(_) => return,
+            },
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let shared = entry.shared.load_full();
+                let admitted = |except: &Ranges| {
+                    listeners.app.snapshot().trust.trusts(peer.ip()) || except.contains(peer.ip())
+                };
+                if shared.trusted_only.as_deref().is_some_and(|e| !admitted(e)) {
+                    // Closed before a byte is read (and before TLS).
+                    drop(tcp);
+                    listeners.app.snapshot().metrics.rejected("untrusted");
+                    continue;
+                }
+                let _ = tcp.set_nodelay(true);
+                let (all, over_all) = listeners.limit.take();
+                let (mine, over_mine) = match &shared.connections {
+                    Some(cap) => {
+                        let (ticket, over) = cap.take();
+                        (Some(ticket), over)
+                    }
+                    None => (None, false),
+                };
+                let over = over_all || over_mine;
+                let (app, stop) = (listeners.app.clone(), listeners.stop.clone());
+                tokio::spawn(async move {
+                    connection(&app, tcp, peer.ip(), shared, over, &stop).await;
+                    drop((all, mine));
+                });
+                // Let the other workers take their share of a burst of new connections.
+                tokio::task::yield_now().await;
+            }
+            // Out of descriptors or memory: the connection waits in the kernel's queue until
+            // some close, rather than this loop spinning. Any other error: the peer gave up
+            // before it was accepted.
+            Err(e) => {
+                if let Some(kind) = LocalError::of(&e) {
+                    listeners.app.snapshot().metrics.local_error(kind, "accept");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            }
+        }
+    }
+}
+
+/// Serves one visitor connection, after its TLS handshake on an HTTPS listener; one `over`
+/// the cap gets the fallback answer and is closed.
+async fn connection(
+    app: &Arc<FastPath>,
+    tcp: tokio::net::TcpStream,
+    client: IpAddr,
+    shared: Arc<Shared>,
+    over: bool,
+    shutdown: &ShutdownWatch,
+) {
+    let in_flight = shared.in_flight.clone();
+    let Some(acceptor) = &shared.tls else {
+        return match over {
+            true => app.shed(tcp).await,
+            false => app.serve(tcp, client, "http", in_flight, shutdown).await,
+        };
+    };
+    let Ok(mut stream) = Ssl::new(acceptor.context()).and_then(|ssl| SslStream::new(ssl, tcp))
+    else {
+        return;
+    };
+    let handshake =
+        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, Pin::new(&mut stream).accept()).await;
+    // Authenticated Origin Pulls: what the client's certificate was worth.
+    if let Some(mode) = shared.pulls {
+        let reasons: Vec<&str> = match &handshake {
+            Ok(Err(e)) => e
+                .ssl_error()
+                .into_iter()
+                .flat_map(|stack| stack.errors())
+                .filter_map(|e| e.reason())
+                .collect(),
+            _ => Vec::new(),
+        };
+        let verified = stream.ssl().verify_result();
+        let seen = match &handshake {
+            Ok(Ok(())) => Handshake::Done {
+                certificate: stream.ssl().peer_certificate().is_some(),
+                verify_error: (verified != X509VerifyResult::OK).then(|| verified.error_string()),
+            },
+            Ok(Err(_)) => Handshake::Refused(&reasons),
+            Err(_) => Handshake::TimedOut,
+        };
+        if let Some(why) = pulls::failure(seen) {
+            app.snapshot().metrics.origin_pull_failed(mode);
+            tracing::info!(%client, ?mode, why, "Authenticated Origin Pulls: the client certificate does not verify");
+        }
+    }
+    let h2 = stream.ssl().selected_alpn_protocol() == Some(b"h2");
+    if handshake.as_ref().is_ok_and(|h| h.is_ok()) {
+        app.snapshot().metrics.tls_connection(h2);
+    }
+    match handshake {
+        Ok(Ok(())) if h2 && over => crate::http2::shed(app, stream, client).await,
+        Ok(Ok(())) if h2 => {
+            crate::http2::serve(app.clone(), stream, client, in_flight, shutdown.clone()).await
+        }
+        Ok(Ok(())) if over => app.shed(stream).await,
+        Ok(Ok(())) => {
+            app.serve(stream, client, "https", in_flight, shutdown)
+                .await
+        }
+        Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
+    }
+}
