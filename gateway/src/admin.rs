@@ -5,6 +5,7 @@
 //! `POST /upgrade` (what `holdfast upgrade` calls: starts the next process, which takes the
 //! listening sockets over).
 
+use crate::cap::Cap;
 use crate::lifecycle::Relaunch;
 use crate::process::Lifecycle;
 use crate::reload::Reloader;
@@ -24,6 +25,8 @@ pub struct Admin {
     runtime: Arc<ArcSwap<Runtime>>,
     reloader: Arc<Reloader>,
     lifecycle: Arc<Lifecycle>,
+    /// Visitor connections, all listeners together.
+    visitors: Arc<Cap>,
     /// How to start the next process (not in the demo).
     pub relaunch: Option<Relaunch>,
 }
@@ -33,11 +36,13 @@ impl Admin {
         runtime: Arc<ArcSwap<Runtime>>,
         reloader: Arc<Reloader>,
         lifecycle: Arc<Lifecycle>,
+        visitors: Arc<Cap>,
     ) -> Self {
         Admin {
             runtime,
             reloader,
             lifecycle,
+            visitors,
             relaunch: None,
         }
     }
@@ -54,6 +59,9 @@ impl ServeHttp for Admin {
                 runtime.metrics.trusted_ranges(runtime.trust.len());
                 let live = self.reloader.generations_live();
                 runtime.metrics.generations_live(live);
+                runtime
+                    .metrics
+                    .load(self.visitors.live(), self.lifecycle.in_flight());
                 reply(
                     StatusCode::OK,
                     "text/plain; version=0.0.4",
@@ -124,6 +132,11 @@ impl ServeHttp for Admin {
                 doc["config"]["path"] = self.reloader.path().display().to_string().into();
                 doc["config"]["last_reload"] = self.reloader.last().unwrap_or(Value::Null);
                 doc["config"]["generations_live"] = self.reloader.generations_live().into();
+                doc["visitors"] = json!({
+                    "connections": self.visitors.live(),
+                    "max_connections": self.visitors.max(),
+                    "requests_in_flight": self.lifecycle.in_flight(),
+                });
                 json_reply(StatusCode::OK, &doc)
             }
             _ => reply(

@@ -24,6 +24,7 @@ pub mod demo;
 pub mod failover;
 pub mod fallback;
 pub mod fast;
+pub mod fingerprint;
 pub mod hedge;
 pub mod http2;
 pub use holdfast_h1 as h1;

@@ -53,6 +53,8 @@ pub struct Metrics {
     h2_streams: IntCounter,
     h2_abuse: IntCounterVec,
     generations: IntGauge,
+    visitor_connections: IntGauge,
+    requests_in_flight: IntGauge,
     /// Pre-resolved, indexed by `LocalError as usize`.
     local_errors: [IntCounter; LocalError::ALL.len()],
     /// The second (since the epoch) a local error was last logged: at most one line a second.
@@ -360,6 +362,25 @@ impl Metrics {
                 registry.register(Box::new(gauge.clone()))?;
                 gauge
             },
+            visitor_connections: {
+                let gauge = IntGauge::new(
+                    "holdfast_visitor_connections",
+                    "Visitor connections open now, all listeners together (over-the-cap ones \
+                     being answered included); new ones beyond listen.max_connections get a \
+                     fast 503",
+                )?;
+                registry.register(Box::new(gauge.clone()))?;
+                gauge
+            },
+            requests_in_flight: {
+                let gauge = IntGauge::new(
+                    "holdfast_requests_in_flight",
+                    "Requests being answered now (HTTP/2 streams included), from their head read \
+                     to their answer sent",
+                )?;
+                registry.register(Box::new(gauge.clone()))?;
+                gauge
+            },
             registry,
         };
         for kind in [
@@ -424,12 +445,19 @@ impl Metrics {
         }
     }
 
-    /// The number of trusted ranges now (set before each scrape).
     /// How many configs are held in memory now (at scrape time).
     pub fn generations_live(&self, n: usize) {
         self.generations.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
+    /// Visitor connections open and requests in flight now (at scrape time).
+    pub fn load(&self, connections: usize, in_flight: usize) {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.visitor_connections.set(gauge(connections));
+        self.requests_in_flight.set(gauge(in_flight));
+    }
+
+    /// The number of trusted ranges now (set before each scrape).
     pub fn trusted_ranges(&self, n: usize) {
         self.ranges.set(i64::try_from(n).unwrap_or(i64::MAX));
     }

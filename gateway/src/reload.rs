@@ -6,6 +6,7 @@
 //! What a reload changes is decided by plain functions ([`restart_needed`]); [`Reloader`] does
 //! the reading, probing and swapping.
 
+use crate::fingerprint::Loaded;
 use crate::listen::Listeners;
 use crate::metrics::Metrics;
 use crate::runtime::{Runtime, Version};
@@ -120,6 +121,8 @@ pub struct Reloader {
     last: Mutex<Option<Value>>,
     /// Configs replaced by reloads, until nothing holds them.
     retired: Mutex<Vec<std::sync::Weak<Runtime>>>,
+    /// What the files of the running config held when it was read.
+    loaded: Mutex<Arc<Loaded>>,
 }
 
 impl std::fmt::Debug for Reloader {
@@ -131,8 +134,10 @@ impl std::fmt::Debug for Reloader {
 }
 
 impl Reloader {
+    /// `loaded`: the config file, and what it and the files it names held when the running
+    /// config was read.
     pub fn new(
-        path: PathBuf,
+        loaded: Loaded,
         runtime: Arc<ArcSwap<Runtime>>,
         health: Arc<HealthTable>,
         prober: Arc<NetProber>,
@@ -141,7 +146,7 @@ impl Reloader {
         metrics: Metrics,
     ) -> Self {
         Reloader {
-            path,
+            path: loaded.path().to_path_buf(),
             runtime,
             health,
             prober,
@@ -151,7 +156,14 @@ impl Reloader {
             one_at_a_time: tokio::sync::Mutex::new(()),
             last: Mutex::new(None),
             retired: Mutex::new(Vec::new()),
+            loaded: Mutex::new(Arc::new(loaded)),
         }
+    }
+
+    /// What the files of the running config held when it was read (at start or by the last
+    /// reload that took, whatever triggered it).
+    pub fn loaded(&self) -> Arc<Loaded> {
+        lock(&self.loaded).clone()
     }
 
     /// The config file.
@@ -189,6 +201,7 @@ impl Reloader {
     /// the trigger.
     pub async fn reload(&self, why: &str) -> Result<Reloaded, ReloadError> {
         let _one = self.one_at_a_time.lock().await;
+        tracing::info!(trigger = why, "reloading the config");
         crate::systemd::reloading();
         let result = self.apply().await;
         crate::systemd::ready();
@@ -232,10 +245,12 @@ impl Reloader {
         // files, resolving names, loading certificates and binding new addresses block, so they
         // run on a blocking thread: the runtime they would hold up also runs the health checks.
         let (path, listeners) = (self.path.clone(), self.listeners.clone());
-        let (config, hash, listening) = tokio::task::spawn_blocking(move || {
+        let (config, hash, listening, loaded) = tokio::task::spawn_blocking(move || {
+            let before = Loaded::before(&path);
             let (config, hash) = read(&path)?;
+            let loaded = before.and_named(&config);
             let listening = listeners.prepare(&config).map_err(ReloadError::Apply)?;
-            Ok::<_, ReloadError>((config, hash, listening))
+            Ok::<_, ReloadError>((config, hash, listening, loaded))
         })
         .await
         .map_err(|e| ReloadError::Apply(format!("the reload stopped: {e}")))??;
@@ -264,6 +279,7 @@ impl Reloader {
             .running(&runtime.hash, runtime.generation, runtime.loaded_at);
         let (generation, hash) = (runtime.generation, runtime.hash.clone());
         self.runtime.store(Arc::new(runtime));
+        *lock(&self.loaded) = Arc::new(loaded);
         self.retire(&running);
         let (listeners_added, listeners_removed) = self.listeners.commit(listening);
         lock(&self.checks).sync();

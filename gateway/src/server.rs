@@ -110,7 +110,7 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
     ignore_hangup_until_handled();
     // What the watcher takes as seen: the files as they were before they were read, so that a
     // write between this load and the watcher's start is applied, not taken as seen.
-    let config_before = crate::watch::Loaded::before(&path);
+    let config_before = crate::fingerprint::Loaded::before(&path);
     let (config, hash) = reload::read(&path).map_err(StartError::Config)?;
     let loaded = config_before.and_named(&config);
     let files = run_files(&path, &options)?;
@@ -173,7 +173,7 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
             options.threads,
             &config,
             default_max_connections(fd_limit),
-            visitors,
+            visitors.clone(),
             options.upgrade,
             lifecycle.stopping(),
         )
@@ -193,7 +193,7 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
         checks_shutdown,
     )));
     let reloader = Arc::new(Reloader::new(
-        path,
+        loaded,
         runtime.clone(),
         health.clone(),
         prober.clone(),
@@ -201,7 +201,12 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
         listeners.clone(),
         metrics,
     ));
-    let mut app = Admin::new(runtime.clone(), reloader.clone(), lifecycle.clone());
+    let mut app = Admin::new(
+        runtime.clone(),
+        reloader.clone(),
+        lifecycle.clone(),
+        visitors,
+    );
     if options.relaunch {
         app.relaunch = std::env::current_exe().ok().map(|exe| Relaunch {
             exe,
@@ -223,7 +228,6 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
             reloader: reloader.clone(),
             listeners: listeners.clone(),
             runtime: runtime.clone(),
-            loaded: Mutex::new(Some(loaded)),
             upgraded: options
                 .upgrade
                 .then(|| crate::lifecycle::ready_file(&files.upgrade_sock)),
@@ -386,8 +390,6 @@ struct Background {
     reloader: Arc<Reloader>,
     listeners: Arc<Listeners>,
     runtime: Arc<ArcSwap<Runtime>>,
-    /// What the files held when the running config was read, for the watcher (taken once).
-    loaded: Mutex<Option<crate::watch::Loaded>>,
     /// On an upgrade, the file that tells the previous process this one accepts.
     upgraded: Option<PathBuf>,
 }
@@ -399,13 +401,7 @@ impl BackgroundService for Background {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .start();
-        let loaded = self
-            .loaded
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take()
-            .unwrap_or_default();
-        crate::watch::config_files(self.reloader.clone(), loaded);
+        crate::watch::config_files(self.reloader.clone());
         tokio::spawn(crate::refresh::keep_refreshed(self.runtime.clone()));
         // Ready once the listeners have their sockets and every worker accepts.
         while !self.listeners.started() || !self.listeners.workers_answer().await {

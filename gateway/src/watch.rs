@@ -5,6 +5,7 @@
 //! several writes make one reload) the files' contents are compared with what they were: a
 //! reload follows only when one of them really changed.
 
+use crate::fingerprint::{print, Loaded, Print};
 use crate::reload::Reloader;
 use notify::{EventKind, RecursiveMode, Watcher};
 use std::collections::HashSet;
@@ -31,52 +32,19 @@ fn files(reloader: &Reloader) -> Vec<PathBuf> {
         .collect()
 }
 
-/// What a file holds: the SHA-256 of its bytes (through symlinks), `None` when unreadable.
-type Print = Option<[u8; 32]>;
-
 /// What the files hold now.
 fn fingerprint(files: &[PathBuf]) -> Vec<Print> {
     files.iter().map(|f| print(f)).collect()
 }
 
-fn print(file: &Path) -> Print {
-    std::fs::read(file).ok().map(|b| openssl::sha::sha256(&b))
-}
-
-/// What the files held when a config was read: taken before they were read, so that a write
-/// after this point is a change the watcher applies (at worst a write just before is reloaded
-/// once more, which changes nothing).
-#[derive(Debug, Default)]
-pub struct Loaded(Vec<(PathBuf, Print)>);
-
-impl Loaded {
-    /// The config file at `path`, before it is read.
-    pub fn before(path: &Path) -> Self {
-        Loaded(vec![(path.to_path_buf(), print(path))])
-    }
-
-    /// With the files `config` names, before they are read (certificates are read after the
-    /// config is; a fallback body as it is, a moment before this).
-    pub fn and_named(mut self, config: &holdfast_config::Config) -> Self {
-        self.0.extend(config.files().into_iter().map(|f| {
-            let p = print(&f);
-            (f, p)
-        }));
-        self
-    }
-}
-
-/// What is taken as seen after a reload that took: for each file it depends on now, what it
-/// held just before the reload read it (`before`, by the files of then), or, for a file the new
-/// config names for the first time, what it holds now. Never what the files hold after the
-/// reload: a write that landed while it ran would pass for seen, and never be applied.
-fn seen_after(wanted: &[PathBuf], before: &[(PathBuf, Print)]) -> Vec<Print> {
+/// What the running config was read from, for each file it depends on now: what the reload
+/// (or the start) that made it running read, whoever triggered it (a signal, `holdfast reload`,
+/// this watcher), or, for a file it did not read, what it holds now. Never what the files hold
+/// after that reload: a write that landed while it ran would pass for seen, and never be applied.
+fn seen(wanted: &[PathBuf], loaded: &Loaded) -> Vec<Print> {
     wanted
         .iter()
-        .map(|f| match before.iter().find(|(g, _)| g == f) {
-            Some((_, p)) => *p,
-            None => print(f),
-        })
+        .map(|f| loaded.of(f).unwrap_or_else(|| print(f)))
         .collect()
 }
 
@@ -86,9 +54,8 @@ fn directory(file: &Path) -> Option<PathBuf> {
     std::fs::canonicalize(dir.unwrap_or(Path::new("."))).ok()
 }
 
-/// Starts watching, on the current runtime, until it shuts down. `loaded`: what the files held
-/// when the running config was read; anything else found when the watch starts is a change.
-pub fn config_files(reloader: Arc<Reloader>, loaded: Loaded) {
+/// Starts watching, on the current runtime, until it shuts down.
+pub fn config_files(reloader: Arc<Reloader>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let handler = move |event: notify::Result<notify::Event>| {
         if event.is_ok_and(|e| is_change(&e.kind)) {
@@ -106,17 +73,11 @@ pub fn config_files(reloader: Arc<Reloader>, loaded: Loaded) {
     let mut wanted = files(&reloader);
     watch_dirs(&mut watcher, &wanted, &mut watching);
     tokio::spawn(async move {
-        // Files are read on a blocking thread: one slow to read (a network file system, a
-        // FIFO) must not hold up the runtime, which also runs the health checks.
-        let Some(mut seen) = blocking(&wanted, move |w| seen_after(w, &loaded.0)).await else {
-            return;
-        };
         tracing::info!(files = ?wanted, "watching the config file and the files it names");
-        // A change between the load and now: as if its event had come.
-        let changed = blocking(&wanted, fingerprint)
-            .await
-            .is_some_and(|now| now != seen);
-        let mut first = changed.then_some(());
+        // What a reload that failed found: not tried again until the files change once more.
+        let mut failed: Option<Vec<Print>> = None;
+        // A change between the load and now counts as if its event had come.
+        let mut first = Some(());
         while let Some(()) = match first.take() {
             Some(()) => Some(()),
             None => rx.recv().await,
@@ -129,26 +90,28 @@ pub fn config_files(reloader: Arc<Reloader>, loaded: Loaded) {
                     Err(_) => break,
                 }
             }
-            let Some(now) = blocking(&wanted, fingerprint).await else {
+            // Files are read on a blocking thread: one slow to read (a network file system, a
+            // FIFO) must not hold up the runtime, which also runs the health checks.
+            let loaded = reloader.loaded();
+            let Some((now, seen)) =
+                blocking(&wanted, move |w| (fingerprint(w), seen(w, &loaded))).await
+            else {
                 continue;
             };
-            if now == seen {
+            if now == seen || failed.as_ref() == Some(&now) {
                 continue;
             }
-            let before: Vec<_> = wanted.iter().cloned().zip(now.iter().copied()).collect();
-            seen = now;
-            let reloaded = reloader.reload("file changed").await;
-            if reloaded.is_ok() {
-                // A reload may name other files (a new certificate path): watch them too.
-                wanted = files(&reloader);
-                watch_dirs(&mut watcher, &wanted, &mut watching);
-                let Some(after) = blocking(&wanted, move |w| seen_after(w, &before)).await else {
-                    continue;
-                };
-                seen = after;
+            match reloader.reload("file changed").await {
+                Ok(_) => {
+                    failed = None;
+                    // A reload may name other files (a new certificate path): watch them too.
+                    wanted = files(&reloader);
+                    watch_dirs(&mut watcher, &wanted, &mut watching);
+                }
+                Err(_) => failed = Some(now),
             }
-            // A write while the reload ran has queued its event: it is compared with `seen`
-            // on the next round, and reloaded.
+            // A write while the reload ran has queued its event: it is compared with what that
+            // reload read on the next round, and reloaded.
         }
     });
 }
@@ -184,16 +147,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn what_counts_as_seen_is_what_was_there_before_the_reload() {
+    fn what_counts_as_seen_is_what_the_running_config_read() {
         let dir = std::env::temp_dir().join(format!("holdfast-watch-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let (config, cert) = (dir.join("c.toml"), dir.join("cert.pem"));
         std::fs::write(&config, "first").expect("write");
-        let before = vec![(config.clone(), print(&config))];
+        let loaded = Loaded::before(&config);
         // Written while the reload ran, and a file the new config names.
         std::fs::write(&config, "second").expect("write");
         std::fs::write(&cert, "pem").expect("write");
-        let seen = seen_after(&[config.clone(), cert.clone()], &before);
+        let seen = seen(&[config.clone(), cert.clone()], &loaded);
         assert_eq!(seen[0], Some(openssl::sha::sha256(b"first")));
         assert_ne!(
             seen[0],

@@ -105,6 +105,22 @@ impl Load {
         self
     }
 
+    /// Requests seen so far, answered or failed.
+    pub fn seen(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    /// Waits until `n` more requests than now have been seen (answered or failed): traffic
+    /// measured in requests, not in time. Panics after 10 s.
+    pub async fn more(&self, n: usize) {
+        let target = self.seen() + n;
+        let what = format!("{n} more requests");
+        crate::wait_until(Duration::from_secs(10), &what, || async {
+            self.seen() >= target
+        })
+        .await;
+    }
+
     /// Time since the load started.
     pub fn elapsed(&self) -> Duration {
         self.start.elapsed()

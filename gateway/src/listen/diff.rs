@@ -44,7 +44,13 @@ mod tests {
     }
 
     /// Ports: running, wanted; then kept, added, removed.
-    type Row = (&'static [u16], &'static [u16], &'static [u16], &'static [u16], &'static [u16]);
+    type Row = (
+        &'static [u16],
+        &'static [u16],
+        &'static [u16],
+        &'static [u16],
+        &'static [u16],
+    );
 
     #[test]
     fn a_reload_keeps_adds_and_removes() {

@@ -42,10 +42,13 @@ async fn primary_killed_under_load_costs_no_request() {
     ))
     .await;
 
-    // Eight keep-alive clients without pause for 6 s; the primary dies 2 s in.
+    // Eight keep-alive clients without pause for 6 s; the primary dies once it has served
+    // 200 of their requests.
     let load = Load::start(gw.url("/"), 8, Duration::from_secs(6));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(load.served_by("primary") > 0, "the primary served first");
+    wait_until(Duration::from_secs(3), "the primary serves", || async {
+        load.served_by("primary") >= 200
+    })
+    .await;
     let killed_at = load.elapsed();
     primary.stop();
     let report = load.run_out().await;

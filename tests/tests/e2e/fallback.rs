@@ -1,7 +1,8 @@
 //! Test 5: with every backend down, the gateway still accepts every connection and answers
 //! the fallback: 503, `Retry-After`, `Cache-Control: no-store`, a body.
 
-use holdfast_tests::{backend, client, Gateway};
+use holdfast_tests::gateway::sum_of;
+use holdfast_tests::{backend, client, wait_until, Gateway};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -45,7 +46,10 @@ backends = [{{ address = "{}" }}]
         let body = response.text().await.unwrap();
         assert!(body.contains("right back"), "{body}");
         if i == 20 {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            wait_until(Duration::from_secs(5), "both backends down", || async {
+                sum_of(&gw.metrics().await, "holdfast_backend_up{") == 0.0
+            })
+            .await;
         }
     }
 

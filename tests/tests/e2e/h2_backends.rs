@@ -166,8 +166,12 @@ async fn an_h2_backend_that_dies_fails_over_like_any_other() {
             Ok::<_, String>((r.status().as_u16(), r.text().await.unwrap_or_default()))
         }
     });
+    // Stopped with requests waiting for their answers (each takes 300 ms there).
     let stop = async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        wait_until(Duration::from_secs(5), "requests in flight", || async {
+            gw.metric("holdfast_requests_in_flight").await >= 10.0
+        })
+        .await;
         primary.stop();
     };
     let (answers, ()) = tokio::join!(all_at_once(calls), stop);

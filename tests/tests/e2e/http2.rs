@@ -236,7 +236,7 @@ async fn goaway_lets_streams_in_flight_finish() {
         let mut h2 = h2.clone();
         async move { h2c::send(&mut h2, h2c::get("/slow"), b"").await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    one_in_flight(&gw).await;
     gw.reload();
     let a = in_flight.await.unwrap().unwrap();
     assert_eq!(a.status, 200, "the stream in flight is answered");
@@ -267,7 +267,7 @@ async fn goaway_lets_streams_in_flight_finish() {
         let mut h2 = h2.clone();
         async move { h2c::send(&mut h2, h2c::get("/slow"), b"").await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    one_in_flight(&gw).await;
     gw.signal("TERM");
     let a = in_flight.await.unwrap().unwrap();
     assert_eq!(
@@ -345,6 +345,14 @@ async fn within_the_cap(
         drop((send, conn));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits until one request is in flight (a stream waiting for its answer).
+async fn one_in_flight(gw: &Gateway) {
+    wait_until(Duration::from_secs(5), "a request in flight", || async {
+        gw.metric("holdfast_requests_in_flight").await == 1.0
+    })
+    .await;
 }
 
 /// Waits until the attack `kind` is counted.

@@ -2,7 +2,7 @@
 //! next backend with room, or they get the fallback (503, Retry-After) at once; a flood of idle
 //! and slow connections neither makes the listener refuse nor starves a new visitor.
 
-use holdfast_tests::{backend, client, scripted_backend, Gateway};
+use holdfast_tests::{backend, client, scripted_backend, wait_until, Gateway};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -118,15 +118,26 @@ async fn a_listener_at_its_own_caps_sheds_with_a_fast_503() {
     );
 
     // Eight connections held open: the ninth is answered 503 and closed. (The clients above
-    // have closed theirs; give the gateway a moment to see it.)
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // have closed theirs: the gateway has seen them go first.)
+    let open = "holdfast_visitor_connections";
+    wait_until(
+        Duration::from_secs(5),
+        "the earlier connections closed",
+        || async { gw.metric(open).await == 0.0 },
+    )
+    .await;
     let mut held = Vec::new();
     for _ in 0..8 {
         held.push(TcpStream::connect(gw.http).await.unwrap());
     }
-    // Two worker threads accept: let both count what they took before the ninth arrives (one
+    // Two worker threads accept: both have counted what they took before the ninth arrives (one
     // could otherwise count the ninth before the other has counted the eighth).
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until(
+        Duration::from_secs(5),
+        "eight connections counted",
+        || async { gw.metric(open).await == 8.0 },
+    )
+    .await;
     let mut ninth = TcpStream::connect(gw.http).await.unwrap();
     ninth
         .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")

@@ -89,7 +89,7 @@ async fn ten_reloads_under_load_fail_no_request() {
         .await;
         longest_switch = longest_switch.max(followed);
         if *b_share > 0.0 && *b_share < 1.0 {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            load.more(200).await;
             let n = 200;
             let from_b = load.last_share(n, "b");
             assert!(
@@ -101,7 +101,7 @@ async fn ten_reloads_under_load_fail_no_request() {
             "reload {i} by {trigger}: live after {:?}, traffic followed {followed:?} later",
             live - reloaded
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        load.more(100).await;
     }
     let report = load.finish().await;
     assert_eq!(gw.pid(), pid, "SIGHUP never stops the process");
@@ -140,7 +140,7 @@ async fn a_broken_config_changes_nothing() {
     let gw = Gateway::start(&good).await;
     let before = status(&gw).await["config"].clone();
     let load = Load::start(gw.url("/"), 4, Duration::from_secs(30));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    load.more(100).await;
 
     gw.rewrite(
         None,
@@ -182,8 +182,17 @@ async fn a_broken_config_changes_nothing() {
         },
     )
     .await;
-    // Let the file watcher see the edit too.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The file watcher's own reload of the edit fails too (three triggers, three failures).
+    wait_until(
+        Duration::from_secs(3),
+        "the watcher's reload fails",
+        || async {
+            gw.metric("holdfast_config_reloads_total{result=\"failure\"}")
+                .await
+                >= 3.0
+        },
+    )
+    .await;
     let report = load.finish().await;
     report.assert_none_failed();
     assert_eq!(report.by_backend().keys().collect::<Vec<_>>(), ["a"]);
@@ -224,7 +233,7 @@ async fn health_survives_a_reload() {
     // x goes away and comes back, but needs 100 passing checks (30 s) to serve again.
     holdfast_tests::known_down(&gw, &x).await;
     let load = Load::start(gw.url("/"), 4, Duration::from_secs(30));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    load.more(100).await;
     let served_x = x.served();
 
     // A weight changes and a new backend that refuses connections comes in.
@@ -234,7 +243,16 @@ async fn health_survives_a_reload() {
         &tier(&z).replace("\"x\", address", "\"x\", weight = 2, address"),
     );
     gw.reload();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    wait_until(Duration::from_secs(5), "z is down", || async {
+        let doc = status(&gw).await;
+        let backends = doc["pools"][0]["tiers"][0]["backends"].clone();
+        backends.as_array().is_some_and(|all| {
+            all.iter()
+                .any(|b| b["name"] == "z" && b["status"] == "down")
+        })
+    })
+    .await;
+    load.more(200).await;
     let report = load.finish().await;
 
     let doc = status(&gw).await;
@@ -305,7 +323,7 @@ async fn listeners_come_and_go_and_the_others_never_close() {
         Duration::from_millis(5),
         Duration::from_secs(30),
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    load.more(100).await;
     gw.rewrite(Some(&listen(added)), &pools);
     let stdout = gw.reload();
     // The file watcher may apply the edit first (then this reload changes nothing): the
@@ -346,7 +364,7 @@ async fn listeners_come_and_go_and_the_others_never_close() {
     // The admin listener, whose socket is in the same hand-over table, is untouched.
     let generation = status(&gw).await["config"]["generation"].as_u64();
     assert!(generation >= Some(3), "{generation:?}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    load.more(100).await;
     let report = load.finish().await;
     report.assert_none_failed(); // on the listener that stayed
     println!(
@@ -382,7 +400,10 @@ async fn a_removed_backend_finishes_its_requests_in_flight() {
     };
     let gw = Gateway::start(&pool(slow)).await;
     let in_flight = tokio::spawn(holdfast_tests::client().get(gw.url("/slow")).send());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until(Duration::from_secs(5), "the request in flight", || async {
+        gw.metric("holdfast_requests_in_flight").await == 1.0
+    })
+    .await;
     gw.rewrite(None, &pool(a.addr()));
     gw.reload();
     let after = holdfast_tests::client()
@@ -610,6 +631,42 @@ async fn an_edit_while_starting_is_applied() {
     .await;
 }
 
+/// An edit undone right after another trigger applied it is applied too: the watcher compares
+/// the files with what the running config was read from, whoever reloaded it, not with what
+/// it last saw itself (the running config would stay the edit while the file says otherwise).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_undone_after_a_signal_reload_is_applied() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let pool = |name: &str, addr: std::net::SocketAddr| {
+        format!("[[pools.app.tiers]]\nbackends = [{{ name = \"{name}\", address = \"{addr}\" }}]\n")
+    };
+    let gw = Gateway::start(&pool("a", a.addr())).await;
+    wait_until(Duration::from_secs(5), "the watcher watches", || {
+        let watching = gw.log().contains("watching the config file");
+        async move { watching }
+    })
+    .await;
+    let started = status(&gw).await["config"]["hash"].clone();
+    gw.rewrite(None, &pool("b", b.addr()));
+    gw.signal("HUP");
+    wait_until(Duration::from_secs(5), "the edit runs", || async {
+        status(&gw).await["config"]["generation"].as_u64() == Some(2)
+    })
+    .await;
+    // Undone within the watcher's debounce of the first write.
+    gw.rewrite(None, &pool("a", a.addr()));
+    wait_until(Duration::from_secs(5), "the undone edit runs", || async {
+        status(&gw).await["config"]["hash"] == started
+    })
+    .await;
+    let r = holdfast_tests::client()
+        .get(gw.url("/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-backend"], "a");
+}
+
 /// Caps change live: `listen.max_connections` lowered sheds the next connection at once,
 /// raised or taken out lets it in; connections already open stay counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -796,7 +853,11 @@ async fn checks_keep_their_interval_while_a_reload_waits() {
     assert!(made.success(), "mkfifo");
     gw.rewrite(None, &pools("[fallback]\nbody_file = \"slow.html\"\n"));
     // The reload waits on the FIFO from its first read of it: count the checks meanwhile.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until(Duration::from_secs(5), "the reload started", || {
+        let started = gw.log().contains("reloading the config");
+        async move { started }
+    })
+    .await;
     let before = checks.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let during = checks.load(Ordering::SeqCst) - before;

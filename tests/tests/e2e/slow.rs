@@ -2,7 +2,7 @@
 //! has passed since its first byte, while other visitors are served; a connection merely idle
 //! between requests is not a slow client.
 
-use holdfast_tests::{backend, Gateway};
+use holdfast_tests::{backend, wait_until, Gateway};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -152,7 +152,10 @@ async fn connections_over_the_cap_get_a_fast_503_not_a_refusal() {
     // The shed connection and one of the four close: room for one more.
     drop(fifth);
     drop(open.pop());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until(Duration::from_secs(5), "three connections left", || async {
+        gw.metric("holdfast_visitor_connections").await == 3.0
+    })
+    .await;
     let mut again = TcpStream::connect(gw.http).await.unwrap();
     let got = ask(&mut again).await;
     assert!(got.starts_with("HTTP/1.1 200"), "after a close: {got:?}");

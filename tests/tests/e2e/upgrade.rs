@@ -54,11 +54,23 @@ async fn binary_upgrade_refuses_no_connection() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Traffic counted in requests: 100 before the upgrade, 100 more by the new process.
+    let served_more = |n: usize| {
+        let (served, target) = (served.clone(), served.load(Ordering::Relaxed) + n);
+        wait_until(
+            Duration::from_secs(10),
+            "100 more requests served",
+            move || {
+                let done = served.load(Ordering::Relaxed) >= target;
+                async move { done }
+            },
+        )
+    };
+    served_more(100).await;
     let before = served.load(Ordering::Relaxed);
     gw.upgrade().await;
     let during = served.load(Ordering::Relaxed) - before;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    served_more(100).await;
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.await.unwrap();
@@ -141,7 +153,10 @@ async fn sigterm_turns_healthz_first_then_finishes_requests_in_flight() {
     busy.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until(Duration::from_secs(5), "the request in flight", || async {
+        gw.metric("holdfast_requests_in_flight").await == 1.0
+    })
+    .await;
     let sent = std::time::Instant::now();
     gw.signal("TERM");
 
@@ -215,13 +230,13 @@ async fn upgrades_under_keepalive_load_fail_nothing_and_keep_health() {
         Duration::from_millis(5),
         Duration::from_secs(60),
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    load.more(200).await;
     let mut pids = vec![gw.pid()];
     for _ in 0..3 {
         let out = gw.upgrade_command().await;
         assert!(String::from_utf8_lossy(&out.stdout).contains("upgraded"));
         pids.push(gw.pid());
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        load.more(200).await;
     }
     let report = load.finish().await;
     println!(
@@ -274,7 +289,7 @@ async fn a_listener_added_by_reload_is_handed_over_at_an_upgrade() {
     let old = gw.pid();
     gw.upgrade_command().await;
     assert_ne!(gw.pid(), old);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    load.more(100).await;
     let report = load.finish().await;
     report.assert_none_failed();
 
