@@ -95,6 +95,9 @@ impl Signals {
             "SIGTERM: /healthz answers 503 while traffic is still served; then the listeners close"
         );
         tokio::time::sleep(delay).await;
+        // Nothing is handed over: new connections are refused from now on.
+        self.lifecycle.stop_accepting();
+        self.listeners.close();
         drain(&self.lifecycle, &self.listeners, grace).await;
         // For a restart: the next process takes what this one knew, if it starts soon.
         self.write_state();

@@ -257,6 +257,21 @@ impl Listeners {
         true
     }
 
+    /// Stops the kernel listening on every address, for a stop that hands nothing over: a new
+    /// connection is refused at once (and goes elsewhere) rather than waiting in an accept queue
+    /// that nobody reads until the process exits and resets it. The workers have stopped
+    /// accepting already. Never at an upgrade: the sockets are the new process's too.
+    pub fn close(&self) {
+        for entry in &lock(&self.state).entries {
+            // On a listening socket, Linux takes a shutdown as the end of listening (HAProxy
+            // pauses its listeners so); the descriptors close with the process.
+            if let Err(e) = socket2::SockRef::from(&entry.socket).shutdown(std::net::Shutdown::Read)
+            {
+                tracing::debug!(address = %entry.addr, error = %e, "cannot close a listener");
+            }
+        }
+    }
+
     /// Everything about `config`'s listeners that can fail, done before anything changes:
     /// certificates loaded, new addresses bound.
     pub fn prepare(&self, config: &Config) -> Result<Prepared, String> {

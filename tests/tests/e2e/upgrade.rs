@@ -173,9 +173,10 @@ async fn sigterm_turns_healthz_first_then_finishes_requests_in_flight() {
         200,
         "traffic is served during the shutdown delay"
     );
-    // After the delay the listeners close.
+    // After the delay the listeners close: a new connection is refused then, long before the
+    // request in flight is done and the process exits (not left waiting in a queue until then).
     wait_until(
-        Duration::from_secs(3),
+        Duration::from_millis(1500),
         "the listener closes after the delay",
         || async { tokio::net::TcpStream::connect(gw.http).await.is_err() },
     )
