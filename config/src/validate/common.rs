@@ -68,3 +68,22 @@ pub(crate) fn non_zero(value: Option<u32>, default: u32, at: &str, p: &mut Probl
         None => fallback,
     }
 }
+
+/// A longest time that must not be shorter than its shortest: the problem goes to `at`, and
+/// names the other key.
+pub(crate) fn not_shorter(
+    (max, at): (Duration, &str),
+    (min, min_key): (Duration, &str),
+    p: &mut Problems,
+) {
+    if max < min {
+        p.add(
+            at,
+            format!(
+                "{} is shorter than {min_key} ({})",
+                humantime::format_duration(max),
+                humantime::format_duration(min)
+            ),
+        );
+    }
+}

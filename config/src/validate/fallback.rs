@@ -155,7 +155,6 @@ mod tests {
                 "must not be empty",
             ),
         ];
-        let cases: Vec<_> = cases.iter().map(|(t, p, r)| (t.as_str(), *p, *r)).collect();
         rows(&cases, &found());
     }
 

@@ -1,6 +1,6 @@
 //! `[pools.NAME.health]`: the active checks, passive detection, hold-downs and slow start.
 
-use super::common::{non_zero, percent, positive, Problems};
+use super::common::{non_zero, not_shorter, percent, positive, Problems};
 use crate::defaults as d;
 use crate::file;
 use crate::model::*;
@@ -145,16 +145,11 @@ fn validate_hold_down(
 ) -> HoldDown {
     let base = base.unwrap_or(d::HOLD_DOWN);
     let max = max.unwrap_or(d::HOLD_DOWN_MAX.max(base));
-    if max < base {
-        p.add(
-            format!("{at}.hold_down_max"),
-            format!(
-                "{} is shorter than hold_down ({})",
-                humantime::format_duration(max),
-                humantime::format_duration(base)
-            ),
-        );
-    }
+    not_shorter(
+        (max, &format!("{at}.hold_down_max")),
+        (base, "hold_down"),
+        p,
+    );
     let window = positive(window, d::FLAP_WINDOW, &format!("{at}.flap_window"), p);
     HoldDown { base, max, window }
 }
@@ -302,7 +297,6 @@ mod tests {
                 "longer than 0s",
             ),
         ];
-        let cases: Vec<_> = cases.iter().map(|(t, p, r)| (t.as_str(), *p, *r)).collect();
         rows(&cases, &Found::default());
     }
 

@@ -417,7 +417,6 @@ mod tests {
                 "is not log or require",
             ),
         ];
-        let cases: Vec<_> = cases.iter().map(|(t, p, r)| (t.as_str(), *p, *r)).collect();
         rows(&cases, &found());
     }
 

@@ -1,7 +1,7 @@
 //! `[pools.NAME]`: timeouts, retries, hedging, and the tiers of backends (their TLS too).
 
 use super::address::{self, Address};
-use super::common::{non_zero, percent, positive, Problems};
+use super::common::{non_zero, not_shorter, percent, positive, Problems};
 use super::health::validate_health;
 use super::io::Found;
 use crate::defaults as d;
@@ -222,16 +222,11 @@ pub(super) fn validate_hedge(raw: file::Hedge, at: &str, p: &mut Problems) -> He
         p,
     );
     let response_max = response_max.unwrap_or(d::HEDGE_RESPONSE_MAX.max(response_min));
-    if response_max < response_min {
-        p.add(
-            format!("{at}.response_max"),
-            format!(
-                "{} is shorter than response_min ({})",
-                humantime::format_duration(response_max),
-                humantime::format_duration(response_min)
-            ),
-        );
-    }
+    not_shorter(
+        (response_max, &format!("{at}.response_max")),
+        (response_min, "response_min"),
+        p,
+    );
     HedgePolicy {
         connect: connect.unwrap_or(true).then_some(connect_min),
         response: response
@@ -569,24 +564,16 @@ mod tests {
                 "/etc/holdfast/gone.pem: cannot read",
             ),
         ];
+        rows(&cases, &found());
+        // A backend's key, under `pools.app.tiers[0].backends[0]`.
         let backends: Vec<_> = backends
             .iter()
-            .map(|(t, key, r)| {
-                let path = match *key {
-                    "" => String::new(),
-                    key => format!("{b}[0].{key}"),
-                };
-                (t.clone(), path, *r)
+            .map(|(t, key, r)| match *key {
+                "" => (t, String::new(), *r),
+                key => (t, format!("{b}[0].{key}"), *r),
             })
             .collect();
-        let mut all: Vec<(&str, &str, &str)> =
-            cases.iter().map(|(t, p, r)| (t.as_str(), *p, *r)).collect();
-        all.extend(
-            backends
-                .iter()
-                .map(|(t, p, r)| (t.as_str(), p.as_str(), *r)),
-        );
-        rows(&all, &found());
+        rows(&backends, &found());
     }
 
     #[test]

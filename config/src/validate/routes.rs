@@ -113,7 +113,6 @@ mod tests {
                 "routed twice",
             ),
         ];
-        let cases: Vec<_> = cases.iter().map(|(t, p, r)| (t.as_str(), *p, *r)).collect();
         rows(&cases, &Found::default());
     }
 

@@ -24,16 +24,17 @@ pub fn config(text: &str, found: &Found) -> Config {
 
 /// Checks each row: `text` (with `found`) is rejected with a problem at `path` whose reason
 /// holds `reason`, or accepted when `path` is empty.
-pub fn rows(rows: &[(&str, &str, &str)], found: &Found) {
+pub fn rows<T: AsRef<str>, P: AsRef<str>>(rows: &[(T, P, &str)], found: &Found) {
     for (text, path, reason) in rows {
-        match (load(text, found), *path) {
+        let (text, path) = (text.as_ref(), path.as_ref());
+        match (load(text, found), path) {
             (Ok(_), "") => {}
             (Ok(_), _) => panic!("accepted, expected {path}: {reason}\n{text}"),
             (Err(problems), "") => panic!("rejected: {problems:?}\n{text}"),
             (Err(problems), _) => assert!(
                 problems
                     .iter()
-                    .any(|p| p.path == *path && p.reason.contains(reason)),
+                    .any(|p| p.path == path && p.reason.contains(reason)),
                 "expected {path}: {reason}, got {problems:?}\n{text}"
             ),
         }

@@ -141,7 +141,6 @@ mod tests {
                 "is not a CIDR",
             ),
         ];
-        let cases: Vec<_> = cases.iter().map(|(t, p, r)| (t.as_str(), *p, *r)).collect();
         rows(&cases, &Found::default());
     }
 

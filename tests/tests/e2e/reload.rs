@@ -13,6 +13,39 @@ async fn status(gw: &Gateway) -> Value {
     serde_json::from_str(&gw.status().await).unwrap()
 }
 
+/// Waits (3 s at most) until `n` reloads have failed.
+async fn failed_reloads(gw: &Gateway, n: f64, what: &str) {
+    wait_until(Duration::from_secs(3), what, || async {
+        gw.metric("holdfast_config_reloads_total{result=\"failure\"}")
+            .await
+            >= n
+    })
+    .await;
+}
+
+/// Waits until the file watcher watches (its log line).
+async fn watcher_watches(gw: &Gateway) {
+    wait_until(Duration::from_secs(5), "the watcher watches", || {
+        let watching = gw.log().contains("watching the config file");
+        async move { watching }
+    })
+    .await;
+}
+
+/// Waits (10 s at most) until the running config is the file on disk: its SHA-256 in
+/// `/status`.
+async fn the_file_runs(gw: &Gateway, what: &str) {
+    let on_disk = std::fs::read(gw.config_path()).unwrap();
+    let hash: String = openssl::sha::sha256(&on_disk)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    wait_until(Duration::from_secs(10), what, || async {
+        status(gw).await["config"]["hash"] == hash.as_str()
+    })
+    .await;
+}
+
 /// Test 1 and 7: ten reloads under continuous load, each changing backends, weights or the
 /// default route, by a different trigger in turn; the traffic follows each within a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,27 +205,9 @@ async fn a_broken_config_changes_nothing() {
         "{doc}"
     );
     gw.signal("HUP");
-    wait_until(
-        Duration::from_secs(3),
-        "the SIGHUP reload fails",
-        || async {
-            gw.metric("holdfast_config_reloads_total{result=\"failure\"}")
-                .await
-                >= 2.0
-        },
-    )
-    .await;
+    failed_reloads(&gw, 2.0, "the SIGHUP reload fails").await;
     // The file watcher's own reload of the edit fails too (three triggers, three failures).
-    wait_until(
-        Duration::from_secs(3),
-        "the watcher's reload fails",
-        || async {
-            gw.metric("holdfast_config_reloads_total{result=\"failure\"}")
-                .await
-                >= 3.0
-        },
-    )
-    .await;
+    failed_reloads(&gw, 3.0, "the watcher's reload fails").await;
     let report = load.finish().await;
     report.assert_none_failed();
     assert_eq!(report.by_backend().keys().collect::<Vec<_>>(), ["a"]);
@@ -618,17 +633,7 @@ async fn an_edit_while_starting_is_applied() {
         gw.log()
     );
     gw.ready().await;
-    let on_disk = std::fs::read(gw.config_path()).unwrap();
-    let hash: String = openssl::sha::sha256(&on_disk)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    wait_until(
-        Duration::from_secs(5),
-        "the config edited during the start runs",
-        || async { status(&gw).await["config"]["hash"] == hash.as_str() },
-    )
-    .await;
+    the_file_runs(&gw, "the config edited during the start runs").await;
 }
 
 /// An edit undone right after another trigger applied it is applied too: the watcher compares
@@ -641,12 +646,7 @@ async fn an_edit_undone_after_a_signal_reload_is_applied() {
         format!("[[pools.app.tiers]]\nbackends = [{{ name = \"{name}\", address = \"{addr}\" }}]\n")
     };
     let gw = Gateway::start(&pool("a", a.addr())).await;
-    wait_until(Duration::from_secs(5), "the watcher watches", || {
-        let watching = gw.log().contains("watching the config file");
-        async move { watching }
-    })
-    .await;
-    let started = status(&gw).await["config"]["hash"].clone();
+    watcher_watches(&gw).await;
     gw.rewrite(None, &pool("b", b.addr()));
     gw.signal("HUP");
     wait_until(Duration::from_secs(5), "the edit runs", || async {
@@ -655,10 +655,7 @@ async fn an_edit_undone_after_a_signal_reload_is_applied() {
     .await;
     // Undone within the watcher's debounce of the first write.
     gw.rewrite(None, &pool("a", a.addr()));
-    wait_until(Duration::from_secs(5), "the undone edit runs", || async {
-        status(&gw).await["config"]["hash"] == started
-    })
-    .await;
+    the_file_runs(&gw, "the undone edit runs").await;
     let r = holdfast_tests::client()
         .get(gw.url("/"))
         .send()
@@ -789,11 +786,7 @@ async fn an_edit_during_a_slow_reload_is_applied() {
         )
     };
     let gw = Gateway::start(&pools("", 1)).await;
-    wait_until(Duration::from_secs(5), "the watcher watches", || {
-        let watching = gw.log().contains("watching the config file");
-        async move { watching }
-    })
-    .await;
+    watcher_watches(&gw).await;
     let with_slow = format!(", {{ name = \"slow\", address = \"{slow}\" }}");
     gw.rewrite(None, &pools(&with_slow, 1));
     // The reload probes the new backend before its config serves: wait for that check.
@@ -803,17 +796,7 @@ async fn an_edit_during_a_slow_reload_is_applied() {
     })
     .await;
     gw.rewrite(None, &pools(&with_slow, 7));
-    let last = std::fs::read(gw.config_path()).unwrap();
-    let hash: String = openssl::sha::sha256(&last)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    wait_until(
-        Duration::from_secs(10),
-        "the second edit applied",
-        || async { status(&gw).await["config"]["hash"] == hash.as_str() },
-    )
-    .await;
+    the_file_runs(&gw, "the second edit applied").await;
 }
 
 /// Blocking work of a reload (reading the files a config names, resolving names, binding) is
@@ -840,11 +823,7 @@ async fn checks_keep_their_interval_while_a_reload_waits() {
         )
     };
     let gw = Gateway::start(&pools("")).await;
-    wait_until(Duration::from_secs(5), "the watcher watches", || {
-        let watching = gw.log().contains("watching the config file");
-        async move { watching }
-    })
-    .await;
+    watcher_watches(&gw).await;
     let fifo = gw.dir().join("slow.html");
     let made = std::process::Command::new("mkfifo")
         .arg(&fifo)
