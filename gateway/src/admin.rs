@@ -12,6 +12,7 @@ use crate::reload::Reloader;
 use crate::runtime::Runtime;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use holdfast_health::admin::Action;
 use holdfast_health::table::{CheckRecord, PoolHealth};
 use holdfast_health::BackendHealth;
 use http::{Response, StatusCode};
@@ -100,6 +101,18 @@ impl ServeHttp for Admin {
                 };
                 json_reply(status, &doc)
             }
+            path if path.starts_with("/backends/") && post => {
+                let peer = session
+                    .client_addr()
+                    .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+                let force = session
+                    .req_header()
+                    .uri
+                    .query()
+                    .is_some_and(|q| q.split('&').any(|kv| kv == "force=1"));
+                let (status, doc) = backend_action(&runtime, path, &peer, force);
+                json_reply(status, &doc)
+            }
             "/reload" => reply(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "text/plain",
@@ -174,6 +187,89 @@ fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<
     response
 }
 
+/// `POST /backends/{pool}/{backend}/{drain|down|up}`, asked by `peer`: the backend's new state,
+/// or why not (404: no such pool, backend or action; 409: the last backend that can serve,
+/// without `force`).
+fn backend_action(runtime: &Runtime, path: &str, peer: &str, force: bool) -> (StatusCode, Value) {
+    let parts: Vec<&str> = path.trim_start_matches("/backends/").split('/').collect();
+    let [pool_name, name, action] = parts[..] else {
+        let why = "expected POST /backends/POOL/BACKEND/drain|down|up";
+        return (StatusCode::NOT_FOUND, json!({ "error": why }));
+    };
+    let (pool_name, name) = (&*decoded(pool_name), &*decoded(name));
+    let Some(action) = Action::from_name(action) else {
+        let why = format!("{action:?} is not drain, down or up");
+        return (StatusCode::NOT_FOUND, json!({ "error": why }));
+    };
+    let Some(pool) = runtime.health_pools.iter().find(|p| *p.name == *pool_name) else {
+        let names: Vec<&str> = runtime.health_pools.iter().map(|p| &*p.name).collect();
+        let why = format!("no pool named {pool_name:?} (pools: {})", names.join(", "));
+        return (StatusCode::NOT_FOUND, json!({ "error": why }));
+    };
+    let Some(backend) = pool.backends().find(|b| b.backend.name == name) else {
+        let names: Vec<&str> = pool.backends().map(|b| b.backend.name.as_str()).collect();
+        let why = format!(
+            "pool {pool_name:?} has no backend named {name:?} (backends: {})",
+            names.join(", ")
+        );
+        return (StatusCode::NOT_FOUND, json!({ "error": why }));
+    };
+    match runtime.health.act(backend, action, peer, force) {
+        Ok(()) => {
+            runtime.metrics.admin_action(action);
+            tracing::info!(
+                pool = pool_name,
+                backend = name,
+                action = action.as_str(),
+                by = peer,
+                force,
+                "backend {}",
+                match action {
+                    Action::Drain => "drained: no new requests, those in flight finish",
+                    Action::Down => "forced out: no new requests, those in flight finish",
+                    Action::Up => "returned to its checks' verdict",
+                }
+            );
+            let weight = runtime
+                .config
+                .pools
+                .iter()
+                .filter(|p| p.name == pool_name)
+                .flat_map(|p| p.backends())
+                .find(|(_, b)| b.name == name)
+                .map_or(1, |(_, b)| b.weight.get());
+            (StatusCode::OK, self::backend(backend, weight, pool))
+        }
+        Err(why) => (StatusCode::CONFLICT, json!({ "error": why })),
+    }
+}
+
+/// A path segment with its percent-escapes decoded (what `holdfast backend` encodes); an escape
+/// that is not one is kept as it is.
+fn decoded(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The `/status` document.
 pub fn status(runtime: &Runtime) -> Value {
     let default = runtime.config.routes.default;
@@ -218,6 +314,15 @@ fn backend(b: &BackendHealth, weight: u32, pool: &PoolHealth) -> Value {
         })
         .collect();
     let (held_for, recent_ejections) = b.hold_down();
+    let in_flight = b.in_flight();
+    let admin = b.admin().map(|m| {
+        json!({
+            "state": m.admin.as_str(),
+            "shown": m.admin.shown(in_flight),
+            "by": m.by,
+            "at": timestamp(m.at),
+        })
+    });
     json!({
         "name": b.backend.name,
         "address": b.backend.address,
@@ -225,6 +330,9 @@ fn backend(b: &BackendHealth, weight: u32, pool: &PoolHealth) -> Value {
         "weight": weight,
         "status": b.status().as_str(),
         "usable": b.is_usable(),
+        // What an operator asked (drain, down), by whom and when; `null` when the checks decide.
+        "admin": admin,
+        "in_flight": in_flight,
         "checks": checks,
         // Flapping: ejections within the pool's flap window, and what is left of the hold-down.
         "recent_ejections": recent_ejections,
@@ -253,4 +361,20 @@ fn check_json(r: &CheckRecord, interval: std::time::Duration) -> Value {
 
 fn timestamp(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_go_through_a_path_and_back() {
+        for name in ["app", "127.0.0.1:8080", "web 1/a?b#c%d", "été"] {
+            let segment = crate::control::path_segment(name);
+            assert!(!segment.contains(['/', '?', '#', ' ']), "{segment}");
+            assert_eq!(decoded(&segment), name);
+        }
+        assert_eq!(decoded("a%2"), "a%2", "a cut escape is kept");
+        assert_eq!(decoded("a%+1"), "a%+1", "not hex digits");
+    }
 }

@@ -62,6 +62,28 @@ pub enum Command {
         #[arg(long)]
         admin: Option<SocketAddr>,
     },
+    /// Act on a backend of the running holdfast (through its admin listener): `drain` (no new
+    /// requests; those in flight finish), `down` (forced out), `up` (back to what its checks
+    /// say, through slow start). Kept across reloads. Taking out the last backend of a pool
+    /// that can serve is refused unless --force.
+    Backend {
+        #[arg(value_parser = ["drain", "down", "up"])]
+        action: String,
+        /// The pool's name.
+        pool: String,
+        /// The backend's name (its address when it has none), as `/status` shows it.
+        backend: String,
+        /// The config file (its `listen.admin` says where the running process listens).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// The admin listener, if not the config's.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+        /// Take out the last backend of its pool that can serve all the same (visitors then get
+        /// the fallback answer).
+        #[arg(long)]
+        force: bool,
+    },
     /// Validate a config file and exit: 0 and a summary if it is valid, 1 and every problem
     /// (file, key path, reason) otherwise. The `nginx -t` of holdfast.
     Check {

@@ -152,6 +152,59 @@ pub fn upgrade(config: &Path, admin: Option<SocketAddr>) -> u8 {
     1
 }
 
+/// A name as one segment of a URL path: bytes other than letters, digits and `-._~:@` are
+/// percent-encoded (RFC 3986).
+pub fn path_segment(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' | b'@' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `holdfast backend ACTION POOL BACKEND`: the exit code (0: done; 1: refused or no such
+/// backend; 2: the running process could not be asked).
+pub fn backend(
+    config: &Path,
+    admin: Option<SocketAddr>,
+    (action, pool, name): (&str, &str, &str),
+    force: bool,
+) -> u8 {
+    let admin = admin_address(config, admin);
+    let path = format!(
+        "/backends/{}/{}/{action}{}",
+        path_segment(pool),
+        path_segment(name),
+        if force { "?force=1" } else { "" }
+    );
+    match request(admin, "POST", &path) {
+        Ok((200, doc)) => {
+            let admin = &doc["admin"];
+            let shown = admin["shown"].as_str().unwrap_or("as its checks say");
+            println!(
+                "{pool}/{name}: {action}: {shown} (checks: {}, {} in flight)",
+                doc["status"].as_str().unwrap_or("?"),
+                doc["in_flight"]
+            );
+            0
+        }
+        Ok((status, doc)) => {
+            eprintln!(
+                "holdfast backend {action}: refused ({status}): {}",
+                doc["error"].as_str().unwrap_or("?")
+            );
+            1
+        }
+        Err(e) => {
+            eprintln!("holdfast backend: cannot reach the running holdfast at {admin}: {e}");
+            2
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -70,6 +70,19 @@ fn main() -> ExitCode {
         }
         Command::Reload { config, admin } => ExitCode::from(control::reload(&config, admin)),
         Command::Upgrade { config, admin } => ExitCode::from(control::upgrade(&config, admin)),
+        Command::Backend {
+            action,
+            pool,
+            backend,
+            config,
+            admin,
+            force,
+        } => ExitCode::from(control::backend(
+            &config,
+            admin,
+            (&action, &pool, &backend),
+            force,
+        )),
         Command::Demo {
             listen,
             admin,

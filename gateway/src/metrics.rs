@@ -5,6 +5,7 @@
 
 use crate::attempts::{GiveUp, RetryCause};
 use crate::h1::request::Refusal;
+use holdfast_health::admin::Action;
 use holdfast_health::passive::Ejection;
 use holdfast_health::table::{BackendHealth, CheckRecord, Observer, PoolHealth, TransitionRecord};
 use holdfast_health::{CheckFailure, LocalError, Status, TrafficFailure};
@@ -25,6 +26,8 @@ const CHECK_DURATION_BUCKETS: &[f64] = &[
 pub struct Metrics {
     registry: Registry,
     backend_up: IntGaugeVec,
+    backend_admin: IntGaugeVec,
+    admin_actions: IntCounterVec,
     transitions: IntCounterVec,
     check_duration: HistogramVec,
     connect_failures: IntCounterVec,
@@ -158,6 +161,22 @@ impl Metrics {
             backend_up: IntGaugeVec::new(
                 Opts::new("holdfast_backend_up", "1 while the backend may take traffic, 0 otherwise"),
                 &backend,
+            )?,
+            backend_admin: IntGaugeVec::new(
+                Opts::new(
+                    "holdfast_backend_admin_state",
+                    "What an operator asked of the backend: 0 nothing (its checks decide), 1 drain \
+                     (no new requests), 2 down (forced out)",
+                ),
+                &backend,
+            )?,
+            admin_actions: IntCounterVec::new(
+                Opts::new(
+                    "holdfast_admin_actions_total",
+                    "Operator actions taken on backends (POST /backends/..., holdfast backend), by \
+                     action: drain, down, up",
+                ),
+                &["action"],
             )?,
             transitions: IntCounterVec::new(
                 Opts::new(
@@ -404,6 +423,11 @@ impl Metrics {
             m.range_refreshes.with_label_values(&[result]);
         }
         m.registry.register(Box::new(m.backend_up.clone()))?;
+        m.registry.register(Box::new(m.backend_admin.clone()))?;
+        m.registry.register(Box::new(m.admin_actions.clone()))?;
+        for action in Action::ALL {
+            m.admin_actions.with_label_values(&[action.as_str()]);
+        }
         m.registry.register(Box::new(m.transitions.clone()))?;
         m.registry.register(Box::new(m.check_duration.clone()))?;
         m.registry.register(Box::new(m.connect_failures.clone()))?;
@@ -448,6 +472,13 @@ impl Metrics {
     /// How many configs are held in memory now (at scrape time).
     pub fn generations_live(&self, n: usize) {
         self.generations.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// An operator's action on a backend.
+    pub fn admin_action(&self, action: Action) {
+        self.admin_actions
+            .with_label_values(&[action.as_str()])
+            .inc();
     }
 
     /// Visitor connections open and requests in flight now (at scrape time).
@@ -597,6 +628,7 @@ impl Metrics {
     pub fn render(&self, pools: &[PoolHealth]) -> Vec<u8> {
         self.active_tier.reset();
         self.backend_up.reset();
+        self.backend_admin.reset();
         for pool in pools {
             let tier = pool.active_tier().map_or(-1, |t| t as i64);
             self.active_tier.with_label_values(&[&pool.name]).set(tier);
@@ -604,6 +636,9 @@ impl Metrics {
                 self.backend_up
                     .with_label_values(&[&b.pool, &b.tier, &b.backend.name])
                     .set(i64::from(b.is_usable()));
+                self.backend_admin
+                    .with_label_values(&[&b.pool, &b.tier, &b.backend.name])
+                    .set(b.admin_state().gauge());
             }
         }
         let mut out = Vec::with_capacity(16 * 1024);

@@ -1,5 +1,6 @@
 //! Backend health for holdfast.
 //!
+//! - [`admin`]: what an operator asked of a backend (drain, down, up), a plain type;
 //! - [`state`]: the pure state machine (rise, fall, passive reports), no I/O, no clock;
 //! - [`probe`]: one TCP or HTTP probe of one backend;
 //! - [`local`]: the gateway's own trouble (out of descriptors, ports, memory), never a
@@ -10,6 +11,7 @@
 //! - [`checker`]: the loops that probe each backend on its interval, with jitter, until shutdown;
 //! - [`tls`]: the TLS client for HTTPS backends, shared with the data path.
 
+pub mod admin;
 pub mod checker;
 pub mod local;
 pub mod passive;

@@ -4,12 +4,13 @@
 //! machine and the details shown by `/status` sit behind mutexes that only checks, failures and
 //! the admin listener take.
 
+use crate::admin::{self, Action, Admin, Mark};
 use crate::passive::{self, Attempt, Ejection, Passive, PassivePolicy};
 use crate::probe::CheckFailure;
 use crate::state::{HealthState, Outcome, Reason, Status, Thresholds, Transition};
 use arc_swap::ArcSwap;
 use holdfast_config::{Backend, Check, CheckKind, Config, HoldDown, Pool};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use tokio::sync::futures::Notified;
@@ -83,6 +84,21 @@ pub struct BackendHealth {
     slow_start_ms: AtomicU64,
     state: Mutex<HealthState>,
     details: Mutex<Details>,
+    /// An operator's mark (drain, down), if any: with the checks' verdict, whether it is usable.
+    /// Locked after `state` when both are.
+    admin: Mutex<Option<Mark>>,
+    /// Requests being served by it now (a drain is over when none is left).
+    in_flight: AtomicUsize,
+}
+
+/// Counts a request at a backend until dropped.
+#[derive(Debug)]
+pub struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Milliseconds from `epoch` to `now`, at least 1 (0 means "not set" where this is stored).
@@ -102,6 +118,37 @@ impl BackendHealth {
     /// before checking [`is_usable`](Self::is_usable), so that no transition falls in between.
     pub fn taken_out(&self) -> Notified<'_> {
         self.taken_out.notified()
+    }
+
+    /// Counts a request served here until the guard is dropped.
+    #[inline]
+    pub fn busy(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(&self.in_flight)
+    }
+
+    /// Requests being served here now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The operator's mark, if any.
+    pub fn admin(&self) -> Option<Mark> {
+        lock(&self.admin).clone()
+    }
+
+    /// Where the operator put it (`Auto` when nowhere).
+    pub fn admin_state(&self) -> Admin {
+        lock(&self.admin).as_ref().map_or(Admin::Auto, |m| m.admin)
+    }
+
+    /// Takes the mark an earlier process had (from the state file).
+    pub fn restore_admin(&self, mark: Option<Mark>) {
+        let state = lock(&self.state);
+        let admits = mark.as_ref().is_none_or(|m| m.admin.admits());
+        *lock(&self.admin) = mark;
+        self.usable
+            .store(state.status() == Status::Up && admits, Ordering::Release);
     }
 
     /// Whether the request path may send traffic here. Lock-free.
@@ -161,8 +208,9 @@ impl BackendHealth {
         let now = tokio::time::Instant::now().into_std();
         let mut state = lock(&self.state);
         state.restore(status, ago, held_for, now);
+        let admits = lock(&self.admin).as_ref().is_none_or(|m| m.admin.admits());
         self.usable
-            .store(state.status() == Status::Up, Ordering::Release);
+            .store(state.status() == Status::Up && admits, Ordering::Release);
     }
 }
 
@@ -291,6 +339,8 @@ impl BackendHealth {
                 kinds: policy.kinds(),
                 last_transition: None,
             }),
+            admin: Mutex::new(None),
+            in_flight: AtomicUsize::new(0),
         }
     }
 
@@ -446,6 +496,47 @@ impl HealthTable {
         self.pools.store(plan.pools.clone());
     }
 
+    /// An operator's action on `backend` (see [`crate::admin`]), asked by `by`: refused (with
+    /// why) when it would take out the last backend of its pool that can serve, unless `force`.
+    /// Decided under the pool's lock, as ejections are. Requests in flight finish either way;
+    /// `up` returns the backend to what its checks say, through slow start.
+    pub fn act(
+        &self,
+        backend: &BackendHealth,
+        action: Action,
+        by: &str,
+        force: bool,
+    ) -> Result<(), String> {
+        let pools = self.pools.load();
+        let pool = pools.iter().find(|pool| *pool.name == *backend.pool);
+        let _deciding = pool.map(|pool| lock(&pool.ejecting));
+        let others = pool.map_or(0, |pool| {
+            pool.backends()
+                .filter(|b| !std::ptr::eq(&***b, backend) && b.is_usable())
+                .count()
+        });
+        admin::allowed(action, backend.is_usable(), others, force)?;
+        let state = lock(&backend.state);
+        let target = action.target();
+        *lock(&backend.admin) = match target {
+            Admin::Auto => None,
+            admin => Some(Mark {
+                admin,
+                by: by.to_string(),
+                at: SystemTime::now(),
+            }),
+        };
+        let usable = state.status() == Status::Up && target.admits();
+        let was = backend.usable.swap(usable, Ordering::AcqRel);
+        if usable && !was && backend.slow_start_ms.load(Ordering::Relaxed) > 0 {
+            let now = tokio::time::Instant::now().into_std();
+            backend
+                .back_at
+                .store(millis_since(backend.epoch, now), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// Reports how one attempt of a real request at `backend` ended (passive detection). A
     /// good answer from a backend with nothing counted costs one relaxed load.
     #[inline]
@@ -529,7 +620,12 @@ impl HealthTable {
                         .back_at
                         .store(millis_since(backend.epoch, now), Ordering::Relaxed);
                 }
-                backend.usable.store(t.to == Status::Up, Ordering::Release);
+                let admits = lock(&backend.admin)
+                    .as_ref()
+                    .is_none_or(|m| m.admin.admits());
+                backend
+                    .usable
+                    .store(t.to == Status::Up && admits, Ordering::Release);
                 if t.to == Status::Down {
                     backend.taken_out.notify_waiters();
                 }
@@ -693,6 +789,44 @@ mod tests {
         assert_eq!(
             (plan.kept(), plan.added.len(), plan.removed.len()),
             (1, 1, 1)
+        );
+    }
+
+    /// Drain, down and up: the checks go on but do not bring a marked backend back; `up` does;
+    /// the last backend that can serve is kept unless forced; a request in flight is counted.
+    #[tokio::test(start_paused = true)]
+    async fn an_operator_drains_forces_out_and_returns_a_backend() {
+        let table = HealthTable::new(&config(AB, 1), Arc::new(NoObserver));
+        let pools = table.pools();
+        let (a, b) = (&pools[0].tiers[0][0], &pools[0].tiers[0][1]);
+        passed(&table, a);
+        passed(&table, b);
+        assert!(a.is_usable() && b.is_usable());
+
+        let busy = a.busy();
+        assert_eq!(a.in_flight(), 1);
+        table.act(a, Action::Drain, "127.0.0.1", false).unwrap();
+        assert!(!a.is_usable(), "drained: no new request");
+        assert_eq!(a.admin_state(), Admin::Drain);
+        assert_eq!(a.admin_state().shown(a.in_flight()), Some("draining"));
+        drop(busy);
+        assert_eq!(a.admin_state().shown(a.in_flight()), Some("drained"));
+        passed(&table, a);
+        assert!(!a.is_usable(), "a passing check does not end a drain");
+        assert_eq!(a.status(), Status::Up, "the checks go on");
+
+        let refused = table.act(b, Action::Down, "127.0.0.1", false).unwrap_err();
+        assert!(refused.contains("last backend"), "{refused}");
+        assert!(b.is_usable());
+        table.act(b, Action::Down, "127.0.0.1", true).unwrap();
+        assert!(!b.is_usable(), "forced");
+
+        table.act(a, Action::Up, "127.0.0.1", false).unwrap();
+        assert!(a.is_usable(), "back to what its checks say");
+        assert_eq!(a.admin(), None);
+        assert_eq!(
+            b.admin().map(|m| (m.admin, m.by)),
+            Some((Admin::Down, "127.0.0.1".to_string()))
         );
     }
 }

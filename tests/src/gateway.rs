@@ -284,8 +284,13 @@ impl Gateway {
 
     /// Runs `holdfast <command> --config <its config>` (`reload`, `upgrade`).
     pub fn command(&self, command: &str) -> Output {
+        self.holdfast(&[command])
+    }
+
+    /// Runs `holdfast <args...> --config <its config>` (`backend drain app a`).
+    pub fn holdfast(&self, args: &[&str]) -> Output {
         Command::new(binary())
-            .arg(command)
+            .args(args)
             .arg("--config")
             .arg(self.config_path())
             .output()

@@ -18,6 +18,7 @@ use crate::hedge::{self, Side, Used};
 use crate::metrics::{HedgeKind, HedgeResult, Metrics};
 use crate::runtime::{BackendRuntime, PoolRuntime, Runtime};
 use bytes::{Bytes, BytesMut};
+use holdfast_health::table::InFlight;
 use holdfast_health::{HealthTable, TrafficFailure};
 use std::future::Future;
 use std::ops::Deref;
@@ -31,11 +32,13 @@ struct Chain<'r> {
     failover: Failover<'r>,
 }
 
-/// A backend being tried, counted against its `max_in_flight` until the answer is through.
+/// A backend being tried, counted against its `max_in_flight` and among its requests in
+/// flight (what a drain waits for) until the answer is through.
 struct Tried<'r> {
     backend: &'r Arc<BackendRuntime>,
     limits: AttemptLimits,
     _ticket: Option<Ticket>,
+    _busy: InFlight<'r>,
 }
 
 /// What one side of a hedged exchange came to: its answer's head, or how it ended without one.
@@ -99,6 +102,7 @@ impl<'r> Chain<'r> {
             backend,
             limits,
             _ticket: ticket,
+            _busy: backend.health.busy(),
         }))
     }
 
