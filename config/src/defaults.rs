@@ -178,3 +178,12 @@ pub const REAL_IP_HEADER: &str = "X-Real-IP";
 /// How often Cloudflare's ranges are refreshed when `trust.refresh_url` is set: daily, the
 /// common practice (they change rarely and are published before use).
 pub const RANGE_REFRESH_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+/// `[[notify]]`: each webhook call or command at most, and the longest allowed.
+pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(5);
+pub const NOTIFY_TIMEOUT_MAX: Duration = Duration::from_secs(60);
+/// Webhook calls tried again after a failure, and the most allowed.
+pub const NOTIFY_RETRIES: u32 = 3;
+pub const NOTIFY_RETRIES_MAX: u32 = 10;
+/// At most one event of a kind per backend (or pool) in this time.
+pub const NOTIFY_MIN_INTERVAL: Duration = Duration::from_secs(60);

@@ -42,6 +42,27 @@ pub struct File {
     pub pools: BTreeMap<String, Pool>,
     #[serde(default)]
     pub trust: Trust,
+    /// `[[notify]]`: who is told of what happens to the backends.
+    #[serde(default)]
+    pub notify: Vec<Notify>,
+}
+
+/// One `[[notify]]` entry: a webhook, a command, or both.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// POSTed a JSON document per event.
+    pub url: Option<String>,
+    /// Run per event, with the event in environment variables (no shell).
+    pub exec: Option<Vec<String>>,
+    /// The events it is told of (all when left out).
+    pub events: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub timeout: Option<Duration>,
+    pub retries: Option<u32>,
+    /// At most one event of a kind per backend (or pool) in this time.
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub min_interval: Option<Duration>,
 }
 
 /// Who is believed about the visitor's address.

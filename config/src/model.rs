@@ -17,6 +17,70 @@ pub struct Config {
     pub routes: Routes,
     pub fallback: Fallback,
     pub trust: Trust,
+    /// Who is told of events (`[[notify]]`), in the file's order.
+    pub notify: Vec<Notify>,
+}
+
+/// What holdfast tells a `[[notify]]` target of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A backend was taken out (by its checks or by real traffic).
+    BackendDown,
+    /// A backend came back.
+    BackendUp,
+    /// A pool serves from another tier (a backup while the primaries are out, or back).
+    TierChanged,
+    /// No backend of a pool can serve: visitors get the fallback answer.
+    Fallback,
+    /// A reload was refused; the running config keeps serving.
+    ReloadFailed,
+    /// An HTTPS certificate expires within 14 days.
+    CertificateExpiring,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 6] = [
+        EventKind::BackendDown,
+        EventKind::BackendUp,
+        EventKind::TierChanged,
+        EventKind::Fallback,
+        EventKind::ReloadFailed,
+        EventKind::CertificateExpiring,
+    ];
+
+    /// Its name in the config, the webhook's `event` and `HOLDFAST_EVENT`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::BackendDown => "backend_down",
+            EventKind::BackendUp => "backend_up",
+            EventKind::TierChanged => "tier_changed",
+            EventKind::Fallback => "fallback",
+            EventKind::ReloadFailed => "reload_failed",
+            EventKind::CertificateExpiring => "certificate_expiring",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+/// One `[[notify]]` target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notify {
+    /// A webhook: each event POSTed as JSON.
+    pub url: Option<String>,
+    /// A command (program and arguments, no shell) run per event.
+    pub exec: Vec<String>,
+    /// What it is told of.
+    pub events: Vec<EventKind>,
+    /// Each webhook call or command, at most.
+    pub timeout: Duration,
+    /// Webhook calls tried again after a failure (with a growing pause).
+    pub retries: u32,
+    /// At most one event of a kind per backend (or pool) in this time; more are counted as
+    /// limited, not sent.
+    pub min_interval: Duration,
 }
 
 /// Who is believed about the visitor's address.

@@ -4,7 +4,9 @@
 //! never disagree with it.
 
 use crate::attempts::{GiveUp, RetryCause};
+use crate::events::{Event, Events};
 use crate::h1::request::Refusal;
+use holdfast_config::EventKind;
 use holdfast_health::admin::Action;
 use holdfast_health::passive::Ejection;
 use holdfast_health::table::{BackendHealth, CheckRecord, Observer, PoolHealth, TransitionRecord};
@@ -25,6 +27,9 @@ const CHECK_DURATION_BUCKETS: &[f64] = &[
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
+    /// Where events for `[[notify]]` go.
+    events: Events,
+    notifications: IntCounterVec,
     backend_up: IntGaugeVec,
     backend_admin: IntGaugeVec,
     admin_actions: IntCounterVec,
@@ -400,6 +405,26 @@ impl Metrics {
                 registry.register(Box::new(gauge.clone()))?;
                 gauge
             },
+            events: Events::default(),
+            notifications: {
+                let vec = IntCounterVec::new(
+                    Opts::new(
+                        "holdfast_notifications_total",
+                        "[[notify]] deliveries, by way (webhook, exec) and result: sent, failed \
+                         (after its retries), limited (min_interval); events dropped before \
+                         delivery (the queue was full) are way=queue, result=dropped",
+                    ),
+                    &["way", "result"],
+                )?;
+                registry.register(Box::new(vec.clone()))?;
+                for way in ["webhook", "exec"] {
+                    for result in ["sent", "failed", "limited"] {
+                        vec.with_label_values(&[way, result]);
+                    }
+                }
+                vec.with_label_values(&["queue", "dropped"]);
+                vec
+            },
             registry,
         };
         for kind in [
@@ -474,6 +499,24 @@ impl Metrics {
         self.generations.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
+    /// Where events for `[[notify]]` are put.
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// Queues an event for `[[notify]]`; counted when the queue is full.
+    pub fn event(&self, event: Event) {
+        if !self.events.send(event) {
+            self.notification("queue", "dropped");
+        }
+    }
+
+    /// One `[[notify]]` delivery: `way` webhook or exec, `result` sent, failed or limited (or
+    /// `queue`, `dropped`: an event the full queue could not take).
+    pub fn notification(&self, way: &str, result: &str) {
+        self.notifications.with_label_values(&[way, result]).inc();
+    }
+
     /// An operator's action on a backend.
     pub fn admin_action(&self, action: Action) {
         self.admin_actions
@@ -517,6 +560,12 @@ impl Metrics {
             let left = c.not_after - now;
             if left < crate::certs::EXPIRY_WARNING.as_secs() as i64 {
                 tracing::warn!(file = %c.file, name, days_left = left / 86_400, "an HTTPS certificate expires soon: renew it (the new files are picked up without a restart)");
+                let mut event = Event::new(
+                    EventKind::CertificateExpiring,
+                    format!("{name}: {} days left", left / 86_400),
+                );
+                event.detail = Some(c.file.clone());
+                self.event(event);
             }
         }
     }
@@ -692,6 +741,22 @@ impl Observer for Metrics {
             ])
             .inc();
         let (pool, tier, backend, addr) = (&b.pool, &b.tier, &b.backend.name, b.backend.addr);
+        let kind = match to {
+            Status::Up => EventKind::BackendUp,
+            _ => EventKind::BackendDown,
+        };
+        // A backend found up by its first check is no news; one found down is.
+        if !(kind == EventKind::BackendUp && record.transition.from == Status::Unknown) {
+            let mut event = Event::new(kind, record.reason);
+            event.pool = Some(pool.to_string());
+            event.tier = Some(tier.to_string());
+            event.backend = Some(backend.clone());
+            event.address = Some(b.backend.address.clone());
+            event.detail = record
+                .hold_down
+                .map(|hold| format!("held down for {}", humantime::format_duration(hold)));
+            self.event(event);
+        }
         match to {
             Status::Up => {
                 tracing::info!(%pool, %tier, %backend, %addr, reason = record.reason, "backend up")

@@ -6,11 +6,13 @@
 //! What a reload changes is decided by plain functions ([`restart_needed`]); [`Reloader`] does
 //! the reading, probing and swapping.
 
+use crate::events::Event;
 use crate::fingerprint::Loaded;
 use crate::listen::Listeners;
 use crate::metrics::Metrics;
 use crate::runtime::{Runtime, Version};
 use arc_swap::ArcSwap;
+use holdfast_config::EventKind;
 use holdfast_config::{Config, ConfigError, Problem};
 use holdfast_health::checker::{CheckLoops, NetProber};
 use holdfast_health::HealthTable;
@@ -232,10 +234,17 @@ impl Reloader {
                     tracing::warn!("reload: needs a restart: {what}");
                 }
             }
-            Err(e) => tracing::error!(
-                trigger = why,
-                "config reload failed; the running config keeps serving:\n{e}"
-            ),
+            Err(e) => {
+                tracing::error!(
+                    trigger = why,
+                    "config reload failed; the running config keeps serving:\n{e}"
+                );
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or("").to_string();
+                let mut event = Event::new(EventKind::ReloadFailed, first);
+                event.detail = Some(format!("trigger: {why}\n{text}"));
+                self.metrics.event(event);
+            }
         }
         result
     }

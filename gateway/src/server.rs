@@ -402,6 +402,9 @@ impl BackgroundService for Background {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .start();
         crate::watch::config_files(self.reloader.clone());
+        if let Some(inbox) = self.runtime.load().metrics.events().take_inbox() {
+            tokio::spawn(crate::notifications::deliver(inbox, self.runtime.clone()));
+        }
         tokio::spawn(crate::refresh::keep_refreshed(self.runtime.clone()));
         // Ready once the listeners have their sockets and every worker accepts.
         while !self.listeners.started() || !self.listeners.workers_answer().await {

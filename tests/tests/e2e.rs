@@ -26,6 +26,8 @@ mod h2_clients;
 mod hedge;
 #[path = "e2e/http2.rs"]
 mod http2;
+#[path = "e2e/notify.rs"]
+mod notify;
 #[path = "e2e/overload.rs"]
 mod overload;
 #[path = "e2e/reload.rs"]

@@ -11,6 +11,7 @@ mod fallback;
 mod health;
 mod io;
 mod listen;
+mod notify;
 mod pools;
 mod routes;
 #[cfg(test)]
@@ -35,6 +36,7 @@ pub fn validate(raw: file::File, base_dir: &Path, found: &Found) -> Result<Confi
         fallback,
         pools,
         trust,
+        notify,
     } = raw;
 
     let listen = listen::validate_listen(listen, base_dir, found, &mut p);
@@ -45,6 +47,7 @@ pub fn validate(raw: file::File, base_dir: &Path, found: &Found) -> Result<Confi
         .collect();
     let routes = routes::validate_routes(routes, &pools, &mut p);
     let trust = trust::validate_trust(trust, base_dir, &mut p);
+    let notify = notify::validate_notify(notify, &mut p);
 
     if p.0.is_empty() {
         Ok(Config {
@@ -53,6 +56,7 @@ pub fn validate(raw: file::File, base_dir: &Path, found: &Found) -> Result<Confi
             routes,
             fallback,
             trust,
+            notify,
         })
     } else {
         Err(p.0)
