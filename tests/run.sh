@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 source deploy/prereqs.sh
 
 # The fault-matrix tests (tests/tests/faults.rs) need `ip` and `iptables` and root; the HTTP/2
-# tests with independent clients need `nghttp` and `curl`. As root they are installed when
+# tests with independent clients need `nghttp` and `curl`; the alert rules and the dashboard
+# are checked with `promtool` (Debian's prometheus package). As root they are installed when
 # missing; elsewhere those tests skip and say why (under CI a missing client fails its test).
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   missing=()
@@ -15,11 +16,14 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   command -v iptables >/dev/null 2>&1 || missing+=(iptables)
   command -v nghttp >/dev/null 2>&1 || missing+=(nghttp2-client)
   command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "holdfast: installing ${missing[*]} for the fault-matrix and HTTP/2 client tests" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # The package may start its own server; only its promtool is used.
+    service prometheus stop >/dev/null 2>&1 || true
   fi
 fi
 
@@ -36,6 +40,9 @@ echo "== holdfast check on every shipped config"
 for f in deploy/*.toml; do
   ./target/debug/holdfast check --config "$f"
 done
+
+echo "== alert rules and dashboard (promtool)"
+tests/prometheus/check.sh
 
 echo "== systemd-analyze verify deploy/holdfast.service"
 if ! command -v systemd-analyze >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then

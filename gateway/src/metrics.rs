@@ -11,6 +11,7 @@ use holdfast_health::admin::Action;
 use holdfast_health::passive::Ejection;
 use holdfast_health::table::{BackendHealth, CheckRecord, Observer, PoolHealth, TransitionRecord};
 use holdfast_health::{CheckFailure, LocalError, Status, TrafficFailure};
+use prometheus::process_collector::ProcessCollector;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -447,6 +448,10 @@ impl Metrics {
         for result in ["success", "failure"] {
             m.range_refreshes.with_label_values(&[result]);
         }
+        // process_open_fds, process_max_fds, process_resident_memory_bytes, CPU seconds: the
+        // resources the guides for a 521 say to watch.
+        m.registry
+            .register(Box::new(ProcessCollector::for_self()))?;
         m.registry.register(Box::new(m.backend_up.clone()))?;
         m.registry.register(Box::new(m.backend_admin.clone()))?;
         m.registry.register(Box::new(m.admin_actions.clone()))?;
