@@ -108,6 +108,10 @@ pub struct Listen {
     pub origin_pulls: Option<std::collections::BTreeMap<String, OriginPulls>>,
     /// Admin listener address (metrics, health, status).
     pub admin: Option<String>,
+    /// The bearer token a write (POST) on the admin listener needs.
+    pub admin_token: Option<String>,
+    /// A file holding that token (relative to the config file's folder).
+    pub admin_token_file: Option<String>,
     /// Idle keep-alive timeout towards visitors.
     #[serde(default, deserialize_with = "duration::opt")]
     pub keepalive_timeout: Option<Duration>,

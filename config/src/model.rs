@@ -21,6 +21,32 @@ pub struct Config {
     pub notify: Vec<Notify>,
 }
 
+/// A secret from the config (the admin token): never printed, compared in constant time.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    /// Whether `given` is the secret, in time that does not depend on where they differ.
+    pub fn matches(&self, given: &[u8]) -> bool {
+        let mine = self.0.as_bytes();
+        let mut differ = mine.len() ^ given.len();
+        for (i, b) in mine.iter().enumerate() {
+            differ |= usize::from(b ^ given.get(i).copied().unwrap_or(!b));
+        }
+        differ == 0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
 /// What holdfast tells a `[[notify]]` target of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
@@ -119,6 +145,9 @@ pub struct Listen {
     pub tls: Option<ListenerTls>,
     /// Admin listener: `/metrics`, `/healthz`, `/status`.
     pub admin: SocketAddr,
+    /// The bearer token a write (POST) over the admin listener needs; without one, writes go
+    /// only through the control socket.
+    pub admin_token: Option<Secret>,
     /// Idle keep-alive timeout towards visitors.
     pub keepalive_timeout: Duration,
     /// Longest time from a request head's first byte to its end; then 408.
@@ -550,6 +579,21 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_secret_matches_only_itself_and_is_never_printed() {
+        let s = Secret::new("0123456789abcdef".into());
+        assert!(s.matches(b"0123456789abcdef"));
+        for other in [
+            &b"0123456789abcdeg"[..],
+            b"0123456789abcde",
+            b"0123456789abcdef0",
+            b"",
+        ] {
+            assert!(!s.matches(other), "{other:?}");
+        }
+        assert_eq!(format!("{s:?}"), "Secret(..)");
+    }
     use super::*;
 
     #[test]

@@ -18,6 +18,7 @@ use holdfast_health::BackendHealth;
 use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::socket::SocketAddr;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -30,6 +31,9 @@ pub struct Admin {
     visitors: Arc<Cap>,
     /// How to start the next process (not in the demo).
     pub relaunch: Option<Relaunch>,
+    /// The control socket, where writes need no token (named in the refusal of one that
+    /// needs it).
+    pub control_sock: Option<std::path::PathBuf>,
 }
 
 impl Admin {
@@ -45,6 +49,7 @@ impl Admin {
             lifecycle,
             visitors,
             relaunch: None,
+            control_sock: None,
         }
     }
 }
@@ -55,6 +60,11 @@ impl ServeHttp for Admin {
         let runtime = self.runtime.load_full();
         let path = session.req_header().uri.path().to_string();
         let post = session.req_header().method == http::Method::POST;
+        if post {
+            if let Err((status, why)) = self.may_write(session, &runtime) {
+                return json_reply(status, &json!({ "error": why }));
+            }
+        }
         match path.as_str() {
             "/metrics" => {
                 runtime.metrics.trusted_ranges(runtime.trust.len());
@@ -185,6 +195,60 @@ fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<
         .headers_mut()
         .insert(http::header::CONTENT_LENGTH, length.into());
     response
+}
+
+impl Admin {
+    /// Whether the request may write (reload, upgrade, act on a backend): always through the
+    /// control socket (only its owner can connect); over TCP with `Authorization: Bearer
+    /// TOKEN` matching `listen.admin_token`, and never when none is configured.
+    fn may_write(
+        &self,
+        session: &ServerSession,
+        runtime: &Runtime,
+    ) -> Result<(), (StatusCode, String)> {
+        let local = matches!(session.server_addr(), Some(SocketAddr::Unix(_)));
+        if local {
+            return Ok(());
+        }
+        let peer = session
+            .client_addr()
+            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        let socket = self
+            .control_sock
+            .as_ref()
+            .map_or_else(String::new, |p| format!(" ({})", p.display()));
+        let Some(token) = &runtime.config.listen.admin_token else {
+            runtime.metrics.admin_denied("no_token_configured");
+            return Err((
+                StatusCode::FORBIDDEN,
+                format!(
+                    "writes over TCP need listen.admin_token; without one they go through the \
+                     control socket{socket}, which holdfast reload, upgrade and backend use"
+                ),
+            ));
+        };
+        let given = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        match given {
+            Some(given) if token.matches(given) => Ok(()),
+            given => {
+                let reason = if given.is_some() {
+                    "wrong_token"
+                } else {
+                    "no_token"
+                };
+                runtime.metrics.admin_denied(reason);
+                tracing::warn!(%peer, reason, "admin write refused: a missing or wrong token");
+                Err((
+                    StatusCode::UNAUTHORIZED,
+                    "this write needs Authorization: Bearer TOKEN (listen.admin_token)".to_string(),
+                ))
+            }
+        }
+    }
 }
 
 /// `POST /backends/{pool}/{backend}/{drain|down|up}`, asked by `peer`: the backend's new state,

@@ -39,6 +39,11 @@ pub enum Command {
         /// this user only.
         #[arg(long)]
         state_file: Option<PathBuf>,
+        /// The control socket: the admin endpoints on a Unix socket only this user (and root)
+        /// can open, where writes need no token (default: beside the upgrade socket's default,
+        /// named after the config file).
+        #[arg(long)]
+        control_sock: Option<PathBuf>,
     },
     /// Reload the config of the running holdfast (through its admin listener): prints what
     /// changed, or every problem of the file (as `check` does) with a non-zero exit, in which
@@ -47,9 +52,13 @@ pub enum Command {
         /// The config file (its `listen.admin` says where the running process listens).
         #[arg(short, long)]
         config: PathBuf,
-        /// The admin listener, if not the config's.
+        /// Ask the admin listener at this address (over TCP; a write needs the token in
+        /// HOLDFAST_ADMIN_TOKEN) instead of the control socket.
         #[arg(long)]
         admin: Option<SocketAddr>,
+        /// The control socket, if not the default one for the config file.
+        #[arg(long)]
+        control_sock: Option<PathBuf>,
     },
     /// Replace the running holdfast by the binary now installed, without refusing a
     /// connection: the running process starts it, hands it the listening sockets and the
@@ -58,9 +67,13 @@ pub enum Command {
         /// The config file (its `listen.admin` says where the running process listens).
         #[arg(short, long)]
         config: PathBuf,
-        /// The admin listener, if not the config's.
+        /// Ask the admin listener at this address (over TCP; a write needs the token in
+        /// HOLDFAST_ADMIN_TOKEN) instead of the control socket.
         #[arg(long)]
         admin: Option<SocketAddr>,
+        /// The control socket, if not the default one for the config file.
+        #[arg(long)]
+        control_sock: Option<PathBuf>,
     },
     /// Act on a backend of the running holdfast (through its admin listener): `drain` (no new
     /// requests; those in flight finish), `down` (forced out), `up` (back to what its checks
@@ -76,9 +89,13 @@ pub enum Command {
         /// The config file (its `listen.admin` says where the running process listens).
         #[arg(short, long)]
         config: PathBuf,
-        /// The admin listener, if not the config's.
+        /// Ask the admin listener at this address (over TCP; a write needs the token in
+        /// HOLDFAST_ADMIN_TOKEN) instead of the control socket.
         #[arg(long)]
         admin: Option<SocketAddr>,
+        /// The control socket, if not the default one for the config file.
+        #[arg(long)]
+        control_sock: Option<PathBuf>,
         /// Take out the last backend of its pool that can serve all the same (visitors then get
         /// the fallback answer).
         #[arg(long)]

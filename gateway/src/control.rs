@@ -1,12 +1,53 @@
-//! The commands that act on a running holdfast through its admin listener: `holdfast reload`
-//! and `holdfast upgrade`. A minimal HTTP/1.1 client over one connection: the admin listener is
-//! local and speaks plain HTTP.
+//! The commands that act on a running holdfast: `holdfast reload`, `holdfast upgrade` and
+//! `holdfast backend`. They ask its control socket (the admin endpoints on a Unix socket only
+//! its user can open: no token needed) when it is there, else its admin listener over TCP,
+//! where a write needs the token (`HOLDFAST_ADMIN_TOKEN`). A minimal HTTP/1.1 client over one
+//! connection.
 
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// Where a running holdfast is asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admin {
+    /// Its control socket.
+    Socket(PathBuf),
+    /// Its admin listener.
+    Tcp(SocketAddr),
+}
+
+impl std::fmt::Display for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Admin::Socket(path) => write!(f, "{}", path.display()),
+            Admin::Tcp(addr) => write!(f, "{addr}"),
+        }
+    }
+}
+
+/// Where to ask the holdfast serving `config`: the admin listener at `tcp` when given; else
+/// the control socket (`socket`, or the default one for `config`) when it is there; else the
+/// admin listener the config names.
+pub fn target(config: &Path, tcp: Option<SocketAddr>, socket: Option<PathBuf>) -> Admin {
+    if let Some(addr) = tcp {
+        return Admin::Tcp(addr);
+    }
+    let default = || crate::rundir::files_for(&crate::rundir::default_dir(), config).control_sock;
+    match socket {
+        Some(path) => Admin::Socket(path),
+        None => {
+            let path = default();
+            match path.exists() {
+                true => Admin::Socket(path),
+                false => Admin::Tcp(admin_address(config, None)),
+            }
+        }
+    }
+}
 
 /// How long one admin request may take (a reload probes new backends first).
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -29,15 +70,37 @@ pub fn admin_address(config: &Path, given: Option<SocketAddr>) -> SocketAddr {
     })
 }
 
-/// One request to the admin listener: the status code and the body as JSON (`Null` if it is
-/// not JSON).
-pub fn request(admin: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, Value)> {
-    let mut stream = TcpStream::connect_timeout(&admin, Duration::from_secs(3))?;
-    stream.set_read_timeout(Some(TIMEOUT))?;
-    stream.set_write_timeout(Some(TIMEOUT))?;
+/// One request to a running holdfast: the status code and the body as JSON (`Null` if it is
+/// not JSON). Over TCP, `HOLDFAST_ADMIN_TOKEN` (if set) goes as the bearer token.
+pub fn request(admin: &Admin, method: &str, path: &str) -> std::io::Result<(u16, Value)> {
+    let token = std::env::var("HOLDFAST_ADMIN_TOKEN").ok();
+    match admin {
+        Admin::Socket(socket) => {
+            let stream = UnixStream::connect(socket)?;
+            stream.set_read_timeout(Some(TIMEOUT))?;
+            stream.set_write_timeout(Some(TIMEOUT))?;
+            exchange(stream, "localhost", None, method, path)
+        }
+        Admin::Tcp(addr) => {
+            let stream = TcpStream::connect_timeout(addr, Duration::from_secs(3))?;
+            stream.set_read_timeout(Some(TIMEOUT))?;
+            stream.set_write_timeout(Some(TIMEOUT))?;
+            exchange(stream, &addr.to_string(), token.as_deref(), method, path)
+        }
+    }
+}
+
+fn exchange<S: Read + Write>(
+    mut stream: S,
+    host: &str,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+) -> std::io::Result<(u16, Value)> {
+    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
     // One write: `write!` straight to the socket would send the head in pieces.
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(head.as_bytes())?;
     let mut answer = Vec::new();
@@ -57,10 +120,19 @@ pub fn request(admin: SocketAddr, method: &str, path: &str) -> std::io::Result<(
     Ok((status, body))
 }
 
+/// What to say when `admin` answered a write with 401 or 403.
+fn refused_hint(status: u16, doc: &Value) -> Option<String> {
+    matches!(status, 401 | 403).then(|| {
+        format!(
+            "{} (set HOLDFAST_ADMIN_TOKEN for the admin listener, or use the control socket: --control-sock)",
+            doc["error"].as_str().unwrap_or("refused")
+        )
+    })
+}
+
 /// `holdfast reload`: the exit code (0: reloaded; 1: the file has problems, nothing changed;
 /// 2: the running process could not be asked).
-pub fn reload(config: &Path, admin: Option<SocketAddr>) -> u8 {
-    let admin = admin_address(config, admin);
+pub fn reload(config: &Path, admin: &Admin) -> u8 {
     match request(admin, "POST", "/reload") {
         Ok((200, doc)) => {
             println!(
@@ -99,13 +171,14 @@ pub fn reload(config: &Path, admin: Option<SocketAddr>) -> u8 {
             );
             1
         }
-        Ok((status, _)) => {
-            eprintln!("holdfast reload: the admin listener at {admin} answered {status}");
+        Ok((status, doc)) => {
+            let hint = refused_hint(status, &doc).unwrap_or_default();
+            eprintln!("holdfast reload: {admin} answered {status} {hint}");
             2
         }
         Err(e) => {
             eprintln!("holdfast reload: cannot reach the running holdfast at {admin}: {e}");
-            if named_admin(config).is_none() {
+            if matches!(admin, Admin::Tcp(_)) && named_admin(config).is_none() {
                 eprintln!("  ({} names no listen.admin that could be read: pass --admin ADDR if it is not the default)", config.display());
             }
             2
@@ -114,15 +187,13 @@ pub fn reload(config: &Path, admin: Option<SocketAddr>) -> u8 {
 }
 
 /// `holdfast upgrade`: the exit code (0: the new process serves; 1 otherwise).
-pub fn upgrade(config: &Path, admin: Option<SocketAddr>) -> u8 {
-    let admin = admin_address(config, admin);
+pub fn upgrade(admin: &Admin) -> u8 {
     let (old, new) = match request(admin, "POST", "/upgrade") {
         Ok((200, doc)) => (doc["old_pid"].as_u64(), doc["new_pid"].as_u64()),
         Ok((status, doc)) => {
-            eprintln!(
-                "holdfast upgrade: not started ({status}): {}",
-                doc["error"].as_str().unwrap_or("?")
-            );
+            let why = refused_hint(status, &doc)
+                .unwrap_or_else(|| doc["error"].as_str().unwrap_or("?").to_string());
+            eprintln!("holdfast upgrade: not started ({status}): {why}");
             return 1;
         }
         Err(e) => {
@@ -167,13 +238,7 @@ pub fn path_segment(name: &str) -> String {
 
 /// `holdfast backend ACTION POOL BACKEND`: the exit code (0: done; 1: refused or no such
 /// backend; 2: the running process could not be asked).
-pub fn backend(
-    config: &Path,
-    admin: Option<SocketAddr>,
-    (action, pool, name): (&str, &str, &str),
-    force: bool,
-) -> u8 {
-    let admin = admin_address(config, admin);
+pub fn backend(admin: &Admin, (action, pool, name): (&str, &str, &str), force: bool) -> u8 {
     let path = format!(
         "/backends/{}/{}/{action}{}",
         path_segment(pool),
@@ -192,10 +257,9 @@ pub fn backend(
             0
         }
         Ok((status, doc)) => {
-            eprintln!(
-                "holdfast backend {action}: refused ({status}): {}",
-                doc["error"].as_str().unwrap_or("?")
-            );
+            let why = refused_hint(status, &doc)
+                .unwrap_or_else(|| doc["error"].as_str().unwrap_or("?").to_string());
+            eprintln!("holdfast backend {action}: refused ({status}): {why}");
             1
         }
         Err(e) => {
@@ -251,7 +315,7 @@ mod tests {
             s.write_all(answer.as_bytes()).expect("write");
             asked
         });
-        let (status, doc) = request(addr, "POST", "/reload").expect("answer");
+        let (status, doc) = request(&Admin::Tcp(addr), "POST", "/reload").expect("answer");
         assert_eq!(status, 422);
         assert_eq!(doc["problems"][0], "f: a.b: bad");
         let asked = server.join().expect("server");

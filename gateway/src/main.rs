@@ -49,11 +49,13 @@ fn main() -> ExitCode {
             upgrade,
             upgrade_sock,
             state_file,
+            control_sock,
         } => {
             let mut options = ProcessOptions {
                 upgrade,
                 upgrade_sock,
                 state_file,
+                control_sock,
                 relaunch: true,
                 ..ProcessOptions::default()
             };
@@ -68,21 +70,35 @@ fn main() -> ExitCode {
                 other => report(other),
             }
         }
-        Command::Reload { config, admin } => ExitCode::from(control::reload(&config, admin)),
-        Command::Upgrade { config, admin } => ExitCode::from(control::upgrade(&config, admin)),
+        Command::Reload {
+            config,
+            admin,
+            control_sock,
+        } => {
+            let target = control::target(&config, admin, control_sock);
+            ExitCode::from(control::reload(&config, &target))
+        }
+        Command::Upgrade {
+            config,
+            admin,
+            control_sock,
+        } => ExitCode::from(control::upgrade(&control::target(
+            &config,
+            admin,
+            control_sock,
+        ))),
         Command::Backend {
             action,
             pool,
             backend,
             config,
             admin,
+            control_sock,
             force,
-        } => ExitCode::from(control::backend(
-            &config,
-            admin,
-            (&action, &pool, &backend),
-            force,
-        )),
+        } => {
+            let target = control::target(&config, admin, control_sock);
+            ExitCode::from(control::backend(&target, (&action, &pool, &backend), force))
+        }
         Command::Demo {
             listen,
             admin,

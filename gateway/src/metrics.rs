@@ -34,6 +34,7 @@ pub struct Metrics {
     backend_up: IntGaugeVec,
     backend_admin: IntGaugeVec,
     admin_actions: IntCounterVec,
+    admin_denied: IntCounterVec,
     transitions: IntCounterVec,
     check_duration: HistogramVec,
     connect_failures: IntCounterVec,
@@ -183,6 +184,14 @@ impl Metrics {
                      action: drain, down, up",
                 ),
                 &["action"],
+            )?,
+            admin_denied: IntCounterVec::new(
+                Opts::new(
+                    "holdfast_admin_denied_total",
+                    "Writes (POST) refused on the admin listener, by reason: no_token (none \
+                     given), wrong_token, no_token_configured (writes over TCP are off)",
+                ),
+                &["reason"],
             )?,
             transitions: IntCounterVec::new(
                 Opts::new(
@@ -455,6 +464,10 @@ impl Metrics {
         m.registry.register(Box::new(m.backend_up.clone()))?;
         m.registry.register(Box::new(m.backend_admin.clone()))?;
         m.registry.register(Box::new(m.admin_actions.clone()))?;
+        m.registry.register(Box::new(m.admin_denied.clone()))?;
+        for reason in ["no_token", "wrong_token", "no_token_configured"] {
+            m.admin_denied.with_label_values(&[reason]);
+        }
         for action in Action::ALL {
             m.admin_actions.with_label_values(&[action.as_str()]);
         }
@@ -520,6 +533,11 @@ impl Metrics {
     /// `queue`, `dropped`: an event the full queue could not take).
     pub fn notification(&self, way: &str, result: &str) {
         self.notifications.with_label_values(&[way, result]).inc();
+    }
+
+    /// A write refused on the admin listener.
+    pub fn admin_denied(&self, reason: &str) {
+        self.admin_denied.with_label_values(&[reason]).inc();
     }
 
     /// An operator's action on a backend.

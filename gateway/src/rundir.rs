@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunFiles {
     pub upgrade_sock: PathBuf,
+    /// The admin endpoints, for this user only: what `holdfast reload|upgrade|backend` use.
+    pub control_sock: PathBuf,
     pub state_file: PathBuf,
     pub pid_file: PathBuf,
 }
@@ -73,6 +75,7 @@ pub fn files_for(dir: &Path, config: &Path) -> RunFiles {
     let key = instance_key(config);
     RunFiles {
         upgrade_sock: dir.join(format!("{key}.upgrade.sock")),
+        control_sock: dir.join(format!("{key}.control.sock")),
         state_file: dir.join(format!("{key}.state.json")),
         pid_file: dir.join(format!("{key}.pid")),
     }

@@ -43,6 +43,8 @@ pub struct ProcessOptions {
     pub upgrade_sock: Option<PathBuf>,
     /// Where the health state is handed from one process to the next; `None`: likewise.
     pub state_file: Option<PathBuf>,
+    /// The admin endpoints' Unix socket (mode 0600); `None`: beside the upgrade socket.
+    pub control_sock: Option<PathBuf>,
     /// Started by `holdfast run`, whose command line starts the next process of an upgrade.
     pub relaunch: bool,
 }
@@ -53,6 +55,7 @@ impl Default for ProcessOptions {
             threads: std::thread::available_parallelism().map_or(2, usize::from),
             upgrade: false,
             upgrade_sock: None,
+            control_sock: None,
             state_file: None,
             relaunch: false,
         }
@@ -93,10 +96,16 @@ fn run_files(config: &Path, options: &ProcessOptions) -> Result<RunFiles, RunDir
     for file in [&upgrade_sock, &state_file] {
         rundir::check_private(rundir::parent(file))?;
     }
-    let pid_file =
-        rundir::parent(&upgrade_sock).join(format!("{}.pid", rundir::instance_key(config)));
+    let key = rundir::instance_key(config);
+    let pid_file = rundir::parent(&upgrade_sock).join(format!("{key}.pid"));
+    let control_sock = options
+        .control_sock
+        .clone()
+        .unwrap_or_else(|| rundir::parent(&upgrade_sock).join(format!("{key}.control.sock")));
+    rundir::check_private(rundir::parent(&control_sock))?;
     Ok(RunFiles {
         upgrade_sock,
+        control_sock,
         state_file,
         pid_file,
     })
@@ -207,6 +216,7 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
         lifecycle.clone(),
         visitors,
     );
+    app.control_sock = Some(files.control_sock.clone());
     if options.relaunch {
         app.relaunch = std::env::current_exe().ok().map(|exe| Relaunch {
             exe,
@@ -216,6 +226,11 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
     }
     let mut admin = Service::new("holdfast admin".to_string(), app);
     admin.add_tcp(&config.listen.admin.to_string());
+    // Writes need no token here: only this user (and root) can connect.
+    admin.add_uds(
+        &files.control_sock.to_string_lossy(),
+        Some(std::os::unix::fs::PermissionsExt::from_mode(0o600)),
+    );
     admin.threads = Some(1);
 
     server.add_service(ProxyService::new(listeners.clone()));

@@ -287,14 +287,33 @@ impl Gateway {
         self.holdfast(&[command])
     }
 
-    /// Runs `holdfast <args...> --config <its config>` (`backend drain app a`).
+    /// Runs `holdfast <args...> --config <its config>` (`backend drain app a`), through its
+    /// control socket.
     pub fn holdfast(&self, args: &[&str]) -> Output {
         Command::new(binary())
             .args(args)
             .arg("--config")
             .arg(self.config_path())
+            .arg("--control-sock")
+            .arg(self.control_sock())
             .output()
             .expect("run holdfast")
+    }
+
+    /// Its control socket.
+    pub fn control_sock(&self) -> PathBuf {
+        self.scratch.path().join("control.sock")
+    }
+
+    /// `POST path` on the admin listener over TCP with the token of [`ADMIN_TOKEN_LISTEN`]
+    /// (start the gateway with it).
+    pub async fn admin_post(&self, path: &str) -> reqwest::Response {
+        crate::client()
+            .post(self.admin_url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// `holdfast reload`, which must take; returns what it printed.
@@ -440,6 +459,12 @@ impl Gateway {
     }
 }
 
+/// A `[listen]` line that gives the admin listener a token (for [`Gateway::admin_post`]).
+pub const ADMIN_TOKEN_LISTEN: &str = "admin_token = \"holdfast-test-token-0123456789\"";
+
+/// The token of [`ADMIN_TOKEN_LISTEN`].
+pub const ADMIN_TOKEN: &str = "holdfast-test-token-0123456789";
+
 /// The pseudo environment variable of [`Gateway::start_with_env`] that starts the gateway with
 /// this open-file limit (a number).
 pub const NOFILE: &str = "NOFILE";
@@ -481,7 +506,9 @@ fn spawn(
         .arg("--upgrade-sock")
         .arg(scratch.join("upgrade.sock"))
         .arg("--state-file")
-        .arg(scratch.join("state.json"));
+        .arg(scratch.join("state.json"))
+        .arg("--control-sock")
+        .arg(scratch.join("control.sock"));
     if upgrade {
         command.arg("--upgrade");
     }

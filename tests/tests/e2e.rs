@@ -4,6 +4,8 @@
 
 #[path = "e2e/actions.rs"]
 mod actions;
+#[path = "e2e/admin_access.rs"]
+mod admin_access;
 #[path = "e2e/certs.rs"]
 mod certs;
 #[path = "e2e/check.rs"]

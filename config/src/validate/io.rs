@@ -92,6 +92,11 @@ pub fn gather(raw: &file::File, base_dir: &Path) -> Found {
             .map_err(|e| format!("cannot read: {e}"));
         found.opened.insert(path, result);
     }
+    if let Some(name) = &listen.admin_token_file {
+        let path = base_dir.join(name);
+        let token = read_at_most(&path, 4096);
+        found.read.insert(path, token);
+    }
     if let Some(name) = &raw.fallback.body_file {
         let path = base_dir.join(name);
         let body = read_at_most(&path, d::FALLBACK_BODY_MAX_BYTES);

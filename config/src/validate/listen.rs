@@ -24,6 +24,8 @@ pub(super) fn validate_listen(
         certificates,
         origin_pulls,
         admin,
+        admin_token,
+        admin_token_file,
         keepalive_timeout,
         header_timeout,
         shutdown_delay,
@@ -158,6 +160,16 @@ pub(super) fn validate_listen(
             SocketAddr::from(([127, 0, 0, 1], 0))
         }
     };
+    let admin_token = token(admin_token, admin_token_file, (base_dir, found), p);
+    if admin_token.is_none() && !admin.ip().is_loopback() {
+        p.add(
+            "listen.admin",
+            format!(
+                "{admin} is not a loopback address: set listen.admin_token (or admin_token_file), \
+                 so that a write over it (reload, upgrade, drain) needs the token"
+            ),
+        );
+    }
     let keepalive_timeout = keepalive_timeout.unwrap_or(d::DOWNSTREAM_KEEPALIVE_IDLE);
     if keepalive_timeout < Duration::from_secs(1) {
         p.add("listen.keepalive_timeout", "must be at least 1s");
@@ -266,6 +278,7 @@ pub(super) fn validate_listen(
         https,
         tls,
         admin,
+        admin_token,
         keepalive_timeout,
         header_timeout,
         shutdown_delay,
@@ -295,6 +308,50 @@ fn listen_addrs(
     out
 }
 
+/// The admin token, given or read from its file: one line of visible characters.
+fn token(
+    given: Option<String>,
+    file: Option<String>,
+    (base_dir, found): (&Path, &Found),
+    p: &mut Problems,
+) -> Option<Secret> {
+    let (value, key) = match (given, file) {
+        (Some(_), Some(_)) => {
+            p.add(
+                "listen.admin_token_file",
+                "set admin_token or admin_token_file, not both",
+            );
+            return None;
+        }
+        (Some(token), None) => (token, "listen.admin_token"),
+        (None, Some(name)) => {
+            let path = base_dir.join(name);
+            match found.bytes(&path) {
+                Ok(bytes) => (
+                    String::from_utf8_lossy(&bytes).trim().to_string(),
+                    "listen.admin_token_file",
+                ),
+                Err(e) => {
+                    p.add(
+                        "listen.admin_token_file",
+                        format!("{}: {e}", path.display()),
+                    );
+                    return None;
+                }
+            }
+        }
+        (None, None) => return None,
+    };
+    if value.len() < 16 || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        p.add(
+            key,
+            "must be at least 16 visible characters, on one line (e.g. `openssl rand -hex 32`)",
+        );
+        return None;
+    }
+    Some(Secret::new(value))
+}
+
 /// A file named in the config, relative to the config's folder, that must be readable.
 fn readable_file(
     (base_dir, found): (&Path, &Found),
@@ -316,6 +373,11 @@ mod tests {
 
     fn found() -> Found {
         Found::default()
+            .with_file(format!("{DIR}/token"), Ok(b"0123456789abcdef0123\n"))
+            .with_file(
+                format!("{DIR}/gone"),
+                Err("cannot read: No such file or directory (os error 2)".into()),
+            )
             .with_readable(format!("{DIR}/cert.pem"), Ok(()))
             .with_readable(format!("{DIR}/key.pem"), Ok(()))
             .with_readable(
@@ -369,6 +431,41 @@ mod tests {
                 "is also a proxy listener",
             ),
             (with(r#"admin = "localhost""#), "listen.admin", "is not an IP:port"),
+            (
+                with(r#"admin = "0.0.0.0:9180""#),
+                "listen.admin",
+                "is not a loopback address: set listen.admin_token",
+            ),
+            (
+                with("admin = \"0.0.0.0:9180\"\nadmin_token = \"0123456789abcdef0123\""),
+                "",
+                "",
+            ),
+            (
+                with("admin_token_file = \"token\""),
+                "",
+                "",
+            ),
+            (
+                with("admin_token = \"short\""),
+                "listen.admin_token",
+                "at least 16 visible characters",
+            ),
+            (
+                with("admin_token = \"0123456789abcdef 0123\""),
+                "listen.admin_token",
+                "at least 16 visible characters",
+            ),
+            (
+                with("admin_token = \"0123456789abcdef0123\"\nadmin_token_file = \"token\""),
+                "listen.admin_token_file",
+                "not both",
+            ),
+            (
+                with("admin_token_file = \"gone\""),
+                "listen.admin_token_file",
+                "/etc/holdfast/gone: cannot read",
+            ),
             (with(r#"keepalive_timeout = "500ms""#), "listen.keepalive_timeout", "at least 1s"),
             (with(r#"header_timeout = "50ms""#), "listen.header_timeout", "at least 100ms"),
             (with(r#"shutdown_delay = "11m""#), "listen.shutdown_delay", "at most 10m"),

@@ -2,6 +2,7 @@
 //! `POST /backends/POOL/BACKEND/ACTION` and `holdfast backend`, under load, across a reload and
 //! an upgrade; the last backend that can serve kept unless forced.
 
+use holdfast_tests::gateway::ADMIN_TOKEN_LISTEN;
 use holdfast_tests::{scripted_backend, wait_until, Gateway, Load};
 use serde_json::Value;
 use std::time::Duration;
@@ -24,11 +25,7 @@ async fn backend(gw: &Gateway, name: &str) -> Value {
 
 /// `POST /backends/...` on the admin listener: status and JSON answer.
 async fn act(gw: &Gateway, path: &str) -> (u16, Value) {
-    let r = holdfast_tests::client()
-        .post(gw.admin_url(path))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.admin_post(path).await;
     let status = r.status().as_u16();
     let text = r.text().await.unwrap_or_default();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
@@ -52,7 +49,7 @@ async fn a_drained_backend_finishes_its_requests_and_gets_no_new_one() {
         scripted_backend("a", slow).await,
         scripted_backend("b", slow).await,
     );
-    let mut gw = Gateway::start(&pools(a, b, 1)).await;
+    let mut gw = Gateway::start_with_listen(ADMIN_TOKEN_LISTEN, &pools(a, b, 1)).await;
     let load = Load::start(gw.url("/"), 4, Duration::from_secs(60));
     load.more(100).await;
     assert!(load.served_by("a") > 0, "a served before the drain");
@@ -137,7 +134,7 @@ async fn a_drained_backend_finishes_its_requests_and_gets_no_new_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_backend_is_forced_out_only_when_asked_to() {
     let a = scripted_backend("a", |_| Some(Duration::ZERO)).await;
-    let gw = Gateway::start(&format!(
+    let gw = Gateway::start_with_listen(ADMIN_TOKEN_LISTEN, &format!(
         "[pools.app.health.tcp]\ninterval = \"1s\"\n[[pools.app.tiers]]\nbackends = [{{ name = \"a\", address = \"{a}\" }}]\n"
     ))
     .await;

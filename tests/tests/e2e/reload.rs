@@ -3,7 +3,7 @@
 //! changes nothing; health survives a reload; listeners come and go while the others never
 //! refuse a connection.
 
-use holdfast_tests::gateway::sample_value;
+use holdfast_tests::gateway::{sample_value, ADMIN_TOKEN_LISTEN};
 use holdfast_tests::ports::free_loopback;
 use holdfast_tests::{backend, scripted_backend, wait_until, Gateway, Load};
 use serde_json::Value;
@@ -73,7 +73,7 @@ async fn ten_reloads_under_load_fail_no_request() {
         (pools("two", &only_a), &["c"], 0.0),
         (pools("one", &mostly_b), &["a", "b"], 0.7),
     ];
-    let gw = Gateway::start(&variants[0].0).await;
+    let gw = Gateway::start_with_listen(ADMIN_TOKEN_LISTEN, &variants[0].0).await;
     let pid = gw.pid();
     let load = Load::start(gw.url("/"), 8, Duration::from_secs(60));
     let mut longest_switch = Duration::ZERO;
@@ -92,11 +92,7 @@ async fn ten_reloads_under_load_fail_no_request() {
                 "holdfast reload"
             }
             _ => {
-                let r = holdfast_tests::client()
-                    .post(gw.admin_url("/reload"))
-                    .send()
-                    .await
-                    .unwrap();
+                let r = gw.admin_post("/reload").await;
                 assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
                 "POST /reload"
             }
@@ -170,7 +166,7 @@ async fn a_broken_config_changes_nothing() {
         "[[pools.app.tiers]]\nbackends = [{{ name = \"a\", address = \"{}\" }}]\n",
         a.addr()
     );
-    let gw = Gateway::start(&good).await;
+    let gw = Gateway::start_with_listen(ADMIN_TOKEN_LISTEN, &good).await;
     let before = status(&gw).await["config"].clone();
     let load = Load::start(gw.url("/"), 4, Duration::from_secs(30));
     load.more(100).await;
@@ -190,11 +186,7 @@ async fn a_broken_config_changes_nothing() {
         stderr.contains("the running config keeps serving"),
         "{stderr}"
     );
-    let r = holdfast_tests::client()
-        .post(gw.admin_url("/reload"))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.admin_post("/reload").await;
     assert_eq!(r.status(), 422);
     let doc: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
     assert_eq!(doc["result"], "failure");
