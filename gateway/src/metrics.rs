@@ -421,14 +421,15 @@ impl Metrics {
                     Opts::new(
                         "holdfast_notifications_total",
                         "[[notify]] deliveries, by way (webhook, exec) and result: sent, failed \
-                         (after its retries), limited (min_interval); events dropped before \
-                         delivery (the queue was full) are way=queue, result=dropped",
+                         (after its retries), limited (min_interval), dropped (the target's \
+                         queue of 256 was full); events the process's queue could not take \
+                         are way=queue, result=dropped",
                     ),
                     &["way", "result"],
                 )?;
                 registry.register(Box::new(vec.clone()))?;
                 for way in ["webhook", "exec"] {
-                    for result in ["sent", "failed", "limited"] {
+                    for result in ["sent", "failed", "limited", "dropped"] {
                         vec.with_label_values(&[way, result]);
                     }
                 }

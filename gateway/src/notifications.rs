@@ -1,7 +1,8 @@
 //! Delivers events to the `[[notify]]` targets of the running config: a webhook (the event as
 //! JSON, POSTed with a timeout and retries) and/or a command (run with the event in its
-//! environment, no shell, killed at its timeout). One task, never on the request path: each
-//! delivery runs on its own, so a slow target holds up nothing else. A backend's transition
+//! environment, no shell, killed at its timeout). Never on the request path: one task sorts the
+//! events, and each target has its own queue and worker, so that its events arrive in order
+//! and a slow target holds up no other. A backend's transition
 //! also tells whether its pool now serves from another tier, or from none.
 
 use crate::events::{Event, Limiter, Tiers};
@@ -9,9 +10,13 @@ use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use arc_swap::ArcSwap;
 use holdfast_config::{EventKind, Notify};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+
+/// Events waiting for one target, at most; more are dropped (and counted).
+const TARGET_QUEUE: usize = 256;
 
 /// The first pause before a webhook call is tried again; it doubles each time.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
@@ -31,6 +36,9 @@ pub async fn deliver(mut inbox: mpsc::Receiver<Event>, runtime: Arc<ArcSwap<Runt
     };
     let host = hostname();
     let (mut limiter, mut tiers) = (Limiter::default(), Tiers::default());
+    // One queue and one worker per target: its events arrive in order, and a slow target holds
+    // up no other.
+    let mut queues: HashMap<usize, mpsc::Sender<(Notify, Event)>> = HashMap::new();
     // Every pool's tier as it is now: a change from here on is news.
     for pool in runtime.load().health_pools.iter() {
         tiers.observe(&pool.name, pool.active_tier(), &[]);
@@ -61,13 +69,30 @@ pub async fn deliver(mut inbox: mpsc::Receiver<Event>, runtime: Arc<ArcSwap<Runt
                     }
                     continue;
                 }
-                let (target, event, client, host) =
-                    (target.clone(), event.clone(), client.clone(), host.clone());
-                tokio::spawn(async move {
-                    send(&target, &event, &client, &host, &metrics).await;
+                let queue = queues.entry(i).or_insert_with(|| {
+                    let (tx, rx) = mpsc::channel(TARGET_QUEUE);
+                    tokio::spawn(worker(rx, client.clone(), host.clone(), metrics.clone()));
+                    tx
                 });
+                if queue.try_send((target.clone(), event.clone())).is_err() {
+                    for way in ways(target) {
+                        metrics.notification(way, "dropped");
+                    }
+                }
             }
         }
+    }
+}
+
+/// Delivers one target's events, one after another.
+async fn worker(
+    mut queue: mpsc::Receiver<(Notify, Event)>,
+    client: reqwest::Client,
+    host: String,
+    metrics: Metrics,
+) {
+    while let Some((target, event)) = queue.recv().await {
+        send(&target, &event, &client, &host, &metrics).await;
     }
 }
 
