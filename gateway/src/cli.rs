@@ -45,37 +45,21 @@ pub enum Command {
         #[arg(long)]
         control_sock: Option<PathBuf>,
     },
-    /// Reload the config of the running holdfast (through its admin listener): prints what
+    /// Reload the config of the running holdfast: prints what
     /// changed, or every problem of the file (as `check` does) with a non-zero exit, in which
     /// case the running config keeps serving.
     Reload {
-        /// The config file (its `listen.admin` says where the running process listens).
-        #[arg(short, long)]
-        config: PathBuf,
-        /// Ask the admin listener at this address (over TCP; a write needs the token in
-        /// HOLDFAST_ADMIN_TOKEN) instead of the control socket.
-        #[arg(long)]
-        admin: Option<SocketAddr>,
-        /// The control socket, if not the default one for the config file.
-        #[arg(long)]
-        control_sock: Option<PathBuf>,
+        #[command(flatten)]
+        running: Running,
     },
     /// Replace the running holdfast by the binary now installed, without refusing a
     /// connection: the running process starts it, hands it the listening sockets and the
     /// health state, and drains. Prints the old and new process ids.
     Upgrade {
-        /// The config file (its `listen.admin` says where the running process listens).
-        #[arg(short, long)]
-        config: PathBuf,
-        /// Ask the admin listener at this address (over TCP; a write needs the token in
-        /// HOLDFAST_ADMIN_TOKEN) instead of the control socket.
-        #[arg(long)]
-        admin: Option<SocketAddr>,
-        /// The control socket, if not the default one for the config file.
-        #[arg(long)]
-        control_sock: Option<PathBuf>,
+        #[command(flatten)]
+        running: Running,
     },
-    /// Act on a backend of the running holdfast (through its admin listener): `drain` (no new
+    /// Act on a backend of the running holdfast: `drain` (no new
     /// requests; those in flight finish), `down` (forced out), `up` (back to what its checks
     /// say, through slow start). Kept across reloads. Taking out the last backend of a pool
     /// that can serve is refused unless --force.
@@ -86,16 +70,8 @@ pub enum Command {
         pool: String,
         /// The backend's name (its address when it has none), as `/status` shows it.
         backend: String,
-        /// The config file (its `listen.admin` says where the running process listens).
-        #[arg(short, long)]
-        config: PathBuf,
-        /// Ask the admin listener at this address (over TCP; a write needs the token in
-        /// HOLDFAST_ADMIN_TOKEN) instead of the control socket.
-        #[arg(long)]
-        admin: Option<SocketAddr>,
-        /// The control socket, if not the default one for the config file.
-        #[arg(long)]
-        control_sock: Option<PathBuf>,
+        #[command(flatten)]
+        running: Running,
         /// Take out the last backend of its pool that can serve all the same (visitors then get
         /// the fallback answer).
         #[arg(long)]
@@ -121,4 +97,20 @@ pub enum Command {
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         cycle: Duration,
     },
+}
+
+/// Which running holdfast a command asks, and by which door: its control socket (the default,
+/// when it is there), or its admin listener over TCP.
+#[derive(Debug, clap::Args)]
+pub struct Running {
+    /// The config file it serves (its `listen.admin`, and its control socket's name).
+    #[arg(short, long)]
+    pub config: PathBuf,
+    /// Ask the admin listener at this address (over TCP; a write needs the token in
+    /// HOLDFAST_ADMIN_TOKEN) instead of the control socket.
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+    /// The control socket, if not the default one for the config file.
+    #[arg(long)]
+    pub control_sock: Option<PathBuf>,
 }

@@ -70,33 +70,22 @@ fn main() -> ExitCode {
                 other => report(other),
             }
         }
-        Command::Reload {
-            config,
-            admin,
-            control_sock,
-        } => {
-            let target = control::target(&config, admin, control_sock);
-            ExitCode::from(control::reload(&config, &target))
+        Command::Reload { running } => {
+            let target = control::target(&running.config, running.admin, running.control_sock);
+            ExitCode::from(control::reload(&running.config, &target))
         }
-        Command::Upgrade {
-            config,
-            admin,
-            control_sock,
-        } => ExitCode::from(control::upgrade(&control::target(
-            &config,
-            admin,
-            control_sock,
-        ))),
+        Command::Upgrade { running } => {
+            let target = control::target(&running.config, running.admin, running.control_sock);
+            ExitCode::from(control::upgrade(&target))
+        }
         Command::Backend {
             action,
             pool,
             backend,
-            config,
-            admin,
-            control_sock,
+            running,
             force,
         } => {
-            let target = control::target(&config, admin, control_sock);
+            let target = control::target(&running.config, running.admin, running.control_sock);
             ExitCode::from(control::backend(&target, (&action, &pool, &backend), force))
         }
         Command::Demo {
