@@ -45,6 +45,16 @@ pub struct File {
     /// `[[notify]]`: who is told of what happens to the backends.
     #[serde(default)]
     pub notify: Vec<Notify>,
+    #[serde(default)]
+    pub log: Log,
+}
+
+/// `[log]`: how holdfast writes its log.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// `text` (the default) or `json`: the process's events on standard error.
+    pub format: Option<String>,
 }
 
 /// One `[[notify]]` entry: a webhook, a command, or both.

@@ -19,6 +19,15 @@ pub struct Config {
     pub trust: Trust,
     /// Who is told of events (`[[notify]]`), in the file's order.
     pub notify: Vec<Notify>,
+    /// How holdfast writes its log.
+    pub log: Log,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Log {
+    /// The process's events as JSON lines (for journald, Loki) rather than text.
+    pub json: bool,
 }
 
 /// A secret from the config (the admin token): never printed, compared in constant time.

@@ -60,6 +60,22 @@ fn named_admin(config: &Path) -> Option<SocketAddr> {
     table.get("listen")?.get("admin")?.as_str()?.parse().ok()
 }
 
+/// Whether the config file asks for a JSON log (`[log] format = "json"`), read leniently before
+/// the log starts: a file that does not parse is reported by the load that follows.
+pub fn json_log(config: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(config) else {
+        return false;
+    };
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return false;
+    };
+    table
+        .get("log")
+        .and_then(|l| l.get("format"))
+        .and_then(|f| f.as_str())
+        == Some("json")
+}
+
 /// Where the running process's admin listener is: `given`, else the config file's
 /// `listen.admin`, else the default.
 pub fn admin_address(config: &Path, given: Option<SocketAddr>) -> SocketAddr {

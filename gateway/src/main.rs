@@ -18,14 +18,22 @@ const EXIT_INVALID_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let log = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+        .with_env_filter(filter);
+    // `[log] format = "json"` in the config a process serves: its events as JSON lines.
+    let json = match &cli.command {
+        Command::Run { config, .. } => control::json_log(config),
+        _ => false,
+    };
+    match json {
+        true => log.json().flatten_event(true).init(),
+        false => log
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .init(),
+    }
 
     match cli.command {
         Command::Check { config } => match holdfast_config::load(&config) {

@@ -49,6 +49,9 @@ pub fn restart_needed(running: &Config, new: &Config) -> Vec<String> {
             running.listen.admin
         ));
     }
+    if running.log != new.log {
+        needs.push("log.format: the log keeps its format until a restart (or an upgrade)".into());
+    }
     needs
 }
 

@@ -28,6 +28,8 @@ mod h2_clients;
 mod hedge;
 #[path = "e2e/http2.rs"]
 mod http2;
+#[path = "e2e/logs.rs"]
+mod logs;
 #[path = "e2e/notify.rs"]
 mod notify;
 #[path = "e2e/overload.rs"]

@@ -37,6 +37,7 @@ pub fn validate(raw: file::File, base_dir: &Path, found: &Found) -> Result<Confi
         pools,
         trust,
         notify,
+        log,
     } = raw;
 
     let listen = listen::validate_listen(listen, base_dir, found, &mut p);
@@ -48,6 +49,17 @@ pub fn validate(raw: file::File, base_dir: &Path, found: &Found) -> Result<Confi
     let routes = routes::validate_routes(routes, &pools, &mut p);
     let trust = trust::validate_trust(trust, base_dir, &mut p);
     let notify = notify::validate_notify(notify, &mut p);
+    let log = match log.format.as_deref() {
+        None | Some("text") => Log { json: false },
+        Some("json") => Log { json: true },
+        Some(other) => {
+            p.add(
+                "log.format",
+                format!("{other:?} is not \"text\" or \"json\""),
+            );
+            Log::default()
+        }
+    };
 
     if p.0.is_empty() {
         Ok(Config {
@@ -57,6 +69,7 @@ pub fn validate(raw: file::File, base_dir: &Path, found: &Found) -> Result<Confi
             fallback,
             trust,
             notify,
+            log,
         })
     } else {
         Err(p.0)

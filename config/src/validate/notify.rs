@@ -100,6 +100,13 @@ mod tests {
     fn notify_rules() {
         let with = |notify: &str| format!("{POOL}[[notify]]\n{notify}\n");
         let cases = [
+            // `[log]`, which has no section module of its own.
+            (format!("[log]\nformat = \"json\"\n{POOL}"), "", ""),
+            (
+                format!("[log]\nformat = \"xml\"\n{POOL}"),
+                "log.format",
+                "is not \"text\" or \"json\"",
+            ),
             (with(r#"url = "https://hooks.example/h""#), "", ""),
             (
                 with(r#"exec = ["/usr/bin/logger", "-t", "holdfast"]"#),
