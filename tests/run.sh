@@ -8,7 +8,8 @@ source deploy/prereqs.sh
 
 # The fault-matrix tests (tests/tests/faults.rs) need `ip` and `iptables` and root; the HTTP/2
 # tests with independent clients need `nghttp` and `curl`; the alert rules and the dashboard
-# are checked with `promtool` (Debian's prometheus package). As root they are installed when
+# are checked with `promtool` (Debian's prometheus package); the status page in a real browser,
+# headless chromium under its WebDriver (chromium-driver). As root they are installed when
 # missing; elsewhere those tests skip and say why (under CI a missing client fails its test).
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   missing=()
@@ -17,6 +18,7 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   command -v nghttp >/dev/null 2>&1 || missing+=(nghttp2-client)
   command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium chromium-driver)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "holdfast: installing ${missing[*]} for the fault-matrix and HTTP/2 client tests" >&2
     export DEBIAN_FRONTEND=noninteractive

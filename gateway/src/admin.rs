@@ -1,11 +1,14 @@
-//! The admin listener (loopback by default): `/metrics` (Prometheus text), `/healthz` (200 while
+//! The admin listener (loopback by default) and the control socket: `/` (the status page),
+//! `/metrics` (Prometheus text), `/healthz` (200 while
 //! the default pool can serve through any tier, 503 otherwise and while the process stops: for
 //! Cloudflare Load Balancing monitors and Kubernetes probes), `/status` (JSON: the running
 //! config, every pool, tier and backend), `POST /reload` (what `holdfast reload` calls) and
 //! `POST /upgrade` (what `holdfast upgrade` calls: starts the next process, which takes the
-//! listening sockets over).
+//! listening sockets over) and `POST /backends/POOL/BACKEND/ACTION`. Writes need the control
+//! socket or the admin token ([`Admin::may_write`]).
 
 use crate::cap::Cap;
+use crate::history::History;
 use crate::lifecycle::Relaunch;
 use crate::process::Lifecycle;
 use crate::reload::Reloader;
@@ -34,6 +37,8 @@ pub struct Admin {
     /// The control socket, where writes need no token (named in the refusal of one that
     /// needs it).
     pub control_sock: Option<std::path::PathBuf>,
+    /// The last minutes of each pool, for the page's charts.
+    pub history: Option<Arc<History>>,
 }
 
 impl Admin {
@@ -50,6 +55,7 @@ impl Admin {
             visitors,
             relaunch: None,
             control_sock: None,
+            history: None,
         }
     }
 }
@@ -66,6 +72,18 @@ impl ServeHttp for Admin {
             }
         }
         match path.as_str() {
+            "/" | "/index.html" if !post => {
+                let mut page = reply(StatusCode::OK, "text/html; charset=utf-8", PAGE.into());
+                // Nothing but itself: inline style and script, requests to this listener only.
+                let policy = "default-src 'none'; connect-src 'self'; style-src 'unsafe-inline'; \
+                              script-src 'unsafe-inline'; img-src data:; base-uri 'none'; \
+                              form-action 'none'; frame-ancestors 'none'";
+                if let Ok(v) = policy.parse() {
+                    page.headers_mut()
+                        .insert(http::header::CONTENT_SECURITY_POLICY, v);
+                }
+                page
+            }
             "/metrics" => {
                 runtime.metrics.trusted_ranges(runtime.trust.len());
                 let live = self.reloader.generations_live();
@@ -155,6 +173,14 @@ impl ServeHttp for Admin {
                 doc["config"]["path"] = self.reloader.path().display().to_string().into();
                 doc["config"]["last_reload"] = self.reloader.last().unwrap_or(Value::Null);
                 doc["config"]["generations_live"] = self.reloader.generations_live().into();
+                if let Some(history) = &self.history {
+                    let pools = runtime.config.pools.iter().filter_map(|p| {
+                        let ring = history.of(&p.name)?;
+                        let doc = json!({ "requests": ring.requests, "errors": ring.errors });
+                        Some((p.name.clone(), doc))
+                    });
+                    doc["history"] = Value::Object(pools.collect());
+                }
                 doc["visitors"] = json!({
                     "connections": self.visitors.live(),
                     "max_connections": self.visitors.max(),
@@ -250,6 +276,9 @@ impl Admin {
         }
     }
 }
+
+/// The status page: one file, no external assets (it polls `/status` once a second).
+const PAGE: &str = include_str!("page.html");
 
 /// `POST /backends/{pool}/{backend}/{drain|down|up}`, asked by `peer`: the backend's new state,
 /// or why not (404: no such pool, backend or action; 409: the last backend that can serve,

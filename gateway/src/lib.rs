@@ -27,6 +27,7 @@ pub mod fallback;
 pub mod fast;
 pub mod fingerprint;
 pub mod hedge;
+pub mod history;
 pub mod http2;
 pub use holdfast_h1 as h1;
 pub mod lifecycle;

@@ -113,6 +113,13 @@ impl PoolMetrics {
         self.requests[class].inc();
     }
 
+    /// What the pool has answered so far: all requests, and those answered 5xx (the fallback
+    /// included).
+    pub fn totals(&self) -> (u64, u64) {
+        let all = self.requests.iter().map(IntCounter::get).sum();
+        (all, self.requests[4].get())
+    }
+
     pub fn retry(&self, cause: RetryCause) {
         self.retries[cause.index()].inc();
     }

@@ -217,6 +217,8 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
         visitors,
     );
     app.control_sock = Some(files.control_sock.clone());
+    let history = Arc::new(crate::history::History::default());
+    app.history = Some(history.clone());
     if options.relaunch {
         app.relaunch = std::env::current_exe().ok().map(|exe| Relaunch {
             exe,
@@ -243,6 +245,7 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
             reloader: reloader.clone(),
             listeners: listeners.clone(),
             runtime: runtime.clone(),
+            history,
             upgraded: options
                 .upgrade
                 .then(|| crate::lifecycle::ready_file(&files.upgrade_sock)),
@@ -397,6 +400,20 @@ fn startup_probe(health: &Arc<HealthTable>, prober: &Arc<NetProber>) -> Result<(
     Ok(())
 }
 
+/// Samples every pool's counters into `history` once a second.
+async fn sample_history(runtime: Arc<ArcSwap<Runtime>>, history: Arc<crate::history::History>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let runtime = runtime.load();
+        history.sample(runtime.pools.iter().map(|p| {
+            let (all, errors) = p.metrics.totals();
+            (&*p.name, all, errors)
+        }));
+    }
+}
+
 /// What runs beside the services: the check loops, the config file's watcher, the systemd
 /// notifications.
 struct Background {
@@ -405,6 +422,8 @@ struct Background {
     reloader: Arc<Reloader>,
     listeners: Arc<Listeners>,
     runtime: Arc<ArcSwap<Runtime>>,
+    /// Where the sampler keeps each pool's last minutes.
+    history: Arc<crate::history::History>,
     /// On an upgrade, the file that tells the previous process this one accepts.
     upgraded: Option<PathBuf>,
 }
@@ -417,6 +436,7 @@ impl BackgroundService for Background {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .start();
         crate::watch::config_files(self.reloader.clone());
+        tokio::spawn(sample_history(self.runtime.clone(), self.history.clone()));
         if let Some(inbox) = self.runtime.load().metrics.events().take_inbox() {
             tokio::spawn(crate::notifications::deliver(inbox, self.runtime.clone()));
         }

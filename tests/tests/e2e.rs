@@ -34,6 +34,8 @@ mod logs;
 mod notify;
 #[path = "e2e/overload.rs"]
 mod overload;
+#[path = "e2e/page.rs"]
+mod page;
 #[path = "e2e/reload.rs"]
 mod reload;
 #[path = "e2e/rescue.rs"]
