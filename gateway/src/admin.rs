@@ -39,6 +39,8 @@ pub struct Admin {
     pub control_sock: Option<std::path::PathBuf>,
     /// The last minutes of each pool, for the page's charts.
     pub history: Option<Arc<History>>,
+    /// When it started serving (the process's uptime, near enough).
+    started: std::time::Instant,
 }
 
 impl Admin {
@@ -56,6 +58,7 @@ impl Admin {
             relaunch: None,
             control_sock: None,
             history: None,
+            started: std::time::Instant::now(),
         }
     }
 }
@@ -170,14 +173,20 @@ impl ServeHttp for Admin {
                 let mut doc = status(&runtime);
                 doc["draining"] = self.lifecycle.is_draining().into();
                 doc["pid"] = std::process::id().into();
+                let (open, max) = open_files();
+                doc["process"] = json!({
+                    "pid": std::process::id(),
+                    "uptime_s": self.started.elapsed().as_secs(),
+                    "open_files": open,
+                    "max_open_files": max,
+                });
                 doc["config"]["path"] = self.reloader.path().display().to_string().into();
                 doc["config"]["last_reload"] = self.reloader.last().unwrap_or(Value::Null);
                 doc["config"]["generations_live"] = self.reloader.generations_live().into();
                 if let Some(history) = &self.history {
                     let pools = runtime.config.pools.iter().filter_map(|p| {
                         let ring = history.of(&p.name)?;
-                        let doc = json!({ "requests": ring.requests, "errors": ring.errors });
-                        Some((p.name.clone(), doc))
+                        Some((p.name.clone(), ring.json()))
                     });
                     doc["history"] = Value::Object(pools.collect());
                 }
@@ -275,6 +284,18 @@ impl Admin {
             }
         }
     }
+}
+
+/// The descriptors this process has open, and its limit (`None` when /proc does not say).
+fn open_files() -> (Option<usize>, Option<u64>) {
+    let open = std::fs::read_dir("/proc/self/fd").ok().map(Iterator::count);
+    let max = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse().ok()
+        });
+    (open, max)
 }
 
 /// The status page: one file, no external assets (it polls `/status` once a second).

@@ -1,37 +1,98 @@
-//! The last minutes of each pool, kept by the process for the status page's charts: requests
-//! and 5xx answers per second, sampled from the pool's counters once a second into a bounded
-//! ring. A plain type; the sampling task only reads counters and calls [`History::sample`].
+//! The last minutes of each pool, kept by the process for the status page: per second, the
+//! requests answered, the 5xx among them, what failed on the way by the class of error
+//! Cloudflare would have shown (520 to 525), rescues and hedges; sampled from the pool's
+//! counters once a second into a bounded ring. A plain type; the sampling task only reads
+//! counters and calls [`History::sample`].
 
+use holdfast_health::TrafficFailure;
+use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 /// Seconds kept per pool.
 pub const SECONDS: usize = 300;
 
-/// One pool's ring: per second, requests answered and how many of them were 5xx.
+/// What is counted, in the order of [`Counts`].
+pub const SERIES: [&str; 10] = [
+    "requests", "errors", "520", "521", "522", "523", "524", "525", "rescued", "hedged",
+];
+
+/// A pool's counters (totals so far), or one second's worth of them, in [`SERIES`] order.
+pub type Counts = [u64; SERIES.len()];
+
+/// Where a failure of an attempt counts: the error Cloudflare would have shown for it. A
+/// connect that failed (`connect`) is 521 refused, 522 timed out, 523 no route, 525 TLS, 520
+/// otherwise; a request that got no answer is 524 when it timed out, 520 otherwise.
+pub fn class(failure: TrafficFailure, connect: bool) -> usize {
+    let code = match (failure, connect) {
+        (TrafficFailure::Refused, true) => "521",
+        (TrafficFailure::Timeout, true) => "522",
+        (TrafficFailure::NoRoute, true) => "523",
+        (TrafficFailure::Tls, _) => "525",
+        (TrafficFailure::Timeout, false) => "524",
+        _ => "520",
+    };
+    SERIES.iter().position(|s| *s == code).unwrap_or(2)
+}
+
+/// One pool's ring: per second, how much of each series.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Ring {
     /// The counters at the last sample, to take the next one's difference from.
-    last: Option<(u64, u64)>,
-    pub requests: VecDeque<u64>,
-    pub errors: VecDeque<u64>,
+    last: Option<Counts>,
+    pub seconds: VecDeque<Counts>,
 }
 
 impl Ring {
-    /// Takes the pool's counters now (`all`, `errors`): the difference from the last sample
-    /// is one second's worth. The first sample only sets the start; a counter that went back
-    /// (a new process) counts from zero.
-    pub fn sample(&mut self, all: u64, errors: u64) {
-        if let Some((last_all, last_errors)) = self.last {
-            let delta = |now: u64, then: u64| now.checked_sub(then).unwrap_or(now);
-            self.requests.push_back(delta(all, last_all));
-            self.errors.push_back(delta(errors, last_errors));
-            while self.requests.len() > SECONDS {
-                self.requests.pop_front();
-                self.errors.pop_front();
+    /// Takes the pool's counters now: the difference from the last sample is one second's
+    /// worth. The first sample only sets the start; a counter that went back (a new process)
+    /// counts from zero.
+    pub fn sample(&mut self, now: Counts) {
+        if let Some(last) = self.last {
+            let mut second = [0; SERIES.len()];
+            for (i, s) in second.iter_mut().enumerate() {
+                *s = now[i].checked_sub(last[i]).unwrap_or(now[i]);
+            }
+            self.seconds.push_back(second);
+            while self.seconds.len() > SECONDS {
+                self.seconds.pop_front();
             }
         }
-        self.last = Some((all, errors));
+        self.last = Some(now);
+    }
+
+    /// One series, oldest second first.
+    pub fn series(&self, name: &str) -> Vec<u64> {
+        let Some(i) = SERIES.iter().position(|s| *s == name) else {
+            return Vec::new();
+        };
+        self.seconds.iter().map(|c| c[i]).collect()
+    }
+
+    /// Every series summed over the last `seconds`.
+    pub fn last(&self, seconds: usize) -> Counts {
+        let mut sum = [0; SERIES.len()];
+        for c in self.seconds.iter().rev().take(seconds) {
+            for (s, v) in sum.iter_mut().zip(c) {
+                *s += v;
+            }
+        }
+        sum
+    }
+
+    /// As `/status` shows it: the charts' series, and the last minute's totals.
+    pub fn json(&self) -> Value {
+        let minute = self.last(60);
+        let totals: serde_json::Map<String, Value> = SERIES
+            .iter()
+            .zip(minute)
+            .map(|(name, n)| (name.to_string(), n.into()))
+            .collect();
+        json!({
+            "requests": self.series("requests"),
+            "errors": self.series("errors"),
+            "last_minute": totals,
+        })
     }
 }
 
@@ -42,24 +103,21 @@ pub struct History {
 }
 
 impl History {
-    /// One sample of every pool: `(name, requests so far, 5xx so far)`.
-    pub fn sample<'a>(&self, pools: impl IntoIterator<Item = (&'a str, u64, u64)>) {
+    /// One sample of every pool: its name and counters.
+    pub fn sample<'a>(&self, pools: impl IntoIterator<Item = (&'a str, Counts)>) {
         let mut rings = self
             .pools
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut seen = Vec::new();
-        for (name, all, errors) in pools {
-            rings
-                .entry(name.to_string())
-                .or_default()
-                .sample(all, errors);
+        for (name, counts) in pools {
+            rings.entry(name.to_string()).or_default().sample(counts);
             seen.push(name.to_string());
         }
         rings.retain(|name, _| seen.contains(name));
     }
 
-    /// A pool's ring, oldest second first.
+    /// A pool's ring.
     pub fn of(&self, pool: &str) -> Option<Ring> {
         self.pools
             .lock()
@@ -73,32 +131,65 @@ impl History {
 mod tests {
     use super::*;
 
+    fn counts(requests: u64, errors: u64, c521: u64) -> Counts {
+        let mut c = [0; SERIES.len()];
+        c[0] = requests;
+        c[1] = errors;
+        c[3] = c521;
+        c
+    }
+
     #[test]
     fn a_ring_keeps_per_second_differences_and_its_bound() {
         let mut r = Ring::default();
-        r.sample(100, 3); // the start
-        assert!(r.requests.is_empty());
-        r.sample(150, 3);
-        r.sample(150, 3);
-        r.sample(210, 13);
-        assert_eq!(Vec::from(r.requests.clone()), vec![50, 0, 60]);
-        assert_eq!(Vec::from(r.errors.clone()), vec![0, 0, 10]);
-        r.sample(5, 1); // counters that went back: a new process
-        assert_eq!(r.requests.back(), Some(&5));
+        r.sample(counts(100, 3, 0)); // the start
+        assert!(r.seconds.is_empty());
+        r.sample(counts(150, 3, 2));
+        r.sample(counts(150, 3, 2));
+        r.sample(counts(210, 13, 7));
+        assert_eq!(r.series("requests"), vec![50, 0, 60]);
+        assert_eq!(r.series("errors"), vec![0, 0, 10]);
+        assert_eq!(r.last(2)[3], 5, "521s in the last two seconds");
+        assert_eq!(r.json()["last_minute"]["521"], 7);
+        r.sample(counts(5, 1, 0)); // counters that went back: a new process
+        assert_eq!(r.series("requests").last(), Some(&5));
         for i in 0..1000 {
-            r.sample(i * 2, 0);
+            r.sample(counts(i * 2, 0, 0));
         }
-        assert_eq!(r.requests.len(), SECONDS);
-        assert_eq!(r.requests.back(), Some(&2));
+        assert_eq!(r.seconds.len(), SECONDS);
+        assert_eq!(r.series("requests").last(), Some(&2));
     }
 
     #[test]
     fn pools_come_and_go_with_the_config() {
         let h = History::default();
-        h.sample([("app", 0, 0), ("api", 0, 0)]);
-        h.sample([("app", 10, 1), ("api", 4, 0)]);
-        assert_eq!(h.of("app").map(|r| Vec::from(r.requests)), Some(vec![10]));
-        h.sample([("app", 12, 1)]);
+        h.sample([("app", counts(0, 0, 0)), ("api", counts(0, 0, 0))]);
+        h.sample([("app", counts(10, 1, 0)), ("api", counts(4, 0, 0))]);
+        assert_eq!(h.of("app").map(|r| r.series("requests")), Some(vec![10]));
+        h.sample([("app", counts(12, 1, 0))]);
         assert!(h.of("api").is_none(), "removed by a reload");
+    }
+
+    #[test]
+    fn failures_count_as_the_error_cloudflare_would_show() {
+        use TrafficFailure::*;
+        let cases = [
+            ((Refused, true), "521"),
+            ((Timeout, true), "522"),
+            ((NoRoute, true), "523"),
+            ((Tls, true), "525"),
+            ((Reset, true), "520"),
+            ((Other, true), "520"),
+            ((Timeout, false), "524"),
+            ((Reset, false), "520"),
+            ((BadResponse, false), "520"),
+        ];
+        for ((failure, connect), code) in cases {
+            assert_eq!(
+                SERIES[class(failure, connect)],
+                code,
+                "{failure:?} {connect}"
+            );
+        }
     }
 }

@@ -114,10 +114,21 @@ impl PoolMetrics {
     }
 
     /// What the pool has answered so far: all requests, and those answered 5xx (the fallback
-    /// included).
-    pub fn totals(&self) -> (u64, u64) {
+    /// included); its rescues; its hedges (won or lost).
+    pub fn totals(&self) -> (u64, u64, u64, u64) {
         let all = self.requests.iter().map(IntCounter::get).sum();
-        (all, self.requests[4].get())
+        let hedged = self
+            .hedges
+            .iter()
+            .flat_map(|k| {
+                [
+                    &k[HedgeResult::Won as usize],
+                    &k[HedgeResult::Lost as usize],
+                ]
+            })
+            .map(IntCounter::get)
+            .sum();
+        (all, self.requests[4].get(), self.rescued.get(), hedged)
     }
 
     pub fn retry(&self, cause: RetryCause) {
@@ -147,6 +158,19 @@ impl BackendMetrics {
     /// A request that went out and got no answer.
     pub fn no_answer(&self, kind: TrafficFailure) {
         self.no_answers[kind as usize].inc();
+    }
+
+    /// Its failures so far, by kind: connects that failed, and requests that got no answer.
+    pub fn failures(&self) -> impl Iterator<Item = (TrafficFailure, bool, u64)> + '_ {
+        TrafficFailure::ALL
+            .into_iter()
+            .enumerate()
+            .flat_map(move |(i, kind)| {
+                [
+                    (kind, true, self.connect_failures[i].get()),
+                    (kind, false, self.no_answers[i].get()),
+                ]
+            })
     }
 }
 

@@ -198,6 +198,11 @@ impl Runtime {
 }
 
 impl PoolRuntime {
+    /// Every backend of the pool, tier by tier.
+    pub fn backends(&self) -> impl Iterator<Item = &Arc<BackendRuntime>> {
+        self.backends.iter().flatten()
+    }
+
     pub fn backend(&self, (tier, index): Slot) -> Option<&Arc<BackendRuntime>> {
         self.backends.get(tier)?.get(index)
     }

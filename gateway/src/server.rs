@@ -408,8 +408,18 @@ async fn sample_history(runtime: Arc<ArcSwap<Runtime>>, history: Arc<crate::hist
         tick.tick().await;
         let runtime = runtime.load();
         history.sample(runtime.pools.iter().map(|p| {
-            let (all, errors) = p.metrics.totals();
-            (&*p.name, all, errors)
+            let (all, errors, rescued, hedged) = p.metrics.totals();
+            let mut counts = [0; crate::history::SERIES.len()];
+            counts[0] = all;
+            counts[1] = errors;
+            counts[8] = rescued;
+            counts[9] = hedged;
+            for b in p.backends() {
+                for (failure, connect, n) in b.metrics.failures() {
+                    counts[crate::history::class(failure, connect)] += n;
+                }
+            }
+            (&*p.name, counts)
         }));
     }
 }

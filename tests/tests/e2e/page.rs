@@ -1,7 +1,8 @@
 //! The status page in a real browser (issue 23): Debian's chromium, headless, driven over
 //! WebDriver (its chromium-driver, through the `fantoccini` crate). The page shows the pools;
-//! a backend stopped shows as down without a reload of the page, within 3 s; the drain button
-//! drains it; a screenshot is saved (target/status-page.png).
+//! a backend stopped shows as down without a reload of the page, within 3 s, and its refused
+//! connect as a would-be 521 of the last minute; the drain button drains it; a screenshot is
+//! saved (target/status-page.png).
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use holdfast_tests::gateway::{ADMIN_TOKEN, ADMIN_TOKEN_LISTEN};
@@ -98,6 +99,10 @@ async fn the_status_page_follows_a_backend_and_drains_it() {
         .unwrap();
 
     primary.stop();
+    // Requests at once, before a check notices: the first meets the refusal (a would-be 521).
+    for _ in 0..5 {
+        let _ = holdfast_tests::client().get(gw.url("/")).send().await;
+    }
     let primary_down = r#"[data-pool="app"] tr[data-backend="primary"] [data-state="down"]"#;
     wait_until(
         Duration::from_secs(3),
@@ -109,6 +114,20 @@ async fn the_status_page_follows_a_backend_and_drains_it() {
         shows(&client, r#"[data-pool="app"] .backup"#).await,
         "serving from the backup"
     );
+    wait_until(
+        Duration::from_secs(5),
+        "the page shows the 521 of the last minute",
+        || async {
+            match client
+                .find(Locator::Css(r#"[data-pool="app"] [data-last-minute]"#))
+                .await
+            {
+                Ok(e) => e.text().await.is_ok_and(|t| t.contains("521 ×")),
+                Err(_) => false,
+            }
+        },
+    )
+    .await;
     let same_page = client
         .execute("return window.notReloaded === true;", vec![])
         .await
