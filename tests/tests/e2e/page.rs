@@ -62,6 +62,12 @@ async fn browser() -> Option<(Driver, Client)> {
     Some((driver, client))
 }
 
+/// Waits (`limit` at most) until the page shows an element for `css`, without reloading it.
+async fn until_shown(client: &Client, css: &str, what: &str, limit: Duration) {
+    let what = format!("the page shows {what}");
+    wait_until(limit, &what, || shows(client, css)).await;
+}
+
 /// Whether the page shows an element for `css` now.
 async fn shows(client: &Client, css: &str) -> bool {
     client.find(Locator::Css(css)).await.is_ok()
@@ -86,10 +92,11 @@ async fn the_status_page_follows_a_backend_and_drains_it() {
     .await;
     client.goto(&gw.admin_url("/")).await.expect("the page");
     let primary_up = r#"[data-pool="app"] tr[data-backend="primary"] [data-state="up"]"#;
-    wait_until(
+    until_shown(
+        &client,
+        primary_up,
+        "the primary up",
         Duration::from_secs(5),
-        "the page shows the primary up",
-        || shows(&client, primary_up),
     )
     .await;
     // A mark on the page: gone if it were reloaded.
@@ -104,10 +111,11 @@ async fn the_status_page_follows_a_backend_and_drains_it() {
         let _ = holdfast_tests::client().get(gw.url("/")).send().await;
     }
     let primary_down = r#"[data-pool="app"] tr[data-backend="primary"] [data-state="down"]"#;
-    wait_until(
+    until_shown(
+        &client,
+        primary_down,
+        "the primary down",
         Duration::from_secs(3),
-        "the page shows the primary down",
-        || shows(&client, primary_down),
     )
     .await;
     assert!(
@@ -140,10 +148,11 @@ async fn the_status_page_follows_a_backend_and_drains_it() {
 
     // Back, then drained from the page (the token typed in; the confirmation accepted).
     primary.restart().await.unwrap();
-    wait_until(
+    until_shown(
+        &client,
+        primary_up,
+        "the primary up again",
         Duration::from_secs(5),
-        "the page shows the primary up again",
-        || shows(&client, primary_up),
     )
     .await;
     let token = client.find(Locator::Id("token")).await.unwrap();
@@ -165,10 +174,11 @@ async fn the_status_page_follows_a_backend_and_drains_it() {
         .unwrap();
     client.accept_alert().await.expect("the confirmation");
     let drained = r#"[data-pool="app"] tr[data-backend="primary"] [data-admin="drain"]"#;
-    wait_until(
+    until_shown(
+        &client,
+        drained,
+        "the primary drained",
         Duration::from_secs(5),
-        "the page shows the primary drained",
-        || shows(&client, drained),
     )
     .await;
     let status = gw.status().await;
