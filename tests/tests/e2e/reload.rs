@@ -13,6 +13,11 @@ async fn status(gw: &Gateway) -> Value {
     serde_json::from_str(&gw.status().await).unwrap()
 }
 
+/// A pool `app` of one backend named `name`.
+fn pool(name: &str, addr: std::net::SocketAddr) -> String {
+    format!("[[pools.app.tiers]]\nbackends = [{{ name = \"{name}\", address = \"{addr}\" }}]\n")
+}
+
 /// Waits (3 s at most) until `n` reloads have failed.
 async fn failed_reloads(gw: &Gateway, n: f64, what: &str) {
     wait_until(Duration::from_secs(3), what, || async {
@@ -514,9 +519,6 @@ async fn an_edit_of_a_named_file_is_applied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_swapped_configmap_is_applied() {
     let (a, b) = (backend("a").await, backend("b").await);
-    let pool = |name: &str, addr: std::net::SocketAddr| {
-        format!("[[pools.app.tiers]]\nbackends = [{{ name = \"{name}\", address = \"{addr}\" }}]\n")
-    };
     let gw = Gateway::start(&pool("a", a.addr())).await;
     let dir = gw.dir().to_path_buf();
     let config = gw.config_path();
@@ -634,9 +636,6 @@ async fn an_edit_while_starting_is_applied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_undone_after_a_signal_reload_is_applied() {
     let (a, b) = (backend("a").await, backend("b").await);
-    let pool = |name: &str, addr: std::net::SocketAddr| {
-        format!("[[pools.app.tiers]]\nbackends = [{{ name = \"{name}\", address = \"{addr}\" }}]\n")
-    };
     let gw = Gateway::start(&pool("a", a.addr())).await;
     watcher_watches(&gw).await;
     gw.rewrite(None, &pool("b", b.addr()));
@@ -723,9 +722,6 @@ async fn get_on(tcp: &mut tokio::net::TcpStream) -> String {
 async fn idle_connections_let_the_old_config_go() {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let (a, b) = (backend("a").await, backend("b").await);
-    let pool = |name: &str, addr| {
-        format!("[[pools.app.tiers]]\nbackends = [{{ name = \"{name}\", address = \"{addr}\" }}]\n")
-    };
     let gw = Gateway::start(&pool("a", a.addr())).await;
     let mut visitors = Vec::new();
     for _ in 0..1000 {
