@@ -187,3 +187,12 @@ pub const NOTIFY_RETRIES: u32 = 3;
 pub const NOTIFY_RETRIES_MAX: u32 = 10;
 /// At most one event of a kind per backend (or pool) in this time.
 pub const NOTIFY_MIN_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Characters of a query string kept in the access log: enough for the usual parameters, not
+/// for a page of tracking data or a token pasted into a URL.
+pub const ACCESS_QUERY_MAX: usize = 256;
+/// Access log lines waiting for the writer at most (about 300 bytes each: a few MiB).
+pub const ACCESS_QUEUE: usize = 16 * 1024;
+/// The smallest and largest queue one may ask for.
+pub const ACCESS_QUEUE_MIN: usize = 16;
+pub const ACCESS_QUEUE_MAX: usize = 1024 * 1024;

@@ -53,8 +53,15 @@ pub struct File {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Log {
-    /// `text` (the default) or `json`: the process's events on standard error.
+    /// `text` (the default) or `json`: the process's events on standard error, and the access
+    /// log's lines.
     pub format: Option<String>,
+    /// `stdout`, or the path of a file: one line per request. Off when left out.
+    pub access: Option<String>,
+    /// Characters of a request's query string kept in the access log; the rest is cut.
+    pub access_query_max: Option<usize>,
+    /// Access log lines waiting for the writer at most; more are dropped and counted.
+    pub access_queue: Option<usize>,
 }
 
 /// One `[[notify]]` entry: a webhook, a command, or both.

@@ -24,10 +24,32 @@ pub struct Config {
 }
 
 /// `[log]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Log {
-    /// The process's events as JSON lines (for journald, Loki) rather than text.
+    /// The process's events, and the access log's lines, as JSON (for journald, Loki) rather
+    /// than text.
     pub json: bool,
+    /// One line per request, if asked for.
+    pub access: Option<AccessLog>,
+}
+
+/// `[log] access`: where each request's line goes, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLog {
+    pub to: AccessTarget,
+    /// Characters of the query string kept; the rest is cut (tokens, long tracking strings).
+    pub query_max: usize,
+    /// Lines waiting for the writer at most; more are dropped and counted.
+    pub queue: usize,
+}
+
+/// Where access log lines are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessTarget {
+    /// Standard output (journald under systemd).
+    Stdout,
+    /// A file, appended to, reopened on SIGUSR1 (after logrotate moved it).
+    File(PathBuf),
 }
 
 /// A secret from the config (the admin token): never printed, compared in constant time.

@@ -20,19 +20,27 @@ pub const SERIES: [&str; 10] = [
 /// A pool's counters (totals so far), or one second's worth of them, in [`SERIES`] order.
 pub type Counts = [u64; SERIES.len()];
 
-/// Where a failure of an attempt counts: the error Cloudflare would have shown for it. A
-/// connect that failed (`connect`) is 521 refused, 522 timed out, 523 no route, 525 TLS, 520
-/// otherwise; a request that got no answer is 524 when it timed out, 520 otherwise.
+/// The error Cloudflare would have shown for a failed attempt. A connect that failed
+/// (`connect`) is 521 refused, 522 timed out, 523 no route, 525 TLS, 520 otherwise; a request
+/// that got no answer is 524 when it timed out, 520 otherwise.
+pub fn would_be(failure: TrafficFailure, connect: bool) -> u16 {
+    match (failure, connect) {
+        (TrafficFailure::Refused, true) => 521,
+        (TrafficFailure::Timeout, true) => 522,
+        (TrafficFailure::NoRoute, true) => 523,
+        (TrafficFailure::Tls, _) => 525,
+        (TrafficFailure::Timeout, false) => 524,
+        _ => 520,
+    }
+}
+
+/// Where a failure of an attempt counts: the series of [`would_be`]'s code.
 pub fn class(failure: TrafficFailure, connect: bool) -> usize {
-    let code = match (failure, connect) {
-        (TrafficFailure::Refused, true) => "521",
-        (TrafficFailure::Timeout, true) => "522",
-        (TrafficFailure::NoRoute, true) => "523",
-        (TrafficFailure::Tls, _) => "525",
-        (TrafficFailure::Timeout, false) => "524",
-        _ => "520",
-    };
-    SERIES.iter().position(|s| *s == code).unwrap_or(2)
+    let code = would_be(failure, connect);
+    SERIES
+        .iter()
+        .position(|s| s.parse() == Ok(code))
+        .unwrap_or(2)
 }
 
 /// One pool's ring: per second, how much of each series.

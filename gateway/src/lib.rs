@@ -12,6 +12,7 @@
 //! the immutable snapshot a request works from; [`metrics`] and [`admin`] show what happens;
 //! [`server`] assembles the process; [`demo`] runs it with built-in backends.
 
+pub mod access;
 pub mod admin;
 pub mod answer;
 pub mod attempts;

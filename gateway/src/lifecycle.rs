@@ -10,11 +10,16 @@
 //! - SIGQUIT (an upgrade; `holdfast upgrade` sends it): the health state is written for the new
 //!   process, the listening sockets are handed to it, and this one drains as on SIGTERM but
 //!   without the delay: the new process is accepting on the very same sockets;
-//! - SIGINT stops at once, also during a graceful stop or a drain (as does a second SIGTERM).
+//! - SIGINT stops at once, also during a graceful stop or a drain (as does a second SIGTERM);
+//! - SIGUSR1 reopens the access log's file (after logrotate moved it); without one, it is
+//!   noted and nothing else happens (it never stops the process).
+//!
+//! Before the process exits, the access log's queued lines are written.
 //!
 //! A connection stays open until its next request, which is answered with `Connection: close`,
 //! so that a request already on its way never meets a closing connection.
 
+use crate::access::AccessLog;
 use crate::listen::Listeners;
 use crate::process::{Drain, Drained, Lifecycle};
 use crate::reload::Reloader;
@@ -82,9 +87,25 @@ pub struct Signals {
     /// The config file's absolute path, recorded in the state file: a process serving another
     /// config file does not take it.
     pub config: String,
+    pub access: Option<Arc<AccessLog>>,
 }
 
+/// How long the access log's queued lines are given to be written before the process exits.
+const ACCESS_FLUSH: Duration = Duration::from_secs(2);
+
 impl Signals {
+    /// What Pingora is told once this process is done: stop now. The access log's queued lines
+    /// are written first.
+    async fn stop(&self) -> ShutdownSignal {
+        if let Some(access) = self.access.clone() {
+            let flushed = tokio::task::spawn_blocking(move || access.flush(ACCESS_FLUSH)).await;
+            if !matches!(flushed, Ok(true)) {
+                tracing::warn!("the access log's last lines could not be written in time");
+            }
+        }
+        ShutdownSignal::FastShutdown
+    }
+
     async fn graceful_stop(&self) {
         let listen = &self.runtime.load().config.listen;
         let (delay, grace) = (listen.shutdown_delay, listen.grace_period);
@@ -164,6 +185,7 @@ impl ShutdownSignalWatch for Signals {
             SignalKind::terminate(),
             SignalKind::quit(),
             SignalKind::interrupt(),
+            SignalKind::user_defined1(),
         ];
         let mut streams = Vec::new();
         for kind in kinds {
@@ -175,11 +197,15 @@ impl ShutdownSignalWatch for Signals {
                 }
             }
         }
-        let [hup, term, quit, int] = &mut streams[..] else {
+        let [hup, term, quit, int, usr1] = &mut streams[..] else {
             return ShutdownSignal::FastShutdown;
         };
         loop {
             tokio::select! {
+                _ = usr1.recv() => match &self.access {
+                    Some(access) => access.reopen(),
+                    None => tracing::info!("SIGUSR1: no access log to reopen ([log] access)"),
+                },
                 _ = hup.recv() => {
                     let reloader = self.reloader.clone();
                     tokio::spawn(async move {
@@ -193,7 +219,7 @@ impl ShutdownSignalWatch for Signals {
                         _ = term.recv() => tracing::warn!("SIGTERM again: stopping at once"),
                         _ = int.recv() => tracing::warn!("SIGINT: stopping at once"),
                     }
-                    return ShutdownSignal::FastShutdown;
+                    return self.stop().await;
                 }
                 _ = quit.recv() => {
                     tracing::info!("SIGQUIT: handing over to the new process");
@@ -203,16 +229,16 @@ impl ShutdownSignalWatch for Signals {
                             () = drain(&self.lifecycle, &self.listeners, grace) => {}
                             _ = int.recv() => tracing::warn!("SIGINT: stopping at once"),
                         }
-                        return ShutdownSignal::FastShutdown;
+                        return self.stop().await;
                     }
                 }
                 _ = int.recv() => {
                     tracing::info!("SIGINT: stopping at once");
-                    return ShutdownSignal::FastShutdown;
+                    return self.stop().await;
                 }
                 why = self.listeners.failure() => {
                     tracing::error!("the listeners could not start ({why}): stopping");
-                    return ShutdownSignal::FastShutdown;
+                    return self.stop().await;
                 }
             }
         }

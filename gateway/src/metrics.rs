@@ -35,6 +35,7 @@ pub struct Metrics {
     backend_admin: IntGaugeVec,
     admin_actions: IntCounterVec,
     admin_denied: IntCounterVec,
+    access_dropped: IntCounterVec,
     transitions: IntCounterVec,
     check_duration: HistogramVec,
     connect_failures: IntCounterVec,
@@ -221,6 +222,14 @@ impl Metrics {
                     "holdfast_admin_denied_total",
                     "Writes (POST) refused on the admin listener, by reason: no_token (none \
                      given), wrong_token, no_token_configured (writes over TCP are off)",
+                ),
+                &["reason"],
+            )?,
+            access_dropped: IntCounterVec::new(
+                Opts::new(
+                    "holdfast_access_log_dropped_total",
+                    "Access log lines lost, by reason: queue_full (the writer fell behind; the \
+                     request was not slowed), write_failed (the file could not be written)",
                 ),
                 &["reason"],
             )?,
@@ -503,6 +512,7 @@ impl Metrics {
         for action in Action::ALL {
             m.admin_actions.with_label_values(&[action.as_str()]);
         }
+        m.registry.register(Box::new(m.access_dropped.clone()))?;
         m.registry.register(Box::new(m.transitions.clone()))?;
         m.registry.register(Box::new(m.check_duration.clone()))?;
         m.registry.register(Box::new(m.connect_failures.clone()))?;
@@ -565,6 +575,14 @@ impl Metrics {
     /// `queue`, `dropped`: an event the full queue could not take).
     pub fn notification(&self, way: &str, result: &str) {
         self.notifications.with_label_values(&[way, result]).inc();
+    }
+
+    /// The access log's counters (created at 0, so that they show before anything is lost).
+    pub fn access_log(&self) -> crate::access::Counters {
+        crate::access::Counters {
+            queue_full: self.access_dropped.with_label_values(&["queue_full"]),
+            write_failed: self.access_dropped.with_label_values(&["write_failed"]),
+        }
     }
 
     /// A write refused on the admin listener.

@@ -49,8 +49,14 @@ pub fn restart_needed(running: &Config, new: &Config) -> Vec<String> {
             running.listen.admin
         ));
     }
-    if running.log != new.log {
+    if running.log.json != new.log.json {
         needs.push("log.format: the log keeps its format until a restart (or an upgrade)".into());
+    }
+    if running.log.access != new.log.access {
+        needs.push(
+            "log.access: the access log keeps its file and settings until a restart (or an upgrade)"
+                .into(),
+        );
     }
     needs
 }

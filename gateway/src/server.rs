@@ -1,6 +1,7 @@
 //! Assembles the holdfast process on Pingora's `Server`: the proxy listeners, the admin
 //! listener and the health checks, after one start-up probe of every backend.
 
+use crate::access::AccessLog;
 use crate::admin::Admin;
 use crate::cap::Cap;
 use crate::fast::upstream::Descriptors;
@@ -78,6 +79,8 @@ pub enum StartError {
     Tls(#[from] openssl::error::ErrorStack),
     #[error("{0}")]
     RunDir(#[from] RunDirError),
+    #[error("cannot open the access log (log.access): {0}")]
+    AccessLog(#[source] std::io::Error),
 }
 
 /// The runtime files of this instance: those given, in a directory that must be private, or
@@ -129,6 +132,13 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
         crate::refresh::take_kept(file);
     }
     let metrics = Metrics::new()?;
+    let access = match &config.log.access {
+        Some(settings) => Some(Arc::new(
+            AccessLog::open(settings, config.log.json, metrics.access_log())
+                .map_err(StartError::AccessLog)?,
+        )),
+        None => None,
+    };
     let health = Arc::new(HealthTable::new(&config, Arc::new(metrics.clone())));
     let tls = TlsClient::new()?;
     let prober = Arc::new(NetProber::new(tls.clone()));
@@ -175,7 +185,10 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
     let visitors = Cap::new(1);
     let descriptors = Descriptors::new(usable_descriptors(fd_limit), visitors.clone());
     let connector = Arc::new(Connector::new(tls, descriptors));
-    let app = Arc::new(FastPath::new(runtime.clone(), connector, lifecycle.clone()));
+    let app = Arc::new(
+        FastPath::new(runtime.clone(), connector, lifecycle.clone())
+            .with_access_log(access.clone()),
+    );
     let listeners = Arc::new(
         Listeners::new(
             app,
@@ -270,6 +283,7 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
         upgrade_sock: files.upgrade_sock,
         state_file: files.state_file,
         config: config_key,
+        access,
     };
     server.run(RunArgs {
         shutdown_signal: Box::new(signals),

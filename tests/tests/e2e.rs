@@ -2,6 +2,8 @@
 //! One test binary; each module is one capability.
 #![allow(clippy::unwrap_used)]
 
+#[path = "e2e/access_log.rs"]
+mod access_log;
 #[path = "e2e/actions.rs"]
 mod actions;
 #[path = "e2e/admin_access.rs"]

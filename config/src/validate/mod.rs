@@ -11,6 +11,7 @@ mod fallback;
 mod health;
 mod io;
 mod listen;
+mod log;
 mod notify;
 mod pools;
 mod routes;
@@ -49,17 +50,7 @@ pub fn validate(raw: file::File, base_dir: &Path, found: &Found) -> Result<Confi
     let routes = routes::validate_routes(routes, &pools, &mut p);
     let trust = trust::validate_trust(trust, base_dir, &mut p);
     let notify = notify::validate_notify(notify, &mut p);
-    let log = match log.format.as_deref() {
-        None | Some("text") => Log { json: false },
-        Some("json") => Log { json: true },
-        Some(other) => {
-            p.add(
-                "log.format",
-                format!("{other:?} is not \"text\" or \"json\""),
-            );
-            Log::default()
-        }
-    };
+    let log = log::validate_log(log, base_dir, &mut p);
 
     if p.0.is_empty() {
         Ok(Config {

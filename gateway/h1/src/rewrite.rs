@@ -19,6 +19,7 @@ use super::request::MAX_HEADERS;
 use super::trimmed;
 use std::io::Write;
 use std::net::IpAddr;
+use std::ops::Range;
 
 /// What the gateway adds about the visitor's connection.
 #[derive(Debug, Clone, Copy)]
@@ -100,16 +101,43 @@ fn upgrade_of<'h>(headers: &'h [httparse::Header<'h>]) -> Option<&'h [u8]> {
     protocol.filter(|_| asks)
 }
 
+/// What the rewrite saw of a request, for its line in the access log: the visitor as the
+/// backend is told of it, and where in the head the method, the target, `CF-Ray`, `Referer`
+/// and `User-Agent` are (the first of each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub visitor: IpAddr,
+    pub method: Range<usize>,
+    pub target: Range<usize>,
+    pub cf_ray: Option<Range<usize>>,
+    pub referer: Option<Range<usize>>,
+    pub user_agent: Option<Range<usize>>,
+}
+
+/// Where `part` (a slice of `whole`) lies within it.
+fn span(whole: &[u8], part: &[u8]) -> Range<usize> {
+    let start = (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
+    start..start + part.len()
+}
+
 /// Writes the head to send to the backend into `out` (cleared first). `head` is a complete
-/// request head already judged valid by [`super::request::parse`]; returns false if it is not.
-pub fn request_head(head: &[u8], fwd: Forwarding, out: &mut Vec<u8>) -> bool {
+/// request head already judged valid by [`super::request::parse`]; `None` if it is not.
+pub fn request_head(head: &[u8], fwd: Forwarding, out: &mut Vec<u8>) -> Option<Seen> {
     out.clear();
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let (Ok(httparse::Status::Complete(_)), Some(method), Some(path), Some(version)) =
         (req.parse(head), req.method, req.path, req.version)
     else {
-        return false;
+        return None;
+    };
+    let mut seen = Seen {
+        visitor: fwd.client,
+        method: span(head, method.as_bytes()),
+        target: span(head, path.as_bytes()),
+        cf_ray: None,
+        referer: None,
+        user_agent: None,
     };
     let headers = req.headers;
     let _ = write!(out, "{method} {path} HTTP/1.{version}\r\n");
@@ -130,9 +158,19 @@ pub fn request_head(head: &[u8], fwd: Forwarding, out: &mut Vec<u8>) -> bool {
             || name.eq_ignore_ascii_case(&names.visitor_ip)
     };
     let visitor = visitor(headers, &fwd);
+    seen.visitor = visitor;
     let mut proto_seen = false;
     for h in headers.iter() {
         let name = h.name;
+        let noted = match name.len() {
+            6 if name.eq_ignore_ascii_case("cf-ray") => Some(&mut seen.cf_ray),
+            7 if name.eq_ignore_ascii_case("referer") => Some(&mut seen.referer),
+            10 if name.eq_ignore_ascii_case("user-agent") => Some(&mut seen.user_agent),
+            _ => None,
+        };
+        if let Some(at @ None) = noted {
+            *at = Some(span(head, trimmed(h.value)));
+        }
         let untrusted_claim = !fwd.trusted && (names_a_visitor(name) || is_proto(name));
         if HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop))
             || named_by_connection(name)
@@ -173,7 +211,7 @@ pub fn request_head(head: &[u8], fwd: Forwarding, out: &mut Vec<u8>) -> bool {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    true
+    Some(seen)
 }
 
 /// Writes the response head to send to the visitor into `out` (cleared first): the status line
@@ -262,7 +300,10 @@ mod tests {
             names: &names,
         };
         let mut out = Vec::new();
-        assert!(request_head(head.as_bytes(), fwd, &mut out), "{head:?}");
+        assert!(
+            request_head(head.as_bytes(), fwd, &mut out).is_some(),
+            "{head:?}"
+        );
         String::from_utf8(out).unwrap()
     }
 
@@ -436,5 +477,59 @@ mod tests {
     fn http10_request_line_is_kept() {
         let out = rewrite("GET / HTTP/1.0\r\n\r\n");
         assert!(out.starts_with("GET / HTTP/1.0\r\n"), "{out}");
+    }
+
+    /// What the access log takes from a request: the method, the target and `CF-Ray` as they
+    /// are in the head, and the visitor as the backend is told of it.
+    #[test]
+    fn what_the_rewrite_saw() {
+        let names = HeaderNames::default();
+        // (head, trusted, visitor, method, target, cf-ray, user agent and referer)
+        let rows = [
+            (
+                "GET /a?b=c HTTP/1.1\r\nHost: x\r\nCF-Ray: 8f2a-LHR \r\nCF-Connecting-IP: 203.0.113.9\r\n\
+                 User-Agent: curl/8\r\nReferer: https://x/\r\nUser-Agent: second\r\n\r\n",
+                true,
+                "203.0.113.9",
+                "GET",
+                "/a?b=c",
+                Some("8f2a-LHR"),
+                Some(("curl/8", "https://x/")),
+            ),
+            (
+                "PATCH /x HTTP/1.1\r\ncf-ray:1\r\nCF-Connecting-IP: 203.0.113.9\r\n\r\n",
+                false,
+                "198.51.100.7",
+                "PATCH",
+                "/x",
+                Some("1"),
+                None,
+            ),
+            (
+                "OPTIONS * HTTP/1.0\r\n\r\n",
+                true,
+                "198.51.100.7",
+                "OPTIONS",
+                "*",
+                None,
+                None,
+            ),
+        ];
+        for (head, trusted, visitor, method, target, cf_ray, ua_referer) in rows {
+            let fwd = Forwarding {
+                client: "198.51.100.7".parse().unwrap(),
+                proto: "http",
+                trusted,
+                names: &names,
+            };
+            let seen = request_head(head.as_bytes(), fwd, &mut Vec::new()).unwrap();
+            let at = |r: Range<usize>| &head[r];
+            assert_eq!(seen.visitor.to_string(), visitor, "{head:?}");
+            assert_eq!(at(seen.method), method, "{head:?}");
+            assert_eq!(at(seen.target), target, "{head:?}");
+            assert_eq!(seen.cf_ray.map(at), cf_ray, "{head:?}");
+            assert_eq!(seen.user_agent.map(at), ua_referer.map(|u| u.0), "{head:?}");
+            assert_eq!(seen.referer.map(at), ua_referer.map(|u| u.1), "{head:?}");
+        }
     }
 }

@@ -8,8 +8,10 @@ use super::body::{self, Body};
 use super::exchange::{self, Forwarded, Leave, Outgoing};
 use super::upstream::{ConnectError, Connector, Io};
 use super::{now, still_open, Pinned, Visitor, VisitorIo, VISITOR_WRITE_TIMEOUT};
+use crate::access::line::{Failed, Failure};
 use crate::answer::Exchange;
 use crate::attempts::{AttemptLimits, Attempts, GiveUp, RetryCause};
+use crate::bridge::lock;
 use crate::cap::Ticket;
 use crate::failover::{Decision, Ended, Failover, RequestBody, Then};
 use crate::h1::request::Head;
@@ -22,7 +24,8 @@ use holdfast_health::table::InFlight;
 use holdfast_health::{HealthTable, TrafficFailure};
 use std::future::Future;
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// What one request's chain works with.
@@ -30,6 +33,46 @@ struct Chain<'r> {
     runtime: &'r Runtime,
     pool: &'r PoolRuntime,
     failover: Failover<'r>,
+    trail: &'r Trail,
+}
+
+/// What the access log shows of a chain: each attempt that failed, and whether a hedge went
+/// out. Noted as the chain goes (by a connect that finishes on its own too): a lock taken only
+/// when an attempt failed.
+#[derive(Default)]
+struct Trail {
+    failed: Mutex<Vec<Failed>>,
+    hedged: AtomicBool,
+}
+
+impl Trail {
+    fn failed(&self, backend: &BackendRuntime, how: Failure) {
+        lock(&self.failed).push(Failed {
+            backend: backend.health.clone(),
+            how,
+        });
+    }
+
+    fn hedged(&self) {
+        self.hedged.store(true, Ordering::Relaxed);
+    }
+}
+
+/// How an attempt's end shows in the access log, if it failed.
+fn failure(ended: Ended, then: Then) -> Option<Failure> {
+    match ended {
+        Ended::ConnectFailed(f) => Some(Failure::Connect(f)),
+        Ended::Local(kind) => Some(Failure::Local(kind)),
+        // A kept connection closed meanwhile, tried again on a fresh one, is no failure.
+        Ended::NoAnswer { failure, .. } if then != Then::SameBackend => {
+            Some(Failure::NoAnswer(failure))
+        }
+        Ended::Answered(status) if matches!(then, Then::HoldAndNext(_)) => {
+            Some(Failure::Status(status))
+        }
+        Ended::Rescued => Some(Failure::Rescued),
+        _ => None,
+    }
 }
 
 /// A backend being tried, counted against its `max_in_flight` and among its requests in
@@ -66,6 +109,9 @@ impl<'r> Chain<'r> {
     /// Judges how an attempt at `backend` ended, and tells its health and metrics.
     fn judge(&self, backend: &BackendRuntime, ended: Ended) -> Decision {
         let decision = self.failover.after(ended);
+        if let Some(how) = failure(ended, decision.then) {
+            self.trail.failed(backend, how);
+        }
         if let Some(report) = decision.report {
             self.runtime.health.report(&backend.health, report);
         }
@@ -108,7 +154,11 @@ impl<'r> Chain<'r> {
 
     /// The backend for a hedge beside a slow attempt, if any is left and has room.
     fn hedge_target(&self, attempts: &mut Attempts) -> Option<Tried<'r>> {
-        self.next(attempts).ok().flatten()
+        let target = self.next(attempts).ok().flatten();
+        if target.is_some() {
+            self.trail.hedged();
+        }
+        target
     }
 }
 
@@ -143,6 +193,7 @@ where
         backend: backend.health.clone(),
         io,
         buf: BytesMut::new(),
+        head_time: None,
     })
 }
 
@@ -209,7 +260,38 @@ impl<S: VisitorIo> Visitor<'_, S> {
         request_body: Body,
         upstream_head: &[u8],
     ) -> Result<Exchange, GiveUp> {
+        let trail = Trail::default();
         let mut attempts = Attempts::default();
+        let chained = self
+            .chain(
+                runtime,
+                pool,
+                head,
+                request_body,
+                upstream_head,
+                &trail,
+                &mut attempts,
+            )
+            .await;
+        if let Some(record) = &mut self.record {
+            record.attempts = attempts.made();
+            record.hedged = trail.hedged.into_inner();
+            record.failed = trail.failed.into_inner().unwrap_or_else(|p| p.into_inner());
+        }
+        chained
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn chain(
+        &mut self,
+        runtime: &Runtime,
+        pool: &PoolRuntime,
+        head: &Head,
+        request_body: Body,
+        upstream_head: &[u8],
+        trail: &Trail,
+        attempts: &mut Attempts,
+    ) -> Result<Exchange, GiveUp> {
         let may_repeat = pool.may_repeat(head.method);
         // A small body of a request that may go again is read whole first, so that it can.
         let buffered = match request_body {
@@ -230,6 +312,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
             runtime,
             pool,
             failover: Failover::new(may_repeat, body_kind, &pool.retry_on_status),
+            trail,
         };
         let outgoing = Outgoing {
             head: upstream_head,
@@ -241,7 +324,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
         // Why the previous attempt did not answer: what a retry is counted as.
         let mut cause = RetryCause::Failed(TrafficFailure::Other);
         loop {
-            let tried = match chain.next(&mut attempts) {
+            let tried = match chain.next(attempts) {
                 Ok(Some(tried)) => tried,
                 // It filled up since it was picked: the next backend.
                 Ok(None) => {
@@ -263,7 +346,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
                 .and_then(|mut p| still_open(&mut p.io).then_some(p));
             let (tried, up, reused) = match kept {
                 Some(up) => (tried, up, true),
-                None => match self.connect(&chain, &mut attempts, tried).await {
+                None => match self.connect(&chain, attempts, tried).await {
                     Ok((tried, up)) => (tried, up, false),
                     Err(Then::GiveUp(why)) => return self.give_up(pool, head, held, why).await,
                     Err(Then::Next(why)) => {
@@ -274,7 +357,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
                 },
             };
             let (tried, decision, done) = self
-                .exchange_with(&chain, &mut attempts, tried, up, reused, head, outgoing)
+                .exchange_with(&chain, attempts, tried, up, reused, head, outgoing)
                 .await;
             match (decision.then, done) {
                 (

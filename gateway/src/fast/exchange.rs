@@ -249,6 +249,11 @@ impl<S: VisitorIo> Visitor<'_, S> {
             return not_http;
         }
         up.buf.advance(answer.len);
+        if let Some(record) = &mut self.record {
+            record.status = answer.status;
+            record.backend = Some(up.backend.clone());
+            record.head_time = up.head_time;
+        }
         if answer.status == 101 {
             let _ = body::send(&mut self.stream, &self.scratch, VISITOR_WRITE_TIMEOUT).await;
             let _ = body::send(&mut self.stream, &up.buf, VISITOR_WRITE_TIMEOUT).await;
@@ -361,7 +366,9 @@ pub(super) async fn await_answer_until(
                 continue;
             }
             Ok(Some(answer)) => {
-                leave.latency.observe(now().saturating_duration_since(sent));
+                let took = now().saturating_duration_since(sent);
+                leave.latency.observe(took);
+                up.head_time = Some(took);
                 return Awaited::Head(answer);
             }
             Ok(None) => {}
@@ -516,9 +523,11 @@ mod tests {
     fn visitor(app: &FastPath, stream: DuplexStream) -> Visitor<'_, DuplexStream> {
         Visitor {
             app,
-            proto: "http",
+            via: crate::fast::Via::Http,
             in_flight: None,
-            stream,
+            stream: super::super::counted::Counted::new(stream),
+            record: None,
+            begun: None,
             buf: BytesMut::new(),
             client: "127.0.0.1".parse().unwrap(),
             pinned: None,
@@ -537,6 +546,7 @@ mod tests {
             backend: health.pools()[0].tiers[0][0].clone(),
             io: Box::new(io),
             buf: BytesMut::new(),
+            head_time: None,
         }
     }
 

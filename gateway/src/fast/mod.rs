@@ -21,12 +21,15 @@
 
 mod body;
 mod chain;
+mod counted;
 mod exchange;
 mod tunnel;
 pub(crate) mod upstream;
 
 pub use upstream::Connector;
 
+use crate::access::line::{Part, Record, VISITOR_GONE};
+use crate::access::AccessLog;
 use crate::answer::{self, Asked, Exchange};
 use crate::attempts::GiveUp;
 use crate::cap::Cap;
@@ -38,13 +41,14 @@ use crate::runtime::Runtime;
 use arc_swap::ArcSwap;
 use body::{Body, BodyError};
 use bytes::{Buf, BytesMut};
+use counted::Counted;
 use holdfast_health::BackendHealth;
 use pingora::server::ShutdownWatch;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Waker};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use upstream::Io;
 
@@ -72,12 +76,42 @@ const SHED_WAIT: Duration = Duration::from_secs(1);
 /// The longest a visitor's rest of a body is read away after an early answer.
 const LINGER: Duration = Duration::from_secs(10);
 
+/// How a visitor's requests came: plain HTTP/1.x, HTTP/1.x over TLS, or an h2 stream (over
+/// TLS, turned into HTTP/1.1 on its lane).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Http,
+    Https,
+    H2,
+}
+
+impl Via {
+    /// The scheme the visitor connected with (`X-Forwarded-Proto`).
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Via::Http => "http",
+            Via::Https | Via::H2 => "https",
+        }
+    }
+
+    /// The protocol as the access log shows it.
+    fn protocol(self, http11: bool) -> &'static str {
+        match (self, http11) {
+            (Via::H2, _) => "HTTP/2.0",
+            (_, true) => "HTTP/1.1",
+            (_, false) => "HTTP/1.0",
+        }
+    }
+}
+
 /// The data path, for every proxy listener.
 pub struct FastPath {
     runtime: Arc<ArcSwap<Runtime>>,
     connector: Arc<Connector>,
     /// Requests in flight, for a graceful stop.
     lifecycle: Arc<Lifecycle>,
+    /// Where each request's line goes, if anywhere.
+    access: Option<Arc<AccessLog>>,
 }
 
 impl FastPath {
@@ -90,25 +124,32 @@ impl FastPath {
             runtime,
             connector,
             lifecycle,
+            access: None,
         }
     }
 
+    /// Writes a line per request to `access`.
+    pub fn with_access_log(mut self, access: Option<Arc<AccessLog>>) -> Self {
+        self.access = access;
+        self
+    }
+
     /// Serves one visitor connection until it closes, idles out or the process shuts down.
-    /// `proto` is the scheme the visitor connected with (`http`, or `https` once TLS was
-    /// terminated).
     pub async fn serve<S: VisitorIo>(
         &self,
         stream: S,
         client: IpAddr,
-        proto: &'static str,
+        via: Via,
         in_flight: Option<Arc<Cap>>,
         shutdown: &ShutdownWatch,
     ) {
         let mut visitor = Visitor {
             app: self,
-            proto,
+            via,
             in_flight,
-            stream,
+            stream: Counted::new(stream),
+            record: None,
+            begun: None,
             buf: BytesMut::new(),
             client,
             pinned: None,
@@ -140,7 +181,9 @@ impl FastPath {
     /// closes it. What the visitor sent is read first, briefly, and what it still sends is
     /// drained after: closing a socket with unread bytes would reset the connection before
     /// the visitor read the answer.
-    pub async fn shed<S: VisitorIo>(&self, mut stream: S) {
+    pub async fn shed<S: VisitorIo>(&self, stream: S, client: IpAddr) {
+        let (at, started) = (SystemTime::now(), now());
+        let mut stream = Counted::new(stream);
         let runtime = self.runtime.load_full();
         runtime.metrics.shed();
         let mut buf = BytesMut::new();
@@ -164,6 +207,17 @@ impl FastPath {
             }
         };
         let _ = tokio::time::timeout(SHED_WAIT, drain).await;
+        if let Some(access) = &self.access {
+            let mut record = Record::default();
+            record.at = Some(at);
+            record.visitor = Some(client);
+            record.status = answer.status;
+            record.bytes_in = stream.read;
+            record.bytes_out = stream.written;
+            record.duration = now().saturating_duration_since(started);
+            record.fallback = Some(GiveUp::Busy);
+            access.write(&record);
+        }
     }
 }
 
@@ -177,16 +231,22 @@ struct Pinned {
     backend: Arc<BackendHealth>,
     io: Box<dyn Io>,
     buf: BytesMut,
+    /// How long the last answer's head took, from the request sent.
+    head_time: Option<Duration>,
 }
 
 /// One visitor connection.
 struct Visitor<'a, S> {
     app: &'a FastPath,
-    /// `http` or `https`: the scheme the visitor connected with.
-    proto: &'static str,
+    via: Via,
     /// The listener's cap on requests answered at once, if it has one.
     in_flight: Option<Arc<Cap>>,
-    stream: S,
+    stream: Counted<S>,
+    /// What the request in flight came to, for the access log (when there is one).
+    record: Option<Box<Record>>,
+    /// Where the request in flight began: when, and the bytes read off the connection (up to
+    /// its head) and written to it by then.
+    begun: Option<(Instant, u64, u64)>,
     buf: BytesMut,
     client: IpAddr,
     pinned: Option<Pinned>,
@@ -216,14 +276,20 @@ impl<S: VisitorIo> Visitor<'_, S> {
                 Ok(Some(head)) => head,
                 Ok(None) => return,
                 Err(refusal) => {
+                    self.begin();
                     let _ = self.refuse(refusal).await;
+                    // What was read of it counts as the request's (the connection closes).
+                    self.buf.clear();
+                    self.log();
                     return;
                 }
             };
             // The exchange's state lives on the heap only while a request is in flight: an
             // idle connection's task stays small.
             let busy = self.app.lifecycle.busy();
+            self.begin();
             let exchanged = Box::pin(self.exchange(head)).await;
+            self.log();
             drop(busy);
             match exchanged {
                 // Kept open even when the process began to stop since the answer went out: the
@@ -298,6 +364,36 @@ impl<S: VisitorIo> Visitor<'_, S> {
         }
     }
 
+    /// Marks where a request begins, for its line in the access log (if there is one).
+    fn begin(&mut self) {
+        if self.app.access.is_none() {
+            return;
+        }
+        let record = self.record.get_or_insert_with(Box::default);
+        record.clear();
+        record.at = Some(SystemTime::now());
+        record.visitor = Some(self.client);
+        let consumed = self.stream.read - self.buf.len() as u64;
+        self.begun = Some((now(), consumed, self.stream.written));
+    }
+
+    /// Writes the line of the request that just ended (if there is an access log).
+    fn log(&mut self) {
+        let (Some(access), Some(record), Some((started, consumed, written))) =
+            (&self.app.access, &mut self.record, self.begun.take())
+        else {
+            return;
+        };
+        let consumed_now = self.stream.read - self.buf.len() as u64;
+        record.bytes_in = consumed_now.saturating_sub(consumed);
+        record.bytes_out = self.stream.written - written;
+        record.duration = now().saturating_duration_since(started);
+        if record.status == 0 {
+            record.status = VISITOR_GONE;
+        }
+        access.write(record);
+    }
+
     /// Gives back the memory of the connection's (empty) buffers while it is idle.
     fn release_buffers(&mut self) {
         if self.buf.is_empty() {
@@ -321,15 +417,19 @@ impl<S: VisitorIo> Visitor<'_, S> {
         let pool_index = runtime.route(host);
         let forwarding = Forwarding {
             client: self.client,
-            proto: self.proto,
+            proto: self.via.scheme(),
             trusted: runtime.trust.trusts(self.client),
             names: &runtime.trust.names,
         };
-        let rewritten =
+        let seen =
             rewrite::request_head(&self.buf[..head.len], forwarding, &mut self.upstream_head);
+        if let (Some(record), Some(seen)) = (&mut self.record, &seen) {
+            note_request(record, &self.buf[..head.len], &head, seen, self.via);
+            record.pool = runtime.pools.get(pool_index).map(|p| p.name.clone());
+        }
         // From here on `buf` holds what follows the head: the body, or a pipelined request.
         self.buf.advance(head.len);
-        if !rewritten {
+        if seen.is_none() {
             return self.refuse_close(Refusal::Malformed).await;
         }
         let Some(pool) = runtime.pools.get(pool_index) else {
@@ -393,6 +493,10 @@ impl<S: VisitorIo> Visitor<'_, S> {
             p.metrics.request(answer.status);
             p.metrics.fallback(why);
         }
+        if let Some(record) = &mut self.record {
+            record.status = answer.status;
+            record.fallback = Some(why);
+        }
         let sent = body::send(&mut self.stream, &self.scratch, VISITOR_WRITE_TIMEOUT).await;
         let flushed = body::flush(&mut self.stream, VISITOR_WRITE_TIMEOUT).await;
         answer::after(sent.is_ok() && flushed.is_ok(), keep_open, body_whole)
@@ -407,6 +511,9 @@ impl<S: VisitorIo> Visitor<'_, S> {
     async fn refuse(&mut self, refusal: Refusal) -> Result<(), BodyError> {
         self.app.runtime.load().metrics.refused(refusal);
         let status = refusal.status();
+        if let Some(record) = &mut self.record {
+            record.status = status;
+        }
         let text = format!("{}\n", refusal.as_str());
         let answer = format!(
             "HTTP/1.1 {status} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
@@ -415,6 +522,25 @@ impl<S: VisitorIo> Visitor<'_, S> {
         );
         body::send(&mut self.stream, answer.as_bytes(), VISITOR_WRITE_TIMEOUT).await?;
         body::flush(&mut self.stream, VISITOR_WRITE_TIMEOUT).await
+    }
+}
+
+/// Notes what the access log shows of a request, from its head (`text`).
+fn note_request(record: &mut Record, text: &[u8], head: &Head, seen: &rewrite::Seen, via: Via) {
+    record.visitor = Some(seen.visitor);
+    record.protocol = via.protocol(head.http11);
+    let parts = [
+        (Part::Method, Some(seen.method.clone())),
+        (Part::Target, Some(seen.target.clone())),
+        (Part::Host, head.host.map(|(a, b)| a..b)),
+        (Part::Referer, seen.referer.clone()),
+        (Part::UserAgent, seen.user_agent.clone()),
+        (Part::CfRay, seen.cf_ray.clone()),
+    ];
+    for (part, range) in parts {
+        if let Some(bytes) = range.and_then(|r| text.get(r)) {
+            record.set(part, bytes);
+        }
     }
 }
 

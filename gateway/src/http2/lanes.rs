@@ -4,7 +4,7 @@
 
 use crate::bridge::{lock, LANE_BUFFER};
 use crate::cap::Cap;
-use crate::fast::FastPath;
+use crate::fast::{FastPath, Via};
 use bytes::BytesMut;
 use pingora::server::ShutdownWatch;
 use std::net::IpAddr;
@@ -41,7 +41,7 @@ impl Connection {
         let (app, client) = (self.app.clone(), self.client);
         let (in_flight, shutdown) = (self.in_flight.clone(), self.shutdown.clone());
         tokio::spawn(async move {
-            app.serve(theirs, client, "https", in_flight, &shutdown)
+            app.serve(theirs, client, Via::H2, in_flight, &shutdown)
                 .await
         });
         Lane {

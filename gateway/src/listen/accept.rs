@@ -4,7 +4,7 @@
 
 use super::pulls::{self, Handshake};
 use super::set::{Entry, Listeners, Shared};
-use crate::fast::FastPath;
+use crate::fast::{FastPath, Via};
 use crate::trust::Ranges;
 use holdfast_health::LocalError;
 use openssl::ssl::Ssl;
@@ -140,8 +140,8 @@ async fn connection(
     let in_flight = shared.in_flight.clone();
     let Some(acceptor) = &shared.tls else {
         return match over {
-            true => app.shed(tcp).await,
-            false => app.serve(tcp, client, "http", in_flight, shutdown).await,
+            true => app.shed(tcp, client).await,
+            false => app.serve(tcp, client, Via::Http, in_flight, shutdown).await,
         };
     };
     let Ok(mut stream) = Ssl::new(acceptor.context()).and_then(|ssl| SslStream::new(ssl, tcp))
@@ -184,9 +184,9 @@ async fn connection(
         Ok(Ok(())) if h2 => {
             crate::http2::serve(app.clone(), stream, client, in_flight, shutdown.clone()).await
         }
-        Ok(Ok(())) if over => app.shed(stream).await,
+        Ok(Ok(())) if over => app.shed(stream, client).await,
         Ok(Ok(())) => {
-            app.serve(stream, client, "https", in_flight, shutdown)
+            app.serve(stream, client, Via::Https, in_flight, shutdown)
                 .await
         }
         Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
