@@ -152,7 +152,7 @@ http {{
 """
 
 
-def nginx_conf(work, ports, origins, cert, key, h2_up=False):
+def nginx_conf(work, ports, origins, cert, key, h2_up=False, access_log=False):
     # HTTP/2 to the origins: grpc_pass is nginx's only h2 client (one stream per connection).
     to_origins = ("grpc_pass grpc://origins;\n            grpc_set_header Host $host;\n"
                   "            grpc_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
@@ -172,7 +172,7 @@ pid {work}/nginx-proxy.pid;
 error_log {work}/nginx-proxy.err warn;
 events {{ worker_connections 16384; }}
 http {{
-    access_log off;
+    {"access_log " + str(work) + "/nginx-access.log combined buffer=64k flush=1s;" if access_log else "access_log off;"}
     keepalive_requests 10000000;
     keepalive_timeout 930s;
     upstream origins {{
@@ -193,12 +193,17 @@ http {{
 """
 
 
-def haproxy_conf(work, ports, origins, combined, h2_up=False):
+def haproxy_conf(work, ports, origins, combined, h2_up=False, access_log=False):
     # HTTP/2 to the origins: `proto h2`; the check is then TCP (the h2c port speaks no HTTP/1.1).
     httpchk = "" if h2_up else "option httpchk GET /health"
     proto = " proto h2" if h2_up else ""
+    # With --access-log: one line per request in HAProxy's HTTP format, to its standard output
+    # (the process's log file here).
+    log_global = "log stdout format raw local0 info" if access_log else ""
+    log_defaults = "log global\n    option httplog" if access_log else ""
     return f"""
 global
+    {log_global}
     nbthread 2
     # Each connection may take two descriptors; the hard limit here is 20,000.
     maxconn 9900
@@ -206,6 +211,7 @@ global
 
 defaults
     mode http
+    {log_defaults}
     timeout connect 2s
     timeout client 930s
     timeout server 60s
@@ -230,9 +236,11 @@ backend origins
 """
 
 
-def holdfast_conf(ports, origins, cert, key, h2_up=False):
+def holdfast_conf(work, ports, origins, cert, key, h2_up=False, access_log=False):
     proto = ', protocol = "h2"' if h2_up else ""
+    log = f'[log]\naccess = "{work}/holdfast-access.log"\n' if access_log else ""
     return f"""
+{log}
 [listen]
 http = ["127.0.0.1:{ports['http']}"]
 https = ["127.0.0.1:{ports['https']}"]
@@ -263,15 +271,15 @@ def start_proxy(name, work, args, origins, cert, key, combined, h2_up=False):
     ports = {"http": free_port(), "https": free_port(), "admin": free_port()}
     if name == "nginx":
         conf = work / "nginx-proxy.conf"
-        conf.write_text(nginx_conf(work, ports, origins, cert, key, h2_up))
+        conf.write_text(nginx_conf(work, ports, origins, cert, key, h2_up, args.access_log))
         cmd = [args.nginx, "-c", str(conf), "-p", str(work)]
     elif name == "haproxy":
         conf = work / "haproxy.cfg"
-        conf.write_text(haproxy_conf(work, ports, origins, combined, h2_up))
+        conf.write_text(haproxy_conf(work, ports, origins, combined, h2_up, args.access_log))
         cmd = [args.haproxy, "-db", "-f", str(conf)]
     else:
         conf = work / "holdfast.toml"
-        conf.write_text(holdfast_conf(ports, origins, cert, key, h2_up))
+        conf.write_text(holdfast_conf(work, ports, origins, cert, key, h2_up, args.access_log))
         cmd = [args.holdfast, "run", "--threads", "2", "--config", str(conf)]
     proc = Proc(name, cmd, work / f"{name}.log")
     try:
@@ -498,6 +506,9 @@ def main():
                         "up2-1k, up2-100k (h2: HTTPS with HTTP/2 by ALPN, driven by h2load; up2: "
                         "HTTP/1.1 visitors, HTTP/2 from the proxy to the origins)")
     p.add_argument("--proxies", default="holdfast,nginx,haproxy")
+    p.add_argument("--access-log", action="store_true",
+                   help="each proxy writes an access log line per request (nginx combined, buffered "
+                        "64k; HAProxy httplog to stdout; holdfast [log] access to a file)")
     p.add_argument("--idle", type=int, default=10000,
                    help="idle keep-alive connections for the memory figure (0: skip; default 10,000)")
     p.add_argument("--idle-waves", type=int, default=2,

@@ -15,6 +15,7 @@
 
 use crate::attempts::GiveUp;
 use holdfast_health::{BackendHealth, LocalError, TrafficFailure};
+use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::IpAddr;
@@ -166,10 +167,12 @@ impl Record {
 
     /// The line in text: nginx's "combined" format, then the rest as `key=value`.
     pub fn text(&self, query_max: usize, out: &mut Vec<u8>) {
-        let visitor = self.visitor.map(|v| v.to_string());
-        out.extend_from_slice(visitor.as_deref().unwrap_or("-").as_bytes());
+        match self.visitor {
+            Some(v) => drop(write!(out, "{v}")),
+            None => out.push(b'-'),
+        }
         out.extend_from_slice(b" - - [");
-        out.extend_from_slice(local_time(self.at).as_bytes());
+        local_time(self.at, out);
         out.extend_from_slice(b"] \"");
         match self.get(Part::Method) {
             Some(method) => {
@@ -242,11 +245,13 @@ impl Record {
             }
             None => out.extend_from_slice(b"null"),
         };
-        out.extend_from_slice(b"{\"time\":");
-        string(Some(utc_time(self.at).as_bytes()), out);
-        out.extend_from_slice(b",\"visitor\":");
-        let visitor = self.visitor.map(|v| v.to_string());
-        string(visitor.as_deref().map(str::as_bytes), out);
+        out.extend_from_slice(b"{\"time\":\"");
+        utc_time(self.at, out);
+        out.extend_from_slice(b"\",\"visitor\":");
+        match self.visitor {
+            Some(v) => drop(write!(out, "\"{v}\"")),
+            None => out.extend_from_slice(b"null"),
+        }
         out.extend_from_slice(b",\"method\":");
         string(self.get(Part::Method), out);
         out.extend_from_slice(b",\"host\":");
@@ -263,10 +268,14 @@ impl Record {
             }
             None => string(None, out),
         }
+        out.extend_from_slice(b",\"protocol\":");
+        string(
+            Some(self.protocol.as_bytes()).filter(|p| !p.is_empty()),
+            out,
+        );
         let _ = write!(
             out,
-            ",\"protocol\":\"{}\",\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration\":{:.6},\"head_time\":",
-            self.protocol,
+            ",\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration\":{:.6},\"head_time\":",
             self.status,
             self.bytes_in,
             self.bytes_out,
@@ -344,25 +353,58 @@ fn value(bytes: Option<&[u8]>, out: &mut Vec<u8>) {
     }
 }
 
+thread_local! {
+    /// The last second formatted on this thread, both ways: a line per request formats the
+    /// same second many times.
+    static SECOND: RefCell<(u64, String, String)> = const { RefCell::new((u64::MAX, String::new(), String::new())) };
+}
+
+/// Writes `at`'s second as RFC 3339 (`2026-12-05T15:07:47`) or as nginx's `$time_local` in
+/// UTC (`05/Dec/2026:15:07:47 +0000`), from this thread's cache when it is the same second;
+/// and returns its milliseconds.
+fn second(at: Option<SystemTime>, nginx: bool, out: &mut Vec<u8>) -> u32 {
+    let since = at
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs();
+    SECOND.with_borrow_mut(|(cached, iso, local)| {
+        if *cached != secs {
+            *cached = secs;
+            // `2026-12-05T15:07:47Z`
+            let stamp = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            *iso = humantime::format_rfc3339_seconds(stamp).to_string();
+            iso.pop();
+            *local = nginx_time(iso);
+        }
+        out.extend_from_slice(if nginx { local } else { iso }.as_bytes());
+    });
+    since.subsec_millis()
+}
+
 /// `2026-12-05T15:07:47.123Z`.
-fn utc_time(at: Option<SystemTime>) -> String {
-    humantime::format_rfc3339_millis(at.unwrap_or(SystemTime::UNIX_EPOCH)).to_string()
+fn utc_time(at: Option<SystemTime>, out: &mut Vec<u8>) {
+    let millis = second(at, false, out);
+    let _ = write!(out, ".{millis:03}Z");
 }
 
 /// nginx's `$time_local` (in UTC): `05/Dec/2026:15:07:47 +0000`.
-fn local_time(at: Option<SystemTime>) -> String {
+fn local_time(at: Option<SystemTime>, out: &mut Vec<u8>) {
+    second(at, true, out);
+}
+
+/// `2026-12-05T15:07:47` as `05/Dec/2026:15:07:47 +0000`.
+fn nginx_time(iso: &str) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    // `2026-12-05T15:07:47Z`
-    let iso = humantime::format_rfc3339_seconds(at.unwrap_or(SystemTime::UNIX_EPOCH)).to_string();
     let (Some(year), Some(month), Some(day), Some(time)) = (
         iso.get(0..4),
         iso.get(5..7),
         iso.get(8..10),
         iso.get(11..19),
     ) else {
-        return iso;
+        return iso.to_string();
     };
     let month = month
         .parse::<usize>()
@@ -573,5 +615,6 @@ mod tests {
         assert_eq!(json(&retried(), 3)["path"], "/a?b=c");
         assert_eq!(json(&hostile, 256)["path"], "/\"x\\\u{1}\u{fffd}");
         assert_eq!(json(&refused, 256)["method"], serde_json::Value::Null);
+        assert_eq!(json(&refused, 256)["protocol"], serde_json::Value::Null);
     }
 }

@@ -1,12 +1,13 @@
 //! The access log (`[log] access`): one line per request and per h2 stream ([`line`]), written
 //! by a thread of its own so that a slow disk or a full pipe never holds up a request.
 //!
-//! The data path formats its line and hands it over a bounded queue (`log.access_queue`
-//! lines); when the queue is full the line is dropped and counted
-//! (`holdfast_access_log_dropped_total{reason="queue_full"}`), never waited for. The writer
-//! takes what is queued, in order, and writes it in batches of whole lines, each batch with one
-//! `write` to a file opened for appending: a line is never torn, and two processes of an
-//! upgrade appending to one file never cut into each other's lines.
+//! The data path formats its line and appends it to a shared buffer of at most
+//! `log.access_queue` lines (a lock held for one copy); when the buffer is full the line is
+//! dropped and counted (`holdfast_access_log_dropped_total{reason="queue_full"}`), never waited
+//! for. The writer takes the whole buffer every [`TICK`] (as nginx's `buffer=` with `flush=`)
+//! and writes it with one `write` to a file opened for appending: a line is never torn, two
+//! processes of an upgrade appending to one file never cut into each other's lines, and a
+//! request costs no system call and no wake-up of the writer.
 //!
 //! Rotation (logrotate's `postrotate`, as for nginx): move the file away, then send SIGUSR1. The
 //! writer finishes the batch it has to the file it has (the moved one), opens the path anew and
@@ -18,27 +19,19 @@ pub mod line;
 use holdfast_config::{AccessLog as Settings, AccessTarget};
 use line::Record;
 use prometheus::IntCounter;
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-/// A batch is written once it holds this much, or when the queue is empty.
-const BATCH: usize = 64 * 1024;
-
-/// How often an idle writer looks for a SIGUSR1 it was told of.
-const IDLE_WAKE: Duration = Duration::from_millis(200);
-
-/// What goes over the queue.
-enum Message {
-    Line(Vec<u8>),
-    /// Write everything before this, then say so.
-    Flush(SyncSender<()>),
-}
+/// How often the writer takes what was logged: the longest a line waits to be written.
+pub const TICK: Duration = Duration::from_millis(50);
 
 /// The counters the access log keeps.
 #[derive(Clone)]
@@ -49,13 +42,42 @@ pub struct Counters {
     pub write_failed: IntCounter,
 }
 
+/// Lines logged and not yet taken by the writer.
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    lines: usize,
+    /// Told once everything before them is written.
+    flushed: Vec<SyncSender<()>>,
+}
+
+/// What the data path and the writer share.
+struct Shared {
+    pending: Mutex<Pending>,
+    /// Lines the buffer takes at most.
+    queue: usize,
+    reopen: AtomicBool,
+}
+
+impl Shared {
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        // Plain appends and swaps under this lock: a panic cannot leave it half-done.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+thread_local! {
+    /// Where a worker thread formats a line before it is copied into the buffer.
+    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+}
+
 /// The access log of a process: where lines go and how they look.
 pub struct AccessLog {
-    queue: SyncSender<Message>,
+    shared: Arc<Shared>,
     json: bool,
     query_max: usize,
     counters: Counters,
-    reopen: Arc<AtomicBool>,
+    writer: Thread,
     target: AccessTarget,
 }
 
@@ -64,39 +86,54 @@ impl AccessLog {
     /// `Err`: the file cannot be opened, with why.
     pub fn open(settings: &Settings, json: bool, counters: Counters) -> io::Result<AccessLog> {
         let out = Output::open(&settings.to)?;
-        let (queue, lines) = mpsc::sync_channel(settings.queue);
-        let reopen = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared {
+            pending: Mutex::default(),
+            queue: settings.queue,
+            reopen: AtomicBool::new(false),
+        });
         let mut writer = Writer {
             out,
             target: settings.to.clone(),
-            lines,
-            reopen: reopen.clone(),
+            shared: shared.clone(),
             write_failed: counters.write_failed.clone(),
             last_warning: None,
         };
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("access log".into())
             .spawn(move || writer.run())?;
         Ok(AccessLog {
-            queue,
+            shared,
             json,
             query_max: settings.query_max,
             counters,
-            reopen,
+            writer: thread.thread().clone(),
             target: settings.to.clone(),
         })
     }
 
-    /// Queues `record`'s line; dropped and counted when the queue is full. Never waits.
+    /// Logs `record`'s line; dropped and counted when the buffer is full. Never waits (but
+    /// for the lock, held by others for one copy or one swap).
     pub fn write(&self, record: &Record) {
-        let mut line = Vec::with_capacity(384);
-        match self.json {
-            true => record.json(self.query_max, &mut line),
-            false => record.text(self.query_max, &mut line),
-        }
-        if let Err(TrySendError::Full(_)) = self.queue.try_send(Message::Line(line)) {
-            self.counters.queue_full.inc();
-        }
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            match self.json {
+                true => record.json(self.query_max, line),
+                false => record.text(self.query_max, line),
+            }
+            let mut pending = self.shared.pending();
+            if pending.lines >= self.shared.queue {
+                drop(pending);
+                self.counters.queue_full.inc();
+                return;
+            }
+            pending.bytes.extend_from_slice(line);
+            pending.lines += 1;
+        });
+        LINE.with_borrow_mut(|line| {
+            if line.capacity() > 64 * 1024 {
+                *line = Vec::with_capacity(512);
+            }
+        });
     }
 
     /// Asks the writer to open the file again (after logrotate moved it).
@@ -104,7 +141,8 @@ impl AccessLog {
         match &self.target {
             AccessTarget::File(path) => {
                 tracing::info!(file = %path.display(), "SIGUSR1: reopening the access log");
-                self.reopen.store(true, Ordering::Release);
+                self.shared.reopen.store(true, Ordering::Release);
+                self.writer.unpark();
             }
             AccessTarget::Stdout => {
                 tracing::info!("SIGUSR1: the access log goes to standard output; nothing to reopen")
@@ -112,25 +150,13 @@ impl AccessLog {
         }
     }
 
-    /// Waits (blocking, up to `timeout`) until every line queued before is written: before the
+    /// Waits (blocking, up to `timeout`) until every line logged before is written: before the
     /// process exits.
     pub fn flush(&self, timeout: Duration) -> bool {
         let (done, written) = mpsc::sync_channel(1);
-        let until = Instant::now() + timeout;
-        let mut message = Message::Flush(done);
-        loop {
-            match self.queue.try_send(message) {
-                Ok(()) => break,
-                Err(TrySendError::Full(back)) if Instant::now() < until => {
-                    message = back;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(_) => return false,
-            }
-        }
-        written
-            .recv_timeout(until.saturating_duration_since(Instant::now()))
-            .is_ok()
+        self.shared.pending().flushed.push(done);
+        self.writer.unpark();
+        written.recv_timeout(timeout).is_ok()
     }
 }
 
@@ -172,8 +198,7 @@ impl Output {
 struct Writer {
     out: Output,
     target: AccessTarget,
-    lines: Receiver<Message>,
-    reopen: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     write_failed: IntCounter,
     /// When a failure was last reported (at most one warning a minute).
     last_warning: Option<Instant>,
@@ -181,43 +206,36 @@ struct Writer {
 
 impl Writer {
     fn run(&mut self) {
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut lines = 0u64;
-        let mut acks = Vec::new();
+        let mut batch = Vec::new();
         loop {
-            let first = match self.lines.recv_timeout(IDLE_WAKE) {
-                Ok(message) => Some(message),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => return,
+            std::thread::park_timeout(TICK);
+            // The access log is gone (only in tests: a process keeps its own to the end).
+            if Arc::strong_count(&self.shared) == 1 {
+                return;
+            }
+            let (lines, flushed) = {
+                let mut pending = self.shared.pending();
+                std::mem::swap(&mut pending.bytes, &mut batch);
+                let lines = std::mem::take(&mut pending.lines);
+                (lines, std::mem::take(&mut pending.flushed))
             };
-            // Whatever came before the signal was taken, in order, into batches written to the
-            // old file; what is taken from now on goes to the new one.
-            if self.reopen.swap(false, Ordering::AcqRel) {
-                self.open_again();
-            }
-            let mut next = first;
-            while let Some(message) = next {
-                match message {
-                    Message::Line(line) => {
-                        batch.extend_from_slice(&line);
-                        lines += 1;
-                    }
-                    Message::Flush(done) => acks.push(done),
-                }
-                if batch.len() >= BATCH {
-                    break;
-                }
-                next = self.lines.try_recv().ok();
-            }
+            // The batch was logged before the writer woke: before the file moved, or about
+            // when it did. It goes to the file the writer has; the file is opened anew after.
             if !batch.is_empty() {
                 if let Err(e) = self.out.write(&batch) {
-                    self.write_failed.inc_by(lines);
+                    self.write_failed.inc_by(lines as u64);
                     self.warn(&e);
                 }
                 batch.clear();
-                lines = 0;
+                // A burst's buffer is not kept for good.
+                if batch.capacity() > 4 * 1024 * 1024 {
+                    batch = Vec::new();
+                }
             }
-            for done in acks.drain(..) {
+            if self.shared.reopen.swap(false, Ordering::AcqRel) {
+                self.open_again();
+            }
+            for done in flushed {
                 let _ = done.try_send(());
             }
         }

@@ -373,7 +373,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
         record.clear();
         record.at = Some(SystemTime::now());
         record.visitor = Some(self.client);
-        let consumed = self.stream.read - self.buf.len() as u64;
+        let consumed = self.stream.read.saturating_sub(self.buf.len() as u64);
         self.begun = Some((now(), consumed, self.stream.written));
     }
 
@@ -384,9 +384,9 @@ impl<S: VisitorIo> Visitor<'_, S> {
         else {
             return;
         };
-        let consumed_now = self.stream.read - self.buf.len() as u64;
+        let consumed_now = self.stream.read.saturating_sub(self.buf.len() as u64);
         record.bytes_in = consumed_now.saturating_sub(consumed);
-        record.bytes_out = self.stream.written - written;
+        record.bytes_out = self.stream.written.saturating_sub(written);
         record.duration = now().saturating_duration_since(started);
         if record.status == 0 {
             record.status = VISITOR_GONE;
@@ -401,6 +401,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
         }
         self.scratch = Vec::new();
         self.upstream_head = Vec::new();
+        self.record = None;
         if let Some(pinned) = &mut self.pinned {
             if pinned.buf.is_empty() {
                 pinned.buf = BytesMut::new();
