@@ -47,6 +47,22 @@ async fn line_for(file: &Path, path: &str) -> Value {
     found.unwrap_or_default()
 }
 
+/// The request whose line is checked in both formats: from a trusted proxy naming the visitor,
+/// with a long query, answered 200.
+async fn retried(c: &reqwest::Client, gw: &Gateway) -> reqwest::Response {
+    let r = c
+        .get(gw.url("/retried?q=0123456789abcdef"))
+        .header("CF-Connecting-IP", "203.0.113.9")
+        .header("CF-Ray", "8f2a1b-LHR")
+        .header("User-Agent", "test-agent/1.0")
+        .header("Referer", "https://example.com/from")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r
+}
+
 /// Every field, in JSON, of: an HTTP/1.1 request retried on the backup after the primary
 /// closed without answering, from a trusted proxy naming the visitor, its query cut; an h2
 /// request; a request for a pool with no backend left (the fallback); a smuggling attempt
@@ -96,16 +112,7 @@ backends = [{{ address = "{gone_addr}", name = "nobody" }}]
     let log = gw.dir().join("access.log");
     let c = client();
 
-    let r = c
-        .get(gw.url("/retried?q=0123456789abcdef"))
-        .header("CF-Connecting-IP", "203.0.113.9")
-        .header("CF-Ray", "8f2a1b-LHR")
-        .header("User-Agent", "test-agent/1.0")
-        .header("Referer", "https://example.com/from")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let r = retried(&c, &gw).await;
     assert_eq!(r.headers()["x-backend"], "backup");
     let body = r.bytes().await.unwrap();
     let line = line_for(&log, "/retried?q=012345...").await;
@@ -196,15 +203,7 @@ backends = [{{ address = "{gone_addr}", name = "nobody" }}]
     gw.signal("INT");
     assert!(gw.wait_exit(Duration::from_secs(10)).await);
     gw.restart().await;
-    let r = c
-        .get(gw.url("/retried?q=0123456789abcdef"))
-        .header("CF-Connecting-IP", "203.0.113.9")
-        .header("CF-Ray", "8f2a1b-LHR")
-        .header("User-Agent", "test-agent/1.0")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    retried(&c, &gw).await;
     let mut text = String::new();
     wait_until(Duration::from_secs(5), "the text line", || {
         text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -219,7 +218,7 @@ backends = [{{ address = "{gone_addr}", name = "nobody" }}]
     );
     for part in [
         " +0000] \"GET /retried?q=012345... HTTP/1.1\" 200 ",
-        " \"-\" \"test-agent/1.0\" host=127.0.0.1:",
+        " \"https://example.com/from\" \"test-agent/1.0\" host=127.0.0.1:",
         " pool=app tier=spare backend=backup attempts=2 failed=primary:reset(520) ",
         " rescued=0 hedged=0 fallback=- cf_ray=8f2a1b-LHR",
     ] {
