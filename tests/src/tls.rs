@@ -33,9 +33,28 @@ fn certificate(host: &str) -> (X509, PKey<Private>) {
     build(host, None, false)
 }
 
+/// A self-signed certificate for `host` that expires in `days` days, and its key, as PEM.
+pub fn expiring_pem(host: &str, days: u32) -> (Vec<u8>, Vec<u8>) {
+    let (cert, key) = build_for(host, None, false, days);
+    (
+        cert.to_pem().unwrap(),
+        key.private_key_to_pem_pkcs8().unwrap(),
+    )
+}
+
 /// A certificate for `name` (with it as a DNS name, unless `ca`), a fresh key, valid from now
 /// for 30 days; self-signed, or signed by `issuer`. A `ca` may sign others.
 fn build(name: &str, issuer: Option<&(X509, PKey<Private>)>, ca: bool) -> (X509, PKey<Private>) {
+    build_for(name, issuer, ca, 30)
+}
+
+/// [`build`], valid for `days` days.
+fn build_for(
+    name: &str,
+    issuer: Option<&(X509, PKey<Private>)>,
+    ca: bool,
+    days: u32,
+) -> (X509, PKey<Private>) {
     let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
     let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
     let mut subject = X509NameBuilder::new().unwrap();
@@ -56,7 +75,7 @@ fn build(name: &str, issuer: Option<&(X509, PKey<Private>)>, ca: bool) -> (X509,
     cert.set_pubkey(&key).unwrap();
     cert.set_not_before(&Asn1Time::days_from_now(0).unwrap())
         .unwrap();
-    cert.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+    cert.set_not_after(&Asn1Time::days_from_now(days).unwrap())
         .unwrap();
     if ca {
         cert.append_extension(BasicConstraints::new().critical().ca().build().unwrap())

@@ -191,6 +191,47 @@ async fn a_receiver_that_never_answers_slows_nothing() {
     .await;
 }
 
+/// A certificate near its end: replaced on disk by one that expires in 10 days, it is loaded
+/// (the watcher reloads) and the webhook hears `certificate_expiring` with the days left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_near_expiry_is_told() {
+    let web = backend("web").await;
+    let (hook, got) = receiver(false).await;
+    let gw = Gateway::start_with_https(&format!(
+        "[[pools.app.tiers]]\nbackends = [{{ name = \"web\", address = \"{}\" }}]\n\
+         [[notify]]\nurl = \"http://{hook}/hook\"\nevents = [\"certificate_expiring\"]\n",
+        web.addr()
+    ))
+    .await;
+    assert!(
+        events(&got).is_empty(),
+        "a 30-day certificate is not near expiry"
+    );
+    let (cert, key) = holdfast_tests::tls::expiring_pem("localhost", 10);
+    std::fs::write(gw.dir().join("key.pem"), key).unwrap();
+    std::fs::write(gw.dir().join("cert.pem"), cert).unwrap();
+    gw.reload();
+    wait_until(Duration::from_secs(10), "certificate_expiring", || {
+        let told = !events(&got).is_empty();
+        async move { told }
+    })
+    .await;
+    let event = got.lock().unwrap()[0].clone();
+    assert_eq!(event["event"], "certificate_expiring", "{event}");
+    let reason = event["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("localhost") && (reason.contains("9 days") || reason.contains("10 days")),
+        "{event}"
+    );
+    assert!(
+        event["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("cert.pem"),
+        "{event}"
+    );
+}
+
 /// A private scratch directory for the command's output.
 fn tempfile_dir() -> std::path::PathBuf {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
