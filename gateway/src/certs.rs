@@ -31,6 +31,13 @@ pub struct Certificate {
     key: PKey<Private>,
 }
 
+impl Certificate {
+    /// The leaf certificate, DER-encoded (to compare with the one a listener presents).
+    pub fn leaf_der(&self) -> Option<Vec<u8>> {
+        self.chain.first().and_then(|leaf| leaf.to_der().ok())
+    }
+}
+
 impl std::fmt::Debug for Certificate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Certificate")

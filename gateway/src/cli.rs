@@ -83,6 +83,19 @@ pub enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Why would Cloudflare show a 52x right now? Runs the 521 troubleshooting guide against
+    /// the config and the live machine: the holdfast process and its listeners, each backend
+    /// (connect, TLS, the HTTP check) beside what holdfast says of it, the certificates, and
+    /// the machine's limits. One line per check (ok, warn, fail), with the error Cloudflare
+    /// would show and the fix. Read-only: it changes nothing. Exit 0 when nothing would cause
+    /// a 52x, 1 when something would, 2 when it could not run.
+    Doctor {
+        #[command(flatten)]
+        running: Running,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a demo with no config: two built-in backends (a primary and a backup) on loopback
     /// and the gateway in front of them. The primary stops and comes back on a cycle, so
     /// failover and failback can be watched in the answers, `/status` and `/metrics`.

@@ -22,6 +22,7 @@ pub mod certs;
 pub mod cli;
 pub mod control;
 pub mod demo;
+pub mod doctor;
 pub mod events;
 pub mod failover;
 pub mod fallback;

@@ -96,6 +96,10 @@ fn main() -> ExitCode {
             let target = control::target(&running.config, running.admin, running.control_sock);
             ExitCode::from(control::backend(&target, (&action, &pool, &backend), force))
         }
+        Command::Doctor { running, json } => {
+            let target = control::target(&running.config, running.admin, running.control_sock);
+            ExitCode::from(holdfast::doctor::run(&running.config, &target, json))
+        }
         Command::Demo {
             listen,
             admin,
