@@ -75,6 +75,11 @@ pub fn check(config: &Path) -> Output {
 }
 
 /// A running gateway; killed (by its PID, which this test started) on drop.
+/// In the `listen` keys of [`Gateway::start_with_https_and_listen`]: the HTTP and HTTPS
+/// listeners bind every address (`0.0.0.0`), as in production. Only inside a network namespace
+/// the test made ([`crate::netns`]).
+pub const PUBLIC: &str = "# public";
+
 pub struct Gateway {
     child: Child,
     /// The process serving since `holdfast upgrade` (started by the old one, not by this
@@ -152,8 +157,16 @@ impl Gateway {
             std::fs::write(scratch.path().join("key.pem"), key).unwrap();
             free_loopback()
         });
+        // Bound on every address with `PUBLIC` in `listen` (inside a network namespace only);
+        // reached on loopback all the same.
+        let public = listen.contains(PUBLIC);
+        let bind = |addr: SocketAddr| match public {
+            true => SocketAddr::from(([0, 0, 0, 0], addr.port())),
+            false => addr,
+        };
         let https_keys = match https {
             Some(addr) => {
+                let addr = bind(addr);
                 format!("https = [\"{addr}\"]\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n")
             }
             None => String::new(),
@@ -162,8 +175,10 @@ impl Gateway {
         if let Some(addr) = https {
             listen = listen.replace("{https}", &addr.to_string());
         }
-        let listen_text =
-            format!("[listen]\nhttp = [\"{http}\"]\n{https_keys}admin = \"{admin}\"\n{listen}\n");
+        let listen_text = format!(
+            "[listen]\nhttp = [\"{}\"]\n{https_keys}admin = \"{admin}\"\n{listen}\n",
+            bind(http)
+        );
         let text = format!("{listen_text}\n{pools}");
         let config = scratch.write("holdfast.toml", &text);
         let log = std::fs::File::create(scratch.path().join("holdfast.log")).unwrap();

@@ -33,8 +33,9 @@ fn certificate(host: &str) -> (X509, PKey<Private>) {
     build(host, None, false)
 }
 
-/// A self-signed certificate for `host` that expires in `days` days, and its key, as PEM.
-pub fn expiring_pem(host: &str, days: u32) -> (Vec<u8>, Vec<u8>) {
+/// A self-signed certificate for `host` that expires in `days` days (expired when negative),
+/// and its key, as PEM.
+pub fn expiring_pem(host: &str, days: i64) -> (Vec<u8>, Vec<u8>) {
     let (cert, key) = build_for(host, None, false, days);
     (
         cert.to_pem().unwrap(),
@@ -53,7 +54,7 @@ fn build_for(
     name: &str,
     issuer: Option<&(X509, PKey<Private>)>,
     ca: bool,
-    days: u32,
+    days: i64,
 ) -> (X509, PKey<Private>) {
     let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
     let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
@@ -73,9 +74,14 @@ fn build_for(
         None => cert.set_issuer_name(&subject).unwrap(),
     }
     cert.set_pubkey(&key).unwrap();
-    cert.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let from = now.min(now + days * 86_400) - 86_400;
+    cert.set_not_before(&Asn1Time::from_unix(from).unwrap())
         .unwrap();
-    cert.set_not_after(&Asn1Time::days_from_now(days).unwrap())
+    cert.set_not_after(&Asn1Time::from_unix(now + days * 86_400).unwrap())
         .unwrap();
     if ca {
         cert.append_extension(BasicConstraints::new().critical().ca().build().unwrap())

@@ -14,6 +14,8 @@ mod certs;
 mod check;
 #[path = "e2e/datapath.rs"]
 mod datapath;
+#[path = "e2e/doctor.rs"]
+mod doctor;
 #[path = "e2e/exhaustion.rs"]
 mod exhaustion;
 #[path = "e2e/failover.rs"]
