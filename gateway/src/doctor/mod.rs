@@ -4,11 +4,12 @@
 //! nothing.
 //!
 //! Each layer has its plain judge with a table test ([`sockets`], [`backends`], [`tls`],
-//! [`machine`]); this module gathers what they judge and prints the [`report`].
+//! [`machine`], [`request`]); this module gathers what they judge and prints the [`report`].
 
 pub mod backends;
 pub mod machine;
 pub mod report;
+pub mod request;
 pub mod sockets;
 pub mod tls;
 
@@ -25,6 +26,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The longest a connect to a backend is given when its pool has no TCP check to say.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The longest the request as Cloudflare sends it is given, connect to answer's head.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs every check and prints the report (text, or JSON with `json`). The exit code: 0 when
 /// nothing would cause a 52x, 1 when something would, 2 when doctor could not run.
@@ -65,6 +69,7 @@ pub fn run(config_path: &Path, admin: &Admin, json: bool) -> u8 {
     let seen = status.as_ref().map(seen_of).unwrap_or_default();
     findings.extend(runtime.block_on(backends(&config, &seen)));
     findings.extend(certificates(&config));
+    findings.extend(requests(&config));
     let m = machine::Machine::read(pid);
     findings.extend(machine::judge_resources(&m, running.as_ref().ok()));
     let report = Report {
@@ -293,6 +298,28 @@ fn certificates(config: &Config) -> Vec<Finding> {
         };
         let uncovered = if i == 0 { &uncovered[..] } else { &[] };
         out.extend(tls::judge(&on_disk, now, uncovered));
+    }
+    out
+}
+
+/// The request Cloudflare would send, to every listener for every site the config routes (or
+/// any name, for the default pool alone), from this machine.
+fn requests(config: &Config) -> Vec<Finding> {
+    let mut hosts: Vec<String> = config.routes.hosts.keys().cloned().collect();
+    hosts.sort();
+    if hosts.is_empty() {
+        hosts.push("localhost".into());
+    }
+    let listen = &config.listen;
+    let targets = listen.http.iter().map(|a| (*a, false));
+    let targets = targets.chain(listen.https.iter().map(|a| (*a, true)));
+    let mut out = Vec::new();
+    for (addr, tls) in targets {
+        for host in &hosts {
+            let sent = request::send(local(addr), host, tls, REQUEST_TIMEOUT);
+            let scheme = if tls { "https" } else { "http" };
+            out.push(request::judge(&format!("{scheme}://{addr}"), host, &sent));
+        }
     }
     out
 }

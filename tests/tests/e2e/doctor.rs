@@ -153,6 +153,9 @@ backends = [{{ address = "{}", name = "spare" }}]
         verdict_and_code(finding(&doc, "holdfast running")),
         ("ok", None)
     );
+    let f = finding(&doc, "request to http://127.0.0.1:");
+    assert_eq!(verdict_and_code(f), ("ok", None), "the backup answers: {f}");
+    assert!(f["found"].as_str().unwrap().starts_with("200 in "), "{f}");
 
     // The text says the same, one line per check, with the fix.
     let out = gw.holdfast(&["doctor"]);
@@ -287,6 +290,8 @@ fn a_healthy_set_up_passes() {
             "backend app/",
             "pool app",
             "certificate ",
+            "request to http://0.0.0.0:",
+            "request to https://0.0.0.0:",
         ] {
             assert_eq!(finding(&doc, check)["verdict"], "ok", "{check}");
         }
@@ -333,6 +338,9 @@ fn a_port_held_by_another_process_is_named() {
         assert_eq!(verdict_and_code(f), ("fail", Some(521)), "{f}");
         let me = format!("pid {}", std::process::id());
         assert!(f["found"].as_str().unwrap().contains(&me), "{f}");
+        // The request as Cloudflare sends it meets a socket that never answers.
+        let f = finding(&doc, &format!("request to http://0.0.0.0:{port}"));
+        assert_eq!(verdict_and_code(f), ("fail", Some(520)), "{f}");
         drop(holder);
     });
 }
