@@ -120,16 +120,19 @@ impl AccessLog {
                 true => record.json(self.query_max, line),
                 false => record.text(self.query_max, line),
             }
-            let mut pending = self.shared.pending();
-            if pending.lines >= self.shared.queue {
-                drop(pending);
+            let taken = {
+                let mut pending = self.shared.pending();
+                let room = pending.lines < self.shared.queue;
+                if room {
+                    pending.bytes.extend_from_slice(line);
+                    pending.lines += 1;
+                }
+                room
+            };
+            if !taken {
                 self.counters.queue_full.inc();
-                return;
             }
-            pending.bytes.extend_from_slice(line);
-            pending.lines += 1;
-        });
-        LINE.with_borrow_mut(|line| {
+            // A line grown huge (a hostile target cut only at its query) is not kept.
             if line.capacity() > 64 * 1024 {
                 *line = Vec::with_capacity(512);
             }

@@ -5,7 +5,6 @@
 
 use super::report::{Finding, Layer};
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -99,8 +98,7 @@ pub fn served(addr: SocketAddr, sni: &str, timeout: Duration) -> Option<Vec<u8>>
     config.set_verify_hostname(false);
     let mut tls = config.connect(sni, tcp).ok()?;
     let der = tls.ssl().peer_certificate()?.to_der().ok();
-    let _ = tls.write_all(b"");
-    let _ = tls.read(&mut [0u8; 0]);
+    let _ = tls.shutdown();
     der
 }
 
