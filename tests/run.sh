@@ -9,7 +9,8 @@ source deploy/prereqs.sh
 # The fault-matrix tests (tests/tests/faults.rs) need `ip` and `iptables` and root; the HTTP/2
 # tests with independent clients need `nghttp` and `curl`; the alert rules and the dashboard
 # are checked with `promtool` (Debian's prometheus package); the status page in a real browser,
-# headless chromium under its WebDriver (chromium-driver). As root they are installed when
+# headless chromium under its WebDriver (chromium-driver); doctor's firewall tests, `nft`
+# (nftables) and a real fail2ban. As root they are installed when
 # missing; elsewhere those tests skip and say why (under CI a missing client fails its test).
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   missing=()
@@ -19,13 +20,18 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
   command -v chromedriver >/dev/null 2>&1 || missing+=(chromium chromium-driver)
+  command -v nft >/dev/null 2>&1 || missing+=(nftables)
+  fail2ban_new=false
+  command -v fail2ban-client >/dev/null 2>&1 || { missing+=(fail2ban); fail2ban_new=true; }
   if [ ${#missing[@]} -gt 0 ]; then
-    echo "holdfast: installing ${missing[*]} for the fault-matrix and HTTP/2 client tests" >&2
+    echo "holdfast: installing ${missing[*]} for the tests that use them" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     # The package may start its own server; only its promtool is used.
     service prometheus stop >/dev/null 2>&1 || true
+    # Doctor's test runs its own fail2ban in a namespace; the package's service is not wanted.
+    if $fail2ban_new; then service fail2ban stop >/dev/null 2>&1 || true; fi
   fi
 fi
 

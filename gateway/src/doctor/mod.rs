@@ -7,6 +7,7 @@
 //! [`machine`], [`request`]); this module gathers what they judge and prints the [`report`].
 
 pub mod backends;
+pub mod firewall;
 pub mod machine;
 pub mod report;
 pub mod request;
@@ -66,6 +67,7 @@ pub fn run(config_path: &Path, admin: &Admin, json: bool) -> u8 {
     let mut findings = vec![machine::judge_process(&running, &hash, &name)];
     let pid = running.as_ref().ok().map(|r| r.pid);
     findings.extend(listeners(&config, pid));
+    findings.extend(firewall(&config));
     let seen = status.as_ref().map(seen_of).unwrap_or_default();
     findings.extend(runtime.block_on(backends(&config, &seen)));
     findings.extend(certificates(&config));
@@ -155,6 +157,64 @@ fn listeners(config: &Config, holdfast: Option<u32>) -> Vec<Finding> {
     http.chain(https)
         .map(|(addr, scheme)| sockets::judge(addr, scheme, &bound, holdfast))
         .collect()
+}
+
+/// The packet filter walked for Cloudflare's ranges (built in, and the last good refresh) to
+/// every listener's port; fail2ban's bans; what cannot be seen from here.
+fn firewall(config: &Config) -> Vec<Finding> {
+    use firewall::{Family, Span, Target};
+    let mut nets = crate::trust::cloudflare();
+    let refreshed = config.trust.refresh.as_ref().and_then(|r| r.file.as_ref());
+    if let Some(Ok((more, _))) = refreshed
+        .and_then(|f| std::fs::read(f).ok())
+        .map(|b| crate::trust::parse_ranges(&b))
+    {
+        nets.extend(more);
+    }
+    let mut ranges: Vec<Span> = Vec::new();
+    for span in nets.into_iter().map(Span::net) {
+        if !ranges.contains(&span) {
+            ranges.push(span);
+        }
+    }
+    let mut targets: Vec<Target> = Vec::new();
+    for addr in config.listen.http.iter().chain(&config.listen.https) {
+        let ip = addr.ip();
+        if ip.is_loopback() {
+            continue;
+        }
+        let families = match ip {
+            IpAddr::V4(_) => vec![Family::V4],
+            IpAddr::V6(v6) if v6.is_unspecified() => vec![Family::V4, Family::V6],
+            IpAddr::V6(_) => vec![Family::V6],
+        };
+        let to = (!ip.is_unspecified()).then_some(ip);
+        let target = Target {
+            port: addr.port(),
+            to,
+            families,
+        };
+        if !targets.contains(&target) {
+            targets.push(target);
+        }
+    }
+    let read = firewall::read::read();
+    let outside = firewall::read::Outside::read();
+    let mut out: Vec<Finding> = firewall::judge_reading(&read.tools, &read.unreadable)
+        .into_iter()
+        .collect();
+    if !read.tools.is_empty() {
+        for target in &targets {
+            out.extend(firewall::judge(&read.ruleset, target, &ranges, &outside));
+        }
+    }
+    let bans = firewall::judge_bans(&firewall::read::fail2ban(), &ranges, &out);
+    out.extend(bans);
+    let mut ports: Vec<u16> = targets.iter().map(|t| t.port).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    out.push(firewall::beyond(&ranges, &ports));
+    out
 }
 
 /// Every backend probed at once, then each pool judged by what the probes found.

@@ -5,7 +5,7 @@
 
 use holdfast_tests::gateway::PUBLIC;
 use holdfast_tests::netns::Netns;
-use holdfast_tests::{backend, Gateway};
+use holdfast_tests::{backend, wait_until, Gateway};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -343,4 +343,285 @@ fn a_port_held_by_another_process_is_named() {
         assert_eq!(verdict_and_code(f), ("fail", Some(520)), "{f}");
         drop(holder);
     });
+}
+
+/// Whether `tool` can run; if not, says why the test skips (or fails, under CI, whose
+/// `tests/run.sh` installs it).
+fn have(tool: &str, package: &str) -> bool {
+    let found = std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !found {
+        let why = format!("{tool} is missing: apt-get install {package}");
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("skipped: {why}");
+    }
+    found
+}
+
+/// Runs a command (inside the namespace, from its thread); it must succeed.
+fn sh(args: &[&str]) {
+    let out = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The namespace's "public" address, where Cloudflare would connect (on loopback here), and
+/// addresses of Cloudflare's ranges to connect from, so the kernel's own verdict on each
+/// rule is seen beside doctor's.
+const PUBLIC_IP: &str = "192.0.2.1";
+const REJECTED_CF: &str = "173.245.48.1";
+const OTHER_CF: &str = "103.21.244.1";
+const BANNED_CF: &str = "104.16.0.9";
+
+fn addresses() {
+    for ip in [PUBLIC_IP, REJECTED_CF, OTHER_CF, BANNED_CF] {
+        sh(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "lo"]);
+    }
+}
+
+/// A connect from `from` to the public address's `port`, as the kernel answers it:
+/// `Ok(())`, refused, or timed out (1 s).
+async fn connect_from(from: &str, port: u16) -> Result<(), String> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let to = format!("{PUBLIC_IP}:{port}").parse().unwrap();
+    match tokio::time::timeout(Duration::from_secs(1), socket.connect(to)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err("refused".into()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+/// The packet filter, walked as the kernel walks it (issue 24, test 4), each verdict checked
+/// against a real connect from an address of the range: an iptables rule REJECTing one of
+/// Cloudflare's ranges on the HTTPS port (fail, 521, the range and the rule named; the HTTP
+/// port untouched); a DROP for everything with an ACCEPT for the ranges before it (passes,
+/// exit 0); an nftables DROP policy without the ranges (fail, 522, the chain named).
+#[test]
+fn the_packet_filter_is_walked_for_cloudflare() {
+    let Some(ns) = namespace("doctor-fw") else {
+        return;
+    };
+    if !have("nft", "nftables") {
+        return;
+    }
+    ns.run(|| async {
+        addresses();
+        let web = backend("web").await;
+        let gw = Gateway::start_with_https_and_listen(
+            PUBLIC,
+            &format!(
+                "[[pools.app.tiers]]\nbackends = [{{ address = \"{}\", name = \"web\" }}]\n",
+                web.addr()
+            ),
+        )
+        .await;
+        let (http, https) = (gw.http.port(), gw.https.unwrap().port());
+        let https_s = https.to_string();
+        let port = |doc: &Value, p: u16| -> Value {
+            finding(doc, &format!("port {p} from Cloudflare")).clone()
+        };
+
+        // 1. One range rejected on the HTTPS port.
+        sh(&[
+            "iptables", "-A", "INPUT", "-s", "173.245.48.0/20", "-p", "tcp", "--dport", &https_s,
+            "-j", "REJECT", "--reject-with", "tcp-reset",
+        ]);
+        let (code, doc) = doctor(&gw);
+        assert_eq!(code, 1, "{doc:#}");
+        let f = port(&doc, https);
+        assert_eq!(verdict_and_code(&f), ("fail", Some(521)), "{f}");
+        let found = f["found"].as_str().unwrap();
+        assert!(
+            found.starts_with("173.245.48.0/20 (Cloudflare's) is rejected by iptables filter INPUT rule 1"),
+            "{f}"
+        );
+        assert!(f["fix"].as_str().unwrap().contains("iptables -t filter -I INPUT 1"), "{f}");
+        assert_eq!(port(&doc, http)["verdict"], "ok");
+        assert_eq!(connect_from(REJECTED_CF, https).await, Err("refused".into()));
+        assert_eq!(connect_from(OTHER_CF, https).await, Ok(()));
+        assert_eq!(connect_from(REJECTED_CF, http).await, Ok(()));
+
+        // 2. DROP for everything, the ranges accepted before it (and loopback's own traffic, and
+        // what belongs to connections already made).
+        sh(&["iptables", "-F", "INPUT"]);
+        let ranges = "173.245.48.0/20,103.21.244.0/22,103.22.200.0/22,103.31.4.0/22,\
+                      141.101.64.0/18,108.162.192.0/18,190.93.240.0/20,188.114.96.0/20,\
+                      197.234.240.0/22,198.41.128.0/17,162.158.0.0/15,104.16.0.0/13,\
+                      104.24.0.0/14,172.64.0.0/13,131.0.72.0/22";
+        let ports = format!("{http},{https}");
+        sh(&["iptables", "-A", "INPUT", "-i", "lo", "-s", "127.0.0.0/8", "-j", "ACCEPT"]);
+        sh(&[
+            "iptables", "-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED",
+            "-j", "ACCEPT",
+        ]);
+        sh(&[
+            "iptables", "-A", "INPUT", "-s", ranges, "-p", "tcp", "-m", "multiport", "--dports",
+            &ports, "-j", "ACCEPT",
+        ]);
+        sh(&["iptables", "-A", "INPUT", "-j", "DROP"]);
+        let (code, doc) = doctor(&gw);
+        assert_eq!(code, 0, "{doc:#}");
+        for p in [http, https] {
+            let f = port(&doc, p);
+            assert_eq!(f["verdict"], "ok", "{f}");
+            assert!(f["found"].as_str().unwrap().starts_with("all 15 of Cloudflare's ranges get in"), "{f}");
+        }
+        assert_eq!(connect_from(REJECTED_CF, https).await, Ok(()));
+        assert_eq!(connect_from(PUBLIC_IP, https).await, Err("timed out".into()));
+
+        // 3. nftables: a DROP policy, loopback's own traffic let in, Cloudflare's ranges not.
+        sh(&["iptables", "-F", "INPUT"]);
+        let rules = gw.dir().join("fw.nft");
+        std::fs::write(
+            &rules,
+            "table inet holdfast_test {\n  chain input {\n    type filter hook input priority 0; policy drop;\n    \
+             ip saddr 127.0.0.0/8 accept\n    ip6 saddr ::1 accept\n  }\n}\n",
+        )
+        .unwrap();
+        sh(&["nft", "-f", rules.to_str().unwrap()]);
+        let (code, doc) = doctor(&gw);
+        assert_eq!(code, 1, "{doc:#}");
+        for p in [http, https] {
+            let f = port(&doc, p);
+            assert_eq!(verdict_and_code(&f), ("fail", Some(522)), "{f}");
+            assert_eq!(
+                f["found"],
+                "all 15 of Cloudflare's IPv4 ranges are dropped by the policy of nft inet holdfast_test input",
+            );
+            assert!(f["fix"].as_str().unwrap().contains("nft insert rule inet holdfast_test input ip saddr"), "{f}");
+        }
+        assert_eq!(connect_from(OTHER_CF, https).await, Err("timed out".into()));
+        sh(&["nft", "delete", "table", "inet", "holdfast_test"]);
+        let f = finding(&doc, "outside this machine");
+        assert!(f["found"].as_str().unwrap().contains("173.245.48.0/20 103.21.244.0/22"), "{f}");
+    });
+}
+
+/// A Cloudflare address banned by a real fail2ban (issue 24, test 5): a jail on the
+/// listeners' ports with fail2ban's own iptables action, run from a config directory of the
+/// test's own; doctor names the jail, the address and the command to unban it.
+#[test]
+fn a_cloudflare_address_banned_by_fail2ban_is_named() {
+    let Some(ns) = namespace("doctor-f2b") else {
+        return;
+    };
+    if !have("fail2ban-client", "fail2ban") {
+        return;
+    }
+    ns.run(|| async {
+        addresses();
+        let web = backend("web").await;
+        let gw = Gateway::start_with_https_and_listen(
+            PUBLIC,
+            &format!(
+                "[[pools.app.tiers]]\nbackends = [{{ address = \"{}\", name = \"web\" }}]\n",
+                web.addr()
+            ),
+        )
+        .await;
+        let (http, https) = (gw.http.port(), gw.https.unwrap().port());
+        // fail2ban's own filters and actions, with a jail of the test's.
+        let dir = gw.dir().join("fail2ban");
+        sh(&["cp", "-r", "/etc/fail2ban", dir.to_str().unwrap()]);
+        for stale in std::fs::read_dir(dir.join("jail.d")).unwrap() {
+            std::fs::remove_file(stale.unwrap().path()).unwrap();
+        }
+        let at = |name: &str| dir.join(name).display().to_string();
+        std::fs::write(
+            dir.join("fail2ban.local"),
+            format!(
+                "[Definition]\nlogtarget = {}\nsocket = {}\npidfile = {}\ndbfile = :memory:\n",
+                at("server.log"),
+                at("f2b.sock"),
+                at("f2b.pid")
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("filter.d/holdfast-test.conf"),
+            "[Definition]\nfailregex = ^<HOST> bad$\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("visitors.log"), "").unwrap();
+        std::fs::write(
+            dir.join("jail.local"),
+            format!(
+                "[holdfast-test]\nenabled = true\nfilter = holdfast-test\nport = {http},{https}\n\
+                 logpath = {}\nbackend = polling\nbanaction = iptables-multiport\n",
+                at("visitors.log")
+            ),
+        )
+        .unwrap();
+        let conf = dir.to_str().unwrap().to_string();
+        // Stopped by its PID when the test ends, however it ends.
+        let _server = Stopped(
+            std::process::Command::new("fail2ban-client")
+                .args(["-c", &conf, "-x", "-f", "start"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let client = |args: &[&str]| {
+            std::process::Command::new("fail2ban-client")
+                .args(["-c", &conf])
+                .args(args)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        wait_until(Duration::from_secs(30), "fail2ban answers", || async {
+            client(&["ping"])
+        })
+        .await;
+        assert!(client(&["set", "holdfast-test", "banip", BANNED_CF]));
+        wait_until(Duration::from_secs(10), "the ban's rule is in", || async {
+            let save = std::process::Command::new("iptables-save").output().unwrap();
+            String::from_utf8_lossy(&save.stdout).contains(&format!("{BANNED_CF}/32"))
+        })
+        .await;
+
+        let (code, doc) = doctor(&gw);
+        assert_eq!(code, 1, "{doc:#}");
+        let f = finding(&doc, &format!("port {https} from Cloudflare"));
+        assert_eq!(verdict_and_code(f), ("fail", Some(521)), "{f}");
+        assert!(
+            f["found"].as_str().unwrap().starts_with(
+                "104.16.0.9 (Cloudflare's) is banned by fail2ban's jail holdfast-test: rejected by iptables filter f2b-holdfast-test rule 1"
+            ),
+            "{f}"
+        );
+        let fix = f["fix"].as_str().unwrap();
+        assert!(fix.contains("`fail2ban-client set holdfast-test unbanip 104.16.0.9`"), "{f}");
+        assert!(fix.contains("ignoreip"), "{f}");
+        assert_eq!(connect_from(BANNED_CF, https).await, Err("refused".into()));
+        assert_eq!(connect_from(OTHER_CF, https).await, Ok(()));
+
+        // Unbanned as the fix says: doctor passes again.
+        assert!(client(&["set", "holdfast-test", "unbanip", BANNED_CF]));
+        let (code, doc) = doctor(&gw);
+        assert_eq!(code, 0, "{doc:#}");
+        client(&["stop"]);
+    });
+}
+
+/// A process the test started, stopped by its PID when dropped.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
 }
