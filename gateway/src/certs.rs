@@ -36,6 +36,11 @@ impl Certificate {
     pub fn leaf_der(&self) -> Option<Vec<u8>> {
         self.chain.first().and_then(|leaf| leaf.to_der().ok())
     }
+
+    /// The chain as the file holds it, leaf first.
+    pub fn chain(&self) -> &[X509] {
+        &self.chain
+    }
 }
 
 impl std::fmt::Debug for Certificate {

@@ -84,17 +84,23 @@ pub enum Command {
         config: PathBuf,
     },
     /// Why would Cloudflare show a 52x right now? Runs the 521 troubleshooting guide against
-    /// the config and the live machine: the holdfast process and its listeners, each backend
-    /// (connect, TLS, the HTTP check) beside what holdfast says of it, the certificates, and
-    /// the machine's limits. One line per check (ok, warn, fail), with the error Cloudflare
-    /// would show and the fix. Read-only: it changes nothing. Exit 0 when nothing would cause
-    /// a 52x, 1 when something would, 2 when it could not run.
+    /// the config and the live machine: the holdfast process and its listeners, the packet
+    /// filter (iptables, nftables, ipsets) walked for Cloudflare's ranges, addresses banned by
+    /// fail2ban, each backend (connect, TLS, the HTTP check) beside what holdfast says of it,
+    /// the certificates, the machine's limits, and the request as Cloudflare sends it. One line
+    /// per check (ok, warn, fail), with the error Cloudflare would show and the fix. Read-only:
+    /// it changes nothing (run it as root to read the packet filter). Exit 0 when nothing would
+    /// cause a 52x, 1 when something would, 2 when it could not run.
     Doctor {
         #[command(flatten)]
         running: Running,
         /// One JSON document instead of text.
         #[arg(long)]
         json: bool,
+        /// Also send the request as Cloudflare sends it to this address (the public IP that
+        /// the site's DNS names), on each listener's port.
+        #[arg(long, value_name = "ADDR")]
+        from_outside: Option<std::net::IpAddr>,
     },
     /// Run a demo with no config: two built-in backends (a primary and a backup) on loopback
     /// and the gateway in front of them. The primary stops and comes back on a cycle, so

@@ -96,9 +96,14 @@ fn main() -> ExitCode {
             let target = control::target(&running.config, running.admin, running.control_sock);
             ExitCode::from(control::backend(&target, (&action, &pool, &backend), force))
         }
-        Command::Doctor { running, json } => {
+        Command::Doctor {
+            running,
+            json,
+            from_outside,
+        } => {
             let target = control::target(&running.config, running.admin, running.control_sock);
-            ExitCode::from(holdfast::doctor::run(&running.config, &target, json))
+            let options = holdfast::doctor::Options { json, from_outside };
+            ExitCode::from(holdfast::doctor::run(&running.config, &target, &options))
         }
         Command::Demo {
             listen,

@@ -484,6 +484,11 @@ pub const ADMIN_TOKEN: &str = "holdfast-test-token-0123456789";
 /// this open-file limit (a number).
 pub const NOFILE: &str = "NOFILE";
 
+/// The pseudo environment variable of [`Gateway::start_with_env`] that starts the gateway as
+/// root without any capability (util-linux's setpriv empties the bounding set): it reads only
+/// the files its user and groups may read, as a service user would.
+pub const NO_CAPABILITIES: &str = "NO_CAPABILITIES";
+
 /// Starts `holdfast run` on `config`, its output appended to `log`.
 fn spawn(
     scratch: &Path,
@@ -496,7 +501,13 @@ fn spawn(
     // shell that sets it to its own id, then becomes holdfast). `NOFILE=n`: started with an
     // open-file limit of n, soft and hard (as `LimitNOFILE=n` would), by util-linux's prlimit.
     let nofile = env.iter().find(|(k, _)| *k == NOFILE).map(|(_, n)| *n);
+    let no_caps = env.iter().any(|(k, _)| *k == NO_CAPABILITIES);
     let mut command = match (env.contains(&("WATCHDOG_PID", "self")), nofile) {
+        _ if no_caps => {
+            let mut setpriv = Command::new("setpriv");
+            setpriv.arg("--bounding-set=-all").arg(binary());
+            setpriv
+        }
         (true, _) => {
             let mut sh = Command::new("sh");
             sh.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\""])
@@ -512,7 +523,7 @@ fn spawn(
     };
     let env: Vec<_> = env
         .iter()
-        .filter(|(k, _)| *k != "WATCHDOG_PID" && *k != NOFILE)
+        .filter(|(k, _)| !["WATCHDOG_PID", NOFILE, NO_CAPABILITIES].contains(k))
         .copied()
         .collect();
     command

@@ -31,9 +31,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest the request as Cloudflare sends it is given, connect to answer's head.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Runs every check and prints the report (text, or JSON with `json`). The exit code: 0 when
-/// nothing would cause a 52x, 1 when something would, 2 when doctor could not run.
-pub fn run(config_path: &Path, admin: &Admin, json: bool) -> u8 {
+/// How doctor is asked to run.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// One JSON document instead of text.
+    pub json: bool,
+    /// The public address to send the request as Cloudflare sends it to, besides the listeners.
+    pub from_outside: Option<IpAddr>,
+}
+
+/// Runs every check and prints the report (text, or JSON). The exit code: 0 when nothing would
+/// cause a 52x, 1 when something would, 2 when doctor could not run.
+pub fn run(config_path: &Path, admin: &Admin, options: &Options) -> u8 {
     let started = Instant::now();
     let (config, hash) = match crate::reload::read(config_path) {
         Ok(read) => read,
@@ -70,8 +79,8 @@ pub fn run(config_path: &Path, admin: &Admin, json: bool) -> u8 {
     findings.extend(firewall(&config));
     let seen = status.as_ref().map(seen_of).unwrap_or_default();
     findings.extend(runtime.block_on(backends(&config, &seen)));
-    findings.extend(certificates(&config));
-    findings.extend(requests(&config));
+    findings.extend(certificates(&config, pid));
+    findings.extend(requests(&config, options.from_outside));
     let m = machine::Machine::read(pid);
     findings.extend(machine::judge_resources(&m, running.as_ref().ok()));
     let report = Report {
@@ -79,7 +88,7 @@ pub fn run(config_path: &Path, admin: &Admin, json: bool) -> u8 {
         findings,
         took: started.elapsed(),
     };
-    match json {
+    match options.json {
         true => println!(
             "{}",
             serde_json::to_string_pretty(&report.json()).unwrap_or_default()
@@ -210,7 +219,8 @@ fn firewall(config: &Config) -> Vec<Finding> {
     }
     let bans = firewall::judge_bans(&firewall::read::fail2ban(), &ranges, &out);
     out.extend(bans);
-    let mut ports: Vec<u16> = targets.iter().map(|t| t.port).collect();
+    let listeners = config.listen.http.iter().chain(&config.listen.https);
+    let mut ports: Vec<u16> = listeners.map(|a| a.port()).collect();
     ports.sort_unstable();
     ports.dedup();
     out.push(firewall::beyond(&ranges, &ports));
@@ -308,8 +318,9 @@ async fn backends(config: &Config, seen: &HashMap<String, backends::Seen>) -> Ve
     out
 }
 
-/// Every certificate of the HTTPS listeners, on disk and as served.
-fn certificates(config: &Config) -> Vec<Finding> {
+/// Every certificate of the HTTPS listeners, on disk, as served and as the running holdfast
+/// (`pid`) can read it; the CA of Authenticated Origin Pulls.
+fn certificates(config: &Config, pid: Option<u32>) -> Vec<Finding> {
     let Some(listen_tls) = &config.listen.tls else {
         return Vec::new();
     };
@@ -358,13 +369,58 @@ fn certificates(config: &Config) -> Vec<Finding> {
         };
         let uncovered = if i == 0 { &uncovered[..] } else { &[] };
         out.extend(tls::judge(&on_disk, now, uncovered));
+        if let Ok(c) = cert {
+            out.extend(tls::judge_order(file, tls::order(c.chain()).as_deref()));
+        }
+    }
+    let mut pulls: Vec<_> = listen_tls.origin_pulls.iter().collect();
+    pulls.sort_by_key(|(addr, _)| **addr);
+    for (addr, p) in &pulls {
+        let loaded = std::fs::read(&p.ca)
+            .map_err(|e| format!("cannot read: {e}"))
+            .and_then(|pem| {
+                openssl::x509::X509::stack_from_pem(&pem).map_err(|e| format!("not PEM: {e}"))
+            })
+            .and_then(|certs| match certs.len() {
+                0 => Err("no certificate in it".to_string()),
+                n => Ok(n),
+            });
+        let mode = match p.mode {
+            holdfast_config::PullMode::Log => "log",
+            holdfast_config::PullMode::Require => "require",
+        };
+        out.push(tls::judge_pulls(
+            &addr.to_string(),
+            &p.ca.display().to_string(),
+            mode,
+            &loaded,
+        ));
+    }
+    // What the running holdfast could read: a renewed certificate is loaded by it, not by us.
+    if let Some(reader) = pid.and_then(tls::Reader::of) {
+        let files = std::iter::once((&listen_tls.cert, &listen_tls.key))
+            .chain(listen_tls.more.iter().map(|c| (&c.cert, &c.key)))
+            .flat_map(|(c, k)| [c, k])
+            .chain(pulls.iter().map(|(_, p)| &p.ca));
+        for file in files {
+            if let Some((mode, dirs)) = tls::Mode::of(file) {
+                if !tls::may_read(&reader, &mode, &dirs) {
+                    out.push(tls::judge_readable(
+                        &file.display().to_string(),
+                        &reader,
+                        &mode,
+                    ));
+                }
+            }
+        }
     }
     out
 }
 
 /// The request Cloudflare would send, to every listener for every site the config routes (or
-/// any name, for the default pool alone), from this machine.
-fn requests(config: &Config) -> Vec<Finding> {
+/// any name, for the default pool alone), from this machine; with `outside`, to that address
+/// on each listener's port too.
+fn requests(config: &Config, outside: Option<IpAddr>) -> Vec<Finding> {
     let mut hosts: Vec<String> = config.routes.hosts.keys().cloned().collect();
     hosts.sort();
     if hosts.is_empty() {
@@ -375,10 +431,17 @@ fn requests(config: &Config) -> Vec<Finding> {
     let targets = targets.chain(listen.https.iter().map(|a| (*a, true)));
     let mut out = Vec::new();
     for (addr, tls) in targets {
-        for host in &hosts {
-            let sent = request::send(local(addr), host, tls, REQUEST_TIMEOUT);
-            let scheme = if tls { "https" } else { "http" };
-            out.push(request::judge(&format!("{scheme}://{addr}"), host, &sent));
+        let scheme = if tls { "https" } else { "http" };
+        let to = std::iter::once((local(addr), addr.to_string()));
+        let outside = outside.map(|ip| {
+            let public = SocketAddr::new(ip, addr.port());
+            (public, format!("{public} (the public address)"))
+        });
+        for (at, shown) in to.chain(outside) {
+            for host in &hosts {
+                let sent = request::send(at, host, tls, REQUEST_TIMEOUT);
+                out.push(request::judge(&format!("{scheme}://{shown}"), host, &sent));
+            }
         }
     }
     out

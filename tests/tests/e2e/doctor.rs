@@ -11,7 +11,14 @@ use std::time::Duration;
 
 /// `holdfast doctor --json` for `gw`'s config: its exit code and document.
 fn doctor(gw: &Gateway) -> (i32, Value) {
-    let out = gw.holdfast(&["doctor", "--json"]);
+    doctor_with(gw, &[])
+}
+
+/// The same with more arguments.
+fn doctor_with(gw: &Gateway, more: &[&str]) -> (i32, Value) {
+    let mut args = vec!["doctor", "--json"];
+    args.extend_from_slice(more);
+    let out = gw.holdfast(&args);
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "not JSON ({e}): {}\n{}",
@@ -624,4 +631,192 @@ impl Drop for Stopped {
         }
         let _ = self.0.wait();
     }
+}
+
+/// `--from-outside ADDR`: the request as Cloudflare sends it, to the public address on each
+/// listener's port. Answered there, then dropped there by a rule for that address alone (522
+/// from outside while the request from this machine still passes; the firewall check cannot
+/// tell whether that rule's address is the listener's, and warns).
+#[test]
+fn the_request_to_the_public_address() {
+    let Some(ns) = namespace("doctor-outside") else {
+        return;
+    };
+    ns.run(|| async {
+        addresses();
+        let web = backend("web").await;
+        let gw = Gateway::start_with_https_and_listen(
+            PUBLIC,
+            &format!(
+                "[[pools.app.tiers]]\nbackends = [{{ address = \"{}\", name = \"web\" }}]\n",
+                web.addr()
+            ),
+        )
+        .await;
+        let https = gw.https.unwrap().port();
+        let outside = |doc: &Value, scheme: &str, port: u16| -> Value {
+            finding(
+                doc,
+                &format!("request to {scheme}://{PUBLIC_IP}:{port} (the public address)"),
+            )
+            .clone()
+        };
+        let (code, doc) = doctor_with(&gw, &["--from-outside", PUBLIC_IP]);
+        assert_eq!(code, 0, "{doc:#}");
+        for (scheme, port) in [("http", gw.http.port()), ("https", https)] {
+            let f = outside(&doc, scheme, port);
+            assert_eq!(f["verdict"], "ok", "{f}");
+            assert!(f["found"].as_str().unwrap().starts_with("200 in "), "{f}");
+        }
+
+        sh(&[
+            "iptables",
+            "-A",
+            "INPUT",
+            "-d",
+            PUBLIC_IP,
+            "-p",
+            "tcp",
+            "--dport",
+            &https.to_string(),
+            "-j",
+            "DROP",
+        ]);
+        let (code, doc) = doctor_with(&gw, &["--from-outside", PUBLIC_IP]);
+        assert_eq!(code, 1, "{doc:#}");
+        let f = outside(&doc, "https", https);
+        assert_eq!(verdict_and_code(&f), ("fail", Some(522)), "{f}");
+        assert_eq!(
+            finding(&doc, "request to https://0.0.0.0:")["verdict"],
+            "ok"
+        );
+        let f = finding(&doc, &format!("port {https} from Cloudflare"));
+        assert_eq!(f["verdict"], "warn", "{f}");
+        assert!(
+            f["found"]
+                .as_str()
+                .unwrap()
+                .contains("the destination address"),
+            "{f}"
+        );
+    });
+}
+
+/// The classic trap of a renewal (issue 24, test 7, "renewed but not loaded"): holdfast runs as
+/// a service user would (root here, without any capability, so file modes bind it), and the
+/// renewal writes a new key it cannot read. Its reload fails and it goes on serving the old
+/// certificate; doctor names both: the file served is not the file on disk, and holdfast cannot
+/// read the key. Doing what the fix says (group read) lets the watcher load the renewal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_holdfast_cannot_read_is_named() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root (a file holdfast's user cannot read); CI runs it as root");
+        return;
+    }
+    let web = backend("web").await;
+    let gw = Gateway::start_with_https_and_env(
+        &format!(
+            "[[pools.app.tiers]]\nbackends = [{{ address = \"{}\", name = \"web\" }}]\n",
+            web.addr()
+        ),
+        &[(holdfast_tests::gateway::NO_CAPABILITIES, "1")],
+    )
+    .await;
+    // Its listeners are on loopback (a failure of their own): the TLS layer is what is looked at.
+    let tls_fails = |doc: &Value| -> Vec<Value> {
+        doc["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["layer"] == "tls" && f["verdict"] != "ok")
+            .cloned()
+            .collect()
+    };
+    let (_, doc) = doctor(&gw);
+    assert_eq!(tls_fails(&doc), Vec::<Value>::new());
+    let key = gw.dir().join("key.pem");
+    let served = |doc: &Value| -> Value {
+        doc["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["check"].as_str().unwrap().ends_with(" served"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no served check: {doc:#}"))
+    };
+    assert_eq!(served(&doc)["verdict"], "ok");
+
+    // The renewal: a new key, owned by another user and readable by it alone, then the
+    // certificate.
+    let (cert, new_key) = holdfast_tests::tls::self_signed_pem("localhost");
+    let staged = gw.dir().join("key.pem.new");
+    std::fs::write(&staged, &new_key).unwrap();
+    std::os::unix::fs::chown(&staged, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&staged, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::rename(&staged, &key).unwrap();
+    std::fs::write(gw.dir().join("cert.pem"), &cert).unwrap();
+    wait_until(Duration::from_secs(10), "the reload fails", || async {
+        gw.log().contains("Permission denied")
+    })
+    .await;
+
+    let (_, doc) = doctor(&gw);
+    assert_eq!(tls_fails(&doc).len(), 2, "{doc:#}");
+    let f = served(&doc);
+    assert_eq!(f["verdict"], "warn", "{f}");
+    assert!(
+        f["found"]
+            .as_str()
+            .unwrap()
+            .contains("renewed but not loaded"),
+        "{f}"
+    );
+    let f = finding(&doc, &format!("{} readable", key.display()));
+    assert_eq!(verdict_and_code(f), ("fail", Some(525)), "{f}");
+    let found = f["found"].as_str().unwrap();
+    assert!(
+        found.starts_with(&format!(
+            "holdfast (pid {}, uid 0) cannot read it (owner 65534, group 65534, mode 0600)",
+            gw.pid()
+        )),
+        "{f}"
+    );
+
+    // As the fix says: the group's read access (root's group here).
+    std::os::unix::fs::chown(&key, None, Some(0)).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    wait_until(Duration::from_secs(10), "the renewal is served", || async {
+        served(&doctor(&gw).1)["verdict"] == "ok"
+    })
+    .await;
+    let (_, doc) = doctor(&gw);
+    assert_eq!(tls_fails(&doc), Vec::<Value>::new());
+}
+
+/// A backend at an address the namespace has no route to (issue 24, test 2): the connect fails
+/// at once with "network unreachable", the 523 Cloudflare shows for an origin it cannot reach;
+/// the pool serves from the other backend, so it is a warning, and the pool is named as such.
+#[test]
+fn a_backend_that_routes_nowhere_is_named() {
+    let Some(ns) = namespace("doctor-523") else {
+        return;
+    };
+    ns.run(|| async {
+        let web = backend("web").await;
+        let gw = Gateway::start_with_listen(
+            PUBLIC,
+            &format!(
+                "[[pools.app.tiers]]\nname = \"main\"\n\
+                 backends = [{{ address = \"10.255.255.1:80\", name = \"nowhere\" }}, {{ address = \"{}\", name = \"web\" }}]\n",
+                web.addr()
+            ),
+        )
+        .await;
+        let (_, doc) = doctor(&gw);
+        let f = finding(&doc, "backend app/main/nowhere");
+        assert_eq!(verdict_and_code(f), ("warn", Some(523)), "{f}");
+        assert!(f["found"].as_str().unwrap().contains("unreachable"), "{f}");
+        assert_eq!(finding(&doc, "backend app/main/web")["verdict"], "ok");
+        assert_eq!(finding(&doc, "pool app")["verdict"], "ok", "{doc:#}");
+    });
 }
