@@ -2,7 +2,7 @@
 //! [`Ruleset`]. The chains an incoming packet passes are `raw PREROUTING`, `mangle PREROUTING`,
 //! `mangle INPUT` and `filter INPUT`, in that order.
 
-use super::{Chain, End, Family, Given, Hook, Members, Rule, Ruleset, Span, Test, Then};
+use super::rules::{Chain, End, Family, Given, Hook, Members, Rule, Ruleset, Span, Test, Then};
 
 /// The base chains on the way in: table, chain, stage, priority.
 const ON_THE_WAY_IN: [(&str, &str, u8, i32); 4] = [

@@ -4,7 +4,7 @@
 //! ruleset` ([`texts`]), matched by handle.
 
 use super::iptables::port;
-use super::{Chain, End, Family, Given, Hook, Members, Rule, Ruleset, Span, Test, Then};
+use super::rules::{Chain, End, Family, Given, Hook, Members, Rule, Ruleset, Span, Test, Then};
 use serde_json::Value;
 use std::collections::HashMap;
 

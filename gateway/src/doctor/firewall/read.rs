@@ -3,7 +3,8 @@
 //! `nft -j list ruleset` with `nft -a list ruleset` for the rules' text; fail2ban's banned
 //! addresses from `fail2ban-client`; the interface of the default route from `/proc/net`.
 
-use super::{iptables, nft, Family, Ruleset};
+use super::rules::{Family, Ruleset};
+use super::{iptables, nft};
 use std::net::IpAddr;
 use std::process::Command;
 

@@ -1,6 +1,9 @@
-use super::read::{banned, default_v4, default_v6, jails};
+use super::read::{banned, default_v4, default_v6, jails, Outside};
+use super::rules::{Given, Test};
 use super::*;
-use crate::doctor::report::Verdict;
+use crate::doctor::report::{Finding, Layer, Verdict};
+use std::collections::HashMap;
+use std::net::IpAddr;
 
 /// Cloudflare's ranges as doctor walks them.
 fn cloudflare() -> Vec<Span> {
@@ -221,6 +224,20 @@ fn iptables_walked_as_the_kernel_would() {
             ],
             port: 443,
             want: &[OK],
+        },
+        Case {
+            name: "several banned addresses: one finding",
+            policy: "ACCEPT",
+            chains: &["f2b-web"],
+            rules: &[
+                "-A INPUT -p tcp -j f2b-web",
+                "-A f2b-web -s 104.16.0.9/32 -j REJECT",
+                "-A f2b-web -s 172.64.0.7/32 -j REJECT",
+                "-A f2b-web -s 104.16.0.10/32 -j REJECT",
+                "-A f2b-web -j RETURN",
+            ],
+            port: 443,
+            want: &[(Verdict::Fail, Some(521), "3 addresses (104.16.0.9, 104.16.0.10, 172.64.0.7) (Cloudflare's) are banned by fail2ban's jail web: rejected by iptables filter f2b-web (3 rules)")],
         },
         Case {
             name: "an ipset a ban tool fills",
