@@ -226,6 +226,47 @@ pub fn acceptor(
     Ok(b.build())
 }
 
+/// Certificates made for tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use openssl::asn1::Asn1Time;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::{PKey, Private};
+    use openssl::x509::{X509Builder, X509NameBuilder, X509};
+
+    /// A certificate for `name` (its CN), signed by `issuer` (self-signed without one), valid
+    /// from `from` to `to` (Unix seconds); and its key.
+    pub fn build(
+        name: &str,
+        issuer: Option<&(X509, PKey<Private>)>,
+        from: i64,
+        to: i64,
+    ) -> (X509, PKey<Private>) {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("curve");
+        let key = PKey::from_ec_key(EcKey::generate(&group).expect("key")).expect("key");
+        let mut subject = X509NameBuilder::new().expect("name");
+        subject.append_entry_by_text("CN", name).expect("cn");
+        let subject = subject.build();
+        let mut b = X509Builder::new().expect("builder");
+        b.set_version(2).expect("version");
+        b.set_subject_name(&subject).expect("subject");
+        let (issuer_name, signer) = match issuer {
+            Some((cert, key)) => (cert.subject_name().to_owned().expect("name"), key),
+            None => (subject.to_owned().expect("name"), &key),
+        };
+        b.set_issuer_name(&issuer_name).expect("issuer");
+        b.set_pubkey(&key).expect("pubkey");
+        b.set_not_before(&Asn1Time::from_unix(from).expect("time"))
+            .expect("from");
+        b.set_not_after(&Asn1Time::from_unix(to).expect("time"))
+            .expect("to");
+        b.sign(signer, MessageDigest::sha256()).expect("sign");
+        (b.build(), key)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,28 +325,13 @@ mod tests {
         }
     }
 
-    /// A self-signed certificate for `name` valid from `from` to `to` (Unix seconds).
+    /// A self-signed certificate for `name` valid from `from` to `to` (Unix seconds), as PEM.
     fn certificate(name: &str, from: i64, to: i64) -> (Vec<u8>, Vec<u8>) {
-        use openssl::ec::{EcGroup, EcKey};
-        use openssl::hash::MessageDigest;
-        use openssl::x509::{X509Builder, X509NameBuilder};
-        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("curve");
-        let key = PKey::from_ec_key(EcKey::generate(&group).expect("key")).expect("key");
-        let mut subject = X509NameBuilder::new().expect("name");
-        subject.append_entry_by_text("CN", name).expect("cn");
-        let subject = subject.build();
-        let mut b = X509Builder::new().expect("builder");
-        b.set_version(2).expect("version");
-        b.set_subject_name(&subject).expect("subject");
-        b.set_issuer_name(&subject).expect("issuer");
-        b.set_pubkey(&key).expect("pubkey");
-        b.set_not_before(&Asn1Time::from_unix(from).expect("time"))
-            .expect("from");
-        b.set_not_after(&Asn1Time::from_unix(to).expect("time"))
-            .expect("to");
-        b.sign(&key, MessageDigest::sha256()).expect("sign");
-        let pem = b.build().to_pem().expect("pem");
-        (pem, key.private_key_to_pem_pkcs8().expect("key pem"))
+        let (cert, key) = testing::build(name, None, from, to);
+        (
+            cert.to_pem().expect("pem"),
+            key.private_key_to_pem_pkcs8().expect("key pem"),
+        )
     }
 
     #[test]

@@ -26,6 +26,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Whether `tool` can run (`tool --version`); if not, says why the test skips, with the
+/// package to install, or fails under `CI` (whose `tests/run.sh` installs it as root).
+pub fn have(tool: &str, package: &str) -> bool {
+    let found = std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !found {
+        let why = format!("{tool} is missing: apt-get install {package}");
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("skipped: {why}");
+    }
+    found
+}
+
 /// A backend on a free loopback port.
 pub async fn backend(name: &str) -> DemoBackend {
     DemoBackend::start(name, SocketAddr::from(([127, 0, 0, 1], 0)))

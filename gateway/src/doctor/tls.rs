@@ -346,7 +346,7 @@ mod tests {
         }
     }
 
-    /// A certificate for `name`, signed by `issuer` (self-signed without one), and its key.
+    /// A certificate for `name` valid for a month, signed by `issuer` (self-signed without one).
     fn build(
         name: &str,
         issuer: Option<&(
@@ -357,32 +357,8 @@ mod tests {
         openssl::x509::X509,
         openssl::pkey::PKey<openssl::pkey::Private>,
     ) {
-        use openssl::asn1::Asn1Time;
-        use openssl::ec::{EcGroup, EcKey};
-        use openssl::hash::MessageDigest;
-        use openssl::nid::Nid;
-        use openssl::pkey::PKey;
-        use openssl::x509::{X509Builder, X509NameBuilder};
-        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("curve");
-        let key = PKey::from_ec_key(EcKey::generate(&group).expect("key")).expect("key");
-        let mut subject = X509NameBuilder::new().expect("name");
-        subject.append_entry_by_text("CN", name).expect("cn");
-        let subject = subject.build();
-        let mut b = X509Builder::new().expect("builder");
-        b.set_version(2).expect("version");
-        b.set_subject_name(&subject).expect("subject");
-        let (issuer_name, signer) = match issuer {
-            Some((cert, key)) => (cert.subject_name().to_owned().expect("name"), key),
-            None => (subject.to_owned().expect("name"), &key),
-        };
-        b.set_issuer_name(&issuer_name).expect("issuer");
-        b.set_pubkey(&key).expect("pubkey");
-        b.set_not_before(&Asn1Time::days_from_now(0).expect("time"))
-            .expect("from");
-        b.set_not_after(&Asn1Time::days_from_now(30).expect("time"))
-            .expect("to");
-        b.sign(signer, MessageDigest::sha256()).expect("sign");
-        (b.build(), key)
+        let now = 1_800_000_000;
+        crate::certs::testing::build(name, issuer, now - 86_400, now + 30 * 86_400)
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use holdfast_tests::gateway::PUBLIC;
 use holdfast_tests::netns::Netns;
-use holdfast_tests::{backend, wait_until, Gateway};
+use holdfast_tests::{backend, have, wait_until, Gateway};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -352,21 +352,6 @@ fn a_port_held_by_another_process_is_named() {
     });
 }
 
-/// Whether `tool` can run; if not, says why the test skips (or fails, under CI, whose
-/// `tests/run.sh` installs it).
-fn have(tool: &str, package: &str) -> bool {
-    let found = std::process::Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok();
-    if !found {
-        let why = format!("{tool} is missing: apt-get install {package}");
-        assert!(std::env::var_os("CI").is_none(), "{why}");
-        eprintln!("skipped: {why}");
-    }
-    found
-}
-
 /// Runs a command (inside the namespace, from its thread); it must succeed.
 fn sh(args: &[&str]) {
     let out = std::process::Command::new(args[0])
@@ -392,6 +377,19 @@ fn addresses() {
     for ip in [PUBLIC_IP, REJECTED_CF, OTHER_CF, BANNED_CF] {
         sh(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "lo"]);
     }
+}
+
+/// A site as in production, inside the test's namespace: the addresses above on loopback, a
+/// backend `web`, holdfast's HTTP and HTTPS listeners on every address.
+async fn public_site() -> (holdfast_tests::DemoBackend, Gateway) {
+    addresses();
+    let web = backend("web").await;
+    let pools = format!(
+        "[[pools.app.tiers]]\nbackends = [{{ address = \"{}\", name = \"web\" }}]\n",
+        web.addr()
+    );
+    let gw = Gateway::start_with_https_and_listen(PUBLIC, &pools).await;
+    (web, gw)
 }
 
 /// A connect from `from` to the public address's `port`, as the kernel answers it:
@@ -422,16 +420,7 @@ fn the_packet_filter_is_walked_for_cloudflare() {
         return;
     }
     ns.run(|| async {
-        addresses();
-        let web = backend("web").await;
-        let gw = Gateway::start_with_https_and_listen(
-            PUBLIC,
-            &format!(
-                "[[pools.app.tiers]]\nbackends = [{{ address = \"{}\", name = \"web\" }}]\n",
-                web.addr()
-            ),
-        )
-        .await;
+        let (_web, gw) = public_site().await;
         let (http, https) = (gw.http.port(), gw.https.unwrap().port());
         let https_s = https.to_string();
         let port = |doc: &Value, p: u16| -> Value {
@@ -526,16 +515,7 @@ fn a_cloudflare_address_banned_by_fail2ban_is_named() {
         return;
     }
     ns.run(|| async {
-        addresses();
-        let web = backend("web").await;
-        let gw = Gateway::start_with_https_and_listen(
-            PUBLIC,
-            &format!(
-                "[[pools.app.tiers]]\nbackends = [{{ address = \"{}\", name = \"web\" }}]\n",
-                web.addr()
-            ),
-        )
-        .await;
+        let (_web, gw) = public_site().await;
         let (http, https) = (gw.http.port(), gw.https.unwrap().port());
         // fail2ban's own filters and actions, with a jail of the test's.
         let dir = gw.dir().join("fail2ban");
@@ -643,16 +623,7 @@ fn the_request_to_the_public_address() {
         return;
     };
     ns.run(|| async {
-        addresses();
-        let web = backend("web").await;
-        let gw = Gateway::start_with_https_and_listen(
-            PUBLIC,
-            &format!(
-                "[[pools.app.tiers]]\nbackends = [{{ address = \"{}\", name = \"web\" }}]\n",
-                web.addr()
-            ),
-        )
-        .await;
+        let (_web, gw) = public_site().await;
         let https = gw.https.unwrap().port();
         let outside = |doc: &Value, scheme: &str, port: u16| -> Value {
             finding(

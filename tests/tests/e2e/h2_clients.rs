@@ -5,20 +5,9 @@
 //! it, except under `CI`, where a missing client fails.
 
 use holdfast_tests::raw::{Answer as Raw, RawBackend};
-use holdfast_tests::{backend, primary_and_backup, Gateway};
+use holdfast_tests::{backend, have, primary_and_backup, Gateway};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// Whether `tool` can run; if not, says why the test skips (or fails, under CI).
-fn have(tool: &str, package: &str) -> bool {
-    let found = Command::new(tool).arg("--version").output().is_ok();
-    if !found {
-        let why = format!("{tool} is missing: apt-get install {package}");
-        assert!(std::env::var_os("CI").is_none(), "{why}");
-        eprintln!("skipped: {why}");
-    }
-    found
-}
 
 /// Runs `tool` with `args` off the test's runtime and returns its standard output; it must end
 /// within 20 s and succeed.
