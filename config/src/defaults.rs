@@ -196,3 +196,17 @@ pub const ACCESS_QUEUE: usize = 16 * 1024;
 /// The smallest and largest queue one may ask for.
 pub const ACCESS_QUEUE_MIN: usize = 16;
 pub const ACCESS_QUEUE_MAX: usize = 1024 * 1024;
+
+/// Serve-stale (`[pools.NAME.stale]`): memory for a pool's store, the largest answer kept, the
+/// oldest copy served, and the statuses kept (RFC 9111's heuristically cacheable ones a page
+/// answers with, less 206: ranges are not kept).
+pub const STALE_MAX_BYTES: u64 = 64 * 1024 * 1024;
+pub const STALE_MAX_OBJECT_BYTES: u64 = 1024 * 1024;
+pub const STALE_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+pub const STALE_STATUSES: [u16; 7] = [200, 203, 204, 300, 301, 404, 410];
+/// The statuses `statuses` may list: RFC 9111 4.2.2's heuristically cacheable ones, less 206.
+pub const STALE_STATUSES_ALLOWED: [u16; 11] =
+    [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
+/// The least and most memory a store may be given.
+pub const STALE_MAX_BYTES_MIN: u64 = 64 * 1024;
+pub const STALE_MAX_BYTES_LIMIT: u64 = 64 * 1024 * 1024 * 1024;

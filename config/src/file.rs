@@ -230,8 +230,25 @@ pub struct Pool {
     pub health: Health,
     #[serde(default)]
     pub hedge: Hedge,
+    /// Serve-stale: the last good answers kept, served while no backend can answer. Off
+    /// without the table.
+    pub stale: Option<Stale>,
     #[serde(default)]
     pub tiers: Vec<Tier>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stale {
+    /// Memory for the pool's whole store, in bytes.
+    pub max_bytes: Option<u64>,
+    /// The largest answer (head and body) kept, in bytes.
+    pub max_object_bytes: Option<u64>,
+    /// How old a copy may be when served.
+    #[serde(default, deserialize_with = "duration::opt")]
+    pub max_age: Option<Duration>,
+    /// The statuses kept.
+    pub statuses: Option<Vec<u16>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

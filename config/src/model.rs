@@ -318,6 +318,20 @@ pub struct Fallback {
     pub body_file: Option<PathBuf>,
 }
 
+/// Serve-stale: the last good answer of a cacheable `GET` kept in memory, served (marked stale)
+/// when the request would otherwise get the fallback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StalePolicy {
+    /// Memory for the whole store (heads, bodies and keys), in bytes.
+    pub max_bytes: u64,
+    /// The largest answer kept (head and body), in bytes.
+    pub max_object_bytes: u64,
+    /// The oldest a copy may be when served (the answer's own `stale-if-error` may say less).
+    pub max_age: Duration,
+    /// The statuses kept.
+    pub statuses: Vec<u16>,
+}
+
 /// A named set of backends in ordered tiers.
 #[derive(Debug, Clone)]
 pub struct Pool {
@@ -327,6 +341,8 @@ pub struct Pool {
     pub health: HealthPolicy,
     pub timeouts: Timeouts,
     pub hedge: HedgePolicy,
+    /// Serve-stale, when on: what is kept, and for how long it may be served.
+    pub stale: Option<StalePolicy>,
     /// Attempts per request, the first included.
     pub max_attempts: NonZeroU32,
     /// Backend answers (5xx) after which an idempotent request without a body goes on to the

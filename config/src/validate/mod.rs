@@ -15,6 +15,7 @@ mod log;
 mod notify;
 mod pools;
 mod routes;
+mod stale;
 #[cfg(test)]
 mod table;
 mod trust;

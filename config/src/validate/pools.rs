@@ -32,6 +32,7 @@ pub(super) fn validate_pool(
         retry_body_max_bytes,
         health,
         hedge,
+        stale,
         tiers,
     } = raw;
     let at = format!("pools.{name}");
@@ -124,6 +125,7 @@ pub(super) fn validate_pool(
     }
     let health = validate_health(health, &format!("{at}.health"), p);
     let hedge = validate_hedge(hedge, &format!("{at}.hedge"), p);
+    let stale = stale.map(|s| super::stale::validate_stale(s, &format!("{at}.stale"), p));
 
     if tiers.is_empty() {
         p.add(
@@ -197,6 +199,7 @@ pub(super) fn validate_pool(
         retry_methods,
         retry_body_max_bytes: retry_body_max_bytes.min(d::RETRY_BODY_MAX_BYTES_LIMIT),
         hedge,
+        stale,
     }
 }
 

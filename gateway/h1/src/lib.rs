@@ -8,11 +8,14 @@
 //!   forwarded;
 //! - [`response`]: frames a backend's response head (length, chunked, until close, none) and says
 //!   whether the connection can be reused;
-//! - [`rewrite`]: the request head as forwarded (hop-by-hop headers out, `X-Forwarded-*` in).
+//! - [`rewrite`]: the request head as forwarded (hop-by-hop headers out, `X-Forwarded-*` in);
+//! - [`cache`]: serve-stale's rules: which answers may be kept, their key, a kept copy's answer.
 //!
-//! A crate of its own, with no dependency but `httparse`, so that the fuzz targets of
-//! `tests/fuzz/` build it in seconds with coverage instrumentation.
+//! A crate of its own, with no dependency but `httparse`, `http` (status reasons) and
+//! `httpdate`, so that the fuzz targets of `tests/fuzz/` build it in seconds with coverage
+//! instrumentation.
 
+pub mod cache;
 pub mod chunked;
 pub mod request;
 pub mod response;
