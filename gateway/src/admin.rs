@@ -94,6 +94,12 @@ impl ServeHttp for Admin {
                 runtime
                     .metrics
                     .load(self.visitors.live(), self.lifecycle.in_flight());
+                runtime
+                    .metrics
+                    .stale_stores(runtime.pools.iter().filter_map(|p| {
+                        let (entries, bytes) = p.stale.as_ref()?.size();
+                        Some((p.name.to_string(), entries, bytes))
+                    }));
                 reply(
                     StatusCode::OK,
                     "text/plain; version=0.0.4",

@@ -43,6 +43,7 @@ pub mod rundir;
 pub mod runtime;
 pub mod select;
 pub mod server;
+pub mod stale;
 pub mod state;
 pub mod systemd;
 pub mod trust;

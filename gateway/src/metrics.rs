@@ -42,6 +42,9 @@ pub struct Metrics {
     no_answers: IntCounterVec,
     retryable_answers: IntCounterVec,
     rescued: IntCounterVec,
+    stale_responses: IntCounterVec,
+    stale_entries: IntGaugeVec,
+    stale_bytes: IntGaugeVec,
     retries: IntCounterVec,
     requests: IntCounterVec,
     fallbacks: IntCounterVec,
@@ -81,6 +84,8 @@ pub struct PoolMetrics {
     retries: [IntCounter; RetryCause::ALL.len()],
     /// Requests taken off a backend that was taken out while they waited for its answer.
     pub rescued: IntCounter,
+    /// Requests answered with a kept copy instead of the fallback.
+    pub stale: IntCounter,
     fallbacks: [IntCounter; GiveUp::ALL.len()],
     /// By [`HedgeKind`] and [`HedgeResult`].
     hedges: [[IntCounter; 3]; 2],
@@ -275,6 +280,30 @@ impl Metrics {
                      on when none was left",
                 ),
                 &["pool", "backend"],
+            )?,
+            stale_responses: IntCounterVec::new(
+                Opts::new(
+                    "holdfast_stale_responses_total",
+                    "Requests answered with a kept copy (serve-stale) when they would have got the \
+                     fallback: no backend could answer",
+                ),
+                &["pool"],
+            )?,
+            stale_entries: IntGaugeVec::new(
+                Opts::new(
+                    "holdfast_stale_entries",
+                    "Entries in the pool's serve-stale store (copies, and per-URL indexes of the \
+                     copies of an answer that varies)",
+                ),
+                &["pool"],
+            )?,
+            stale_bytes: IntGaugeVec::new(
+                Opts::new(
+                    "holdfast_stale_bytes",
+                    "Memory the pool's serve-stale store counts for its entries (keys, heads, \
+                     bodies and bookkeeping), at most its max_bytes",
+                ),
+                &["pool"],
             )?,
             rescued: IntCounterVec::new(
                 Opts::new(
@@ -519,6 +548,9 @@ impl Metrics {
         m.registry.register(Box::new(m.no_answers.clone()))?;
         m.registry.register(Box::new(m.retryable_answers.clone()))?;
         m.registry.register(Box::new(m.rescued.clone()))?;
+        m.registry.register(Box::new(m.stale_responses.clone()))?;
+        m.registry.register(Box::new(m.stale_entries.clone()))?;
+        m.registry.register(Box::new(m.stale_bytes.clone()))?;
         m.registry.register(Box::new(m.retries.clone()))?;
         m.registry.register(Box::new(m.requests.clone()))?;
         m.registry.register(Box::new(m.fallbacks.clone()))?;
@@ -722,6 +754,7 @@ impl Metrics {
             retries: RetryCause::ALL
                 .map(|cause| self.retries.with_label_values(&[pool, cause.as_str()])),
             rescued: self.rescued.with_label_values(&[pool]),
+            stale: self.stale_responses.with_label_values(&[pool]),
             fallbacks: GiveUp::ALL
                 .map(|why| self.fallbacks.with_label_values(&[pool, why.as_str()])),
             hedges: ["connect", "response"].map(|kind| {
@@ -742,6 +775,22 @@ impl Metrics {
                     .with_label_values(&[pool, backend, kind.as_str()])
             }),
             retryable_answers: self.retryable_answers.with_label_values(&[pool, backend]),
+        }
+    }
+
+    /// The serve-stale stores' sizes, `(pool, entries, bytes)` for each pool that has one (a
+    /// pool without is no longer shown).
+    pub fn stale_stores(&self, stores: impl Iterator<Item = (String, u64, u64)>) {
+        self.stale_entries.reset();
+        self.stale_bytes.reset();
+        for (pool, entries, bytes) in stores {
+            let as_gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            self.stale_entries
+                .with_label_values(&[&pool])
+                .set(as_gauge(entries));
+            self.stale_bytes
+                .with_label_values(&[&pool])
+                .set(as_gauge(bytes));
         }
     }
 

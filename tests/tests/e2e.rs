@@ -48,6 +48,8 @@ mod rescue;
 mod retry;
 #[path = "e2e/slow.rs"]
 mod slow;
+#[path = "e2e/stale.rs"]
+mod stale;
 #[path = "e2e/systemd.rs"]
 mod systemd;
 #[path = "e2e/tiers.rs"]

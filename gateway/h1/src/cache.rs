@@ -200,15 +200,44 @@ pub fn lookup(scheme: &str, request: &[u8]) -> Option<Lookup> {
             found.if_modified_since = date(h.value);
         }
     }
-    let host = host?.trim();
-    // Without the port, as the router takes it ("example.com:443" is example.com); an IPv6
-    // literal keeps its brackets.
-    let host = match host.rsplit_once(':') {
-        Some((h, port)) if !h.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
+    found.url = url(scheme, host?.as_bytes(), target.as_bytes());
+    Some(found)
+}
+
+/// The key of a request's copy: `scheme://host/target`, the host in lower case without its
+/// port, as the router takes it (`Example.com:443` is `example.com`; an IPv6 literal keeps its
+/// brackets); the target as sent.
+pub fn url(scheme: &str, host: &[u8], target: &[u8]) -> String {
+    let host = trimmed(host);
+    let host = match host.iter().rposition(|&b| b == b':') {
+        Some(at) if at > 0 && host[at + 1..].iter().all(u8::is_ascii_digit) => &host[..at],
         _ => host,
     };
-    found.url = format!("{scheme}://{}{target}", host.to_ascii_lowercase());
-    Some(found)
+    let mut url = String::with_capacity(scheme.len() + 3 + host.len() + target.len());
+    url.push_str(scheme);
+    url.push_str("://");
+    url.push_str(&String::from_utf8_lossy(host).to_ascii_lowercase());
+    url.push_str(&String::from_utf8_lossy(target));
+    url
+}
+
+/// A chunked body's data without its framing (trailers dropped); `None` when it is not a
+/// whole, well-formed chunked body.
+pub fn dechunk(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut scanner = crate::chunked::ChunkedScanner::default();
+    let mut data = Vec::with_capacity(raw.len());
+    let mut at = 0;
+    while !scanner.is_done() {
+        match scanner.step(&raw[at..]).ok()? {
+            crate::chunked::Step::NeedMore => return None,
+            crate::chunked::Step::Framing(n) | crate::chunked::Step::Trailers(n) => at += n,
+            crate::chunked::Step::Data(n) => {
+                data.extend_from_slice(&raw[at..at + n]);
+                at += n;
+            }
+        }
+    }
+    Some(data)
 }
 
 /// The key of a copy that varies on `vary`: the URL and the request's values of those headers

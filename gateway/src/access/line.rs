@@ -7,7 +7,8 @@
 //! ```text
 //! VISITOR - - [05/Dec/2026:15:07:47 +0000] "GET /path?query HTTP/1.1" 200 512 "REFERER" "USER AGENT"
 //!   host="example.com" in=120 duration=0.012 head=0.010 pool=app tier=primary backend=app-1
-//!   attempts=2 failed="app-2:connect_refused(521)" rescued=0 hedged=0 fallback=- cf_ray="8f2a-LHR"
+//!   attempts=2 failed="app-2:connect_refused(521)" rescued=0 hedged=0 stale=0 fallback=-
+//!   cf_ray="8f2a-LHR"
 //! ```
 //!
 //! (without the line breaks). What a visitor sent is escaped as nginx does (`"`, `\`, control
@@ -114,7 +115,10 @@ pub struct Record {
     pub attempts: u32,
     pub failed: Vec<Failed>,
     pub hedged: bool,
-    /// Why the fallback answered, if it did.
+    /// Answered with a kept copy (serve-stale) instead of the fallback answer.
+    pub stale: bool,
+    /// Why the request fell back (no backend answered): to the fallback answer, or to a kept
+    /// copy (`stale`).
     pub fallback: Option<GiveUp>,
 }
 
@@ -227,9 +231,10 @@ impl Record {
         value((!failed.is_empty()).then_some(failed.as_bytes()), out);
         let _ = write!(
             out,
-            " rescued={} hedged={} fallback={} cf_ray=",
+            " rescued={} hedged={} stale={} fallback={} cf_ray=",
             u8::from(self.rescued()),
             u8::from(self.hedged),
+            u8::from(self.stale),
             self.fallback.map_or("-", GiveUp::as_str)
         );
         value(self.get(Part::CfRay), out);
@@ -311,9 +316,10 @@ impl Record {
         }
         let _ = write!(
             out,
-            "],\"rescued\":{},\"hedged\":{},\"fallback\":",
+            "],\"rescued\":{},\"hedged\":{},\"stale\":{},\"fallback\":",
             self.rescued(),
-            self.hedged
+            self.hedged,
+            self.stale
         );
         string(self.fallback.map(|f| f.as_str().as_bytes()), out);
         out.extend_from_slice(b",\"cf_ray\":");
@@ -475,7 +481,7 @@ mod tests {
             text(&retried(), 256),
             "203.0.113.9 - - [05/Dec/2026:15:07:47 +0000] \"GET /a?b=c HTTP/1.1\" 200 512 \"-\" \"curl/8.5\" \
              host=example.com in=120 duration=0.012 head=0.010 pool=app tier=primary backend=app-1 \
-             attempts=2 failed=\"app 2:connect_refused(521)\" rescued=0 hedged=0 fallback=- cf_ray=8f2a-LHR\n"
+             attempts=2 failed=\"app 2:connect_refused(521)\" rescued=0 hedged=0 stale=0 fallback=- cf_ray=8f2a-LHR\n"
         );
     }
 
@@ -514,6 +520,7 @@ mod tests {
                 "failed",
                 "rescued",
                 "hedged",
+                "stale",
                 "fallback",
                 "cf_ray",
                 "referer",
@@ -574,7 +581,7 @@ mod tests {
             (
                 &fallback,
                 256,
-                &[" rescued=1 hedged=1 fallback=attempts_exhausted "],
+                &[" rescued=1 hedged=1 stale=0 fallback=attempts_exhausted "],
             ),
             (
                 &refused,

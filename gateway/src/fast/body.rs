@@ -2,6 +2,7 @@
 //! on as they came (chunked framing included), checked by [`ChunkedScanner`] before they go.
 
 use crate::h1::chunked::{ChunkError, ChunkedScanner};
+use crate::stale::Tee;
 use bytes::{Buf, BufMut, BytesMut};
 use std::pin::Pin;
 use std::time::Duration;
@@ -107,13 +108,13 @@ const COALESCE: usize = 16 * 1024;
 /// head; on success it holds only what follows the body (a pipelined request). `lead` (a
 /// message head, or nothing) goes out first: with the body bytes already at hand when they are
 /// few, and always before waiting for more, so a slow body never holds its head back. It is
-/// left empty.
+/// left empty. `tee`, if any, gets a copy of the body as it goes.
 pub async fn forward<R, W>(
     body: Body,
     src: &mut R,
     buf: &mut BytesMut,
     dst: &mut W,
-    lead: &mut Vec<u8>,
+    (lead, mut tee): (&mut Vec<u8>, Option<&mut Tee>),
     read_timeout: Duration,
     write_timeout: Duration,
 ) -> Result<(), BodyError>
@@ -133,6 +134,9 @@ where
                 }
                 let take = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
                 send_led(dst, lead, &buf[..take], write_timeout).await?;
+                if let Some(tee) = tee.as_deref_mut() {
+                    tee.take(&buf[..take]);
+                }
                 buf.advance(take);
                 left -= take as u64;
             }
@@ -148,6 +152,9 @@ where
                 }
                 let take = scanner.scan(buf).map_err(BodyError::Chunk)?;
                 send_led(dst, lead, &buf[..take], write_timeout).await?;
+                if let Some(tee) = tee.as_deref_mut() {
+                    tee.take(&buf[..take]);
+                }
                 buf.advance(take);
             }
         }
@@ -159,6 +166,9 @@ where
                 }
             }
             send_led(dst, lead, buf, write_timeout).await?;
+            if let Some(tee) = tee.as_deref_mut() {
+                tee.take(buf);
+            }
             buf.clear();
         },
     }
@@ -204,7 +214,16 @@ mod tests {
         let mut buf = BytesMut::from(pre);
         let mut out = Vec::new();
         let t = Duration::from_secs(1);
-        let r = forward(body, &mut src, &mut buf, &mut out, &mut Vec::new(), t, t).await;
+        let r = forward(
+            body,
+            &mut src,
+            &mut buf,
+            &mut out,
+            (&mut Vec::new(), None),
+            t,
+            t,
+        )
+        .await;
         (r, out, buf.to_vec())
     }
 
@@ -290,7 +309,7 @@ mod tests {
             &mut &b""[..],
             &mut buf,
             &mut out,
-            &mut lead,
+            (&mut lead, None),
             t,
             t,
         )
@@ -308,7 +327,7 @@ mod tests {
             &mut &b""[..],
             &mut buf,
             &mut out,
-            &mut lead,
+            (&mut lead, None),
             t,
             t,
         )
@@ -323,7 +342,7 @@ mod tests {
             &mut &b""[..],
             &mut BytesMut::new(),
             &mut out,
-            &mut lead,
+            (&mut lead, None),
             t,
             t,
         )
@@ -339,7 +358,15 @@ mod tests {
         let (mut dst, mut visitor) = tokio::io::duplex(64);
         let mut lead = b"HEAD\r\n\r\n".to_vec();
         let mut buf = BytesMut::new();
-        let forwarding = forward(Body::Chunked, &mut src, &mut buf, &mut dst, &mut lead, t, t);
+        let forwarding = forward(
+            Body::Chunked,
+            &mut src,
+            &mut buf,
+            &mut dst,
+            (&mut lead, None),
+            t,
+            t,
+        );
         let visitor_side = async {
             let mut head = [0u8; 8];
             visitor.read_exact(&mut head).await.unwrap();

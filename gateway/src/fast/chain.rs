@@ -407,6 +407,10 @@ impl<S: VisitorIo> Visitor<'_, S> {
         let Some((mut up, answer, limits)) = held else {
             return Err(why);
         };
+        // A kept copy answers rather than a held 502/503/504 (the fallback serves it).
+        if self.stale.as_ref().is_some_and(|s| s.store.has(&s.url)) {
+            return Err(why);
+        }
         let idle = pool.timeouts.tunnel_idle;
         let forwarded = self
             .relay(&mut up, head, answer, limits, (&[], idle), true)

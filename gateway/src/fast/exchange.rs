@@ -16,6 +16,7 @@ use crate::h1::request::{Head, Refusal};
 use crate::h1::response::{self, BodyFraming, ResponseHead};
 use crate::h1::rewrite;
 use crate::hedge::Latency;
+use crate::stale::Tee;
 use bytes::{Buf, BytesMut};
 use holdfast_health::table::BackendHealth;
 use holdfast_health::TrafficFailure;
@@ -191,7 +192,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
                 &mut self.stream,
                 &mut self.buf,
                 &mut to_backend,
-                &mut no_lead,
+                (&mut no_lead, None),
                 limits.read,
                 limits.write,
             );
@@ -248,6 +249,19 @@ impl<S: VisitorIo> Visitor<'_, S> {
         ) {
             return not_http;
         }
+        // Serve-stale: a copy on the side of an answer that may be kept, unless its URL's copy
+        // is recent.
+        self.tee = self.stale.as_ref().and_then(|stale| {
+            let keeps = stale.renew && stale.policy.statuses.contains(&answer.status);
+            keeps.then(|| {
+                let chunked = answer.framing == BodyFraming::Chunked;
+                Tee::new(
+                    &up.buf[..answer.len],
+                    chunked,
+                    stale.policy.max_object_bytes,
+                )
+            })
+        });
         up.buf.advance(answer.len);
         if let Some(record) = &mut self.record {
             record.status = answer.status;
@@ -278,12 +292,15 @@ impl<S: VisitorIo> Visitor<'_, S> {
             &mut up.io,
             &mut up.buf,
             &mut self.stream,
-            &mut self.scratch,
+            (&mut self.scratch, self.tee.as_mut()),
             limits.read,
             VISITOR_WRITE_TIMEOUT,
         )
         .await
         .is_ok();
+        if let Some(tee) = &mut self.tee {
+            tee.whole = streamed;
+        }
         Forwarded::Done {
             exchange: answer::after(streamed, keep_open, body_whole),
             status: answer.status,
@@ -534,6 +551,8 @@ mod tests {
             upstream_head: Vec::new(),
             scratch: Vec::new(),
             body_read: false,
+            stale: None,
+            tee: None,
             shutdown: tokio::sync::watch::channel(false).1,
         }
     }

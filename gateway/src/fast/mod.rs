@@ -34,14 +34,17 @@ use crate::answer::{self, Asked, Exchange};
 use crate::attempts::GiveUp;
 use crate::cap::Cap;
 use crate::h1;
-use crate::h1::request::{self, Framing, Head, Refusal};
+use crate::h1::cache;
+use crate::h1::request::{self, Framing, Head, Method, Refusal};
 use crate::h1::rewrite::{self, Forwarding};
 use crate::process::Lifecycle;
-use crate::runtime::Runtime;
+use crate::runtime::{PoolRuntime, Runtime};
+use crate::stale::{Store, Tee};
 use arc_swap::ArcSwap;
 use body::{Body, BodyError};
 use bytes::{Buf, BytesMut};
 use counted::Counted;
+use holdfast_config::StalePolicy;
 use holdfast_health::BackendHealth;
 use pingora::server::ShutdownWatch;
 use std::net::IpAddr;
@@ -156,6 +159,8 @@ impl FastPath {
             upstream_head: Vec::new(),
             scratch: Vec::new(),
             body_read: false,
+            stale: None,
+            tee: None,
             shutdown: shutdown.clone(),
         };
         visitor.serve().await;
@@ -258,7 +263,20 @@ struct Visitor<'a, S> {
     /// nothing of it is left on the connection, which may then carry another request whatever
     /// the answer.
     body_read: bool,
+    /// Serve-stale, for the request in flight when its pool keeps copies and it may be kept
+    /// or answered from one; the copy of its answer being taken on the side.
+    stale: Option<StaleAsk>,
+    tee: Option<Tee>,
     shutdown: ShutdownWatch,
+}
+
+/// A request serve-stale looks at: its pool's store and policy, and its URL.
+struct StaleAsk {
+    store: Arc<Store>,
+    policy: Arc<StalePolicy>,
+    url: String,
+    /// A `GET` whose copy was not renewed lately: its answer is copied on the side.
+    renew: bool,
 }
 
 impl<S: VisitorIo> Visitor<'_, S> {
@@ -428,6 +446,22 @@ impl<S: VisitorIo> Visitor<'_, S> {
             note_request(record, &self.buf[..head.len], &head, seen, self.via);
             record.pool = runtime.pools.get(pool_index).map(|p| p.name.clone());
         }
+        self.stale = runtime.pools.get(pool_index).and_then(|pool| {
+            let (store, policy) = (pool.stale.as_ref()?, pool.stale_policy.as_ref()?);
+            let fits =
+                matches!(head.method, Method::Get | Method::Head) && head.framing == Framing::Empty;
+            let ((a, b), seen) = (head.host?, seen.as_ref().filter(|_| fits)?);
+            let target = self.buf.get(seen.target.clone())?;
+            let url = cache::url(self.via.scheme(), self.buf.get(a..b)?, target);
+            let renew =
+                head.method == Method::Get && !store.recent(&url, &self.buf[..head.len], now());
+            Some(StaleAsk {
+                store: Arc::clone(store),
+                policy: Arc::clone(policy),
+                url,
+                renew,
+            })
+        });
         // From here on `buf` holds what follows the head: the body, or a pipelined request.
         self.buf.advance(head.len);
         if seen.is_none() {
@@ -460,10 +494,68 @@ impl<S: VisitorIo> Visitor<'_, S> {
             .attempt_chain(&runtime, pool, &head, request_body, &upstream_head)
             .await;
         self.upstream_head = upstream_head;
+        self.keep_copy();
         match result {
             Ok(outcome) => outcome,
             Err(why) => self.fallback(&runtime, pool_index, &head, why).await,
         }
+    }
+
+    /// Keeps the copy of the answer taken on the side, if it came whole and may be kept.
+    fn keep_copy(&mut self) {
+        let (Some(tee), Some(stale)) = (self.tee.take(), &self.stale) else {
+            return;
+        };
+        if let Some(copy) = tee.finish(&self.upstream_head, &stale.policy.statuses, now()) {
+            stale.store.put(&stale.url, &self.upstream_head, copy);
+        }
+    }
+
+    /// Answers with a kept copy instead of the fallback, if the request's pool has one that may
+    /// still be served; `None` when it has not (nothing was sent then).
+    async fn stale_answer(&mut self, pool: Option<&PoolRuntime>, head: &Head) -> Option<Exchange> {
+        let stale = self.stale.as_ref()?;
+        let lookup = cache::lookup(self.via.scheme(), &self.upstream_head)?;
+        let now = now();
+        let max_age = stale.policy.max_age;
+        let copy = stale
+            .store
+            .get(&lookup, &self.upstream_head, max_age, now)?;
+        let resident = now.saturating_duration_since(copy.at);
+        let answer = cache::answer(&copy.kept, copy.body.len() as u64, resident, &lookup);
+        let body_whole = head.framing == Framing::Empty || self.body_read;
+        let asked = Asked {
+            keep_alive: head.keep_alive,
+            upgrade: false,
+            body_whole,
+            closing: *self.shutdown.borrow(),
+        };
+        let keep_open = answer::keep_open(asked, false);
+        let out = &mut self.scratch;
+        out.clear();
+        out.extend_from_slice(&answer.head);
+        if !keep_open {
+            out.extend_from_slice(b"Connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        if answer.body {
+            out.extend_from_slice(&copy.body);
+        }
+        if let Some(p) = pool {
+            p.metrics.request(answer.status);
+            p.metrics.stale.inc();
+        }
+        if let Some(record) = &mut self.record {
+            record.status = answer.status;
+            record.stale = true;
+        }
+        let sent = body::send(&mut self.stream, &self.scratch, VISITOR_WRITE_TIMEOUT).await;
+        let flushed = body::flush(&mut self.stream, VISITOR_WRITE_TIMEOUT).await;
+        Some(answer::after(
+            sent.is_ok() && flushed.is_ok(),
+            keep_open,
+            body_whole,
+        ))
     }
 
     /// Answers with the fallback; the connection stays open when the request body allows it.
@@ -474,6 +566,12 @@ impl<S: VisitorIo> Visitor<'_, S> {
         head: &Head,
         why: GiveUp,
     ) -> Exchange {
+        if let Some(record) = &mut self.record {
+            record.fallback = Some(why);
+        }
+        if let Some(served) = self.stale_answer(runtime.pools.get(pool), head).await {
+            return served;
+        }
         let answer = &runtime.fallback;
         // A request body not read past would be taken for the next request: close instead.
         let body_whole = head.framing == Framing::Empty || self.body_read;
@@ -496,7 +594,6 @@ impl<S: VisitorIo> Visitor<'_, S> {
         }
         if let Some(record) = &mut self.record {
             record.status = answer.status;
-            record.fallback = Some(why);
         }
         let sent = body::send(&mut self.stream, &self.scratch, VISITOR_WRITE_TIMEOUT).await;
         let flushed = body::flush(&mut self.stream, VISITOR_WRITE_TIMEOUT).await;

@@ -288,3 +288,24 @@ fn answers() {
     assert_eq!((headed.status, headed.body), (200, false));
     assert!(String::from_utf8_lossy(&headed.head).contains("Content-Length: 5\r\n"));
 }
+
+#[test]
+fn urls_and_chunked_bodies() {
+    let rows = [
+        ("Example.COM", "/a?b", "https://example.com/a?b"),
+        ("example.com:8443", "/", "https://example.com/"),
+        ("[::1]:443", "/", "https://[::1]/"),
+        ("[::1]", "/", "https://[::1]/"),
+        (" a.test ", "/x", "https://a.test/x"),
+    ];
+    for (host, target, want) in rows {
+        assert_eq!(url("https", host.as_bytes(), target.as_bytes()), want);
+    }
+    assert_eq!(
+        dechunk(b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-T: 1\r\n\r\n").as_deref(),
+        Some(&b"hello world"[..])
+    );
+    assert_eq!(dechunk(b"0\r\n\r\n").as_deref(), Some(&b""[..]));
+    assert_eq!(dechunk(b"5\r\nhel"), None, "cut short");
+    assert_eq!(dechunk(b"zz\r\n"), None, "bad size");
+}
