@@ -547,12 +547,26 @@ fn flapping() {
 #[test]
 #[ignore = "needs root (network namespaces, iptables): tests/run.sh runs it as root"]
 fn all_backends_down() {
+    every_backend_down(false);
+}
+
+/// Fault 8 with serve-stale on (issue 25): the URL the visitors asked before the fault is
+/// answered from its kept copy, 200 with the stale marker, on open connections and new ones:
+/// not one request fails, none gets the fallback.
+#[test]
+#[ignore = "needs root (network namespaces, iptables): tests/run.sh runs it as root"]
+fn all_backends_down_with_stale() {
+    every_backend_down(true);
+}
+
+fn every_backend_down(stale: bool) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let ns = namespace("down");
-    ns.run(|| async {
+    ns.run(move || async move {
         let mut primary = FaultBackend::start("primary", addr(PRIMARY), false).await;
         let mut backup = FaultBackend::start("backup", addr(BACKUP), false).await;
-        let gw = Gateway::start(&config(false)).await;
+        let stale_table = if stale { "[pools.app.stale]\n" } else { "" };
+        let gw = Gateway::start(&format!("{}\n{stale_table}", config(false))).await;
         let load = Load::start_paced(gw.url("/"), CLIENTS, PAUSE, Duration::from_secs(40));
         wait_until(Duration::from_secs(5), "the primary serves", || async {
             load.last_from(CLIENTS, "primary")
@@ -565,18 +579,27 @@ fn all_backends_down() {
         let fallback = |s: &holdfast_tests::load::Seen| {
             matches!(&s.outcome, Err(e) if e.starts_with("status 503") && e.contains("Retry-After"))
         };
-        let waited = wait_until(Duration::from_secs(5), "visitors get the fallback", || async {
-            load.last_all(CLIENTS * 4, fallback)
-        })
-        .await;
+        let served_stale = || async {
+            gw.metric(r#"holdfast_stale_responses_total{pool="app"}"#).await >= (CLIENTS * 4) as f64
+        };
+        let waited = match stale {
+            false => {
+                wait_until(Duration::from_secs(5), "visitors get the fallback", || async {
+                    load.last_all(CLIENTS * 4, fallback)
+                })
+                .await
+            }
+            true => wait_until(Duration::from_secs(5), "visitors get the kept copy", served_stale).await,
+        };
         // New connections are accepted and answered too.
         let mut fresh = 0;
         for _ in 0..200 {
-            let answer = on_a_new_connection(gw.http).await;
-            assert!(
-                answer.starts_with("HTTP/1.1 503") && answer.to_ascii_lowercase().contains("\r\nretry-after: "),
-                "a new connection got: {answer:?}"
-            );
+            let answer = on_a_new_connection(gw.http).await.to_ascii_lowercase();
+            let meant = match stale {
+                false => answer.starts_with("http/1.1 503") && answer.contains("\r\nretry-after: "),
+                true => answer.starts_with("http/1.1 200") && answer.contains("\r\nx-holdfast-stale: 1"),
+            };
+            assert!(meant, "a new connection got: {answer:?}");
             fresh += 1;
         }
         tokio::time::sleep(HOLD).await;
@@ -587,6 +610,13 @@ fn all_backends_down() {
             load.last_from(CLIENTS * 4, "primary")
         })
         .await;
+        if stale {
+            wait_until(Duration::from_secs(10), "fresh answers again", || async {
+                let answer = on_a_new_connection(gw.http).await.to_ascii_lowercase();
+                answer.starts_with("http/1.1 200") && !answer.contains("x-holdfast-stale")
+            })
+            .await;
+        }
         let report = load.finish().await;
         let answered_503 = report.seen.iter().filter(|s| fallback(s)).count();
         let other: Vec<_> = report
@@ -595,8 +625,13 @@ fn all_backends_down() {
             .filter(|s| s.outcome.is_err() && !fallback(s))
             .collect();
         let measured = Measured::of(&report, down_at, restored_at);
+        let stale_answers = gw.metric(r#"holdfast_stale_responses_total{pool="app"}"#).await;
+        let (row, meant) = match stale {
+            false => ("every backend down", "all 503 + Retry-After, as meant"),
+            true => ("every backend down, serve-stale on", "none: the kept copy answered"),
+        };
         println!(
-            "fault-matrix | every backend down | {} | {} (all 503 + Retry-After, as meant; {fresh} new connections too) | {:.2} s | {:.2} s | {:.2} s | fallback {} |",
+            "fault-matrix | {row} | {} | {} ({meant}; {fresh} new connections too) | {:.2} s | {:.2} s | {:.2} s | fallback {}, stale {stale_answers} |",
             report.sent(),
             answered_503,
             measured.longest.as_secs_f64(),
@@ -609,7 +644,13 @@ fn all_backends_down() {
             "visitors saw something else than a backend's 200 or the fallback: {:?}",
             &other[..other.len().min(5)]
         );
-        assert!(answered_503 > 0, "the outage was seen");
+        match stale {
+            false => assert!(answered_503 > 0, "the outage was seen"),
+            true => {
+                assert_eq!(answered_503, 0, "a visitor got the fallback for a URL kept");
+                assert!(stale_answers > 0.0, "the outage was seen");
+            }
+        }
         assert!(measured.longest < STALL_LIMIT, "a visitor waited {:?}", measured.longest);
     });
 }
@@ -620,10 +661,9 @@ async fn on_a_new_connection(gateway: SocketAddr) -> String {
     let mut stream = tokio::net::TcpStream::connect(gateway)
         .await
         .expect("the gateway accepts");
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: site\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    // The same site as the load's requests (`Host` as in `Gateway::url`).
+    let request = format!("GET / HTTP/1.1\r\nHost: {gateway}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
         .await

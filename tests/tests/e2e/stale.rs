@@ -274,3 +274,22 @@ async fn copies_age_out() {
     tokio::time::sleep(Duration::from_millis(3500).saturating_sub(kept.elapsed())).await;
     assert_eq!(get(&gw, "/page", &[]).await.0, 503, "past max_age");
 }
+
+/// A reload keeps the store of a pool that stays with the same `max_bytes` (the copies are
+/// served after it); another `max_bytes` starts an empty one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_copies() {
+    let down = Arc::new(AtomicBool::new(false));
+    let backend = site(down.clone()).await;
+    let gw = Gateway::start(&pools(backend.addr, "")).await;
+    assert_eq!(get(&gw, "/page", &[]).await.0, 200);
+    gw.rewrite(None, &pools(backend.addr, "max_age = \"1h\""));
+    gw.reload();
+    down.store(true, Ordering::SeqCst);
+    let kept = get(&gw, "/page", &[]).await;
+    assert_eq!((kept.0, kept.1, kept.3.as_str()), (200, true, "page one"));
+
+    gw.rewrite(None, &pools(backend.addr, "max_bytes = 1_048_576"));
+    gw.reload();
+    assert_eq!(get(&gw, "/page", &[]).await.0, 503, "a new, empty store");
+}
