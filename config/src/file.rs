@@ -249,6 +249,9 @@ pub struct Stale {
     pub max_age: Option<Duration>,
     /// The statuses kept.
     pub statuses: Option<Vec<u16>>,
+    /// Keep answers to requests with `Cookie` by the other rules alone (else only `public` or
+    /// `s-maxage` ones).
+    pub ignore_cookies: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -330,6 +330,9 @@ pub struct StalePolicy {
     pub max_age: Duration,
     /// The statuses kept.
     pub statuses: Vec<u16>,
+    /// Answers to requests with `Cookie` are kept by the other rules alone; when false (the
+    /// default), only those that say `public` or `s-maxage`.
+    pub ignore_cookies: bool,
 }
 
 /// A named set of backends in ordered tiers.

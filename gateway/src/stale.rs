@@ -38,9 +38,16 @@ pub struct Copy {
 /// Bytes counted per entry beyond its key, head and body (the store's own bookkeeping).
 const ENTRY_OVERHEAD: usize = 160;
 
+/// URLs whose last answer could not be kept, remembered this many at most (each for
+/// [`RENEW`]).
+const UNKEPT_MAX: u64 = 100_000;
+
 /// One pool's store.
 pub struct Store {
     cache: Cache<String, Entry>,
+    /// URLs whose last answer could not be kept (private, too large...): not copied again for
+    /// [`RENEW`], so that such pages cost a copy a second, not one per request.
+    unkept: Cache<String, ()>,
     /// The memory it was made with (a reload that changes it makes a new store).
     pub max_bytes: u64,
 }
@@ -69,23 +76,38 @@ impl Store {
                 u32::try_from(size).unwrap_or(u32::MAX)
             })
             .build();
-        Store { cache, max_bytes }
+        let unkept = Cache::builder()
+            .max_capacity(UNKEPT_MAX)
+            .time_to_live(RENEW)
+            .build();
+        Store {
+            cache,
+            unkept,
+            max_bytes,
+        }
     }
 
     /// Whether the copy for `url` (and `request`, its head, for an answer that varies) was
-    /// kept less than [`RENEW`] ago: no need to copy its answer again.
+    /// kept less than [`RENEW`] ago, or its last answer could not be kept that recently: no
+    /// need to copy its answer again.
     pub fn recent(&self, url: &str, request: &[u8], now: Instant) -> bool {
         let at = match self.cache.get(url) {
-            Some(Entry::Copy(c)) => c.at,
-            Some(Entry::Varies { names, .. }) => {
+            Some(Entry::Copy(c)) => Some(c.at),
+            Some(Entry::Varies { names }) => {
                 match self.cache.get(&cache::vary_key(url, &names, request)) {
-                    Some(Entry::Copy(c)) => c.at,
-                    _ => return false,
+                    Some(Entry::Copy(c)) => Some(c.at),
+                    _ => None,
                 }
             }
-            None => return false,
+            None => None,
         };
-        now.saturating_duration_since(at) < RENEW
+        at.is_some_and(|at| now.saturating_duration_since(at) < RENEW)
+            || self.unkept.contains_key(url)
+    }
+
+    /// Notes that `url`'s answer could not be kept (see [`Store::recent`]).
+    pub fn unkept(&self, url: &str) {
+        self.unkept.insert(url.to_string(), ());
     }
 
     /// Whether `url` has anything kept (a copy, or copies by variant).
@@ -194,11 +216,12 @@ impl Tee {
 
     /// The copy to keep, when the answer may be kept (`request` being its request's head as
     /// forwarded) and came whole under the limit.
-    pub fn finish(self, request: &[u8], statuses: &[u16], now: Instant) -> Option<Copy> {
+    pub fn finish(self, request: &[u8], policy: &StalePolicy, now: Instant) -> Option<Copy> {
         if self.over || !self.whole {
             return None;
         }
-        let kept = cache::keep(request, &self.head, statuses).ok()?;
+        let kept =
+            cache::keep(request, &self.head, &policy.statuses, policy.ignore_cookies).ok()?;
         let body = match self.chunked {
             true => cache::dechunk(&self.body)?,
             false => self.body,
@@ -215,7 +238,15 @@ impl Tee {
 mod tests {
     use super::*;
 
-    const STATUSES: [u16; 2] = [200, 404];
+    fn policy() -> StalePolicy {
+        StalePolicy {
+            max_bytes: 1 << 20,
+            max_object_bytes: 1 << 20,
+            max_age: Duration::from_secs(86_400),
+            statuses: vec![200, 404],
+            ignore_cookies: false,
+        }
+    }
 
     fn request(url: &str, lines: &str) -> Vec<u8> {
         format!("GET {url} HTTP/1.1\r\nHost: example.com\r\n{lines}\r\n").into_bytes()
@@ -225,7 +256,7 @@ mod tests {
         let mut tee = Tee::new(head.as_bytes(), false, 1 << 20);
         tee.take(body);
         tee.whole = true;
-        tee.finish(request, &STATUSES, at).expect("kept")
+        tee.finish(request, &policy(), at).expect("kept")
     }
 
     fn lookup(request: &[u8]) -> Lookup {
@@ -251,6 +282,14 @@ mod tests {
         );
         assert!(store.recent(&url, &req, now));
         assert!(!store.recent(&url, &req, now + RENEW));
+        let other = request("/private", "");
+        let private = lookup(&other).url;
+        assert!(!store.recent(&private, &other, now));
+        store.unkept(&private);
+        assert!(
+            store.recent(&private, &other, now),
+            "not copied again for a while"
+        );
         let day = Duration::from_secs(86_400);
         let got = store.get(&lookup(&req), &req, day, now).expect("a copy");
         assert_eq!(&got.body[..], b"hi");
@@ -344,20 +383,20 @@ mod tests {
         tee.take(b"5\r\nhello\r\n");
         tee.take(b"0\r\n\r\n");
         assert!(
-            tee.finish(&req, &STATUSES, Instant::now()).is_none(),
+            tee.finish(&req, &policy(), Instant::now()).is_none(),
             "not whole: not kept"
         );
         let mut tee = Tee::new(head.as_bytes(), true, 1 << 20);
         tee.take(b"5\r\nhello\r\n0\r\n\r\n");
         tee.whole = true;
-        let copy = tee.finish(&req, &STATUSES, Instant::now()).expect("kept");
+        let copy = tee.finish(&req, &policy(), Instant::now()).expect("kept");
         assert_eq!(&copy.body[..], b"hello");
         let mut small = Tee::new(head.as_bytes(), true, (head.len() + 8) as u64);
         small.take(b"5\r\nhello\r\n");
         small.whole = true;
         assert!(small.over);
         assert!(
-            small.finish(&req, &STATUSES, Instant::now()).is_none(),
+            small.finish(&req, &policy(), Instant::now()).is_none(),
             "over max_object_bytes"
         );
         let private = Tee::new(
@@ -367,6 +406,6 @@ mod tests {
         );
         let mut private = private;
         private.whole = true;
-        assert!(private.finish(&req, &STATUSES, Instant::now()).is_none());
+        assert!(private.finish(&req, &policy(), Instant::now()).is_none());
     }
 }

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""A/B of two holdfast builds: bench.py's holdfast runs, alternating A and B every round, so
-drift between rounds hits both alike. Prints each round and the medians and means per build.
+"""A/B of two holdfast builds (or one build run two ways: `--b-flags` are bench.py flags for B
+alone, e.g. `--b-flags=--stale`): bench.py's holdfast runs, alternating A and B every round, so
+drift between rounds hits both alike. Prints each round and the medians and means per build,
+and B's median over A's.
 
-    tests/bench/ab.py A_BINARY B_BINARY [--rounds 6] [--workloads http-1k,https-1k]
+    tests/bench/ab.py A_BINARY B_BINARY [--rounds 6] [--workloads http-1k,https-1k] [--b-flags=...]
 
 Traffic goes only to 127.0.0.1 (bench.py's origins and proxies)."""
 
@@ -16,11 +18,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def run(binary, workloads, out, duration):
+def run(binary, workloads, out, duration, flags=()):
     subprocess.run(
         [sys.executable, str(HERE / "bench.py"), "--holdfast", binary, "--proxies", "holdfast",
          "--rounds", "1", "--idle", "0", "--duration", str(duration), "--workloads", workloads,
-         "--json", str(out)],
+         "--json", str(out), *flags],
         check=True, stdout=subprocess.DEVNULL)
     return json.loads(out.read_text())["results"]
 
@@ -32,6 +34,7 @@ def main():
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--workloads", default="http-1k,https-1k")
     p.add_argument("--duration", type=int, default=10)
+    p.add_argument("--b-flags", default="", help="bench.py flags for B's runs, space-separated")
     args = p.parse_args()
     outdir = Path("target/bench/ab")
     outdir.mkdir(parents=True, exist_ok=True)
@@ -39,7 +42,8 @@ def main():
     for r in range(args.rounds):
         order = [("A", args.a), ("B", args.b)] if r % 2 == 0 else [("B", args.b), ("A", args.a)]
         for name, binary in order:
-            results = run(binary, args.workloads, outdir / f"{name}-{r}.json", args.duration)
+            flags = args.b_flags.split() if name == "B" else []
+            results = run(binary, args.workloads, outdir / f"{name}-{r}.json", args.duration, flags)
             for workload, by_proxy in results.items():
                 for one in by_proxy.get("holdfast", []):
                     seen[name].setdefault(workload, []).append(one)
@@ -57,6 +61,12 @@ def main():
             print(f"| {workload} | {name} | {len(runs)} | {statistics.median(rps):.0f} | "
                   f"{statistics.mean(rps):.0f} | {statistics.median(x['p99_ms'] for x in runs):.2f} | "
                   f"{statistics.median(x['cpu_us_per_req'] for x in runs):.1f} |")
+    print()
+    for workload in args.workloads.split(","):
+        a, b = seen["A"].get(workload, []), seen["B"].get(workload, [])
+        if a and b:
+            ratio = statistics.median(x["rps"] for x in b) / statistics.median(x["rps"] for x in a)
+            print(f"{workload}: B / A = {ratio:.3f} (req/s medians)")
     return 0
 
 

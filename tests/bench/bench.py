@@ -236,9 +236,11 @@ backend origins
 """
 
 
-def holdfast_conf(work, ports, origins, cert, key, h2_up=False, access_log=False):
+def holdfast_conf(work, ports, origins, cert, key, h2_up=False, access_log=False, stale=False):
     proto = ', protocol = "h2"' if h2_up else ""
     log = f'[log]\naccess = "{work}/holdfast-access.log"\n' if access_log else ""
+    # Serve-stale on, with its defaults (64 MiB, 1 MiB objects): each answer may be kept.
+    stale_table = "[pools.origins.stale]\n" if stale else ""
     return f"""
 {log}
 [listen]
@@ -251,6 +253,7 @@ admin = "127.0.0.1:{ports['admin']}"
 # some of the 10,000 idle connections here; nginx and HAProxy get their own explicit limits too.
 max_connections = 12000
 
+{stale_table}
 [pools.origins.health.tcp]
 interval = "2s"
 
@@ -279,7 +282,8 @@ def start_proxy(name, work, args, origins, cert, key, combined, h2_up=False):
         cmd = [args.haproxy, "-db", "-f", str(conf)]
     else:
         conf = work / "holdfast.toml"
-        conf.write_text(holdfast_conf(work, ports, origins, cert, key, h2_up, args.access_log))
+        conf.write_text(holdfast_conf(work, ports, origins, cert, key, h2_up, args.access_log,
+                                      args.stale))
         cmd = [args.holdfast, "run", "--threads", "2", "--config", str(conf)]
     proc = Proc(name, cmd, work / f"{name}.log")
     try:
@@ -509,6 +513,8 @@ def main():
     p.add_argument("--access-log", action="store_true",
                    help="each proxy writes an access log line per request (nginx combined, buffered "
                         "64k; HAProxy httplog to stdout; holdfast [log] access to a file)")
+    p.add_argument("--stale", action="store_true",
+                   help="holdfast with serve-stale on ([pools.origins.stale], its defaults)")
     p.add_argument("--idle", type=int, default=10000,
                    help="idle keep-alive connections for the memory figure (0: skip; default 10,000)")
     p.add_argument("--idle-waves", type=int, default=2,

@@ -11,6 +11,7 @@ pub(super) fn validate_stale(raw: file::Stale, at: &str, p: &mut Problems) -> St
         max_object_bytes,
         max_age,
         statuses,
+        ignore_cookies,
     } = raw;
     let max_bytes = max_bytes.unwrap_or(d::STALE_MAX_BYTES);
     if !(d::STALE_MAX_BYTES_MIN..=d::STALE_MAX_BYTES_LIMIT).contains(&max_bytes) {
@@ -60,6 +61,7 @@ pub(super) fn validate_stale(raw: file::Stale, at: &str, p: &mut Problems) -> St
         max_object_bytes: max_object_bytes.clamp(1, max_bytes),
         max_age,
         statuses,
+        ignore_cookies: ignore_cookies.unwrap_or(false),
     }
 }
 
@@ -134,6 +136,7 @@ mod tests {
                 max_object_bytes: d::STALE_MAX_OBJECT_BYTES,
                 max_age: d::STALE_MAX_AGE,
                 statuses: d::STALE_STATUSES.to_vec(),
+                ignore_cookies: false,
             }),
             "an empty table: the defaults"
         );

@@ -35,6 +35,9 @@ pub enum Skip {
     SetCookie,
     /// A request with `Authorization`, the answer not saying `public` or `s-maxage`.
     Authorization,
+    /// A request with `Cookie` (when cookies are not ignored), the answer not saying `public`
+    /// or `s-maxage`: it may be one visitor's page.
+    Cookie,
     /// `Vary: *`: no request can be known to match.
     VaryStar,
     /// A head that cannot be read.
@@ -53,6 +56,7 @@ impl Skip {
             Skip::MustRevalidate => "must_revalidate",
             Skip::SetCookie => "set_cookie",
             Skip::Authorization => "authorization",
+            Skip::Cookie => "cookie",
             Skip::VaryStar => "vary_star",
             Skip::Malformed => "malformed",
         }
@@ -263,8 +267,15 @@ pub fn vary_key(url: &str, vary: &[String], request: &[u8]) -> String {
 }
 
 /// Whether the answer `response` (its head, as the backend sent it) to `request` may be kept,
-/// and what of it: RFC 9111's rules for a shared cache, for the statuses the pool keeps.
-pub fn keep(request: &[u8], response: &[u8], statuses: &[u16]) -> Result<Kept, Skip> {
+/// and what of it: RFC 9111's rules for a shared cache, for the statuses the pool keeps. A
+/// request with `Cookie` is kept only when the answer says `public` or `s-maxage`, as
+/// Varnish's default does, unless `cookies_ignored`.
+pub fn keep(
+    request: &[u8],
+    response: &[u8],
+    statuses: &[u16],
+    cookies_ignored: bool,
+) -> Result<Kept, Skip> {
     let mut req_lines = [httparse::EMPTY_HEADER; MAX_LINES];
     let mut req = httparse::Request::new(&mut req_lines);
     let Ok(httparse::Status::Complete(_)) = req.parse(request) else {
@@ -274,12 +285,14 @@ pub fn keep(request: &[u8], response: &[u8], statuses: &[u16]) -> Result<Kept, S
         return Err(Skip::Method);
     }
     let mut asked = Directives::default();
-    let mut authorization = false;
+    let (mut authorization, mut cookie) = (false, false);
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("cache-control") {
             asked.add(h.value);
         } else if h.name.eq_ignore_ascii_case("authorization") {
             authorization = true;
+        } else if h.name.eq_ignore_ascii_case("cookie") {
+            cookie = !cookies_ignored;
         } else if h.name.eq_ignore_ascii_case("transfer-encoding")
             || (h.name.eq_ignore_ascii_case("content-length") && trimmed(h.value) != b"0")
         {
@@ -342,8 +355,12 @@ pub fn keep(request: &[u8], response: &[u8], statuses: &[u16]) -> Result<Kept, S
     {
         return Err(Skip::MustRevalidate);
     }
-    if authorization && !(says.has("public") || says.has("s-maxage")) {
+    let shared = says.has("public") || says.has("s-maxage");
+    if authorization && !shared {
         return Err(Skip::Authorization);
+    }
+    if cookie && !shared {
+        return Err(Skip::Cookie);
     }
     let limit = says.seconds("stale-if-error").map(|grace| {
         let fresh = says

@@ -506,8 +506,9 @@ impl<S: VisitorIo> Visitor<'_, S> {
         let (Some(tee), Some(stale)) = (self.tee.take(), &self.stale) else {
             return;
         };
-        if let Some(copy) = tee.finish(&self.upstream_head, &stale.policy.statuses, now()) {
-            stale.store.put(&stale.url, &self.upstream_head, copy);
+        match tee.finish(&self.upstream_head, &stale.policy, now()) {
+            Some(copy) => stale.store.put(&stale.url, &self.upstream_head, copy),
+            None => stale.store.unkept(&stale.url),
         }
     }
 

@@ -153,7 +153,7 @@ async fn a_page_is_served_stale_while_every_backend_is_down() {
 
 /// Test 2: what is one visitor's, or cannot be matched, is never served to another: answers
 /// with `Set-Cookie`, `Cache-Control: private` or `no-store`, to a request with
-/// `Authorization`, with `Vary: *`. `Vary: Accept-Language` keeps one copy per language and
+/// `Authorization` or `Cookie` (not said `public`), with `Vary: *`. `Vary: Accept-Language` keeps one copy per language and
 /// serves each to its language alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_answers_are_never_served_stale() {
@@ -177,8 +177,20 @@ async fn private_answers_are_never_served_stale() {
         get(&gw, "/lang", &[("accept-language", "en")]).await.3,
         "in en"
     );
+    assert_eq!(
+        get(&gw, "/mine", &[("cookie", "session=visitor-1")])
+            .await
+            .0,
+        200
+    );
 
     down.store(true, Ordering::SeqCst);
+    let mine = get(&gw, "/mine", &[]).await;
+    assert_eq!(
+        (mine.0, mine.1),
+        (503, false),
+        "asked with a Cookie, not said public"
+    );
     for path in ["/cookie", "/private", "/nostore", "/star"] {
         let (status, stale, _, _) = get(&gw, path, &[]).await;
         assert_eq!((status, stale), (503, false), "{path}");
@@ -292,4 +304,17 @@ async fn a_reload_keeps_the_copies() {
     gw.rewrite(None, &pools(backend.addr, "max_bytes = 1_048_576"));
     gw.reload();
     assert_eq!(get(&gw, "/page", &[]).await.0, 503, "a new, empty store");
+}
+
+/// `ignore_cookies = true`: an answer to a request with `Cookie` is kept by the other rules
+/// alone (for sites whose visitors all carry analytics cookies).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookies_may_be_ignored() {
+    let down = Arc::new(AtomicBool::new(false));
+    let backend = site(down.clone()).await;
+    let gw = Gateway::start(&pools(backend.addr, "ignore_cookies = true")).await;
+    assert_eq!(get(&gw, "/page", &[("cookie", "_ga=GA1.1.1")]).await.0, 200);
+    down.store(true, Ordering::SeqCst);
+    let kept = get(&gw, "/page", &[]).await;
+    assert_eq!((kept.0, kept.1, kept.3.as_str()), (200, true, "page one"));
 }

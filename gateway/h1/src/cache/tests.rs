@@ -13,7 +13,20 @@ fn response(status: u16, lines: &str) -> Vec<u8> {
 #[test]
 fn what_is_kept() {
     // (request lines, response status and lines, kept or why not)
-    let rows: [(&str, u16, &str, Result<(), Skip>); 20] = [
+    let rows: [(&str, u16, &str, Result<(), Skip>); 23] = [
+        ("Cookie: _ga=1\r\n", 200, "", Err(Skip::Cookie)),
+        (
+            "Cookie: _ga=1\r\n",
+            200,
+            "Cache-Control: public\r\n",
+            Ok(()),
+        ),
+        (
+            "Cookie: _ga=1\r\n",
+            200,
+            "Cache-Control: s-maxage=60\r\n",
+            Ok(()),
+        ),
         ("", 200, "", Ok(())),
         ("", 200, "Cache-Control: public, max-age=60\r\n", Ok(())),
         ("", 404, "", Ok(())),
@@ -81,13 +94,21 @@ fn what_is_kept() {
         ),
     ];
     for (req, status, res, want) in rows {
-        let got = keep(&request(req), &response(status, res), &STATUSES).map(|_| ());
+        let got = keep(&request(req), &response(status, res), &STATUSES, false).map(|_| ());
         assert_eq!(got, want, "{req:?} {status} {res:?}");
     }
+    let cookie = request("Cookie: _ga=1\r\n");
+    assert!(
+        keep(&cookie, &response(200, ""), &STATUSES, true).is_ok(),
+        "cookies ignored"
+    );
     let head = b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n";
-    assert_eq!(keep(head, &response(200, ""), &STATUSES), Err(Skip::Method));
     assert_eq!(
-        keep(b"GET / HTTP/1.1\r\n", &response(200, ""), &STATUSES),
+        keep(head, &response(200, ""), &STATUSES, false),
+        Err(Skip::Method)
+    );
+    assert_eq!(
+        keep(b"GET / HTTP/1.1\r\n", &response(200, ""), &STATUSES, false),
         Err(Skip::Malformed)
     );
 }
@@ -104,6 +125,7 @@ fn what_a_kept_copy_holds() {
              Cache-Control: max-age=60, stale-if-error=600\r\nX-Holdfast-Stale: 1\r\n",
         ),
         &STATUSES,
+        false,
     )
     .expect("kept");
     assert_eq!(kept.status, 200);
@@ -122,7 +144,7 @@ fn what_a_kept_copy_holds() {
         kept.last_modified,
         Some(SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777))
     );
-    let plain = keep(&request(""), &response(200, ""), &STATUSES).expect("kept");
+    let plain = keep(&request(""), &response(200, ""), &STATUSES, false).expect("kept");
     assert_eq!(
         plain.limit, None,
         "no stale-if-error: only max_age bounds it"
@@ -227,6 +249,7 @@ fn answers() {
              Date: Sun, 06 Nov 1994 08:50:00 GMT\r\nAge: 7\r\n",
         ),
         &STATUSES,
+        false,
     )
     .expect("kept");
     let ask = |lines: &str| lookup("https", &request(lines)).expect("a lookup");
@@ -268,7 +291,13 @@ fn answers() {
         "no Content-Type or Content-Length on a 304"
     );
     // A 404 copy ignores conditions; a HEAD gets the head alone.
-    let missing = keep(&request(""), &response(404, "ETag: \"v1\"\r\n"), &STATUSES).expect("kept");
+    let missing = keep(
+        &request(""),
+        &response(404, "ETag: \"v1\"\r\n"),
+        &STATUSES,
+        false,
+    )
+    .expect("kept");
     assert_eq!(
         answer(
             &missing,
