@@ -524,14 +524,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
             .get(&lookup, &self.upstream_head, max_age, now)?;
         let resident = now.saturating_duration_since(copy.at);
         let answer = cache::answer(&copy.kept, copy.body.len() as u64, resident, &lookup);
-        let body_whole = head.framing == Framing::Empty || self.body_read;
-        let asked = Asked {
-            keep_alive: head.keep_alive,
-            upgrade: false,
-            body_whole,
-            closing: *self.shutdown.borrow(),
-        };
-        let keep_open = answer::keep_open(asked, false);
+        let (keep_open, body_whole) = self.own_answer(head);
         let out = &mut self.scratch;
         out.clear();
         out.extend_from_slice(&answer.head);
@@ -550,13 +543,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
             record.status = answer.status;
             record.stale = true;
         }
-        let sent = body::send(&mut self.stream, &self.scratch, VISITOR_WRITE_TIMEOUT).await;
-        let flushed = body::flush(&mut self.stream, VISITOR_WRITE_TIMEOUT).await;
-        Some(answer::after(
-            sent.is_ok() && flushed.is_ok(),
-            keep_open,
-            body_whole,
-        ))
+        Some(self.send_own(keep_open, body_whole).await)
     }
 
     /// Answers with the fallback; the connection stays open when the request body allows it.
@@ -574,15 +561,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
             return served;
         }
         let answer = &runtime.fallback;
-        // A request body not read past would be taken for the next request: close instead.
-        let body_whole = head.framing == Framing::Empty || self.body_read;
-        let asked = Asked {
-            keep_alive: head.keep_alive,
-            upgrade: false,
-            body_whole,
-            closing: *self.shutdown.borrow(),
-        };
-        let keep_open = answer::keep_open(asked, false);
+        let (keep_open, body_whole) = self.own_answer(head);
         let out = &mut self.scratch;
         out.clear();
         out.extend_from_slice(answer.head(keep_open));
@@ -596,6 +575,25 @@ impl<S: VisitorIo> Visitor<'_, S> {
         if let Some(record) = &mut self.record {
             record.status = answer.status;
         }
+        self.send_own(keep_open, body_whole).await
+    }
+
+    /// For an answer of holdfast's own (the fallback, a kept copy): whether the connection stays
+    /// open after it, and whether the request body was read whole (one not read past would be
+    /// taken for the next request: the connection closes instead).
+    fn own_answer(&self, head: &Head) -> (bool, bool) {
+        let body_whole = head.framing == Framing::Empty || self.body_read;
+        let asked = Asked {
+            keep_alive: head.keep_alive,
+            upgrade: false,
+            body_whole,
+            closing: *self.shutdown.borrow(),
+        };
+        (answer::keep_open(asked, false), body_whole)
+    }
+
+    /// Sends the answer of holdfast's own in `scratch`.
+    async fn send_own(&mut self, keep_open: bool, body_whole: bool) -> Exchange {
         let sent = body::send(&mut self.stream, &self.scratch, VISITOR_WRITE_TIMEOUT).await;
         let flushed = body::flush(&mut self.stream, VISITOR_WRITE_TIMEOUT).await;
         answer::after(sent.is_ok() && flushed.is_ok(), keep_open, body_whole)

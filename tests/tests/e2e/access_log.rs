@@ -127,6 +127,7 @@ backends = [{{ address = "{gone_addr}", name = "nobody" }}]
         ("attempts", 2.into()),
         ("rescued", false.into()),
         ("hedged", false.into()),
+        ("stale", false.into()),
         ("fallback", Value::Null),
         ("cf_ray", "8f2a1b-LHR".into()),
         ("referer", "https://example.com/from".into()),
@@ -220,7 +221,7 @@ backends = [{{ address = "{gone_addr}", name = "nobody" }}]
         " +0000] \"GET /retried?q=012345... HTTP/1.1\" 200 ",
         " \"https://example.com/from\" \"test-agent/1.0\" host=127.0.0.1:",
         " pool=app tier=spare backend=backup attempts=2 failed=primary:reset(520) ",
-        " rescued=0 hedged=0 fallback=- cf_ray=8f2a1b-LHR",
+        " rescued=0 hedged=0 stale=0 fallback=- cf_ray=8f2a1b-LHR",
     ] {
         assert!(line.contains(part), "{part:?} not in {line}");
     }
