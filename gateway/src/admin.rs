@@ -97,7 +97,7 @@ impl ServeHttp for Admin {
                 runtime
                     .metrics
                     .stale_stores(runtime.pools.iter().filter_map(|p| {
-                        let (entries, bytes) = p.stale.as_ref()?.size();
+                        let (entries, bytes) = p.stale.as_ref()?.store.size();
                         Some((p.name.to_string(), entries, bytes))
                     }));
                 reply(

@@ -62,8 +62,7 @@ pub struct PoolRuntime {
     backends: Vec<Vec<Arc<BackendRuntime>>>,
     /// Serve-stale, when on: what is kept and for how long, and the store (kept across reloads
     /// while the pool stays with the same memory).
-    pub stale: Option<Arc<crate::stale::Store>>,
-    pub stale_policy: Option<Arc<holdfast_config::StalePolicy>>,
+    pub stale: Option<crate::stale::Keeper>,
 }
 
 #[derive(Debug)]
@@ -178,13 +177,12 @@ impl Runtime {
                     hedge: pool.hedge,
                     hedge_budget: Budget::new(pool.hedge.budget_percent, HEDGE_BURST),
                     backends,
-                    stale: crate::stale::store_for(
+                    stale: crate::stale::Keeper::new(
                         pool.stale.as_ref(),
                         previous
                             .and_then(|r| r.pools.iter().find(|p| *p.name == *pool.name))
                             .and_then(|p| p.stale.as_ref()),
                     ),
-                    stale_policy: pool.stale.clone().map(Arc::new),
                 }
             })
             .collect();

@@ -160,16 +160,26 @@ impl Store {
     }
 }
 
-/// The store of a pool for `policy`: the one `previous` had when its memory is the same (a
-/// reload keeps the copies), else a new one.
-pub fn store_for(
-    policy: Option<&StalePolicy>,
-    previous: Option<&Arc<Store>>,
-) -> Option<Arc<Store>> {
-    let policy = policy?;
-    match previous {
-        Some(store) if store.max_bytes == policy.max_bytes => Some(Arc::clone(store)),
-        _ => Some(Arc::new(Store::new(policy.max_bytes))),
+/// A pool's serve-stale: what it keeps and for how long, and its store.
+#[derive(Debug, Clone)]
+pub struct Keeper {
+    pub store: Arc<Store>,
+    pub policy: Arc<StalePolicy>,
+}
+
+impl Keeper {
+    /// The pool's for `policy` (none when it has none): the store `previous` had when its
+    /// memory is the same (a reload keeps the copies), else a new one.
+    pub fn new(policy: Option<&StalePolicy>, previous: Option<&Keeper>) -> Option<Keeper> {
+        let policy = policy?;
+        let store = match previous {
+            Some(p) if p.store.max_bytes == policy.max_bytes => Arc::clone(&p.store),
+            _ => Arc::new(Store::new(policy.max_bytes)),
+        };
+        Some(Keeper {
+            store,
+            policy: Arc::new(policy.clone()),
+        })
     }
 }
 

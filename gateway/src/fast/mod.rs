@@ -447,17 +447,17 @@ impl<S: VisitorIo> Visitor<'_, S> {
             record.pool = runtime.pools.get(pool_index).map(|p| p.name.clone());
         }
         self.stale = runtime.pools.get(pool_index).and_then(|pool| {
-            let (store, policy) = (pool.stale.as_ref()?, pool.stale_policy.as_ref()?);
+            let keeper = pool.stale.as_ref()?;
             let fits =
                 matches!(head.method, Method::Get | Method::Head) && head.framing == Framing::Empty;
             let ((a, b), seen) = (head.host?, seen.as_ref().filter(|_| fits)?);
             let target = self.buf.get(seen.target.clone())?;
             let url = cache::url(self.via.scheme(), self.buf.get(a..b)?, target);
-            let renew =
-                head.method == Method::Get && !store.recent(&url, &self.buf[..head.len], now());
+            let renew = head.method == Method::Get
+                && !keeper.store.recent(&url, &self.buf[..head.len], now());
             Some(StaleAsk {
-                store: Arc::clone(store),
-                policy: Arc::clone(policy),
+                store: Arc::clone(&keeper.store),
+                policy: Arc::clone(&keeper.policy),
                 url,
                 renew,
             })
