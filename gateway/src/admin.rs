@@ -1,7 +1,9 @@
 //! The admin listener (loopback by default) and the control socket: `/` (the status page),
 //! `/metrics` (Prometheus text), `/healthz` (200 while
 //! the default pool can serve through any tier, 503 otherwise and while the process stops: for
-//! Cloudflare Load Balancing monitors and Kubernetes probes), `/status` (JSON: the running
+//! Cloudflare Load Balancing monitors), `/readyz` (503 only while the process stops: Kubernetes'
+//! readiness), `/livez` (503 when a worker thread's event loop does not answer: Kubernetes'
+//! liveness), `/status` (JSON: the running
 //! config, every pool, tier and backend), `POST /reload` (what `holdfast reload` calls) and
 //! `POST /upgrade` (what `holdfast upgrade` calls: starts the next process, which takes the
 //! listening sockets over) and `POST /backends/POOL/BACKEND/ACTION`. Writes need the control
@@ -39,6 +41,8 @@ pub struct Admin {
     pub control_sock: Option<std::path::PathBuf>,
     /// The last minutes of each pool, for the page's charts.
     pub history: Option<Arc<History>>,
+    /// The worker threads, for `/livez` (not in the demo).
+    pub listeners: Option<Arc<crate::listen::Listeners>>,
     /// When it started serving (the process's uptime, near enough).
     started: std::time::Instant,
 }
@@ -58,6 +62,7 @@ impl Admin {
             relaunch: None,
             control_sock: None,
             history: None,
+            listeners: None,
             started: std::time::Instant::now(),
         }
     }
@@ -155,6 +160,34 @@ impl ServeHttp for Admin {
                 "text/plain",
                 b"POST /reload reloads the config file\n".to_vec(),
             ),
+            // Kubernetes' readiness: whether to send this process traffic. Only a stop says no:
+            // while no backend can serve, holdfast still answers (a stale copy, the fallback),
+            // and taking every replica out of the Service would refuse connections instead.
+            "/readyz" => match self.lifecycle.is_draining() {
+                true => reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    b"stopping\n".to_vec(),
+                ),
+                false => reply(StatusCode::OK, "text/plain", b"ready\n".to_vec()),
+            },
+            // Kubernetes' liveness: every worker thread's event loop answers within a second
+            // (what systemd's watchdog is fed on). A stuck process is restarted; one whose
+            // backends are down is not.
+            "/livez" => {
+                let alive = match &self.listeners {
+                    Some(listeners) => listeners.workers_answer().await,
+                    None => true,
+                };
+                match alive {
+                    true => reply(StatusCode::OK, "text/plain", b"alive\n".to_vec()),
+                    false => reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        b"a worker thread does not answer\n".to_vec(),
+                    ),
+                }
+            }
             "/healthz" if self.lifecycle.is_draining() => reply(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",
@@ -182,6 +215,7 @@ impl ServeHttp for Admin {
                 let (open, max) = open_files();
                 doc["process"] = json!({
                     "pid": std::process::id(),
+                    "version": env!("CARGO_PKG_VERSION"),
                     "uptime_s": self.started.elapsed().as_secs(),
                     "open_files": open,
                     "max_open_files": max,

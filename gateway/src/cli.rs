@@ -77,6 +77,29 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// What the running holdfast sees: its process, its config (generation and hash), each
+    /// pool's serving tier and each backend's state. Exit 0 while it serves (/healthz 200), 1
+    /// while it answers with the fallback or is stopping, 2 when it cannot be asked. With
+    /// --all, several instances side by side (by their admin listeners): exit 0 when they agree
+    /// (the same config, the same view of every backend), 1 when they do not, 2 when one could
+    /// not be asked.
+    Status {
+        /// The config file it serves (its control socket's name, and its `listen.admin`).
+        #[arg(short, long, required_unless_present = "all")]
+        config: Option<PathBuf>,
+        /// Ask the admin listener at this address instead of the control socket.
+        #[arg(long, conflicts_with = "all")]
+        admin: Option<SocketAddr>,
+        /// The control socket, if not the default one for the config file.
+        #[arg(long, conflicts_with = "all")]
+        control_sock: Option<PathBuf>,
+        /// Several instances' admin listeners (ADDR:PORT), side by side.
+        #[arg(long, num_args = 1.., value_name = "ADDR")]
+        all: Vec<SocketAddr>,
+        /// Print nothing: only the exit code (a container's HEALTHCHECK, a script).
+        #[arg(short, long)]
+        quiet: bool,
+    },
     /// Validate a config file and exit: 0 and a summary if it is valid, 1 and every problem
     /// (file, key path, reason) otherwise. The `nginx -t` of holdfast.
     Check {

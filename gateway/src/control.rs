@@ -4,6 +4,7 @@
 //! where a write needs the token (`HOLDFAST_ADMIN_TOKEN`). A minimal HTTP/1.1 client over one
 //! connection.
 
+use crate::fleet::{Fleet, View};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -237,6 +238,49 @@ pub fn upgrade(admin: &Admin) -> u8 {
         TIMEOUT.as_secs()
     );
     1
+}
+
+/// `holdfast status`: the exit code (0: serving; 1: answering with the fallback, or stopping;
+/// 2: it could not be asked).
+pub fn status(admin: &Admin, quiet: bool) -> u8 {
+    let view = match ask_status(admin) {
+        Ok(view) => view,
+        Err(e) => {
+            if !quiet {
+                eprintln!("holdfast status: {admin}: {e}");
+            }
+            return 2;
+        }
+    };
+    if !quiet {
+        print!("{}", view.render());
+    }
+    match view.serving {
+        true => 0,
+        false => 1,
+    }
+}
+
+/// `holdfast status --all`: each instance asked in turn, then the table and the verdict; the
+/// exit code is [`Fleet::exit_code`](crate::fleet::Fleet::exit_code).
+pub fn status_all(addrs: &[SocketAddr], quiet: bool) -> u8 {
+    let views: Vec<(String, Result<View, String>)> = addrs
+        .iter()
+        .map(|addr| (addr.to_string(), ask_status(&Admin::Tcp(*addr))))
+        .collect();
+    let fleet = Fleet::of(&views);
+    if !quiet {
+        print!("{}", fleet.render());
+    }
+    fleet.exit_code()
+}
+
+fn ask_status(admin: &Admin) -> Result<View, String> {
+    match request(admin, "GET", "/status") {
+        Ok((200, doc)) => View::parse(&doc).ok_or_else(|| "not a holdfast status".to_string()),
+        Ok((status, _)) => Err(format!("answered {status}")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// A name as one segment of a URL path: bytes other than letters, digits and `-._~:@` are

@@ -28,6 +28,7 @@ pub mod failover;
 pub mod fallback;
 pub mod fast;
 pub mod fingerprint;
+pub mod fleet;
 pub mod hedge;
 pub mod history;
 pub mod http2;

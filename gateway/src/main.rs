@@ -96,6 +96,19 @@ fn main() -> ExitCode {
             let target = control::target(&running.config, running.admin, running.control_sock);
             ExitCode::from(control::backend(&target, (&action, &pool, &backend), force))
         }
+        Command::Status {
+            config,
+            admin,
+            control_sock,
+            all,
+            quiet,
+        } => ExitCode::from(match (all.is_empty(), config) {
+            (false, _) => control::status_all(&all, quiet),
+            (true, Some(config)) => {
+                control::status(&control::target(&config, admin, control_sock), quiet)
+            }
+            (true, None) => 2,
+        }),
         Command::Doctor {
             running,
             json,

@@ -232,6 +232,7 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
     app.control_sock = Some(files.control_sock.clone());
     let history = Arc::new(crate::history::History::default());
     app.history = Some(history.clone());
+    app.listeners = Some(listeners.clone());
     if options.relaunch {
         app.relaunch = std::env::current_exe().ok().map(|exe| Relaunch {
             exe,
