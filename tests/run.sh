@@ -10,7 +10,8 @@ source deploy/prereqs.sh
 # tests with independent clients need `nghttp` and `curl`; the alert rules and the dashboard
 # are checked with `promtool` (Debian's prometheus package); the status page in a real browser,
 # headless chromium under its WebDriver (chromium-driver); doctor's firewall tests, `nft`
-# (nftables) and a real fail2ban. As root they are installed when
+# (nftables) and a real fail2ban; the install paths, lintian (the Debian package) and podman
+# with runc (the container image). As root they are installed when
 # missing; elsewhere those tests skip and say why (under CI a missing client fails its test).
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   missing=()
@@ -21,6 +22,10 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
   command -v chromedriver >/dev/null 2>&1 || missing+=(chromium chromium-driver)
   command -v nft >/dev/null 2>&1 || missing+=(nftables)
+  command -v lintian >/dev/null 2>&1 || missing+=(lintian)
+  command -v podman >/dev/null 2>&1 || missing+=(podman)
+  command -v runc >/dev/null 2>&1 || missing+=(runc)
+  command -v man >/dev/null 2>&1 || missing+=(man-db)
   fail2ban_new=false
   command -v fail2ban-client >/dev/null 2>&1 || { missing+=(fail2ban); fail2ban_new=true; }
   if [ ${#missing[@]} -gt 0 ]; then
@@ -45,12 +50,15 @@ echo "== build"
 cargo build --workspace --locked --bins
 
 echo "== holdfast check on every shipped config"
-for f in deploy/*.toml; do
+for f in deploy/*.toml deploy/deb/holdfast.toml deploy/container/holdfast.toml; do
   ./target/debug/holdfast check --config "$f"
 done
 
 echo "== alert rules and dashboard (promtool)"
 tests/prometheus/check.sh
+
+echo "== Kubernetes manifests (offline: kubernetes-validate, holdfast check)"
+tests/kubernetes/check.sh target/debug/holdfast
 
 echo "== systemd-analyze verify deploy/holdfast.service"
 if ! command -v systemd-analyze >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -77,6 +85,14 @@ if [ "$(id -u)" -eq 0 ]; then
   cargo test --locked -p holdfast-tests --test faults -- --ignored --test-threads 1
 else
   echo "skipped: the fault matrix needs root (network namespaces, iptables); CI runs it as root"
+fi
+
+# The install paths install and run what they build (dpkg, podman): root only, one at a time.
+echo "== install paths: the Debian package and the container image"
+if [ "$(id -u)" -eq 0 ]; then
+  cargo test --locked -p holdfast-tests --test install -- --ignored --test-threads 1 --nocapture
+else
+  echo "skipped: installing the package and running the image need root; CI runs them as root"
 fi
 
 echo "== fuzz: the HTTP/1.1 wire rules, ${HOLDFAST_FUZZ_SECONDS:-20} s per target"

@@ -80,6 +80,11 @@ pub fn check(config: &Path) -> Output {
 /// the test made ([`crate::netns`]).
 pub const PUBLIC: &str = "# public";
 
+/// In the `listen` keys of [`Gateway::start_with_listen`], followed by a loopback address
+/// (`# on 127.0.0.2`): the HTTP listener binds that address instead of 127.0.0.1, so that
+/// several gateways stand on several addresses as several origin machines would.
+pub const ON: &str = "# on ";
+
 pub struct Gateway {
     child: Child,
     /// The process serving since `holdfast upgrade` (started by the old one, not by this
@@ -148,7 +153,14 @@ impl Gateway {
     }
 
     fn spawn_gateway(listen: &str, pools: &str, with_https: bool, env: &[(&str, &str)]) -> Gateway {
-        let http = free_loopback();
+        let mut http = free_loopback();
+        if let Some(ip) = listen
+            .lines()
+            .find_map(|l| l.strip_prefix(ON))
+            .and_then(|ip| ip.trim().parse::<std::net::IpAddr>().ok())
+        {
+            http.set_ip(ip);
+        }
         let admin = free_loopback();
         let scratch = Scratch::new();
         let https = with_https.then(|| {

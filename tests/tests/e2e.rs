@@ -22,6 +22,8 @@ mod exhaustion;
 mod failover;
 #[path = "e2e/fallback.rs"]
 mod fallback;
+#[path = "e2e/fleet.rs"]
+mod fleet;
 #[path = "e2e/framing.rs"]
 mod framing;
 #[path = "e2e/h2_backends.rs"]
