@@ -449,6 +449,7 @@ pub fn status(runtime: &Runtime) -> Value {
     json!({
         "config": {
             "hash": runtime.hash,
+            "serving_hash": runtime.serving_hash,
             "generation": runtime.generation,
             "loaded_at": timestamp(runtime.loaded_at),
         },

@@ -15,7 +15,11 @@ pub struct View {
     /// Not stopping, and the default pool has a tier that can serve: what `/healthz` says 200 to.
     pub serving: bool,
     pub draining: bool,
+    /// The config file's SHA-256.
     pub hash: String,
+    /// The SHA-256 of what the config says outside `[listen]` and `[log]`: what the fleet
+    /// must agree on (each machine has its own addresses).
+    pub serving_hash: String,
     pub generation: u64,
     pub config_path: String,
     pub pools: Vec<Pool>,
@@ -69,15 +73,24 @@ impl View {
             serving: !draining && default_serves,
             draining,
             hash: config["hash"].as_str()?.to_string(),
+            serving_hash: config["serving_hash"]
+                .as_str()
+                .or(config["hash"].as_str())?
+                .to_string(),
             generation: config["generation"].as_u64()?,
             config_path: config["path"].as_str().unwrap_or("?").to_string(),
             pools,
         })
     }
 
-    /// The first 12 hex digits of the config's hash: enough to tell two configs apart.
+    /// The first 12 hex digits of the config file's hash: enough to tell two configs apart.
     pub fn short_hash(&self) -> &str {
-        self.hash.get(..12).unwrap_or(&self.hash)
+        short(&self.hash)
+    }
+
+    /// The same of the serving hash.
+    pub fn short_serving_hash(&self) -> &str {
+        short(&self.serving_hash)
     }
 
     fn health(&self) -> &'static str {
@@ -148,6 +161,10 @@ impl View {
     }
 }
 
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
 fn pool(doc: &Value) -> Option<Pool> {
     let tiers = doc["tiers"].as_array()?;
     let active = doc["active_tier"]
@@ -216,6 +233,9 @@ pub struct Fleet {
     pub rows: Vec<Vec<String>>,
     /// What is not the same everywhere, one sentence each: empty when the fleet agrees.
     pub differences: Vec<String>,
+    /// What differs and is expected to: config files that differ only in `[listen]` or
+    /// `[log]` (each machine's own addresses).
+    pub notes: Vec<String>,
     /// Instances that could not be asked, or did not answer with a status document.
     pub unreachable: Vec<String>,
 }
@@ -246,7 +266,8 @@ impl Fleet {
         rows.push(row("version", &|v| v.version.clone()));
         rows.push(row("up", &|v| duration(v.uptime_s)));
         rows.push(row("health", &|v| v.health().to_string()));
-        rows.push(row("config hash", &|v| v.short_hash().to_string()));
+        rows.push(row("serving hash", &|v| v.short_serving_hash().to_string()));
+        rows.push(row("file hash", &|v| v.short_hash().to_string()));
         rows.push(row("generation", &|v| v.generation.to_string()));
 
         let answered: Vec<(&str, &View)> = views
@@ -264,7 +285,17 @@ impl Fleet {
                 format!("{what}: {}", each.join(", "))
             })
         };
-        differences.extend(differ("config hash", &|v| v.short_hash().to_string()));
+        differences.extend(differ("serving hash", &|v| {
+            v.short_serving_hash().to_string()
+        }));
+        let mut notes = Vec::new();
+        if differences.is_empty() && differ("file hash", &|v| v.short_hash().to_string()).is_some()
+        {
+            notes.push(
+                "the config files differ only in [listen] or [log] (each machine's own addresses and limits)"
+                    .to_string(),
+            );
+        }
         differences.extend(differ("version", &|v| v.version.clone()));
         differences.extend(differ("health", &|v| v.health().to_string()));
 
@@ -298,6 +329,7 @@ impl Fleet {
         Fleet {
             rows,
             differences,
+            notes,
             unreachable,
         }
     }
@@ -321,6 +353,9 @@ impl Fleet {
                 let _ = write!(line, "{cell:width$}  ");
             }
             let _ = writeln!(out, "{}", line.trim_end());
+        }
+        for n in &self.notes {
+            let _ = writeln!(out, "note: {n}");
         }
         for u in &self.unreachable {
             let _ = writeln!(out, "not asked: {u}");
@@ -364,7 +399,7 @@ mod tests {
         json!({
             "draining": false,
             "process": { "pid": 42, "version": "0.1.0", "uptime_s": 11_532 },
-            "config": { "hash": hash, "generation": 3, "path": "/etc/holdfast/holdfast.toml" },
+            "config": { "hash": format!("{hash}-file"), "serving_hash": hash, "generation": 3, "path": "/etc/holdfast/holdfast.toml" },
             "pools": [{
                 "name": "app", "default": true, "can_serve": true, "active_tier": 0,
                 "tiers": [
@@ -427,7 +462,7 @@ mod tests {
                     (b.clone(), Ok(view("h2", "down"))),
                 ],
                 vec![
-                    "config hash: h1 on 10.0.0.1:9180, h2 on 10.0.0.2:9180",
+                    "serving hash: h1 on 10.0.0.1:9180, h2 on 10.0.0.2:9180",
                     "app/primary/web-2: up on 10.0.0.1:9180, down on 10.0.0.2:9180",
                 ],
                 1,
@@ -447,6 +482,14 @@ mod tests {
             assert_eq!(fleet.exit_code(), code);
             assert_eq!(fleet.rows[0], vec!["".to_string(), a.clone(), b.clone()]);
         }
+        // Files that differ only in [listen]: the same serving hash, a note, no disagreement.
+        let mut own_addresses = view("h1", "up");
+        own_addresses.hash = "other-file".to_string();
+        let fleet = Fleet::of(&[
+            (a.clone(), Ok(view("h1", "up"))),
+            (b.clone(), Ok(own_addresses)),
+        ]);
+        assert_eq!((fleet.exit_code(), fleet.notes.len()), (0, 1), "{fleet:?}");
         let fleet = Fleet::of(&[
             (a.clone(), Ok(view("h1", "up"))),
             (b, Ok(view("h2", "down"))),
@@ -461,7 +504,7 @@ mod tests {
             row("app/primary/web-2"),
             Some(vec!["app/primary/web-2", "up", "down"])
         );
-        assert!(text.contains("differs: config hash"), "{text}");
+        assert!(text.contains("differs: serving hash"), "{text}");
     }
 
     #[test]

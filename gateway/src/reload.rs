@@ -20,8 +20,19 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// Reads and validates the config file at `path`; with it, the SHA-256 of its bytes in hex.
-pub fn read(path: &Path) -> Result<(Config, String), ConfigError> {
+/// What identifies a config: the SHA-256 of the file's bytes (as `sha256sum` prints it), and
+/// the SHA-256 of what it says outside `[listen]` and `[log]` (pools, routes, fallback, trust,
+/// notify), whatever its comments, layout and key order: what decides where a request goes
+/// and what a visitor gets. Machines of one fleet usually differ in their `[listen]` (their
+/// own addresses) and agree on the rest; `holdfast status --all` compares this one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hashes {
+    pub file: String,
+    pub serving: String,
+}
+
+/// Reads and validates the config file at `path`; with it, its [`Hashes`].
+pub fn read(path: &Path) -> Result<(Config, Hashes), ConfigError> {
     let bytes = std::fs::read(path).map_err(|e| {
         ConfigError::new(
             path,
@@ -32,7 +43,53 @@ pub fn read(path: &Path) -> Result<(Config, String), ConfigError> {
         ConfigError::new(path, vec![Problem::new("", format!("not UTF-8 text: {e}"))])
     })?;
     let config = holdfast_config::from_toml_str(&text, path)?;
-    Ok((config, hex(&openssl::sha::sha256(text.as_bytes()))))
+    let hashes = Hashes {
+        file: hex(&openssl::sha::sha256(text.as_bytes())),
+        serving: serving_hash(&text),
+    };
+    Ok((config, hashes))
+}
+
+/// The SHA-256 of the config without `[listen]` and `[log]`, written in one canonical form
+/// (keys sorted, no comments). The text has been validated already.
+fn serving_hash(text: &str) -> String {
+    let mut table = text.parse::<toml::Table>().unwrap_or_default();
+    table.remove("listen");
+    table.remove("log");
+    let mut canonical = String::new();
+    canon(&toml::Value::Table(table), &mut canonical);
+    hex(&openssl::sha::sha256(canonical.as_bytes()))
+}
+
+fn canon(value: &toml::Value, out: &mut String) {
+    use std::fmt::Write;
+    match value {
+        toml::Value::Table(t) => {
+            let mut keys: Vec<&String> = t.keys().collect();
+            keys.sort();
+            out.push('{');
+            for k in keys {
+                let _ = write!(out, "{k:?}=");
+                canon(&t[k], out);
+                out.push(',');
+            }
+            out.push('}');
+        }
+        toml::Value::Array(a) => {
+            out.push('[');
+            for v in a {
+                canon(v, out);
+                out.push(',');
+            }
+            out.push(']');
+        }
+        toml::Value::String(s) => {
+            let _ = write!(out, "{s:?}");
+        }
+        other => {
+            let _ = write!(out, "{other}");
+        }
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -263,12 +320,12 @@ impl Reloader {
         // files, resolving names, loading certificates and binding new addresses block, so they
         // run on a blocking thread: the runtime they would hold up also runs the health checks.
         let (path, listeners) = (self.path.clone(), self.listeners.clone());
-        let (config, hash, listening, loaded) = tokio::task::spawn_blocking(move || {
+        let (config, hashes, listening, loaded) = tokio::task::spawn_blocking(move || {
             let before = Loaded::before(&path);
-            let (config, hash) = read(&path)?;
+            let (config, hashes) = read(&path)?;
             let loaded = before.and_named(&config);
             let listening = listeners.prepare(&config).map_err(ReloadError::Apply)?;
-            Ok::<_, ReloadError>((config, hash, listening, loaded))
+            Ok::<_, ReloadError>((config, hashes, listening, loaded))
         })
         .await
         .map_err(|e| ReloadError::Apply(format!("the reload stopped: {e}")))??;
@@ -282,7 +339,8 @@ impl Reloader {
         self.health.commit(&plan);
         let version = Version {
             generation: running.generation + 1,
-            hash,
+            hash: hashes.file,
+            serving_hash: hashes.serving,
         };
         let runtime = Runtime::new(
             Arc::new(config),
@@ -342,21 +400,34 @@ mod tests {
     }
 
     #[test]
-    fn the_hash_is_sha256_of_the_file() {
+    fn the_hash_is_sha256_of_the_file_and_the_serving_hash_ignores_listen_log_and_layout() {
         let dir = std::env::temp_dir().join(format!("holdfast-hash-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("c.toml");
-        std::fs::write(
-            &path,
-            "[[pools.app.tiers]]\nbackends = [{ address = \"127.0.0.1:9\" }]\n",
-        )
-        .expect("write");
-        let (_, hash) = read(&path).expect("valid");
+        let hashes = |text: &str| {
+            std::fs::write(&path, text).expect("write");
+            read(&path).expect("valid").1
+        };
+        let first = hashes("[[pools.app.tiers]]\nbackends = [{ address = \"127.0.0.1:9\" }]\n");
         // As `sha256sum` prints it for the same bytes.
         assert_eq!(
-            hash,
+            first.file,
             "4f5a10cf876369f502717c0cc0f2af2ae6ea04378547e58f43ae19b7beaee4c0"
         );
+        // Another machine's addresses, a log, comments, key order: another file, the same
+        // serving config.
+        let same = hashes(
+            "# this machine\n[listen]\nhttp = [\"10.0.0.2:80\"]\n[log]\nformat = \"json\"\n\n\
+             [[pools.app.tiers]]\nbackends = [ { address = \"127.0.0.1:9\" } ] # one\n",
+        );
+        assert_ne!(same.file, first.file);
+        assert_eq!(same.serving, first.serving);
+        let other = hashes("[[pools.app.tiers]]\nbackends = [{ address = \"127.0.0.1:10\" }]\n");
+        assert_ne!(other.serving, first.serving, "another backend");
+        let routed = hashes(
+            "[pools.app]\nmax_attempts = 3\n[[pools.app.tiers]]\nbackends = [{ address = \"127.0.0.1:9\" }]\n",
+        );
+        assert_ne!(routed.serving, first.serving, "another pool setting");
         std::fs::write(&path, "[[pools.app.tiers]]\n").expect("write");
         assert!(read(&path).is_err());
         let _ = std::fs::remove_dir_all(&dir);

@@ -25,6 +25,8 @@ pub struct Runtime {
     pub generation: u64,
     /// SHA-256 of the config file's bytes, in hex (as `sha256sum` prints it).
     pub hash: String,
+    /// SHA-256 of what the config says outside `[listen]` and `[log]` ([`crate::reload::Hashes`]).
+    pub serving_hash: String,
     /// When it was loaded.
     pub loaded_at: SystemTime,
     /// Every backend's health, across reloads (passive reports go here).
@@ -99,6 +101,7 @@ impl BackendRuntime {
 pub struct Version {
     pub generation: u64,
     pub hash: String,
+    pub serving_hash: String,
 }
 
 impl Runtime {
@@ -192,6 +195,7 @@ impl Runtime {
             config,
             generation: version.generation,
             hash: version.hash,
+            serving_hash: version.serving_hash,
             loaded_at: SystemTime::now(),
             health,
             health_pools,
@@ -313,6 +317,7 @@ mod tests {
         let version = Version {
             generation: 1,
             hash: String::new(),
+            serving_hash: String::new(),
         };
         let runtime = Runtime::new(config, version, health.clone(), pools, metrics, None);
         let pool = &runtime.pools[0];

@@ -123,7 +123,7 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
     // What the watcher takes as seen: the files as they were before they were read, so that a
     // write between this load and the watcher's start is applied, not taken as seen.
     let config_before = crate::fingerprint::Loaded::before(&path);
-    let (config, hash) = reload::read(&path).map_err(StartError::Config)?;
+    let (config, hashes) = reload::read(&path).map_err(StartError::Config)?;
     let loaded = config_before.and_named(&config);
     let files = run_files(&path, &options)?;
     let config_key = config_key(&path);
@@ -152,7 +152,8 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
 
     let version = Version {
         generation: 1,
-        hash,
+        hash: hashes.file,
+        serving_hash: hashes.serving,
     };
     let pools = health.pools();
     let first = Runtime::new(

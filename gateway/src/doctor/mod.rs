@@ -44,7 +44,7 @@ pub struct Options {
 /// cause a 52x, 1 when something would, 2 when doctor could not run.
 pub fn run(config_path: &Path, admin: &Admin, options: &Options) -> u8 {
     let started = Instant::now();
-    let (config, hash) = match crate::reload::read(config_path) {
+    let (config, hashes) = match crate::reload::read(config_path) {
         Ok(read) => read,
         Err(e) => {
             eprintln!("{e}");
@@ -73,7 +73,7 @@ pub fn run(config_path: &Path, admin: &Admin, options: &Options) -> u8 {
         });
     let running = status.as_ref().map_err(Clone::clone).and_then(running_of);
     let name = config_path.display().to_string();
-    let mut findings = vec![machine::judge_process(&running, &hash, &name)];
+    let mut findings = vec![machine::judge_process(&running, &hashes.file, &name)];
     let pid = running.as_ref().ok().map(|r| r.pid);
     findings.extend(listeners(&config, pid));
     findings.extend(firewall(&config));

@@ -525,6 +525,7 @@ mod tests {
         let version = crate::runtime::Version {
             generation: 1,
             hash: String::new(),
+            serving_hash: String::new(),
         };
         let pools = health.pools();
         let runtime = Runtime::new(config, version, health, pools, metrics, None);

@@ -213,6 +213,11 @@ async fn two_instances_behind_several_addresses_survive_a_kill_a_rolling_upgrade
     println!("{text}");
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("the fleet agrees"), "{text}");
+    // Each listens on its own address: the files differ there, and only there.
+    assert!(
+        text.contains("note: the config files differ only in [listen]"),
+        "{text}"
+    );
 
     let origin = Origin::start([a.http, b.http]);
     origin.more(400).await;
@@ -224,7 +229,7 @@ async fn two_instances_behind_several_addresses_survive_a_kill_a_rolling_upgrade
     origin.more(200).await;
     let (code, text) = fleet(&a, &b);
     assert_eq!(code, 1, "one changed, one not: {text}");
-    assert!(text.contains("differs: config hash"), "{text}");
+    assert!(text.contains("differs: serving hash"), "{text}");
     b.rewrite(None, &changed);
     b.reload();
     origin.more(200).await;
@@ -283,4 +288,81 @@ async fn two_instances_behind_several_addresses_survive_a_kill_a_rolling_upgrade
         seen.answered,
         seen.failed.len()
     );
+}
+
+/// `holdfast status` of one instance, and the probes Kubernetes asks: serving, then answering
+/// with the fallback (backends down: not ready to be restarted, still ready for traffic), then
+/// stopping, then gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_the_probes_follow_serving_fallback_stopping_and_gone() {
+    let web = backend("web-1").await;
+    let config = format!(
+        "[pools.app.health.tcp]\ninterval = \"200ms\"\ntimeout = \"100ms\"\nfall = 1\n\n[[pools.app.tiers]]\n\
+         backends = [{{ address = \"{}\", name = \"web-1\" }}]\n",
+        web.addr()
+    );
+    let mut gw = Gateway::start_with_listen("shutdown_delay = \"3s\"", &config).await;
+    let status = |gw: &Gateway| {
+        let out = gw.holdfast(&["status"]);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let probe = |path: &'static str, admin: SocketAddr| async move {
+        reqwest::get(format!("http://{admin}{path}"))
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    let (code, text) = status(&gw);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains(&format!("pid {}", gw.pid())), "{text}");
+    assert!(text.contains("serving (/healthz 200)"), "{text}");
+    assert!(
+        text.contains("pool app (default): serving from tier"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("web-1") && l.contains(" up ")),
+        "{text}"
+    );
+    assert_eq!(probe("/readyz", gw.admin).await, 200);
+    assert_eq!(probe("/livez", gw.admin).await, 200);
+
+    // Every backend down: the fallback answers; /healthz says so, /readyz does not.
+    web.stop();
+    wait_until(Duration::from_secs(10), "status exits 1", || async {
+        status(&gw).0 == 1
+    })
+    .await;
+    let (_, text) = status(&gw);
+    assert!(text.contains("no tier can serve"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("web-1") && l.contains("down")),
+        "{text}"
+    );
+    assert_eq!(probe("/healthz", gw.admin).await, 503);
+    assert_eq!(
+        probe("/readyz", gw.admin).await,
+        200,
+        "still answering: stays in the Service"
+    );
+    assert_eq!(probe("/livez", gw.admin).await, 200);
+
+    // SIGTERM: not ready from the first moment of shutdown_delay, still alive, then gone.
+    gw.signal("TERM");
+    wait_until(Duration::from_secs(2), "/readyz 503", || async {
+        probe("/readyz", gw.admin).await == 503
+    })
+    .await;
+    let (code, text) = status(&gw);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("stopping"), "{text}");
+    assert!(gw.wait_exit(Duration::from_secs(15)).await, "it stops");
+    let (code, text) = status(&gw);
+    assert_eq!(code, 2, "nothing to ask: {text}");
 }

@@ -50,9 +50,19 @@ async fn the_container_image_serves_reloads_its_mounted_config_and_stops_gracefu
     );
     let image: serde_json::Value = serde_json::from_str(&inspect).unwrap();
     assert_eq!(image["User"], "65532:65532", "{inspect}");
+    let healthcheck = run(
+        "podman",
+        &[
+            "image",
+            "inspect",
+            "--format",
+            "{{json .HealthCheck}}",
+            IMAGE,
+        ],
+    );
     assert!(
-        image["Healthcheck"]["Test"].to_string().contains("status"),
-        "{inspect}"
+        healthcheck.contains("\"status\",\"--quiet\""),
+        "{healthcheck}"
     );
     assert_eq!(
         image["Labels"]["org.opencontainers.image.title"],
