@@ -148,7 +148,11 @@ async fn the_debian_package_installs_upgrades_without_a_failed_request_and_purge
     std::fs::write(CONFIG, edited).unwrap();
     run("/usr/bin/holdfast", &["check", "--config", CONFIG]);
 
-    // Served as the unit serves it: the holdfast user, /run/holdfast as its runtime directory.
+    // Served as the unit serves it: the holdfast user, /run/holdfast as its runtime directory
+    // (systemd's RuntimeDirectory=, which it removes at the stop; here the test does).
+    // It is given to the holdfast user for the test, and given back (or removed) after.
+    let run_dir = Path::new("/run/holdfast");
+    let before = std::fs::metadata(run_dir).ok().map(|m| (m.uid(), m.gid()));
     let mut serving = start_as_the_unit_does(holdfast_uid);
     let url = format!("http://{listen}/");
     wait_until(
@@ -205,6 +209,22 @@ async fn the_debian_package_installs_upgrades_without_a_failed_request_and_purge
         || async { !Path::new(&format!("/proc/{new_pid}")).exists() },
     )
     .await;
+
+    // The test's instance's files (the holdfast user's) go; anything else stays.
+    for entry in std::fs::read_dir(run_dir).unwrap().flatten() {
+        if entry.metadata().is_ok_and(|m| m.uid() == holdfast_uid) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    match before {
+        None => std::fs::remove_dir_all(run_dir).unwrap(),
+        Some((uid, gid)) => nix::unistd::chown(
+            run_dir,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        )
+        .unwrap(),
+    }
 
     // Purge: what Debian policy keeps (the user) stays; the rest goes.
     run("dpkg", &["--purge", "holdfast"]);
