@@ -67,6 +67,14 @@ where
     }
 }
 
+/// Polls `url` with GET until it answers `status`; panics with `what` after `limit`.
+pub async fn wait_for_status(url: &str, status: u16, limit: Duration, what: &str) -> Duration {
+    wait_until(limit, what, || async move {
+        matches!(reqwest::get(url).await, Ok(r) if r.status().as_u16() == status)
+    })
+    .await
+}
+
 /// A keep-alive HTTP client that never follows redirects.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()

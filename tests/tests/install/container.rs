@@ -9,7 +9,7 @@
 
 use super::{need_root, output, run};
 use holdfast_tests::gateway::Scratch;
-use holdfast_tests::{scripted_backend, wait_until, Load};
+use holdfast_tests::{scripted_backend, wait_for_status, wait_until, Load};
 use std::time::{Duration, Instant};
 
 const IMAGE: &str = "localhost/holdfast:install-test";
@@ -142,13 +142,11 @@ async fn the_container_image_serves_reloads_its_mounted_config_and_stops_gracefu
     );
     let _container = Container(id.trim().to_string());
     let url = format!("http://{listen}/");
-    wait_until(
+    wait_for_status(
+        &url,
+        200,
         Duration::from_secs(20),
         "holdfast serves from the container",
-        || {
-            let url = url.clone();
-            async move { matches!(reqwest::get(&url).await, Ok(r) if r.status() == 200) }
-        },
     )
     .await;
     let top = run("podman", &["top", &name, "user", "args"]);
@@ -196,13 +194,11 @@ async fn the_container_image_serves_reloads_its_mounted_config_and_stops_gracefu
         move || output("podman", &["stop", "--time", "60", &name])
     });
     let healthz = format!("http://{admin}/healthz");
-    wait_until(
+    wait_for_status(
+        &healthz,
+        503,
         Duration::from_secs(5),
         "/healthz says 503 once stopping",
-        || {
-            let healthz = healthz.clone();
-            async move { matches!(reqwest::get(&healthz).await, Ok(r) if r.status() == 503) }
-        },
     )
     .await;
     assert_eq!(

@@ -3,7 +3,7 @@
 //! serves (the postinst hands over with `holdfast upgrade`: no request fails), then purged.
 
 use super::{need_root, output, run, top};
-use holdfast_tests::{wait_until, Load};
+use holdfast_tests::{wait_for_status, wait_until, Load};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -155,13 +155,11 @@ async fn the_debian_package_installs_upgrades_without_a_failed_request_and_purge
     let before = std::fs::metadata(run_dir).ok().map(|m| (m.uid(), m.gid()));
     let mut serving = start_as_the_unit_does(holdfast_uid);
     let url = format!("http://{listen}/");
-    wait_until(
+    wait_for_status(
+        &url,
+        200,
         Duration::from_secs(15),
         "the installed holdfast serves",
-        || {
-            let url = url.clone();
-            async move { matches!(reqwest::get(&url).await, Ok(r) if r.status() == 200) }
-        },
     )
     .await;
     let status = run("/usr/bin/holdfast", &["status", "--config", CONFIG]);
