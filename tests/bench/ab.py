@@ -4,7 +4,7 @@ alone, e.g. `--b-flags=--stale`): bench.py's holdfast runs, alternating A and B 
 drift between rounds hits both alike. Prints each round and the medians and means per build,
 and B's median over A's.
 
-    tests/bench/ab.py A_BINARY B_BINARY [--rounds 6] [--workloads http-1k,https-1k] [--b-flags=...]
+    tests/bench/ab.py A_BINARY B_BINARY [--rounds 6] [--workloads http-1k,https-1k] [--b-flags=...] [--flags=--syscalls]
 
 Traffic goes only to 127.0.0.1 (bench.py's origins and proxies)."""
 
@@ -21,10 +21,15 @@ HERE = Path(__file__).resolve().parent
 def run(binary, workloads, out, duration, flags=()):
     subprocess.run(
         [sys.executable, str(HERE / "bench.py"), "--holdfast", binary, "--proxies", "holdfast",
-         "--rounds", "1", "--idle", "0", "--duration", str(duration), "--workloads", workloads,
+         "--rounds", "1", "--idle", "0", "--idle-tls", "0", "--duration", str(duration), "--workloads", workloads,
          "--json", str(out), *flags],
         check=True, stdout=subprocess.DEVNULL)
     return json.loads(out.read_text())["results"]
+
+
+def calls_median(runs):
+    calls = [x["syscalls_per_req"]["total"] for x in runs if x.get("syscalls_per_req")]
+    return f"{statistics.median(calls):.2f}" if calls else "n/a"
 
 
 def main():
@@ -35,6 +40,7 @@ def main():
     p.add_argument("--workloads", default="http-1k,https-1k")
     p.add_argument("--duration", type=int, default=10)
     p.add_argument("--b-flags", default="", help="bench.py flags for B's runs, space-separated")
+    p.add_argument("--flags", default="", help="bench.py flags for both builds' runs (e.g. --syscalls)")
     args = p.parse_args()
     outdir = Path("target/bench/ab")
     outdir.mkdir(parents=True, exist_ok=True)
@@ -42,16 +48,18 @@ def main():
     for r in range(args.rounds):
         order = [("A", args.a), ("B", args.b)] if r % 2 == 0 else [("B", args.b), ("A", args.a)]
         for name, binary in order:
-            flags = args.b_flags.split() if name == "B" else []
+            flags = args.flags.split() + (args.b_flags.split() if name == "B" else [])
             results = run(binary, args.workloads, outdir / f"{name}-{r}.json", args.duration, flags)
             for workload, by_proxy in results.items():
                 for one in by_proxy.get("holdfast", []):
                     seen[name].setdefault(workload, []).append(one)
+                    calls = one.get("syscalls_per_req")
+                    calls_text = f", {calls['total']:.2f} syscalls/req" if calls else ""
                     print(f"round {r + 1} {name} {workload}: {one['rps']:.0f} req/s, "
-                          f"p99 {one['p99_ms']:.2f} ms, CPU {one['cpu_us_per_req']:.1f} us/req", flush=True)
+                          f"p99 {one['p99_ms']:.2f} ms, CPU {one['cpu_us_per_req']:.1f} us/req{calls_text}", flush=True)
     print()
-    print("| workload | build | rounds | req/s median | req/s mean | p99 ms median | CPU us/req median |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| workload | build | rounds | req/s median | req/s mean | p99 ms median | CPU us/req median | syscalls/req median |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for workload in args.workloads.split(","):
         for name in ("A", "B"):
             runs = seen[name].get(workload, [])
@@ -60,7 +68,7 @@ def main():
             rps = [x["rps"] for x in runs]
             print(f"| {workload} | {name} | {len(runs)} | {statistics.median(rps):.0f} | "
                   f"{statistics.mean(rps):.0f} | {statistics.median(x['p99_ms'] for x in runs):.2f} | "
-                  f"{statistics.median(x['cpu_us_per_req'] for x in runs):.1f} |")
+                  f"{statistics.median(x['cpu_us_per_req'] for x in runs):.1f} | {calls_median(runs)} |")
     print()
     for workload in args.workloads.split(","):
         a, b = seen["A"].get(workload, []), seen["B"].get(workload, [])

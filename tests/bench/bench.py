@@ -353,25 +353,82 @@ def parse_h2load(out, log):
     }
 
 
+# System calls counted per request (`--syscalls`): by kind, from the kernel's tracepoints
+# through `perf stat` attached to the proxy's processes and threads during the measured run.
+SYSCALL_KINDS = {
+    "read": ["read", "readv", "recvfrom", "recvmsg", "recvmmsg"],
+    "write": ["write", "writev", "sendto", "sendmsg", "sendmmsg", "sendfile64"],
+    "epoll": ["epoll_wait", "epoll_pwait", "epoll_pwait2", "epoll_ctl"],
+    "futex": ["futex"],
+    "uring": ["io_uring_enter"],
+}
+
+
+class SyscallCounter:
+    """`perf stat` counting every system call of `pids` (all their threads) until stopped."""
+
+    def __init__(self, pids):
+        self.out = Path(tempfile.mkstemp(prefix="perf-stat-")[1])
+        events = ["raw_syscalls:sys_enter"] + [
+            f"syscalls:sys_enter_{name}" for names in SYSCALL_KINDS.values() for name in names
+        ]
+        events = [e for e in events if tracepoint_exists(e)]
+        self.popen = subprocess.Popen(
+            ["perf", "stat", "-x,", "-o", str(self.out), "-e", ",".join(events),
+             "-p", ",".join(str(p) for p in pids)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.3)  # perf attaches to every thread before the run starts
+
+    def stop(self):
+        """Counts by kind (`total`, `read`, `write`, `epoll`, `futex`, `uring`, `other`)."""
+        self.popen.send_signal(signal.SIGINT)
+        self.popen.wait(timeout=10)
+        counts = {}
+        for line in self.out.read_text().splitlines():
+            fields = line.split(",")
+            if len(fields) > 2 and fields[0].strip().isdigit():
+                counts[fields[2].strip()] = int(fields[0])
+        self.out.unlink()
+        by_kind = {"total": counts.get("raw_syscalls:sys_enter", 0)}
+        for kind, names in SYSCALL_KINDS.items():
+            by_kind[kind] = sum(counts.get(f"syscalls:sys_enter_{n}", 0) for n in names)
+        by_kind["other"] = by_kind["total"] - sum(by_kind[k] for k in SYSCALL_KINDS)
+        return by_kind
+
+
+def tracepoint_exists(event):
+    if event == "raw_syscalls:sys_enter":
+        return True
+    name = event.split(":", 1)[1]
+    return Path(f"/sys/kernel/tracing/events/syscalls/{name}").exists()
+
+
 def measure(args, proc, url):
     if url.startswith("h2://"):
         url = "https://" + url[len("h2://"):]
         run_h2load(args, url, args.warmup)
         log = Path(tempfile.mkstemp(prefix="h2load-")[1])
         try:
+            counter = SyscallCounter(proc.pids()) if args.syscalls else None
             cpu0 = proc.cpu_seconds()
             out = run_h2load(args, url, args.duration, log)
             cpu = proc.cpu_seconds() - cpu0
+            calls = counter.stop() if counter else None
             r = parse_h2load(out, log)
         finally:
             log.unlink()
     else:
         run_wrk(args, url, args.warmup)
+        counter = SyscallCounter(proc.pids()) if args.syscalls else None
         cpu0 = proc.cpu_seconds()
         out = run_wrk(args, url, args.duration)
         cpu = proc.cpu_seconds() - cpu0
+        calls = counter.stop() if counter else None
         r = parse_wrk(out)
     r["cpu_us_per_req"] = cpu / r["requests"] * 1e6 if r["requests"] else float("nan")
+    if calls is not None and r["requests"]:
+        r["syscalls_per_req"] = {k: v / r["requests"] for k, v in calls.items()}
     r["rss_mb"] = proc.rss_mb()
     return r
 
@@ -526,6 +583,9 @@ def main():
     p.add_argument("--idle-tls", type=int, default=2000,
                    help="idle TLS connections, HTTPS/1.1 and then h2, for the memory figure per TLS "
                         "connection (0: skip; default 2,000)")
+    p.add_argument("--syscalls", action="store_true",
+                   help="count each proxy's system calls per request during the measured runs (perf stat on "
+                        "the syscall tracepoints; adds a little overhead to every proxy alike)")
     p.add_argument("--json", default="target/bench/results.json", help="where to write the raw results")
     ARGS = args = p.parse_args()
 
@@ -584,9 +644,11 @@ def main():
                             url = f"{scheme}://127.0.0.1:{port}/{size}.bin"
                             r = measure(args, proc, url)
                             results[w][name].append(r)
+                            calls = r.get("syscalls_per_req")
+                            calls_text = f"  {calls['total']:.2f} syscalls/req" if calls else ""
                             print(f"round {rnd + 1} {w:10} {name:9} {r['rps']:10.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
                                   f"p99 {r['p99_ms']:.2f} ms  {r['cpu_us_per_req']:.1f} us/req  RSS {r['rss_mb']:.1f} MB"
-                                  f"{'  errors: ' + r['errors'] if r['errors'] else ''}", flush=True)
+                                  f"{calls_text}{'  errors: ' + r['errors'] if r['errors'] else ''}", flush=True)
                     finally:
                         proc.stop()
 
@@ -648,6 +710,20 @@ def report(args, proxies, workloads, results, memory):
             ratio = fmt_ratio(base, rps) if name != "holdfast" else "1.00"
             print(f"| {w} | {name} | {rps:.0f} | {median(runs, 'p50_ms'):.2f} | {median(runs, 'p99_ms'):.2f} | "
                   f"{median(runs, 'cpu_us_per_req'):.1f} | {median(runs, 'rss_mb'):.1f} | {ratio} |")
+    if any(r.get("syscalls_per_req") for w in workloads for n in proxies for r in results[w][n]):
+        print()
+        print("System calls per request (perf stat on the syscall tracepoints, all the proxy's threads; medians):")
+        print()
+        kinds = ["total", "read", "write", "epoll", "futex", "other"]
+        print("| workload | proxy | " + " | ".join(kinds) + " |")
+        print("|---|---|" + "---:|" * len(kinds))
+        for w in workloads:
+            for name in proxies:
+                runs = [r for r in results[w][name] if r.get("syscalls_per_req")]
+                if not runs:
+                    continue
+                cells = [statistics.median(r["syscalls_per_req"][k] for r in runs) for k in kinds]
+                print(f"| {w} | {name} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
     if memory:
         print()
         print(f"| proxy | idle RSS MB | RSS MB with idle keep-alive connections, after 1 s | after {1 + args.idle_settle} s |")

@@ -42,7 +42,9 @@ pub(super) async fn handshake<S: VisitorIo>(
         guard: FrameGuard::new(Instant::now()),
         alarm: alarm.clone(),
         tripped: false,
-        scratch: Vec::new(),
+        pending: Vec::new(),
+        sent: 0,
+        deferred: false,
         closing: None,
     };
     let mut builder = ::h2::server::Builder::new();
