@@ -448,8 +448,8 @@ pub fn status(runtime: &Runtime) -> Value {
         .collect();
     json!({
         "config": {
-            "hash": runtime.hash,
-            "serving_hash": runtime.serving_hash,
+            "hash": runtime.hashes.file,
+            "serving_hash": runtime.hashes.serving,
             "generation": runtime.generation,
             "loaded_at": timestamp(runtime.loaded_at),
         },

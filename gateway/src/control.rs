@@ -255,7 +255,7 @@ pub fn status(admin: &Admin, quiet: bool) -> u8 {
     if !quiet {
         print!("{}", view.render());
     }
-    match view.serving {
+    match view.serving() {
         true => 0,
         false => 1,
     }

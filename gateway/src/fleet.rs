@@ -12,8 +12,6 @@ pub struct View {
     pub pid: u64,
     pub version: String,
     pub uptime_s: u64,
-    /// Not stopping, and the default pool has a tier that can serve: what `/healthz` says 200 to.
-    pub serving: bool,
     pub draining: bool,
     /// The config file's SHA-256.
     pub hash: String,
@@ -65,12 +63,10 @@ impl View {
             .iter()
             .map(pool)
             .collect::<Option<_>>()?;
-        let default_serves = pools.iter().any(|p| p.default && p.active.is_some());
         Some(View {
             pid: process["pid"].as_u64()?,
             version: process["version"].as_str().unwrap_or("?").to_string(),
             uptime_s: process["uptime_s"].as_u64().unwrap_or(0),
-            serving: !draining && default_serves,
             draining,
             hash: config["hash"].as_str()?.to_string(),
             serving_hash: config["serving_hash"]
@@ -93,11 +89,17 @@ impl View {
         short(&self.serving_hash)
     }
 
-    fn health(&self) -> &'static str {
-        match (self.draining, self.serving) {
-            (true, _) => "stopping",
-            (false, true) => "serving",
-            (false, false) => "fallback",
+    /// Not stopping, and the default pool has a tier that can serve: what `/healthz` says 200 to.
+    pub fn serving(&self) -> bool {
+        self.health() == Health::Serving
+    }
+
+    fn health(&self) -> Health {
+        let default_serves = self.pools.iter().any(|p| p.default && p.active.is_some());
+        match (self.draining, default_serves) {
+            (true, _) => Health::Stopping,
+            (false, true) => Health::Serving,
+            (false, false) => Health::Fallback,
         }
     }
 
@@ -110,10 +112,10 @@ impl View {
             self.version,
             self.pid,
             duration(self.uptime_s),
-            match (self.draining, self.serving) {
-                (true, _) => "stopping (/healthz 503)",
-                (false, true) => "serving (/healthz 200)",
-                (false, false) => "no backend of the default pool can serve (/healthz 503)",
+            match self.health() {
+                Health::Stopping => "stopping (/healthz 503)",
+                Health::Serving => "serving (/healthz 200)",
+                Health::Fallback => "no backend of the default pool can serve (/healthz 503)",
             }
         );
         let _ = writeln!(
@@ -158,6 +160,25 @@ impl View {
             }
         }
         out
+    }
+}
+
+/// What an instance answers with, as `/healthz` tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    Serving,
+    /// No backend of the default pool can serve: the fallback (or a kept copy) answers.
+    Fallback,
+    Stopping,
+}
+
+impl Health {
+    fn as_str(self) -> &'static str {
+        match self {
+            Health::Serving => "serving",
+            Health::Fallback => "fallback",
+            Health::Stopping => "stopping",
+        }
     }
 }
 
@@ -262,19 +283,11 @@ impl Fleet {
                 }))
                 .collect(),
         );
-        rows.push(row("pid", &|v| v.pid.to_string()));
-        rows.push(row("version", &|v| v.version.clone()));
-        rows.push(row("up", &|v| duration(v.uptime_s)));
-        rows.push(row("health", &|v| v.health().to_string()));
-        rows.push(row("serving hash", &|v| v.short_serving_hash().to_string()));
-        rows.push(row("file hash", &|v| v.short_hash().to_string()));
-        rows.push(row("generation", &|v| v.generation.to_string()));
-
         let answered: Vec<(&str, &View)> = views
             .iter()
             .filter_map(|(label, v)| v.as_ref().ok().map(|v| (label.as_str(), v)))
             .collect();
-        let mut differences = Vec::new();
+        // What is not the same on every instance that answered: one sentence.
         let differ = |what: &str, cell: &dyn Fn(&View) -> String| -> Option<String> {
             let first = cell(answered.first()?.1);
             answered.iter().any(|(_, v)| cell(v) != first).then(|| {
@@ -285,19 +298,23 @@ impl Fleet {
                 format!("{what}: {}", each.join(", "))
             })
         };
-        differences.extend(differ("serving hash", &|v| {
+        let mut differences = Vec::new();
+        // A row the fleet must agree on: in the table, and a difference when it does not.
+        let mut compared =
+            |rows: &mut Vec<Vec<String>>, name: &str, cell: &dyn Fn(&View) -> String| {
+                rows.push(row(name, cell));
+                differences.extend(differ(name, cell));
+            };
+        rows.push(row("pid", &|v| v.pid.to_string()));
+        compared(&mut rows, "version", &|v| v.version.clone());
+        rows.push(row("up", &|v| duration(v.uptime_s)));
+        compared(&mut rows, "health", &|v| v.health().as_str().to_string());
+        compared(&mut rows, "serving hash", &|v| {
             v.short_serving_hash().to_string()
-        }));
-        let mut notes = Vec::new();
-        if differences.is_empty() && differ("file hash", &|v| v.short_hash().to_string()).is_some()
-        {
-            notes.push(
-                "the config files differ only in [listen] or [log] (each machine's own addresses and limits)"
-                    .to_string(),
-            );
-        }
-        differences.extend(differ("version", &|v| v.version.clone()));
-        differences.extend(differ("health", &|v| v.health().to_string()));
+        });
+        // Each machine's own addresses make its file differ: a note, not a disagreement.
+        rows.push(row("file hash", &|v| v.short_hash().to_string()));
+        rows.push(row("generation", &|v| v.generation.to_string()));
 
         // Every backend any instance knows, in the order the first one that knows it lists it.
         let mut keys: Vec<String> = Vec::new();
@@ -319,8 +336,16 @@ impl Fleet {
                 .map_or_else(|| "(not configured)".to_string(), |(_, b)| b.state.clone())
         };
         for key in &keys {
-            rows.push(row(key, &|v| state_of(v, key)));
-            differences.extend(differ(key, &|v| state_of(v, key)));
+            compared(&mut rows, key, &|v| state_of(v, key));
+        }
+        let mut notes = Vec::new();
+        let serving_agree =
+            differ("serving hash", &|v| v.short_serving_hash().to_string()).is_none();
+        if serving_agree && differ("file hash", &|v| v.short_hash().to_string()).is_some() {
+            notes.push(
+                "the config files differ only in [listen] or [log] (each machine's own addresses and limits)"
+                    .to_string(),
+            );
         }
         let unreachable = views
             .iter()
@@ -423,7 +448,7 @@ mod tests {
     #[test]
     fn one_instance_reads_as_a_sentence_per_pool_and_a_line_per_backend() {
         let view = View::parse(&doc("3f2a9c1d0b7e55aa", "down", false)).expect("a status");
-        assert!(view.serving);
+        assert!(view.serving());
         assert_eq!(
             view.render(),
             "holdfast 0.1.0, pid 42, up 3h12m: serving (/healthz 200)\n\

@@ -10,7 +10,7 @@ use crate::events::Event;
 use crate::fingerprint::Loaded;
 use crate::listen::Listeners;
 use crate::metrics::Metrics;
-use crate::runtime::{Runtime, Version};
+use crate::runtime::{Hashes, Runtime, Version};
 use arc_swap::ArcSwap;
 use holdfast_config::EventKind;
 use holdfast_config::{Config, ConfigError, Problem};
@@ -19,17 +19,6 @@ use holdfast_health::HealthTable;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-
-/// What identifies a config: the SHA-256 of the file's bytes (as `sha256sum` prints it), and
-/// the SHA-256 of what it says outside `[listen]` and `[log]` (pools, routes, fallback, trust,
-/// notify), whatever its comments, layout and key order: what decides where a request goes
-/// and what a visitor gets. Machines of one fleet usually differ in their `[listen]` (their
-/// own addresses) and agree on the rest; `holdfast status --all` compares this one.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Hashes {
-    pub file: String,
-    pub serving: String,
-}
 
 /// Reads and validates the config file at `path`; with it, its [`Hashes`].
 pub fn read(path: &Path) -> Result<(Config, Hashes), ConfigError> {
@@ -51,7 +40,9 @@ pub fn read(path: &Path) -> Result<(Config, Hashes), ConfigError> {
 }
 
 /// The SHA-256 of the config without `[listen]` and `[log]`, written in one canonical form
-/// (keys sorted, no comments). The text has been validated already.
+/// (keys sorted, no comments). Sorted here rather than by relying on `toml::Table`'s order,
+/// which is the file's own once any crate turns on toml's `preserve_order`. The text has been
+/// validated already.
 fn serving_hash(text: &str) -> String {
     let mut table = text.parse::<toml::Table>().unwrap_or_default();
     table.remove("listen");
@@ -339,8 +330,7 @@ impl Reloader {
         self.health.commit(&plan);
         let version = Version {
             generation: running.generation + 1,
-            hash: hashes.file,
-            serving_hash: hashes.serving,
+            hashes,
         };
         let runtime = Runtime::new(
             Arc::new(config),
@@ -352,8 +342,8 @@ impl Reloader {
         );
         let summary = runtime.config.summary();
         self.metrics
-            .running(&runtime.hash, runtime.generation, runtime.loaded_at);
-        let (generation, hash) = (runtime.generation, runtime.hash.clone());
+            .running(&runtime.hashes.file, runtime.generation, runtime.loaded_at);
+        let (generation, hash) = (runtime.generation, runtime.hashes.file.clone());
         self.runtime.store(Arc::new(runtime));
         *lock(&self.loaded) = Arc::new(loaded);
         self.retire(&running);

@@ -23,10 +23,7 @@ pub struct Runtime {
     pub config: Arc<Config>,
     /// Which config this is: 1 at start, one more at each reload that took.
     pub generation: u64,
-    /// SHA-256 of the config file's bytes, in hex (as `sha256sum` prints it).
-    pub hash: String,
-    /// SHA-256 of what the config says outside `[listen]` and `[log]` ([`crate::reload::Hashes`]).
-    pub serving_hash: String,
+    pub hashes: Hashes,
     /// When it was loaded.
     pub loaded_at: SystemTime,
     /// Every backend's health, across reloads (passive reports go here).
@@ -96,12 +93,23 @@ impl BackendRuntime {
     }
 }
 
+/// What identifies a config: the SHA-256 of the file's bytes (as `sha256sum` prints it), and
+/// the SHA-256 of what it says outside `[listen]` and `[log]` (pools, routes, fallback, trust,
+/// notify), whatever its comments, layout and key order: what decides where a request goes
+/// and what a visitor gets. Machines of one fleet usually differ in their `[listen]` (their
+/// own addresses) and agree on the rest; `holdfast status --all` compares this one. Both in
+/// hex; made by [`crate::reload::read`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hashes {
+    pub file: String,
+    pub serving: String,
+}
+
 /// Which config a runtime is built from.
 #[derive(Debug, Clone)]
 pub struct Version {
     pub generation: u64,
-    pub hash: String,
-    pub serving_hash: String,
+    pub hashes: Hashes,
 }
 
 impl Runtime {
@@ -194,8 +202,7 @@ impl Runtime {
             trust: Trusted::new(&config.trust),
             config,
             generation: version.generation,
-            hash: version.hash,
-            serving_hash: version.serving_hash,
+            hashes: version.hashes,
             loaded_at: SystemTime::now(),
             health,
             health_pools,
@@ -316,8 +323,7 @@ mod tests {
         assert!((share - 0.3).abs() < 0.01, "{share}");
         let version = Version {
             generation: 1,
-            hash: String::new(),
-            serving_hash: String::new(),
+            hashes: Hashes::default(),
         };
         let runtime = Runtime::new(config, version, health.clone(), pools, metrics, None);
         let pool = &runtime.pools[0];

@@ -152,8 +152,7 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
 
     let version = Version {
         generation: 1,
-        hash: hashes.file,
-        serving_hash: hashes.serving,
+        hashes,
     };
     let pools = health.pools();
     let first = Runtime::new(
@@ -164,7 +163,7 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
         metrics.clone(),
         None,
     );
-    metrics.running(&first.hash, first.generation, first.loaded_at);
+    metrics.running(&first.hashes.file, first.generation, first.loaded_at);
     let runtime = Arc::new(ArcSwap::from_pointee(first));
 
     let conf = ServerConf {

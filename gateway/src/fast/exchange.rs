@@ -524,8 +524,7 @@ mod tests {
         let health = Arc::new(HealthTable::new(&config, Arc::new(metrics.clone())));
         let version = crate::runtime::Version {
             generation: 1,
-            hash: String::new(),
-            serving_hash: String::new(),
+            hashes: crate::runtime::Hashes::default(),
         };
         let pools = health.pools();
         let runtime = Runtime::new(config, version, health, pools, metrics, None);

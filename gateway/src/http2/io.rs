@@ -17,7 +17,7 @@ const COALESCE: usize = 32 * 1024;
 /// After a connection's close, how long what the client still sends is read away.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// What a connection keeps of its write buffer between writes.
-const KEEP_SCRATCH: usize = 4 * 1024;
+const KEEP_PENDING: usize = 4 * 1024;
 
 /// Where the guard says a connection is an attack.
 #[derive(Default)]
@@ -100,7 +100,7 @@ impl<S: AsyncWrite + Unpin> Guarded<S> {
         self.deferred = false;
         // Small turns (heads, small answers) keep their buffer; a large one's memory is given
         // back, so that thousands of idle connections hold none.
-        if self.pending.capacity() > KEEP_SCRATCH {
+        if self.pending.capacity() > KEEP_PENDING {
             self.pending = Vec::new();
         }
         Poll::Ready(Ok(()))
@@ -317,7 +317,7 @@ mod tests {
         let _ = Pin::new(&mut g).poll_read(&mut cx, &mut ReadBuf::new(&mut space));
         assert_eq!(sizes(&g), vec![COALESCE, 100]);
         assert!(
-            g.pending.capacity() <= KEEP_SCRATCH,
+            g.pending.capacity() <= KEEP_PENDING,
             "a large turn's buffer is not kept"
         );
 
