@@ -505,37 +505,11 @@ async fn watch_for_answer<R: tokio::io::AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fast::{Connector, FastPath};
+    use crate::fast::FastPath;
     use crate::h1::request;
-    use crate::metrics::Metrics;
-    use crate::runtime::Runtime;
-    use arc_swap::ArcSwap;
-    use holdfast_health::tls::TlsClient;
     use holdfast_health::HealthTable;
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-
-    fn fast_path() -> FastPath {
-        let text = "[[pools.app.tiers]]\nbackends = [{ address = \"127.0.0.1:9\" }]\n";
-        let config = holdfast_config::from_toml_str(text, std::path::Path::new("t.toml"))
-            .map(Arc::new)
-            .unwrap();
-        let metrics = Metrics::new().unwrap();
-        let health = Arc::new(HealthTable::new(&config, Arc::new(metrics.clone())));
-        let version = crate::runtime::Version {
-            generation: 1,
-            hashes: crate::runtime::Hashes::default(),
-        };
-        let pools = health.pools();
-        let runtime = Runtime::new(config, version, health, pools, metrics, None);
-        let descriptors = crate::fast::upstream::Descriptors::new(1024, crate::cap::Cap::new(1024));
-        let connector = Connector::new(TlsClient::new().unwrap(), descriptors);
-        FastPath::new(
-            Arc::new(ArcSwap::from_pointee(runtime)),
-            Arc::new(connector),
-            Arc::default(),
-        )
-    }
 
     fn visitor(app: &FastPath, stream: DuplexStream) -> Visitor<'_, DuplexStream> {
         Visitor {
@@ -593,7 +567,7 @@ mod tests {
     /// the visitor's connection to be drained and closed), not a failure.
     #[tokio::test(start_paused = true)]
     async fn an_answer_while_the_body_goes_out_is_relayed() {
-        let app = fast_path();
+        let app = FastPath::for_tests();
         let (mut client, gateway_side) = tokio::io::duplex(16 * 1024);
         let (to_backend, mut backend) = tokio::io::duplex(16 * 1024);
         let mut v = visitor(&app, gateway_side);

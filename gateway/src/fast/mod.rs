@@ -131,6 +131,34 @@ impl FastPath {
         }
     }
 
+    /// A data path with one pool of one backend (127.0.0.1:9, nothing listening), for tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        use crate::runtime::{Hashes, Version};
+        let text = "[[pools.app.tiers]]\nbackends = [{ address = \"127.0.0.1:9\" }]\n";
+        let config = holdfast_config::from_toml_str(text, std::path::Path::new("t.toml"))
+            .map(Arc::new)
+            .unwrap();
+        let metrics = crate::metrics::Metrics::new().unwrap();
+        let health = Arc::new(holdfast_health::HealthTable::new(
+            &config,
+            Arc::new(metrics.clone()),
+        ));
+        let version = Version {
+            generation: 1,
+            hashes: Hashes::default(),
+        };
+        let pools = health.pools();
+        let runtime = Runtime::new(config, version, health, pools, metrics, None);
+        let descriptors = upstream::Descriptors::new(1024, Cap::new(1024));
+        let tls = holdfast_health::tls::TlsClient::new().unwrap();
+        FastPath::new(
+            Arc::new(ArcSwap::from_pointee(runtime)),
+            Arc::new(Connector::new(tls, descriptors)),
+            Arc::default(),
+        )
+    }
+
     /// Writes a line per request to `access`.
     pub fn with_access_log(mut self, access: Option<Arc<AccessLog>>) -> Self {
         self.access = access;
@@ -661,7 +689,9 @@ fn now() -> Instant {
 async fn linger<S: VisitorIo>(stream: &mut S) {
     let _ = tokio::time::timeout(SHED_WAIT, stream.shutdown()).await;
     let drain = async {
-        let mut sink = [0u8; 16 * 1024];
+        // On the heap, and only now: an array here would be part of every connection's task,
+        // idle or not.
+        let mut sink = vec![0u8; 16 * 1024];
         loop {
             match tokio::time::timeout(SHED_WAIT, stream.read(&mut sink)).await {
                 Ok(Ok(n)) if n > 0 => {}
