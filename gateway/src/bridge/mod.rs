@@ -1,8 +1,8 @@
 //! What both HTTP/2 sides share, apart from either: the translation between h2 messages and
-//! HTTP/1.1 heads ([`translate`]), the flow-controlled send of a body, and the size of the
-//! in-memory pipes (*lanes*) over which h2 streams reach the HTTP/1.1 data path (from visitors,
-//! [`crate::http2`]) or leave it (toward h2 backends, [`crate::fast::upstream`]). A leaf: it
-//! knows neither side.
+//! HTTP/1.1 heads ([`translate`]) by which h2 streams reach the HTTP/1.1 data path (from
+//! visitors, [`crate::http2`]) or leave it (toward h2 backends, [`crate::fast::upstream`]);
+//! and, for the backends' side, the flow-controlled send of a body and the size of the
+//! in-memory pipes (*lanes*) it goes over. A leaf: it knows neither side.
 
 pub mod translate;
 

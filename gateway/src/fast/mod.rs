@@ -80,7 +80,7 @@ const SHED_WAIT: Duration = Duration::from_secs(1);
 const LINGER: Duration = Duration::from_secs(10);
 
 /// How a visitor's requests came: plain HTTP/1.x, HTTP/1.x over TLS, or an h2 stream (over
-/// TLS, turned into HTTP/1.1 on its lane).
+/// TLS, read as HTTP/1.1: [`FastPath::serve_stream`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {
     Http,
@@ -194,6 +194,39 @@ impl FastPath {
         visitor.serve().await;
     }
 
+    /// Serves the one request of an h2 stream (`stream` gives its HTTP/1.1 head and body, then
+    /// ends) with the same decisions as any other; `kept`, a backend connection left by an
+    /// earlier stream of the same visitor connection, goes first if it suits, and the one this
+    /// request leaves open (if any) comes back.
+    pub async fn serve_stream<S: VisitorIo>(
+        &self,
+        stream: S,
+        client: IpAddr,
+        in_flight: Option<Arc<Cap>>,
+        shutdown: &ShutdownWatch,
+        kept: Option<Kept>,
+    ) -> Option<Kept> {
+        let mut visitor = Visitor {
+            app: self,
+            via: Via::H2,
+            in_flight,
+            stream: Counted::new(stream),
+            record: None,
+            begun: None,
+            buf: BytesMut::new(),
+            client,
+            pinned: kept.map(|k| k.0),
+            upstream_head: Vec::new(),
+            scratch: Vec::new(),
+            body_read: false,
+            stale: None,
+            tee: None,
+            shutdown: shutdown.clone(),
+        };
+        visitor.serve().await;
+        visitor.pinned.take().map(Kept)
+    }
+
     /// The running config and everything built from it.
     pub fn runtime(&self) -> Arc<Runtime> {
         self.runtime.load_full()
@@ -267,6 +300,10 @@ struct Pinned {
     /// How long the last answer's head took, from the request sent.
     head_time: Option<Duration>,
 }
+
+/// A backend connection an h2 stream left open, for the next stream of the same visitor
+/// connection.
+pub struct Kept(Pinned);
 
 /// One visitor connection.
 struct Visitor<'a, S> {

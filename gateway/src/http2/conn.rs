@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Flow-control window of each stream: what a visitor may send of a request body before it
-/// is taken. Taken as soon as it is on the lane.
+/// is taken. Taken as soon as the data path reads it.
 const STREAM_WINDOW: u32 = 256 * 1024;
 /// Flow-control window of the whole connection.
 const CONNECTION_WINDOW: u32 = 1024 * 1024;

@@ -1,16 +1,16 @@
 //! HTTP/2 from visitors (Cloudflare's "HTTP/2 to origin", gRPC), on an HTTPS listener whose
-//! ALPN agreed on `h2`. The `h2` crate speaks the protocol; every stream is turned into the
-//! HTTP/1.1 request an HTTP/1.1 visitor would have sent ([`translate`]) and handed to the
-//! HTTP/1.1 data path ([`FastPath::serve`]) over an in-memory pipe, a *lane*. So an h2 request
-//! goes through the very same decisions as any other: the judgement of its head, tiers,
-//! failover of the same request, hold and rescue, the fallback, caps and metrics. The answer
-//! comes back on the lane as HTTP/1.1 and goes to the visitor as h2: its head, its body as
-//! DATA frames (chunked framing taken off), its trailers as a trailing HEADERS frame (gRPC).
+//! ALPN agreed on `h2`. The `h2` crate speaks the protocol; every stream is served by the
+//! HTTP/1.1 data path ([`FastPath::serve_stream`]) in the stream's own task, reading it as the
+//! HTTP/1.1 request an HTTP/1.1 visitor would have sent ([`translate`]) and writing its answer
+//! into it, which goes to the visitor as h2 as it is written ([`stream_io`]: the head, the
+//! body as DATA frames, chunked framing taken off, trailers as a trailing HEADERS frame for
+//! gRPC). So an h2 request goes through the very same decisions as any other: the judgement
+//! of its head, tiers, failover of the same request, hold and rescue, the fallback, caps and
+//! metrics.
 //!
-//! A lane outlives its stream: one that ended cleanly serves the connection's next stream, with
-//! the backend connection the data path keeps pinned to it, so a busy h2 connection holds about
-//! as many backend connections as it has streams open at once, the same as that many HTTP/1.1
-//! connections would.
+//! The backend connection a stream leaves open is kept for the connection's next streams
+//! (idle at most 30 s), so a busy h2 connection holds about as many backend connections as it
+//! has streams open at once, the same as that many HTTP/1.1 connections would.
 //!
 //! The connection: `SETTINGS_MAX_CONCURRENT_STREAMS` from `listen.h2_max_concurrent_streams`,
 //! closed (GOAWAY) after `listen.keepalive_timeout` without a stream, GOAWAY when the process
@@ -20,17 +20,18 @@
 mod conn;
 mod guard;
 mod io;
-mod lanes;
+mod shared;
 mod shed;
 mod stream;
+mod stream_io;
 
 pub use shed::shed;
 
 use crate::cap::Cap;
 use crate::fast::{FastPath, VisitorIo};
 use conn::{abuse_of, attacked, calm_down, handshake};
-use lanes::{Connection, LANE_IDLE};
 use pingora::server::ShutdownWatch;
+use shared::{Connection, KEPT_IDLE};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -62,16 +63,16 @@ pub async fn serve<S: VisitorIo + 'static>(
         client,
         in_flight,
         shutdown: shutdown.clone(),
-        lanes: Mutex::new(Vec::new()),
+        kept: Mutex::new(Vec::new()),
         open: AtomicUsize::new(0),
         last_end: Mutex::new(Instant::now()),
     });
     let mut stopping = shutdown;
     let mut reloads = app.lifecycle().reloads();
     reloads.borrow_and_update();
-    // Every LANE_IDLE: lanes idle that long are let go, and a connection idle for `idle` is
-    // closed.
-    let idle_timer = tokio::time::sleep(LANE_IDLE.min(idle));
+    // Every KEPT_IDLE: backend connections idle that long are closed, and a connection idle
+    // for `idle` is closed.
+    let idle_timer = tokio::time::sleep(KEPT_IDLE.min(idle));
     tokio::pin!(idle_timer);
     let mut closing = false;
     loop {
@@ -111,7 +112,7 @@ pub async fn serve<S: VisitorIo + 'static>(
             }
             () = alarm.notify.notified() => return calm_down(&mut conn, &alarm, &metrics, client).await,
             () = &mut idle_timer, if !closing => {
-                shared.let_idle_lanes_go();
+                shared.let_idle_go();
                 let now = Instant::now();
                 let next = match shared.idle_since() {
                     Some(since) if now.duration_since(since) >= idle => {
@@ -119,8 +120,8 @@ pub async fn serve<S: VisitorIo + 'static>(
                         closing = true;
                         continue;
                     }
-                    Some(since) => (since + idle).min(now + LANE_IDLE),
-                    None => now + LANE_IDLE.min(idle),
+                    Some(since) => (since + idle).min(now + KEPT_IDLE),
+                    None => now + KEPT_IDLE.min(idle),
                 };
                 idle_timer.as_mut().reset(next.into());
             }
