@@ -512,23 +512,9 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     fn visitor(app: &FastPath, stream: DuplexStream) -> Visitor<'_, DuplexStream> {
-        Visitor {
-            app,
-            via: crate::fast::Via::Http,
-            in_flight: None,
-            stream: super::super::counted::Counted::new(stream),
-            record: None,
-            begun: None,
-            buf: BytesMut::new(),
-            client: "127.0.0.1".parse().unwrap(),
-            pinned: None,
-            upstream_head: Vec::new(),
-            scratch: Vec::new(),
-            body_read: false,
-            stale: None,
-            tee: None,
-            shutdown: tokio::sync::watch::channel(false).1,
-        }
+        let client = "127.0.0.1".parse().unwrap();
+        let stop = tokio::sync::watch::channel(false).1;
+        app.visitor(stream, client, crate::fast::Via::Http, None, &stop)
     }
 
     fn pinned(io: DuplexStream) -> Pinned {

@@ -174,23 +174,7 @@ impl FastPath {
         in_flight: Option<Arc<Cap>>,
         shutdown: &ShutdownWatch,
     ) {
-        let mut visitor = Visitor {
-            app: self,
-            via,
-            in_flight,
-            stream: Counted::new(stream),
-            record: None,
-            begun: None,
-            buf: BytesMut::new(),
-            client,
-            pinned: None,
-            upstream_head: Vec::new(),
-            scratch: Vec::new(),
-            body_read: false,
-            stale: None,
-            tee: None,
-            shutdown: shutdown.clone(),
-        };
+        let mut visitor = self.visitor(stream, client, via, in_flight, shutdown);
         visitor.serve().await;
     }
 
@@ -206,25 +190,38 @@ impl FastPath {
         shutdown: &ShutdownWatch,
         kept: Option<Kept>,
     ) -> Option<Kept> {
-        let mut visitor = Visitor {
+        let mut visitor = self.visitor(stream, client, Via::H2, in_flight, shutdown);
+        visitor.pinned = kept.map(|k| k.0);
+        visitor.serve().await;
+        visitor.pinned.take().map(Kept)
+    }
+
+    /// A visitor connection's state, before its first request.
+    fn visitor<S: VisitorIo>(
+        &self,
+        stream: S,
+        client: IpAddr,
+        via: Via,
+        in_flight: Option<Arc<Cap>>,
+        shutdown: &ShutdownWatch,
+    ) -> Visitor<'_, S> {
+        Visitor {
             app: self,
-            via: Via::H2,
+            via,
             in_flight,
             stream: Counted::new(stream),
             record: None,
             begun: None,
             buf: BytesMut::new(),
             client,
-            pinned: kept.map(|k| k.0),
+            pinned: None,
             upstream_head: Vec::new(),
             scratch: Vec::new(),
             body_read: false,
             stale: None,
             tee: None,
             shutdown: shutdown.clone(),
-        };
-        visitor.serve().await;
-        visitor.pinned.take().map(Kept)
+        }
     }
 
     /// The running config and everything built from it.
