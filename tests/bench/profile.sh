@@ -2,9 +2,9 @@
 # Profiles holdfast under load and writes a flame graph:
 #   tests/bench/profile.sh [OUT.svg] [WORKLOAD-SECONDS] [http-1k|h2-1k]
 # One nginx origin, holdfast (release build with line tables: the `profiling` profile) in front of it, wrk -t2 -c64 on a 1 KB file
-# (http-1k), or h2load -c4 -m16 over TLS with ALPN h2 (h2-1k, the benchmark's h2 workload; needs h2load and openssl), and
+# (http-1k), or h2load -c4 -m16 over TLS with ALPN h2 (h2-1k, the benchmark's h2 workload; needs h2load), and
 # `perf record` (software cpu-clock: hardware counters are not available on every machine) with
-# DWARF call graphs on the holdfast process. Needs nginx, wrk, perf (Debian: linux-perf) and
+# DWARF call graphs on the holdfast process. Needs nginx, wrk, openssl, perf (Debian: linux-perf) and
 # inferno (`cargo install inferno`). Writes OUT.svg and the folded stacks next to it (OUT.folded,
 # not committed). Traffic stays on 127.0.0.1; it stops what it started.
 set -euo pipefail
@@ -13,7 +13,7 @@ out=${1:-tests/bench/profiles/http-1k.svg}
 seconds=${2:-6}
 workload=${3:-http-1k}
 case $workload in http-1k) load=wrk ;; h2-1k) load=h2load ;; *) echo "profile: unknown workload $workload" >&2; exit 2 ;; esac
-for tool in nginx $load perf inferno-collapse-perf inferno-flamegraph; do
+for tool in nginx $load openssl perf inferno-collapse-perf inferno-flamegraph; do
   command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || { echo "profile: $tool is missing" >&2; exit 1; }
 done
 cargo build --profile profiling --locked --bin holdfast

@@ -10,6 +10,7 @@ use ::h2::SendStream;
 use bytes::Bytes;
 use std::future::poll_fn;
 use std::sync::Mutex;
+use std::task::{ready, Context, Poll};
 
 /// What one lane buffers each way.
 pub const LANE_BUFFER: usize = 64 * 1024;
@@ -21,18 +22,32 @@ pub async fn send_flowed(tx: &mut SendStream<Bytes>, mut data: Bytes, end: bool)
         return tx.send_data(data, end).map_err(drop);
     }
     while !data.is_empty() {
-        tx.reserve_capacity(data.len());
-        let n = match poll_fn(|cx| tx.poll_capacity(cx)).await {
-            Some(Ok(n)) => n,
-            _ => return Err(()),
-        };
-        if n == 0 {
-            continue;
-        }
-        let piece = data.split_to(n.min(data.len()));
+        let n = poll_fn(|cx| poll_window(tx, data.len(), cx)).await?;
+        let piece = data.split_to(n);
         tx.send_data(piece, end && data.is_empty()).map_err(drop)?;
     }
     Ok(())
+}
+
+/// How much of `want` bytes (more than none) the peer's window lets go on `stream` now, once
+/// it lets any go. `Err`: the stream is gone.
+pub fn poll_window(
+    stream: &mut SendStream<Bytes>,
+    want: usize,
+    cx: &mut Context<'_>,
+) -> Poll<Result<usize, ()>> {
+    loop {
+        stream.reserve_capacity(want);
+        let granted = stream.capacity();
+        if granted > 0 {
+            return Poll::Ready(Ok(granted.min(want)));
+        }
+        // Ready only when the window grew: no spin on a window that stays closed.
+        match ready!(stream.poll_capacity(cx)) {
+            Some(Ok(_)) => {}
+            _ => return Poll::Ready(Err(())),
+        }
+    }
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

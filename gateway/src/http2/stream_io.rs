@@ -10,8 +10,8 @@
 //! write (or a flush) waits until it went out, so the data path's own deadlines on writes to a
 //! visitor apply here as on an HTTP/1.1 connection.
 
-use crate::bridge::lock;
 use crate::bridge::translate::{self, BodyFraming as RequestBody};
+use crate::bridge::{lock, poll_window};
 use crate::h1::chunked::{ChunkedScanner, Step};
 use crate::h1::response::{self, BodyFraming};
 use ::h2::server::SendResponse;
@@ -65,8 +65,8 @@ enum Framing {
 }
 
 impl StreamIo {
-    /// The stream of `parts`, its HTTP/1.1 head in `head` (from [`translate::request_head`],
-    /// which said how its body is framed).
+    /// A stream whose request head is `head` in HTTP/1.1 and whose body is framed as `framing`
+    /// (both from [`translate::request_head`]).
     pub(super) fn new(
         head: Vec<u8>,
         framing: RequestBody,
@@ -189,7 +189,7 @@ impl Answer {
                     } else {
                         match poll_window(stream, n, cx) {
                             Poll::Ready(Ok(allowed)) => allowed,
-                            Poll::Ready(Err(e)) => return Poll::Ready(Err(self.broken(e))),
+                            Poll::Ready(Err(())) => return Poll::Ready(Err(self.broken(gone()))),
                             Poll::Pending => return Poll::Pending,
                         }
                     };
@@ -246,26 +246,6 @@ impl Answer {
     }
 }
 
-/// How much of `want` bytes the visitor's window lets go now.
-fn poll_window(
-    stream: &mut SendStream<Bytes>,
-    want: usize,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<usize>> {
-    loop {
-        stream.reserve_capacity(want);
-        let granted = stream.capacity();
-        if granted > 0 {
-            return Poll::Ready(Ok(granted.min(want)));
-        }
-        // Ready only when the window grew: no spin on a window that stays closed.
-        match ready!(stream.poll_capacity(cx)) {
-            Some(Ok(_)) => {}
-            _ => return Poll::Ready(Err(gone())),
-        }
-    }
-}
-
 fn gone() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "the visitor reset the stream")
 }
@@ -304,10 +284,8 @@ impl AsyncRead for StreamIo {
                         false => data,
                         true => {
                             let mut chunk = BytesMut::with_capacity(n + 12);
-                            let _ = std::fmt::Write::write_fmt(
-                                &mut Hex(&mut chunk),
-                                format_args!("{n:x}\r\n"),
-                            );
+                            let _ =
+                                std::fmt::Write::write_fmt(&mut chunk, format_args!("{n:x}\r\n"));
                             chunk.put_slice(&data);
                             chunk.put_slice(b"\r\n");
                             chunk.freeze()
@@ -328,16 +306,6 @@ impl AsyncRead for StreamIo {
                 None => this.body = None,
             }
         }
-    }
-}
-
-/// Formats into a `BytesMut`.
-struct Hex<'a>(&'a mut BytesMut);
-
-impl std::fmt::Write for Hex<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.put_slice(s.as_bytes());
-        Ok(())
     }
 }
 

@@ -226,8 +226,8 @@ mod tests {
         let ip = addr.ip();
         let whole = connection(&app, tcp, ip, shared, false, &stop);
         let serve = app.serve(tcp2, ip, Via::Http, None, &stop);
-        // The task of an idle connection is this future: nginx holds about 1 KB per idle
-        // connection besides its buffers. (Sizes of a test build, larger than a release's.)
+        // The task of an idle connection is this future: nginx holds 0.6 KB per idle plain
+        // connection in all (BENCHMARKS.md). (Sizes of a test build, larger than a release's.)
         assert!(size(&whole) <= 1536, "connection: {} bytes", size(&whole));
         assert!(size(&serve) <= 1024, "HTTP/1.1: {} bytes", size(&serve));
     }
