@@ -105,10 +105,13 @@ async fn the_status_page_follows_a_backend_and_drains_it() {
         .await
         .unwrap();
 
+    // The client is made before the stop: making one takes long enough in a test build for
+    // the health check (every 200 ms) to notice the stop before the first request does.
+    let visitor = holdfast_tests::client();
     primary.stop();
     // Requests at once, before a check notices: the first meets the refusal (a would-be 521).
     for _ in 0..5 {
-        let _ = holdfast_tests::client().get(gw.url("/")).send().await;
+        let _ = visitor.get(gw.url("/")).send().await;
     }
     let primary_down = r#"[data-pool="app"] tr[data-backend="primary"] [data-state="down"]"#;
     until_shown(
