@@ -15,6 +15,8 @@
 //! `httpdate`, so that the fuzz targets of `tests/fuzz/` build it in seconds with coverage
 //! instrumentation.
 
+use std::mem::MaybeUninit;
+
 pub mod cache;
 pub mod chunked;
 pub mod request;
@@ -27,6 +29,13 @@ pub fn reason(status: u16) -> &'static str {
         .ok()
         .and_then(|s| s.canonical_reason())
         .unwrap_or("")
+}
+
+/// Room for `N` header lines for httparse to fill. Not cleared first: a parse writes the lines
+/// it found before anything reads them, and a head's parse does not pay for clearing the
+/// 4 KB a full table takes.
+pub fn header_room<'b, const N: usize>() -> [MaybeUninit<httparse::Header<'b>>; N] {
+    [const { MaybeUninit::uninit() }; N]
 }
 
 /// `1*DIGIT`, or a comma-separated list of the same `1*DIGIT` (RFC 9110 8.6); `None` otherwise.

@@ -218,9 +218,9 @@ pub fn parse_forwarded(buf: &[u8]) -> Result<Option<Head>, Refusal> {
 }
 
 fn parse_with<const LINES: usize>(buf: &[u8]) -> Result<Option<Head>, Refusal> {
-    let mut headers = [httparse::EMPTY_HEADER; LINES];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
+    let mut lines = super::header_room::<LINES>();
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut lines) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
             return Err(Refusal::HeadTooLarge)

@@ -71,9 +71,11 @@ fn parse_with<const LINES: usize>(
     buf: &[u8],
     head_request: bool,
 ) -> Result<Option<ResponseHead>, BadResponse> {
-    let mut headers = [httparse::EMPTY_HEADER; LINES];
-    let mut res = httparse::Response::new(&mut headers);
-    let len = match res.parse(buf) {
+    let mut lines = super::header_room::<LINES>();
+    let mut res = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut res, buf, &mut lines)
+    {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
             return Err(BadResponse::TooLarge)

@@ -101,6 +101,97 @@ fn upgrade_of<'h>(headers: &'h [httparse::Header<'h>]) -> Option<&'h [u8]> {
     protocol.filter(|_| asks)
 }
 
+/// The tokens of a head's `Connection` lines, gathered once, so that each header line is
+/// checked against them without reading the head again. Most heads have none, or one.
+struct ConnectionTokens<'h> {
+    tokens: [&'h [u8]; 8],
+    len: usize,
+    /// More tokens than `tokens` holds: each check reads the `Connection` lines themselves.
+    many: Option<&'h [httparse::Header<'h>]>,
+}
+
+impl<'h> ConnectionTokens<'h> {
+    fn of(headers: &'h [httparse::Header<'h>]) -> Self {
+        let mut found = ConnectionTokens {
+            tokens: [&[]; 8],
+            len: 0,
+            many: None,
+        };
+        let tokens = headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|h| h.value.split(|&b| b == b','))
+            .map(trimmed)
+            .filter(|t| !t.is_empty());
+        for token in tokens {
+            let Some(slot) = found.tokens.get_mut(found.len) else {
+                found.many = Some(headers);
+                break;
+            };
+            *slot = token;
+            found.len += 1;
+        }
+        found
+    }
+
+    /// Whether a `Connection` line names the header `name` (which it may not for the few that
+    /// framing and routing rest on: [`PROTECTED`]).
+    fn name(&self, name: &str) -> bool {
+        if self.len == 0 || PROTECTED.iter().any(|p| name.eq_ignore_ascii_case(p)) {
+            return false;
+        }
+        let name = name.as_bytes();
+        match self.many {
+            None => self.tokens[..self.len]
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(name)),
+            Some(headers) => headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+                .flat_map(|h| h.value.split(|&b| b == b','))
+                .any(|t| trimmed(t).eq_ignore_ascii_case(name)),
+        }
+    }
+}
+
+/// Writes `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, n: u16) {
+    let mut digits = [0u8; 5];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// Writes `ip` as its `Display` does (without the formatting machinery for IPv4, the common
+/// case: a request's rewrite writes the visitor twice).
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_decimal(out, u16::from(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// Room for what a rewrite adds to a head (forwarding headers, the gateway's `Connection`),
+/// reserved at once: a head written into a new buffer grows it once, not line by line.
+const ADDED: usize = 192;
+
 /// What the rewrite saw of a request, for its line in the access log: the visitor as the
 /// backend is told of it, and where in the head the method, the target, `CF-Ray`, `Referer`
 /// and `User-Agent` are (the first of each).
@@ -124,10 +215,12 @@ fn span(whole: &[u8], part: &[u8]) -> Range<usize> {
 /// request head already judged valid by [`super::request::parse`]; `None` if it is not.
 pub fn request_head(head: &[u8], fwd: Forwarding, out: &mut Vec<u8>) -> Option<Seen> {
     out.clear();
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
+    out.reserve(head.len() + ADDED);
+    let mut lines = super::header_room::<MAX_HEADERS>();
+    let mut req = httparse::Request::new(&mut []);
+    let parsed = req.parse_with_uninit_headers(head, &mut lines);
     let (Ok(httparse::Status::Complete(_)), Some(method), Some(path), Some(version)) =
-        (req.parse(head), req.method, req.path, req.version)
+        (parsed, req.method, req.path, req.version)
     else {
         return None;
     };
@@ -140,16 +233,15 @@ pub fn request_head(head: &[u8], fwd: Forwarding, out: &mut Vec<u8>) -> Option<S
         user_agent: None,
     };
     let headers = req.headers;
-    let _ = write!(out, "{method} {path} HTTP/1.{version}\r\n");
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.");
+    push_decimal(out, u16::from(version));
+    out.extend_from_slice(b"\r\n");
 
-    let named_by_connection = |name: &str| {
-        !PROTECTED.iter().any(|p| name.eq_ignore_ascii_case(p))
-            && headers
-                .iter()
-                .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-                .flat_map(|h| h.value.split(|&b| b == b','))
-                .any(|t| trimmed(t).eq_ignore_ascii_case(name.as_bytes()))
-    };
+    let connection = ConnectionTokens::of(headers);
+    let named_by_connection = |name: &str| connection.name(name);
     let names = fwd.names;
     let is_forwarded_for = |name: &str| name.eq_ignore_ascii_case(&names.forwarded_for);
     let is_proto = |name: &str| name.eq_ignore_ascii_case("x-forwarded-proto");
@@ -201,9 +293,18 @@ pub fn request_head(head: &[u8], fwd: Forwarding, out: &mut Vec<u8>) -> Option<S
             out.extend_from_slice(b", ");
         }
     }
-    let _ = write!(out, "{visitor}\r\n{}: {visitor}\r\n", names.real_ip);
+    let at = out.len();
+    push_ip(out, visitor);
+    let written = at..out.len();
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(names.real_ip.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_within(written);
+    out.extend_from_slice(b"\r\n");
     if !proto_seen {
-        let _ = write!(out, "X-Forwarded-Proto: {}\r\n", fwd.proto);
+        out.extend_from_slice(b"X-Forwarded-Proto: ");
+        out.extend_from_slice(fwd.proto.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     if let Some(protocol) = upgrade_of(headers) {
         out.extend_from_slice(b"Connection: upgrade\r\nUpgrade: ");
@@ -227,18 +328,23 @@ pub fn response_head(
     out: &mut Vec<u8>,
 ) -> bool {
     out.clear();
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut headers);
+    out.reserve(head.len() + ADDED);
+    let mut lines = super::header_room::<MAX_HEADERS>();
+    let mut res = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut res, head, &mut lines);
     let (Ok(httparse::Status::Complete(_)), Some(code), Some(version)) =
-        (res.parse(head), res.code, res.version)
+        (parsed, res.code, res.version)
     else {
         return false;
     };
-    let _ = write!(
-        out,
-        "HTTP/1.{version} {code} {}\r\n",
-        res.reason.unwrap_or("")
-    );
+    out.extend_from_slice(b"HTTP/1.");
+    push_decimal(out, u16::from(version));
+    out.push(b' ');
+    push_decimal(out, code);
+    out.push(b' ');
+    out.extend_from_slice(res.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
     let headers = res.headers;
     let upgrade = (code == 101).then(|| upgrade_of(headers)).flatten();
     // With `Transfer-Encoding`, the body is framed by it (chunked) or by the close, never by
@@ -250,18 +356,13 @@ pub fn response_head(
         .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
         .flat_map(|h| h.value.split(|&b| b == b','))
         .any(|coding| !trimmed(coding).is_empty());
+    let connection = ConnectionTokens::of(headers);
     for h in headers.iter() {
         let name = h.name;
         if transfer_coded && name.eq_ignore_ascii_case("content-length") {
             continue;
         }
-        let connection_named = !PROTECTED.iter().any(|p| name.eq_ignore_ascii_case(p))
-            && headers
-                .iter()
-                .filter(|c| c.name.eq_ignore_ascii_case("connection"))
-                .flat_map(|c| c.value.split(|&b| b == b','))
-                .any(|t| trimmed(t).eq_ignore_ascii_case(name.as_bytes()));
-        if HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop)) || connection_named {
+        if HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop)) || connection.name(name) {
             continue;
         }
         out.extend_from_slice(name.as_bytes());
@@ -530,6 +631,62 @@ mod tests {
             assert_eq!(seen.cf_ray.map(at), cf_ray, "{head:?}");
             assert_eq!(seen.user_agent.map(at), ua_referer.map(|u| u.0), "{head:?}");
             assert_eq!(seen.referer.map(at), ua_referer.map(|u| u.1), "{head:?}");
+        }
+    }
+
+    #[test]
+    fn addresses_and_numbers_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "198.51.100.7",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:192.0.2.1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut out = Vec::new();
+            push_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string().into_bytes());
+        }
+        for n in [0, 7, 10, 99, 100, 204, 999, 1000, 65535] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
+    }
+
+    #[test]
+    fn every_header_connection_names_goes_however_many_it_names() {
+        // (tokens named before the one that matters, in one line or one line each)
+        for before in [0, 7, 8, 20] {
+            for one_line in [true, false] {
+                let names: Vec<String> = (0..before).map(|i| format!("x-opt-{i}")).collect();
+                let mut connection = String::new();
+                let mut tokens = names.clone();
+                tokens.push("X-Secret".into());
+                if one_line {
+                    connection = format!("Connection: {}\r\n", tokens.join(", "));
+                } else {
+                    for t in &tokens {
+                        connection.push_str(&format!("Connection: {t}\r\n"));
+                    }
+                }
+                let head = format!(
+                    "GET / HTTP/1.1\r\nHost: a\r\n{connection}X-Secret: 1\r\nX-Kept: 2\r\n\
+                     Content-Length: 0\r\n\r\n"
+                );
+                let out = rewrite(&head);
+                assert!(!out.contains("X-Secret"), "{before} {one_line}: {out}");
+                assert!(out.contains("X-Kept: 2\r\n"), "{out}");
+                assert!(out.contains("Content-Length: 0\r\n"), "{out}");
+                let answer = format!("HTTP/1.1 200 OK\r\n{connection}X-Secret: 1\r\n\r\n");
+                let mut out = Vec::new();
+                assert!(response_head(answer.as_bytes(), true, true, &mut out));
+                let out = String::from_utf8(out).unwrap();
+                assert!(!out.contains("X-Secret"), "{before} {one_line}: {out}");
+            }
         }
     }
 }

@@ -9,6 +9,7 @@
 //! HTTP/1.1 answer that path reads ([`backend_response`]), chunked when it has no length, so
 //! that its trailers follow.
 
+use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use std::io::Write;
@@ -125,7 +126,9 @@ pub fn last_chunk(trailers: Option<&HeaderMap>, out: &mut Vec<u8>) {
 
 /// The fields of an HTTP/1.1 head or trailer section as h2 carries them: names in lower
 /// case, connection-specific ones dropped, and a field h2 cannot carry dropped as well.
-fn fields(headers: &[httparse::Header<'_>]) -> HeaderMap {
+/// `whole`, the bytes the lines were parsed from, if at hand as [`Bytes`]: the values are
+/// views of it rather than copies.
+fn fields(headers: &[httparse::Header<'_>], whole: Option<&Bytes>) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(headers.len());
     for h in headers {
         let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
@@ -134,7 +137,11 @@ fn fields(headers: &[httparse::Header<'_>]) -> HeaderMap {
         if CONNECTION_SPECIFIC.contains(&name.as_str()) {
             continue;
         }
-        if let Ok(value) = HeaderValue::from_bytes(h.value) {
+        let value = match whole {
+            Some(whole) => HeaderValue::from_maybe_shared(whole.slice_ref(h.value)),
+            None => HeaderValue::from_bytes(h.value),
+        };
+        if let Ok(value) = value {
             map.append(name, value);
         }
     }
@@ -143,16 +150,18 @@ fn fields(headers: &[httparse::Header<'_>]) -> HeaderMap {
 
 /// The h2 response of an HTTP/1.1 answer head (`head`: a complete head, its blank line
 /// included); `None` if it is not one.
-pub fn response(head: &[u8]) -> Option<http::Response<()>> {
-    let mut headers = [httparse::EMPTY_HEADER; holdfast_h1::response::MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut headers);
-    let Ok(httparse::Status::Complete(_)) = res.parse(head) else {
+pub fn response(head: &Bytes) -> Option<http::Response<()>> {
+    let mut lines = holdfast_h1::header_room::<{ holdfast_h1::response::MAX_HEADERS }>();
+    let mut res = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut res, head, &mut lines);
+    let Ok(httparse::Status::Complete(_)) = parsed else {
         return None;
     };
     let status = StatusCode::from_u16(res.code?).ok()?;
     let mut response = http::Response::new(());
     *response.status_mut() = status;
-    *response.headers_mut() = fields(res.headers);
+    *response.headers_mut() = fields(res.headers, Some(head));
     Some(response)
 }
 
@@ -162,7 +171,7 @@ pub fn response_trailers(section: &[u8]) -> Option<HeaderMap> {
     let mut headers = [httparse::EMPTY_HEADER; holdfast_h1::response::MAX_HEADERS];
     match httparse::parse_headers(section, &mut headers) {
         Ok(httparse::Status::Complete((_, parsed))) if !parsed.is_empty() => {
-            Some(fields(parsed)).filter(|m| !m.is_empty())
+            Some(fields(parsed, None)).filter(|m| !m.is_empty())
         }
         _ => None,
     }
@@ -378,12 +387,15 @@ mod tests {
     #[test]
     fn answers_lose_their_connection_fields() {
         let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n";
-        let r = response(head).expect("response");
+        let r = response(&Bytes::from_static(head)).expect("response");
         assert_eq!(r.status(), StatusCode::OK);
         let names: Vec<&str> = r.headers().keys().map(|n| n.as_str()).collect();
         assert_eq!(names, ["content-type", "set-cookie"]);
         assert_eq!(r.headers().get_all("set-cookie").iter().count(), 2);
-        assert!(response(b"HTTP/1.1 200 OK\r\n").is_none(), "incomplete");
+        let values: Vec<&[u8]> = r.headers().values().map(|v| v.as_bytes()).collect();
+        assert_eq!(values, [&b"text/plain"[..], b"a=1", b"b=2"]);
+        let incomplete = Bytes::from_static(b"HTTP/1.1 200 OK\r\n");
+        assert!(response(&incomplete).is_none(), "incomplete");
     }
 
     #[test]

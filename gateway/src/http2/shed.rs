@@ -3,6 +3,7 @@
 use super::conn::{abuse_of, attacked, calm_down, handshake};
 use crate::bridge::translate;
 use crate::fast::{FastPath, VisitorIo};
+use bytes::Bytes;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ pub async fn shed<S: VisitorIo + 'static>(app: &FastPath, io: S, client: IpAddr)
     // the client sent before it hears it are answered too). A client that sends nothing for
     // SHED_WAIT gets the GOAWAY then.
     let answer = &runtime.fallback;
-    let Some(response) = translate::response(answer.head(true)) else {
+    let Some(response) = translate::response(&Bytes::copy_from_slice(answer.head(true))) else {
         return;
     };
     let mut deadline = tokio::time::Instant::now() + SHED_WAIT;

@@ -119,10 +119,11 @@ impl Answer {
                         self.pending.advance(head.len);
                         continue;
                     }
-                    let Some(response) = translate::response(&self.pending[..head.len]) else {
+                    // The head's bytes go with the answer: its values are views of them.
+                    let text = self.pending.split_to(head.len).freeze();
+                    let Some(response) = translate::response(&text) else {
                         return Poll::Ready(Err(self.broken(not_http())));
                     };
-                    self.pending.advance(head.len);
                     let framing = match head.framing {
                         BodyFraming::Empty => None,
                         BodyFraming::Length(n) => Some(Framing::Length(n)),
