@@ -320,6 +320,7 @@ def parse_wrk(out):
 
 def run_wrk(args, url, seconds):
     cmd = [args.wrk, f"-t{args.wrk_threads}", f"-c{args.connections}", f"-d{seconds}s", "--latency", url]
+    cmd[1:1] = getattr(args, "headers", [])  # e.g. -H "Connection: close" (relay/run.py)
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
 
 
