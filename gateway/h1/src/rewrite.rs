@@ -315,6 +315,32 @@ pub fn request_head(head: &[u8], fwd: Forwarding, out: &mut Vec<u8>) -> Option<S
     Some(seen)
 }
 
+/// The fields of a response head that go on to the visitor, in their order: all but the
+/// hop-by-hop ones, those a `Connection` line names (save the few framing rests on), and a
+/// `Content-Length` beside a `Transfer-Encoding`. [`response_head`] writes them as HTTP/1.1; an
+/// h2 visitor's stream takes them from the backend's head directly.
+pub fn forwarded_fields<'h>(
+    headers: &'h [httparse::Header<'h>],
+) -> impl Iterator<Item = &'h httparse::Header<'h>> {
+    // With `Transfer-Encoding`, the body is framed by it (chunked) or by the close, never by
+    // a `Content-Length` beside it: that one is dropped, so that the answer cannot be read two
+    // ways downstream (RFC 9112 6.3 rule 3: a sender must remove it before forwarding).
+    // (A `Transfer-Encoding` naming no coding frames nothing, as in `response::parse`.)
+    let transfer_coded = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .any(|coding| !trimmed(coding).is_empty());
+    let connection = ConnectionTokens::of(headers);
+    headers.iter().filter(move |h| {
+        let name = h.name;
+        let dropped = (transfer_coded && name.eq_ignore_ascii_case("content-length"))
+            || HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop))
+            || connection.name(name);
+        !dropped
+    })
+}
+
 /// Writes the response head to send to the visitor into `out` (cleared first): the status line
 /// as received, every header but the hop-by-hop ones (and `Content-Length` beside
 /// `Transfer-Encoding`), and the gateway's own `Connection` header:
@@ -347,25 +373,8 @@ pub fn response_head(
     out.extend_from_slice(b"\r\n");
     let headers = res.headers;
     let upgrade = (code == 101).then(|| upgrade_of(headers)).flatten();
-    // With `Transfer-Encoding`, the body is framed by it (chunked) or by the close, never by
-    // a `Content-Length` beside it: that one is dropped, so that the answer cannot be read two
-    // ways downstream (RFC 9112 6.3 rule 3: a sender must remove it before forwarding).
-    // (A `Transfer-Encoding` naming no coding frames nothing, as in `response::parse`.)
-    let transfer_coded = headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
-        .flat_map(|h| h.value.split(|&b| b == b','))
-        .any(|coding| !trimmed(coding).is_empty());
-    let connection = ConnectionTokens::of(headers);
-    for h in headers.iter() {
-        let name = h.name;
-        if transfer_coded && name.eq_ignore_ascii_case("content-length") {
-            continue;
-        }
-        if HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop)) || connection.name(name) {
-            continue;
-        }
-        out.extend_from_slice(name.as_bytes());
+    for h in forwarded_fields(headers) {
+        out.extend_from_slice(h.name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");

@@ -126,10 +126,14 @@ pub fn last_chunk(trailers: Option<&HeaderMap>, out: &mut Vec<u8>) {
 
 /// The fields of an HTTP/1.1 head or trailer section as h2 carries them: names in lower
 /// case, connection-specific ones dropped, and a field h2 cannot carry dropped as well.
-/// `whole`, the bytes the lines were parsed from, if at hand as [`Bytes`]: the values are
-/// views of it rather than copies.
-fn fields(headers: &[httparse::Header<'_>], whole: Option<&Bytes>) -> HeaderMap {
-    let mut map = HeaderMap::with_capacity(headers.len());
+/// `lines`: at most this many. `whole`, the bytes the lines were parsed from, if at hand as
+/// [`Bytes`]: the values are views of it rather than copies.
+fn fields<'h>(
+    headers: impl Iterator<Item = &'h httparse::Header<'h>>,
+    lines: usize,
+    whole: Option<&Bytes>,
+) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(lines);
     for h in headers {
         let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
             continue;
@@ -149,7 +153,9 @@ fn fields(headers: &[httparse::Header<'_>], whole: Option<&Bytes>) -> HeaderMap 
 }
 
 /// The h2 response of an HTTP/1.1 answer head (`head`: a complete head, its blank line
-/// included); `None` if it is not one.
+/// included), with the fields an HTTP/1.1 visitor would get of it
+/// ([`holdfast_h1::rewrite::forwarded_fields`]): a backend's head as it came, or one holdfast
+/// wrote; `None` if it is not one.
 pub fn response(head: &Bytes) -> Option<http::Response<()>> {
     let mut lines = holdfast_h1::header_room::<{ holdfast_h1::response::MAX_HEADERS }>();
     let mut res = httparse::Response::new(&mut []);
@@ -161,7 +167,8 @@ pub fn response(head: &Bytes) -> Option<http::Response<()>> {
     let status = StatusCode::from_u16(res.code?).ok()?;
     let mut response = http::Response::new(());
     *response.status_mut() = status;
-    *response.headers_mut() = fields(res.headers, Some(head));
+    let forwarded = holdfast_h1::rewrite::forwarded_fields(res.headers);
+    *response.headers_mut() = fields(forwarded, res.headers.len(), Some(head));
     Some(response)
 }
 
@@ -171,7 +178,7 @@ pub fn response_trailers(section: &[u8]) -> Option<HeaderMap> {
     let mut headers = [httparse::EMPTY_HEADER; holdfast_h1::response::MAX_HEADERS];
     match httparse::parse_headers(section, &mut headers) {
         Ok(httparse::Status::Complete((_, parsed))) if !parsed.is_empty() => {
-            Some(fields(parsed, None)).filter(|m| !m.is_empty())
+            Some(fields(parsed.iter(), parsed.len(), None)).filter(|m| !m.is_empty())
         }
         _ => None,
     }
@@ -394,6 +401,18 @@ mod tests {
         assert_eq!(r.headers().get_all("set-cookie").iter().count(), 2);
         let values: Vec<&[u8]> = r.headers().values().map(|v| v.as_bytes()).collect();
         assert_eq!(values, [&b"text/plain"[..], b"a=1", b"b=2"]);
+        // A backend's head as it came: what an HTTP/1.1 visitor would not get, h2 does not
+        // either (fields `Connection` names, `Trailer`, a length beside a coding).
+        let head = b"HTTP/1.1 200 OK\r\nConnection: X-Hop, close\r\nX-Hop: 1\r\nTrailer: x\r\nProxy-Connection: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nX-Kept: 2\r\nContent-Type: a/b\r\n\r\n";
+        let r = response(&Bytes::from_static(head)).expect("response");
+        let names: Vec<&str> = r.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-kept", "content-type"]);
+        let head = b"HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 5\r\n\r\n";
+        let r = response(&Bytes::from_static(head)).expect("response");
+        assert_eq!(
+            r.headers().get("content-length").map(|v| v.as_bytes()),
+            Some(&b"5"[..])
+        );
         let incomplete = Bytes::from_static(b"HTTP/1.1 200 OK\r\n");
         assert!(response(&incomplete).is_none(), "incomplete");
     }

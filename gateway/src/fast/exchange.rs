@@ -9,7 +9,7 @@
 
 use super::body::{self, Body, BodyError};
 use super::upstream::{Detached, Io};
-use super::{now, tunnel, Pinned, Visitor, VisitorIo, VISITOR_WRITE_TIMEOUT};
+use super::{now, tunnel, Pinned, Via, Visitor, VisitorIo, VISITOR_WRITE_TIMEOUT};
 use crate::answer::{self, Answer, Asked, Exchange};
 use crate::attempts::AttemptLimits;
 use crate::h1::request::{Head, Refusal};
@@ -241,7 +241,13 @@ impl<S: VisitorIo> Visitor<'_, S> {
             Answer::Tunnel => false,
             Answer::Relay { keep_open } => keep_open,
         };
-        if !rewrite::response_head(
+        // An h2 visitor's stream takes the backend's head as it came and keeps of it what an
+        // HTTP/1.1 visitor would get (`translate::response`): the connection-level fields of an
+        // HTTP/1.1 rewrite mean nothing to it, and writing them only to parse them again costs.
+        if self.via == Via::H2 {
+            self.scratch.clear();
+            self.scratch.extend_from_slice(&up.buf[..answer.len]);
+        } else if !rewrite::response_head(
             &up.buf[..answer.len],
             keep_open,
             head.http11,
