@@ -115,6 +115,13 @@ impl<S: AsyncWrite + Unpin> Guarded<S> {
         if self.pending.len() >= COALESCE {
             std::task::ready!(self.poll_drain(cx))?;
         }
+        // A busy turn (the answers of many streams) gets the most a turn sends at once, once
+        // it outgrows what a connection keeps between turns: one allocation, given back after
+        // the turn, rather than a doubling every few frames.
+        let needed = self.pending.len() + bufs.iter().map(|b| b.len()).sum::<usize>();
+        if needed > self.pending.capacity() && needed > KEEP_PENDING {
+            self.pending.reserve_exact(COALESCE - self.pending.len());
+        }
         let mut taken = 0;
         for b in bufs {
             let room = COALESCE - self.pending.len();
@@ -340,5 +347,37 @@ mod tests {
             vec![b"goaway".to_vec()],
             "a close sends what waits"
         );
+    }
+
+    #[test]
+    fn a_busy_turn_grows_its_buffer_once() {
+        let wakes = Arc::new(Wakes::default());
+        let waker = std::task::Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut g = guarded(usize::MAX);
+        let mut capacities = Vec::new();
+        for stream in 0..20u8 {
+            let (head, payload) = ([stream; 9], [stream; 1024]);
+            let bufs = [io::IoSlice::new(&head), io::IoSlice::new(&payload)];
+            assert!(matches!(
+                Pin::new(&mut g).poll_write_vectored(&mut cx, &bufs),
+                Poll::Ready(Ok(1033))
+            ));
+            capacities.push(g.pending.capacity());
+        }
+        // Small while the turn is about what a connection keeps; then the whole room, once.
+        assert!(
+            capacities[..4].iter().all(|&c| c < COALESCE),
+            "{capacities:?}"
+        );
+        assert!(
+            capacities[4..].iter().all(|&c| c == COALESCE),
+            "{capacities:?}"
+        );
+        let mut space = [0u8; 64];
+        let _ = Pin::new(&mut g).poll_flush(&mut cx);
+        let _ = Pin::new(&mut g).poll_read(&mut cx, &mut ReadBuf::new(&mut space));
+        assert_eq!(sizes(&g), vec![20 * 1033]);
+        assert_eq!(g.pending.capacity(), 0, "a busy turn's room is given back");
     }
 }
