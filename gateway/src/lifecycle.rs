@@ -43,6 +43,9 @@ pub fn ready_file(upgrade_sock: &std::path::Path) -> PathBuf {
     upgrade_sock.with_extension("ready")
 }
 
+/// How often a stop looks whether the accept loops have all seen it.
+const ACCEPT_STOP_POLL: Duration = Duration::from_millis(1);
+
 /// How often draining looks at what is left.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 
@@ -54,7 +57,14 @@ pub async fn drain(lifecycle: &Lifecycle, listeners: &Listeners, grace: Duration
         grace = %humantime::format_duration(grace),
         "listeners closed; finishing the requests in flight"
     );
-    let mut drain = Drain::new(Instant::now(), grace);
+    // A connection an accept loop took from the kernel's queue as the stop came is counted
+    // once that loop runs on: looking before every loop has seen the stop could find "no
+    // connection" and exit with that one unanswered.
+    let started = Instant::now();
+    while listeners.accepting() > 0 && started.elapsed() < grace {
+        tokio::time::sleep(ACCEPT_STOP_POLL).await;
+    }
+    let mut drain = Drain::new(started, grace);
     loop {
         let (connections, busy) = (listeners.connections(), lifecycle.in_flight());
         match drain.look(Instant::now(), connections, busy) {

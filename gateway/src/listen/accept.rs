@@ -12,6 +12,7 @@ use openssl::x509::X509VerifyResult;
 use pingora::server::ShutdownWatch;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -23,6 +24,22 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After an error on accept that means "out of descriptors or memory", how long to wait before
 /// accepting again (rather than spinning on the same error).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// An accept loop, counted while it runs.
+struct Running<'a>(&'a AtomicUsize);
+
+impl<'a> Running<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Running(count)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// One worker thread: its own runtime, accepting on every listener, following the set as
 /// reloads change it.
@@ -67,6 +84,9 @@ pub(super) fn worker(
 /// Accepts connections until the process stops accepting or a reload removes the address;
 /// each is served on this thread.
 async fn accept(listener: tokio::net::TcpListener, entry: Arc<Entry>, listeners: Arc<Listeners>) {
+    // Counted before the first look at the stop, and until the loop has ended: a stop that
+    // finds none running knows every accepted connection is counted.
+    let _running = Running::enter(&listeners.accepting);
     let mut stop = listeners.stop.clone();
     let mut removed = entry.removed.subscribe();
     loop {

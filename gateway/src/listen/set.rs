@@ -15,6 +15,7 @@ use pingora::server::ListenFds;
 use std::collections::HashSet;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::IntoRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -90,6 +91,9 @@ pub struct Listeners {
     /// Why the listeners could not start (a socket neither handed over nor bound at an
     /// upgrade): the process then stops in order, and exits with an error.
     pub(super) failed: watch::Sender<Option<String>>,
+    /// Accept loops running: a connection one of them took from the kernel's queue is counted
+    /// in [`Listeners::connections`] only once the loop runs on, so a stop waits for them.
+    pub(super) accepting: AtomicUsize,
 }
 
 /// The addresses of `wanted`, in order.
@@ -202,6 +206,7 @@ impl Listeners {
             }),
             set: watch::Sender::new(Arc::new(Vec::new())),
             failed: watch::Sender::new(None),
+            accepting: AtomicUsize::new(0),
         })
     }
 
@@ -213,6 +218,11 @@ impl Listeners {
     /// Visitor connections open now.
     pub fn connections(&self) -> usize {
         self.limit.live()
+    }
+
+    /// Accept loops still running (after a stop: those that have not seen it yet).
+    pub fn accepting(&self) -> usize {
+        self.accepting.load(Ordering::SeqCst)
     }
 
     /// Pingora's hand-over table, once the service has started.
