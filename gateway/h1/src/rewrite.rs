@@ -88,12 +88,20 @@ const HOP_BY_HOP: [&str; 6] = [
 /// Headers that a `Connection` token may not remove: the request's framing and routing.
 const PROTECTED: [&str; 3] = ["host", "content-length", "transfer-encoding"];
 
-fn upgrade_of<'h>(headers: &'h [httparse::Header<'h>]) -> Option<&'h [u8]> {
-    let asks = headers
+/// The tokens of a head's `Connection` lines, trimmed, empty ones left out.
+fn connection_tokens<'h>(
+    headers: &'h [httparse::Header<'h>],
+) -> impl Iterator<Item = &'h [u8]> + 'h {
+    headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("connection"))
         .flat_map(|h| h.value.split(|&b| b == b','))
-        .any(|t| trimmed(t).eq_ignore_ascii_case(b"upgrade"));
+        .map(trimmed)
+        .filter(|t| !t.is_empty())
+}
+
+fn upgrade_of<'h>(headers: &'h [httparse::Header<'h>]) -> Option<&'h [u8]> {
+    let asks = connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(b"upgrade"));
     let protocol = headers
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case("upgrade"))
@@ -117,13 +125,7 @@ impl<'h> ConnectionTokens<'h> {
             len: 0,
             many: None,
         };
-        let tokens = headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-            .flat_map(|h| h.value.split(|&b| b == b','))
-            .map(trimmed)
-            .filter(|t| !t.is_empty());
-        for token in tokens {
+        for token in connection_tokens(headers) {
             let Some(slot) = found.tokens.get_mut(found.len) else {
                 found.many = Some(headers);
                 break;
@@ -145,11 +147,7 @@ impl<'h> ConnectionTokens<'h> {
             None => self.tokens[..self.len]
                 .iter()
                 .any(|t| t.eq_ignore_ascii_case(name)),
-            Some(headers) => headers
-                .iter()
-                .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-                .flat_map(|h| h.value.split(|&b| b == b','))
-                .any(|t| trimmed(t).eq_ignore_ascii_case(name)),
+            Some(headers) => connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(name)),
         }
     }
 }
@@ -241,7 +239,6 @@ pub fn request_head(head: &[u8], fwd: Forwarding, out: &mut Vec<u8>) -> Option<S
     out.extend_from_slice(b"\r\n");
 
     let connection = ConnectionTokens::of(headers);
-    let named_by_connection = |name: &str| connection.name(name);
     let names = fwd.names;
     let is_forwarded_for = |name: &str| name.eq_ignore_ascii_case(&names.forwarded_for);
     let is_proto = |name: &str| name.eq_ignore_ascii_case("x-forwarded-proto");
@@ -265,7 +262,7 @@ pub fn request_head(head: &[u8], fwd: Forwarding, out: &mut Vec<u8>) -> Option<S
         }
         let untrusted_claim = !fwd.trusted && (names_a_visitor(name) || is_proto(name));
         if HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop))
-            || named_by_connection(name)
+            || connection.name(name)
             || is_forwarded_for(name)
             || name.eq_ignore_ascii_case(&names.real_ip)
             || untrusted_claim
@@ -285,7 +282,7 @@ pub fn request_head(head: &[u8], fwd: Forwarding, out: &mut Vec<u8>) -> Option<S
     if fwd.trusted {
         let prior = headers
             .iter()
-            .filter(|h| is_forwarded_for(h.name) && !named_by_connection(h.name))
+            .filter(|h| is_forwarded_for(h.name) && !connection.name(h.name))
             .map(|h| trimmed(h.value))
             .filter(|v| !v.is_empty());
         for value in prior {

@@ -25,7 +25,9 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// accepting again (rather than spinning on the same error).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// An accept loop, counted while it runs.
+/// An accept loop, counted while it runs. Not a [`crate::cap::Cap`] ticket: its count is
+/// relaxed, and this one must order the loop's end after the connection count it took (a stop
+/// that reads 0 here then sees that connection counted).
 struct Running<'a>(&'a AtomicUsize);
 
 impl<'a> Running<'a> {
