@@ -7,15 +7,29 @@
 use holdfast_config::{Alpn, ListenerTls, OriginPulls, PullMode};
 use openssl::asn1::{Asn1Time, Asn1TimeRef};
 use openssl::nid::Nid;
-use openssl::pkey::{PKey, Private};
-use openssl::ssl::{
-    AlpnError, NameType, SniError, SslAcceptor, SslAcceptorBuilder, SslContext, SslMethod,
-    SslVerifyMode,
+use openssl::pkey::PKey;
+use openssl::x509::X509;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::aws_lc_rs::Ticketer;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, ServerConnection, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
 };
-use openssl::x509::{X509Name, X509};
+use smallvec::SmallVec;
 use std::path::Path;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::LazyConfigAcceptor;
 
 /// A certificate expiring within this long is warned about in the log.
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
@@ -28,7 +42,8 @@ pub struct Certificate {
     /// Seconds since the Unix epoch.
     pub not_after: i64,
     chain: Vec<X509>,
-    key: PKey<Private>,
+    /// The chain and key as the listeners' TLS serves them.
+    certified: Arc<CertifiedKey>,
 }
 
 impl Certificate {
@@ -101,12 +116,21 @@ pub fn load(cert: &Path, key: &Path) -> Result<Certificate, String> {
                 .filter_map(|e| e.data().to_string().ok().map(|s| s.to_ascii_lowercase())),
         );
     }
+    let der = |e: openssl::error::ErrorStack| format!("{file}: {e}");
+    let chain_der = chain
+        .iter()
+        .map(|c| c.to_der().map(CertificateDer::from))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(der)?;
+    let key_der = PrivatePkcs8KeyDer::from(key_pem.private_key_to_pkcs8().map_err(der)?);
+    let certified = CertifiedKey::from_der(chain_der, PrivateKeyDer::Pkcs8(key_der), &provider())
+        .map_err(|e| format!("{}: {e}", key.display()))?;
     Ok(Certificate {
         file,
         names,
         not_after: unix(leaf.not_after()).unwrap_or(0),
         chain,
-        key: key_pem,
+        certified: Arc::new(certified),
     })
 }
 
@@ -130,44 +154,14 @@ pub fn pick(names: &[Vec<String>], name: &str) -> Option<usize> {
     exact.or_else(|| names.iter().position(|n| n.iter().any(|n| covers(n, name))))
 }
 
-/// Mozilla's "intermediate" profile (TLS 1.2 and 1.3) with `cert`, records read ahead, and the
-/// client-certificate check of `pulls`.
-fn builder(
-    cert: &Certificate,
-    pulls: Option<&OriginPulls>,
-    alpn: &[Alpn],
-) -> Result<SslAcceptorBuilder, String> {
-    let e = |e: openssl::error::ErrorStack| format!("{}: {e}", cert.file);
-    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).map_err(e)?;
-    let mut chain = cert.chain.iter();
-    if let Some(leaf) = chain.next() {
-        b.set_certificate(leaf).map_err(e)?;
-    }
-    for extra in chain {
-        b.add_extra_chain_cert(extra.clone()).map_err(e)?;
-    }
-    b.set_private_key(&cert.key).map_err(e)?;
-    b.check_private_key().map_err(e)?;
-    b.set_read_ahead(true);
-    // The first protocol of ours the client also offers; a client offering none of them gets
-    // no ALPN answer and speaks HTTP/1.1.
-    let ours = alpn.to_vec();
-    b.set_alpn_select_callback(move |_, theirs| select_alpn(&ours, theirs).ok_or(AlpnError::NOACK));
-    if let Some(pulls) = pulls {
-        let ca = pulls.ca.display().to_string();
-        let bad = |e: openssl::error::ErrorStack| format!("{ca}: {e}");
-        b.set_ca_file(&pulls.ca).map_err(bad)?;
-        let names = X509Name::load_client_ca_file(&pulls.ca).map_err(bad)?;
-        b.set_client_ca_list(names);
-        match pulls.mode {
-            PullMode::Require => {
-                b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT)
-            }
-            // Verified (the result is looked at after the handshake), never refused.
-            PullMode::Log => b.set_verify_callback(SslVerifyMode::PEER, |_, _| true),
-        }
-    }
-    Ok(b)
+/// The crypto every listener uses: rustls' defaults on aws-lc-rs (TLS 1.3's three AEAD suites,
+/// TLS 1.2's ECDHE with AES-GCM or ChaCha20-Poly1305: Mozilla's "intermediate" profile without
+/// its finite-field Diffie-Hellman, which Cloudflare does not use).
+fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .clone()
 }
 
 /// Every certificate of `tls`, the default first.
@@ -178,52 +172,266 @@ pub fn load_all(tls: &ListenerTls) -> Result<Vec<Certificate>, String> {
         .collect()
 }
 
-/// Our first protocol that the client offers too, from the client's list in ALPN's wire
-/// format (each protocol's length, then its name).
-pub fn select_alpn<'c>(ours: &[Alpn], theirs: &'c [u8]) -> Option<&'c [u8]> {
-    let offered = || {
-        let mut rest = theirs;
-        std::iter::from_fn(move || {
-            let (&len, tail) = rest.split_first()?;
-            let (name, after) = tail.split_at_checked(usize::from(len))?;
-            rest = after;
-            Some(name)
-        })
-    };
+/// Our first protocol that the client offers too.
+pub fn select_alpn(ours: &[Alpn], theirs: &[&[u8]]) -> Option<Alpn> {
     ours.iter()
-        .find_map(|a| offered().find(|o| *o == a.id().as_bytes()))
+        .copied()
+        .find(|a| theirs.contains(&a.id().as_bytes()))
 }
 
-/// The TLS of one HTTPS listener: the default certificate, the others chosen by SNI; `alpn`
-/// offered in that order of preference.
-pub fn acceptor(
-    certs: &[Certificate],
-    pulls: Option<&OriginPulls>,
-    alpn: &[Alpn],
-) -> Result<SslAcceptor, String> {
-    let Some(default) = certs.first() else {
-        return Err("no certificate".to_string());
-    };
-    let others: Vec<SslContext> = certs[1..]
-        .iter()
-        .map(|c| builder(c, pulls, alpn).map(|b| b.build().into_context()))
-        .collect::<Result<_, _>>()?;
-    let mut b = builder(default, pulls, alpn)?;
-    if !others.is_empty() {
-        let names: Arc<Vec<Vec<String>>> =
-            Arc::new(certs[1..].iter().map(|c| c.names.clone()).collect());
-        b.set_servername_callback(move |ssl, _| {
-            let Some(name) = ssl.servername(NameType::HOST_NAME).map(str::to_string) else {
-                return Ok(()); // no SNI: the default
-            };
-            if let Some(ctx) = pick(&names, &name).and_then(|i| others.get(i)) {
-                ssl.set_ssl_context(ctx)
-                    .map_err(|_| SniError::ALERT_FATAL)?;
-            }
-            Ok(())
-        });
+/// The certificate for the name a client asks for (SNI): one naming it exactly, then one with a
+/// wildcard for it, else the default (as is a client that names none).
+#[derive(Debug)]
+struct ByName {
+    default: Arc<CertifiedKey>,
+    others: Vec<Arc<CertifiedKey>>,
+    names: Vec<Vec<String>>,
+}
+
+impl ResolvesServerCert for ByName {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let named = hello.server_name().and_then(|name| pick(&self.names, name));
+        Some(
+            named
+                .and_then(|i| self.others.get(i))
+                .unwrap_or(&self.default)
+                .clone(),
+        )
     }
-    Ok(b.build())
+}
+
+/// Authenticated Origin Pulls in `log` mode: a client certificate is asked for and its
+/// signature of the handshake checked, but its chain is not held against the connection (the
+/// chain is checked after the handshake, [`Acceptor::client_certificate`], to be logged).
+#[derive(Debug)]
+struct LogOnly(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for LogOnly {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// The check of client certificates against the CA file of `pulls`.
+fn client_verifier(pulls: &OriginPulls) -> Result<Arc<dyn ClientCertVerifier>, String> {
+    let ca = pulls.ca.display().to_string();
+    let mut roots = RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(&pulls.ca)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{ca}: {e}"))?;
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| format!("{ca}: not a CA certificate: {e}"))?;
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| format!("{ca}: {e}"))
+}
+
+/// The TLS of one HTTPS listener: its certificates (by SNI), what it offers by ALPN and the
+/// client certificates it asks for.
+pub struct Acceptor {
+    /// One config for each answer ALPN can give: none, then each of ours.
+    configs: Vec<(Option<Alpn>, Arc<ServerConfig>)>,
+    alpn: Vec<Alpn>,
+    /// In `log` mode, the check a client's certificate is put to after the handshake.
+    log_only: Option<Arc<dyn ClientCertVerifier>>,
+}
+
+/// What a completed handshake says of the client's certificate.
+pub struct ClientCertificate {
+    pub shown: bool,
+    /// Why it does not verify (`log` mode: a `require` listener has refused it already).
+    pub verify_error: Option<String>,
+}
+
+impl Acceptor {
+    /// The TLS of one HTTPS listener: the default certificate, the others chosen by SNI;
+    /// `alpn` offered in that order of preference; the client certificates of `pulls`.
+    pub fn new(
+        certs: &[Certificate],
+        pulls: Option<&OriginPulls>,
+        alpn: &[Alpn],
+    ) -> Result<Acceptor, String> {
+        let Some((default, others)) = certs.split_first() else {
+            return Err("no certificate".to_string());
+        };
+        let resolver = Arc::new(ByName {
+            default: default.certified.clone(),
+            others: others.iter().map(|c| c.certified.clone()).collect(),
+            names: others.iter().map(|c| c.names.clone()).collect(),
+        });
+        let verifier = pulls.map(client_verifier).transpose()?;
+        let log_only = match (pulls, &verifier) {
+            (Some(p), Some(v)) if p.mode == PullMode::Log => Some(v.clone()),
+            _ => None,
+        };
+        let verifier: Option<Arc<dyn ClientCertVerifier>> = match (&log_only, verifier) {
+            (Some(v), _) => Some(Arc::new(LogOnly(v.clone()))),
+            (None, v) => v,
+        };
+        // Resumption by tickets (stateless, keys rotated every 6 hours), as OpenSSL did: the
+        // same keys for every config of the listener.
+        let tickets = Ticketer::new().map_err(|e| e.to_string())?;
+        let config = |answer: Option<Alpn>| -> Result<Arc<ServerConfig>, String> {
+            let b = ServerConfig::builder_with_provider(provider())
+                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+                .map_err(|e| e.to_string())?;
+            let b = match &verifier {
+                Some(v) => b.with_client_cert_verifier(v.clone()),
+                None => b.with_no_client_auth(),
+            };
+            let mut config = b.with_cert_resolver(resolver.clone());
+            config.alpn_protocols = answer
+                .map(|a| a.id().as_bytes().to_vec())
+                .into_iter()
+                .collect();
+            config.ticketer = tickets.clone();
+            Ok(Arc::new(config))
+        };
+        let configs = std::iter::once(None)
+            .chain(alpn.iter().copied().map(Some))
+            .map(|answer| config(answer).map(|c| (answer, c)))
+            .collect::<Result<_, _>>()?;
+        Ok(Acceptor {
+            configs,
+            alpn: alpn.to_vec(),
+            log_only,
+        })
+    }
+
+    /// The handshake on `tcp`. ALPN is decided on the client's hello: the first of ours it
+    /// offers, or no answer (and HTTP/1.1) when it offers none of ours.
+    pub async fn accept(&self, tcp: TcpStream) -> std::io::Result<Box<Tls>> {
+        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+        let answer = start
+            .client_hello()
+            .alpn()
+            .and_then(|offered| select_alpn(&self.alpn, &offered.collect::<SmallVec<[_; 4]>>()));
+        let config = self
+            .configs
+            .iter()
+            .find(|(a, _)| *a == answer)
+            .map(|(_, c)| c.clone())
+            .ok_or_else(|| std::io::Error::other("no TLS config for the protocol agreed"))?;
+        start.into_stream(config).await.map(|s| Box::new(Tls(s)))
+    }
+
+    /// What the client's certificate was worth, on a completed handshake.
+    pub fn client_certificate(&self, tls: &ServerConnection) -> ClientCertificate {
+        let Some((leaf, chain)) = tls.peer_certificates().and_then(|c| c.split_first()) else {
+            return ClientCertificate {
+                shown: false,
+                verify_error: None,
+            };
+        };
+        let verify_error = self.log_only.as_ref().and_then(|check| {
+            check
+                .verify_client_cert(leaf, chain, UnixTime::now())
+                .err()
+                .map(|e| e.to_string())
+        });
+        ClientCertificate {
+            shown: true,
+            verify_error,
+        }
+    }
+}
+
+/// A visitor's TLS connection. A read returns what one read from the socket brought (the
+/// records it held): `tokio-rustls` fills the whole buffer it is given, which costs a second
+/// read of the socket, answered "would block", on every request.
+pub struct Tls(TlsStream<TcpStream>);
+
+impl Tls {
+    pub fn connection(&self) -> &ServerConnection {
+        self.0.get_ref().1
+    }
+}
+
+impl AsyncRead for Tls {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let mut inner = Pin::new(&mut self.0);
+        let data = std::task::ready!(inner.as_mut().poll_fill_buf(cx))?;
+        let n = data.len().min(buf.remaining());
+        buf.put_slice(&data[..n]);
+        inner.consume(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Tls {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
 }
 
 /// Certificates made for tests.
@@ -274,14 +482,14 @@ mod tests {
     #[test]
     fn alpn_follows_our_order() {
         let both = [Alpn::H2, Alpn::Http11];
-        type Case<'a> = (&'a [Alpn], &'a [u8], Option<&'a [u8]>);
+        type Case<'a> = (&'a [Alpn], &'a [&'a [u8]], Option<Alpn>);
         let cases: [Case; 6] = [
-            (&both, b"\x08http/1.1\x02h2", Some(b"h2")),
-            (&both, b"\x08http/1.1", Some(b"http/1.1")),
-            (&[Alpn::Http11], b"\x02h2\x08http/1.1", Some(b"http/1.1")),
-            (&[Alpn::H2], b"\x08http/1.1", None),
-            (&both, b"\x06spdy/3", None),
-            (&both, b"\x09http/1.1", None), // a length past the end
+            (&both, &[b"http/1.1", b"h2"], Some(Alpn::H2)),
+            (&both, &[b"http/1.1"], Some(Alpn::Http11)),
+            (&[Alpn::Http11], &[b"h2", b"http/1.1"], Some(Alpn::Http11)),
+            (&[Alpn::H2], &[b"http/1.1"], None),
+            (&both, &[b"spdy/3"], None),
+            (&both, &[], None),
         ];
         for (ours, theirs, expected) in cases {
             assert_eq!(select_alpn(ours, theirs), expected, "{ours:?} {theirs:?}");

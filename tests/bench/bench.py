@@ -565,8 +565,9 @@ def main():
                    help="streams at once per h2load connection (default 16: 64 requests at once, as wrk's 64 connections)")
     p.add_argument("--workloads", default="http-1k,https-1k,http-100k,h2-1k,h2-100k,up2-1k",
                    help="comma-separated: http-1k, https-1k, http-100k, https-100k, h2-1k, h2-100k, "
-                        "up2-1k, up2-100k (h2: HTTPS with HTTP/2 by ALPN, driven by h2load; up2: "
-                        "HTTP/1.1 visitors, HTTP/2 from the proxy to the origins)")
+                        "up2-1k, up2-100k, hs-1k (h2: HTTPS with HTTP/2 by ALPN, driven by h2load; up2: "
+                        "HTTP/1.1 visitors, HTTP/2 from the proxy to the origins; hs: HTTPS/1.1 with "
+                        "a new connection, so a full TLS handshake, per request)")
     p.add_argument("--proxies", default="holdfast,nginx,haproxy")
     p.add_argument("--access-log", action="store_true",
                    help="each proxy writes an access log line per request (nginx combined, buffered "
@@ -640,7 +641,9 @@ def main():
                     try:
                         for w in mine:
                             scheme, size = w.split("-")
-                            scheme = "http" if scheme == "up2" else scheme
+                            # `hs-*`: HTTPS/1.1, a new connection (a full handshake) per request.
+                            args.headers = ["-H", "Connection: close"] if scheme == "hs" else []
+                            scheme = {"up2": "http", "hs": "https"}.get(scheme, scheme)
                             port = ports["https" if scheme == "h2" else scheme]
                             url = f"{scheme}://127.0.0.1:{port}/{size}.bin"
                             r = measure(args, proc, url)

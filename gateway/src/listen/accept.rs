@@ -7,16 +7,12 @@ use super::set::{Entry, Listeners, Shared};
 use crate::fast::{FastPath, Via};
 use crate::trust::Ranges;
 use holdfast_health::LocalError;
-use openssl::ssl::Ssl;
-use openssl::x509::X509VerifyResult;
 use pingora::server::ShutdownWatch;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio_openssl::SslStream;
 
 /// A visitor that has not finished its TLS handshake after this long is dropped.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -166,57 +162,53 @@ async fn connection(
             false => app.serve(tcp, client, Via::Http, in_flight, shutdown).await,
         };
     };
-    let Ok(mut stream) = Ssl::new(acceptor.context()).and_then(|ssl| SslStream::new(ssl, tcp))
-    else {
-        return;
-    };
+    // Boxed, as the stream it gives: the TLS state is a few KB, which would otherwise be
+    // part of every connection's task, plain ones included.
     let handshake =
-        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, Pin::new(&mut stream).accept()).await;
+        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, Box::pin(acceptor.accept(tcp))).await;
     // Authenticated Origin Pulls: what the client's certificate was worth.
     if let Some(mode) = shared.pulls {
-        let reasons: Vec<&str> = match &handshake {
-            Ok(Err(e)) => e
-                .ssl_error()
-                .into_iter()
-                .flat_map(|stack| stack.errors())
-                .filter_map(|e| e.reason())
-                .collect(),
-            _ => Vec::new(),
+        let shown = match &handshake {
+            Ok(Ok(stream)) => Some(acceptor.client_certificate(stream.connection())),
+            _ => None,
         };
-        let verified = stream.ssl().verify_result();
-        let seen = match &handshake {
-            Ok(Ok(())) => Handshake::Done {
-                certificate: stream.ssl().peer_certificate().is_some(),
-                verify_error: (verified != X509VerifyResult::OK).then(|| verified.error_string()),
+        let seen = match (&handshake, &shown) {
+            (_, Some(c)) => Handshake::Done {
+                certificate: c.shown,
+                verify_error: c.verify_error.as_deref(),
             },
-            Ok(Err(_)) => Handshake::Refused(&reasons),
-            Err(_) => Handshake::TimedOut,
+            (Ok(Err(e)), _) => match e.get_ref().and_then(|e| e.downcast_ref()) {
+                Some(refused) => Handshake::Refused(refused),
+                None => Handshake::Failed,
+            },
+            _ => Handshake::Failed,
         };
         if let Some(why) = pulls::failure(seen) {
             app.snapshot().metrics.origin_pull_failed(mode);
             tracing::info!(%client, ?mode, why, "Authenticated Origin Pulls: the client certificate does not verify");
         }
     }
-    let h2 = stream.ssl().selected_alpn_protocol() == Some(b"h2");
-    if handshake.as_ref().is_ok_and(|h| h.is_ok()) {
-        app.snapshot().metrics.tls_connection(h2);
-    }
+    let stream = match handshake {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return tracing::debug!(%client, error = %e, "TLS handshake failed"),
+        Err(_) => return tracing::debug!(%client, "TLS handshake timed out"),
+    };
+    let h2 = stream.connection().alpn_protocol() == Some(b"h2");
+    app.snapshot().metrics.tls_connection(h2);
     // The h2 futures are boxed: a few KB each, they would otherwise be part of every
     // connection's task, HTTP/1.1 and idle ones included.
-    match handshake {
-        Ok(Ok(())) if h2 && over => Box::pin(crate::http2::shed(app, stream, client)).await,
-        Ok(Ok(())) if h2 => {
+    match (h2, over) {
+        (true, true) => Box::pin(crate::http2::shed(app, stream, client)).await,
+        (true, false) => {
             let serving =
                 crate::http2::serve(app.clone(), stream, client, in_flight, shutdown.clone());
             Box::pin(serving).await
         }
-        Ok(Ok(())) if over => app.shed(stream, client).await,
-        Ok(Ok(())) => {
+        (false, true) => app.shed(stream, client).await,
+        (false, false) => {
             app.serve(stream, client, Via::Https, in_flight, shutdown)
                 .await
         }
-        Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
-        Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
     }
 }
 

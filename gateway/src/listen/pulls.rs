@@ -4,7 +4,7 @@
 //! under TLS 1.3), `log` serves it. A plain function with its table test.
 
 /// How the handshake went, as far as the client's certificate goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Handshake<'a> {
     /// Completed: whether the client showed a certificate, and the verification's error if it
     /// did not verify.
@@ -12,10 +12,11 @@ pub enum Handshake<'a> {
         certificate: bool,
         verify_error: Option<&'a str>,
     },
-    /// Refused by TLS, with the reasons OpenSSL gave.
-    Refused(&'a [&'a str]),
-    /// Did not complete in time.
-    TimedOut,
+    /// Refused by TLS, for this reason.
+    Refused(&'a rustls::Error),
+    /// The connection failed under it (closed, reset) or the handshake did not complete in
+    /// time.
+    Failed,
 }
 
 /// Why the client's certificate failed; `None` when it did not (or the handshake failed for
@@ -30,11 +31,14 @@ pub fn failure(handshake: Handshake<'_>) -> Option<String> {
             ..
         } => Some(why.to_string()),
         Handshake::Done { .. } => None,
-        Handshake::Refused(reasons) => reasons
-            .iter()
-            .find(|r| r.contains("certificate"))
-            .map(|r| r.to_string()),
-        Handshake::TimedOut => None,
+        Handshake::Refused(rustls::Error::NoCertificatesPresented) => {
+            Some("no client certificate".to_string())
+        }
+        // A server checks no certificate but its client's.
+        Handshake::Refused(e @ rustls::Error::InvalidCertificate(_)) => Some(e.to_string()),
+        // Anything else (the client refusing ours, no common protocol) is no failed pull.
+        Handshake::Refused(_) => None,
+        Handshake::Failed => None,
     }
 }
 
@@ -48,24 +52,30 @@ mod tests {
             certificate,
             verify_error,
         };
+        let unknown = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let expired = rustls::Error::InvalidCertificate(rustls::CertificateError::Expired);
+        let none = rustls::Error::NoCertificatesPresented;
+        let theirs = rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate);
+        let garbled = rustls::Error::DecryptError;
         let cases: &[(Handshake, Option<&str>)] = &[
             (done(true, None), None),
             (done(false, None), Some("no client certificate")),
             (
-                done(true, Some("unable to get local issuer certificate")),
-                Some("unable to get local issuer certificate"),
+                done(true, Some("invalid peer certificate: UnknownIssuer")),
+                Some("invalid peer certificate: UnknownIssuer"),
+            ),
+            (Handshake::Refused(&none), Some("no client certificate")),
+            (
+                Handshake::Refused(&unknown),
+                Some("invalid peer certificate: UnknownIssuer"),
             ),
             (
-                Handshake::Refused(&["peer did not return a certificate"]),
-                Some("peer did not return a certificate"),
+                Handshake::Refused(&expired),
+                Some("invalid peer certificate: Expired"),
             ),
-            (
-                Handshake::Refused(&["tlsv1 alert unknown ca", "certificate verify failed"]),
-                Some("certificate verify failed"),
-            ),
-            (Handshake::Refused(&["unexpected eof while reading"]), None),
-            (Handshake::Refused(&[]), None),
-            (Handshake::TimedOut, None),
+            (Handshake::Refused(&theirs), None),
+            (Handshake::Refused(&garbled), None),
+            (Handshake::Failed, None),
         ];
         for (handshake, want) in cases {
             assert_eq!(failure(*handshake).as_deref(), *want, "{handshake:?}");

@@ -10,7 +10,6 @@ use crate::fast::FastPath;
 use crate::trust::Ranges;
 use arc_swap::ArcSwap;
 use holdfast_config::{Config, ListenerLimits, PullMode};
-use openssl::ssl::SslAcceptor;
 use pingora::server::ListenFds;
 use std::collections::HashSet;
 use std::net::{SocketAddr, TcpListener};
@@ -23,7 +22,7 @@ use tokio::sync::watch;
 /// What the workers share of one listener: TLS, caps, who may connect. A reload swaps it
 /// whole.
 pub(super) struct Shared {
-    pub(super) tls: Option<SslAcceptor>,
+    pub(super) tls: Option<certs::Acceptor>,
     pub(super) connections: Option<Arc<Cap>>,
     pub(super) in_flight: Option<Arc<Cap>>,
     /// On a `trusted_only` listener, the peers let in beside the trusted ones (the running
@@ -47,7 +46,7 @@ pub(super) struct Entry {
 /// A listener as a config has it.
 pub(super) struct Wanted {
     pub(super) addr: SocketAddr,
-    tls: Option<SslAcceptor>,
+    tls: Option<certs::Acceptor>,
     limits: ListenerLimits,
     trusted_only: Option<Arc<Ranges>>,
     pulls: Option<PullMode>,
@@ -152,7 +151,11 @@ fn wanted(config: &Config) -> Result<(Vec<Wanted>, Vec<Certificate>), String> {
             let pulls = tls.origin_pulls.get(&addr);
             wanted.push(Wanted {
                 addr,
-                tls: Some(certs::acceptor(&certificates, pulls, &config.listen.alpn)?),
+                tls: Some(certs::Acceptor::new(
+                    &certificates,
+                    pulls,
+                    &config.listen.alpn,
+                )?),
                 limits: limits(&addr),
                 trusted_only: trusted_only(&addr),
                 pulls: pulls.map(|p| p.mode),
