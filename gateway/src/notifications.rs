@@ -23,17 +23,9 @@ const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 /// Delivers what `inbox` brings until the process ends.
 pub async fn deliver(mut inbox: mpsc::Receiver<Event>, runtime: Arc<ArcSwap<Runtime>>) {
-    let client = match reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("holdfast/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
-        Ok(client) => client,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot make the webhook client: [[notify]] webhooks are off");
-            return;
-        }
-    };
+    // Made for the first event a target is told of: the client loads the system's CA
+    // certificates (a few MB), which a holdfast without `[[notify]]` has no use for.
+    let mut client: Option<reqwest::Client> = None;
     let host = hostname();
     let (mut limiter, mut tiers) = (Limiter::default(), Tiers::default());
     // One queue and one worker per target: its events arrive in order, and a slow target holds
@@ -69,9 +61,23 @@ pub async fn deliver(mut inbox: mpsc::Receiver<Event>, runtime: Arc<ArcSwap<Runt
                     }
                     continue;
                 }
+                let client = match &client {
+                    Some(c) => c.clone(),
+                    None => match reqwest::Client::builder()
+                        .redirect(reqwest::redirect::Policy::none())
+                        .user_agent(concat!("holdfast/", env!("CARGO_PKG_VERSION")))
+                        .build()
+                    {
+                        Ok(c) => client.insert(c).clone(),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot make the webhook client: [[notify]] is off");
+                            return;
+                        }
+                    },
+                };
                 let queue = queues.entry(i).or_insert_with(|| {
                     let (tx, rx) = mpsc::channel(TARGET_QUEUE);
-                    tokio::spawn(worker(rx, client.clone(), host.clone(), metrics.clone()));
+                    tokio::spawn(worker(rx, client, host.clone(), metrics.clone()));
                     tx
                 });
                 if queue.try_send((target.clone(), event.clone())).is_err() {

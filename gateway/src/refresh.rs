@@ -33,16 +33,9 @@ pub fn take_kept(file: &std::path::Path) -> bool {
 /// `refresh_file`, then a fetch every `refresh_interval`. A good list replaces the refreshed
 /// ranges and is written to the file; anything else is logged and counted, and changes nothing.
 pub async fn keep_refreshed(runtime: Arc<ArcSwap<Runtime>>) {
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot refresh Cloudflare's ranges: the built-in ones are used");
-            return;
-        }
-    };
+    // Made when a config first asks for a refresh: the client loads the system's CA
+    // certificates (a few MB).
+    let mut client: Option<reqwest::Client> = None;
     // The process took the kept list at start (`take_kept`); a reload may name another file.
     let mut from_file: Option<PathBuf> = runtime
         .load()
@@ -56,6 +49,19 @@ pub async fn keep_refreshed(runtime: Arc<ArcSwap<Runtime>>) {
         let Some(refresh) = current.config.trust.refresh.clone() else {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
+        };
+        let client = match &client {
+            Some(c) => c.clone(),
+            None => match reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+            {
+                Ok(c) => client.insert(c).clone(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot refresh Cloudflare's ranges: the built-in ones are used");
+                    return;
+                }
+            },
         };
         let metrics = &current.metrics;
         if refresh.file != from_file {

@@ -75,8 +75,6 @@ pub enum StartError {
     ListenerTls(String),
     #[error("cannot listen on {0}: {1}")]
     Listen(std::net::SocketAddr, String),
-    #[error("cannot set up TLS towards backends: {0}")]
-    Tls(#[from] openssl::error::ErrorStack),
     #[error("{0}")]
     RunDir(#[from] RunDirError),
     #[error("cannot open the access log (log.access): {0}")]
@@ -140,7 +138,7 @@ pub fn run(path: PathBuf, options: ProcessOptions) -> Result<(), StartError> {
         None => None,
     };
     let health = Arc::new(HealthTable::new(&config, Arc::new(metrics.clone())));
-    let tls = TlsClient::new()?;
+    let tls = TlsClient::new();
     let prober = Arc::new(NetProber::new(tls.clone()));
     // On an upgrade, the health state comes from the running process with its sockets, and
     // only what it did not know is probed then. On a plain start, a state file written by a

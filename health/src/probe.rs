@@ -338,7 +338,7 @@ mod tests {
             }
         });
         let timeout = Duration::from_secs(2);
-        let tls = TlsClient::new().unwrap();
+        let tls = TlsClient::new();
         let plain = backend(addr, None);
         assert_eq!(probe(&CheckKind::Tcp, &plain, &tls, timeout).await, Ok(()));
         let http = CheckKind::Http(check(vec![], None));

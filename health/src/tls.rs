@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
 
@@ -33,9 +33,11 @@ impl fmt::Display for HandshakeError {
 }
 
 /// A TLS client for backends.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct TlsClient {
-    connector: SslConnector,
+    /// The client trusting the system's store, made when a backend first needs it: loading the
+    /// store costs about a megabyte, for nothing when no backend speaks TLS or each has its CA.
+    system: Arc<OnceLock<Result<SslConnector, String>>>,
     /// Clients trusting a CA file's certificates, by the file's bytes (built on first use).
     with_ca: Arc<Mutex<HashMap<Arc<[u8]>, SslConnector>>>,
 }
@@ -48,19 +50,22 @@ impl fmt::Debug for TlsClient {
 
 impl TlsClient {
     /// A client trusting the system's certificate store.
-    pub fn new() -> Result<Self, openssl::error::ErrorStack> {
-        let mut builder = SslConnector::builder(SslMethod::tls_client())?;
-        builder.set_default_verify_paths()?;
-        Ok(TlsClient {
-            connector: builder.build(),
-            with_ca: Arc::default(),
-        })
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// The client for `ca`: one trusting that file's certificates only.
     fn connector(&self, ca: Option<&CaFile>) -> Result<SslConnector, String> {
         let Some(ca) = ca else {
-            return Ok(self.connector.clone());
+            let system = self.system.get_or_init(|| {
+                let mut builder = SslConnector::builder(SslMethod::tls_client())
+                    .map_err(|e| format!("the system's certificate store: {e}"))?;
+                builder
+                    .set_default_verify_paths()
+                    .map_err(|e| format!("the system's certificate store: {e}"))?;
+                Ok(builder.build())
+            });
+            return system.clone();
         };
         let mut cache = self
             .with_ca

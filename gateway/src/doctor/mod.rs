@@ -18,7 +18,7 @@ use crate::control::{self, Admin};
 use holdfast_config::{CheckKind, Config};
 use holdfast_health::probe::{probe, CheckFailure};
 use holdfast_health::tls::TlsClient;
-use report::{Finding, Layer, Report};
+use report::{Finding, Report};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -229,15 +229,7 @@ fn firewall(config: &Config) -> Vec<Finding> {
 
 /// Every backend probed at once, then each pool judged by what the probes found.
 async fn backends(config: &Config, seen: &HashMap<String, backends::Seen>) -> Vec<Finding> {
-    let Ok(tls) = TlsClient::new() else {
-        return vec![Finding::fail(
-            Layer::Backends,
-            "backends",
-            None,
-            "cannot set up TLS to probe them",
-            "check the system's OpenSSL",
-        )];
-    };
+    let tls = TlsClient::new();
     let mut probes = tokio::task::JoinSet::new();
     for (p, pool) in config.pools.iter().enumerate() {
         let connect_timeout = pool

@@ -151,7 +151,7 @@ impl FastPath {
         let pools = health.pools();
         let runtime = Runtime::new(config, version, health, pools, metrics, None);
         let descriptors = upstream::Descriptors::new(1024, Cap::new(1024));
-        let tls = holdfast_health::tls::TlsClient::new().unwrap();
+        let tls = holdfast_health::tls::TlsClient::new();
         FastPath::new(
             Arc::new(ArcSwap::from_pointee(runtime)),
             Arc::new(Connector::new(tls, descriptors)),
