@@ -378,7 +378,13 @@ impl<S: VisitorIo> Visitor<'_, S> {
                 // `Connection: close`, like any request on an idle connection after the stop.
                 Exchange::KeepOpen => {}
                 Exchange::Linger => return linger(&mut self.stream).await,
-                _ => return,
+                // Closed in order: over TLS, with close_notify, without which a client takes
+                // the end for a truncation and does not resume its session on the next
+                // connection (OpenSSL's clients, wrk among them: a full handshake each time).
+                Exchange::Close => {
+                    let _ = tokio::time::timeout(SHED_WAIT, self.stream.shutdown()).await;
+                    return;
+                }
             }
             shrink(&mut self.buf);
             if let Some(pinned) = &mut self.pinned {

@@ -235,3 +235,40 @@ async fn a_backend_verified_against_its_own_ca() {
         assert_eq!(r.status(), want, "tls_ca {ca:?}");
     }
 }
+
+/// An answer that closes the connection ends its TLS in order: close_notify, so that the
+/// client reads a clean end and not a truncation (after which an OpenSSL client does not offer
+/// that session again: a full handshake next time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_connection_ends_tls_in_order() {
+    use std::io::{Read, Write};
+    let web = backend("web").await;
+    let pools = format!(
+        "[[pools.app.tiers]]\nbackends = [{{ address = \"{}\" }}]\n",
+        web.addr()
+    );
+    let gw = Gateway::start_with_https_and_listen("", &pools).await;
+    let https = gw.https.unwrap();
+    // A blocking client: its stream tells whether close_notify came.
+    let (answer, shutdown) = tokio::task::spawn_blocking(move || {
+        let mut connector =
+            openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client()).unwrap();
+        connector.set_verify(openssl::ssl::SslVerifyMode::NONE);
+        let tcp = std::net::TcpStream::connect(https).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut stream = connector.build().connect("localhost", tcp).unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        (answer, stream.get_shutdown())
+    })
+    .await
+    .unwrap();
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    assert!(
+        shutdown.contains(openssl::ssl::ShutdownState::RECEIVED),
+        "close_notify received: {shutdown:?}"
+    );
+}
