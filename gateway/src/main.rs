@@ -24,8 +24,16 @@ fn main() -> ExitCode {
     // inherit it). Best effort: an error leaves things as they were.
     let _ = nix::sys::prctl::set_thp_disable(true);
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // rustls warns of what a client sent wrong (an IP address as SNI, as wrk and many probes
+    // send it): a line per connection that the operator can do nothing about. Only its errors,
+    // unless HOLDFAST_LOG says otherwise of rustls.
+    if !std::env::var("HOLDFAST_LOG").is_ok_and(|f| f.contains("rustls")) {
+        if let Ok(quiet) = "rustls=error".parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     let log = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter);

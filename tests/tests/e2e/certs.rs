@@ -272,3 +272,36 @@ async fn a_closed_connection_ends_tls_in_order() {
         "close_notify received: {shutdown:?}"
     );
 }
+
+/// A client that names an IP address in SNI (wrk does, and many probes) is served with the
+/// default certificate, and the TLS library's warning of it is not logged once per connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ip_address_as_sni_is_served_without_a_log_line() {
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+    let web = backend("web").await;
+    let pools = format!(
+        "[[pools.app.tiers]]\nbackends = [{{ address = \"{}\" }}]\n",
+        web.addr()
+    );
+    let gw = Gateway::start_with_https_and_listen("", &pools).await;
+    let https = gw.https.unwrap();
+    let mut builder = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    builder.set_verify(SslVerifyMode::NONE);
+    let connector = builder.build();
+    for _ in 0..3 {
+        let mut ssl = connector
+            .configure()
+            .unwrap()
+            .use_server_name_indication(false)
+            .verify_hostname(false)
+            .into_ssl("localhost")
+            .unwrap();
+        ssl.set_hostname("127.0.0.1").unwrap();
+        let tcp = tokio::net::TcpStream::connect(https).await.unwrap();
+        let mut stream = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+        std::pin::Pin::new(&mut stream).connect().await.unwrap();
+        assert!(request(stream).await.starts_with("HTTP/1.1 200"));
+    }
+    let log = gw.log();
+    assert!(!log.contains("SNI"), "{log}");
+}
