@@ -14,6 +14,14 @@ fn der(pem: &[u8]) -> Vec<u8> {
         .unwrap()
 }
 
+/// A pool of the one backend `web`.
+fn one_backend(web: &holdfast_tests::DemoBackend) -> String {
+    format!(
+        "[[pools.app.tiers]]\nbackends = [{{ address = \"{}\" }}]\n",
+        web.addr()
+    )
+}
+
 /// One request over an established TLS stream; the answer, or empty if there was none.
 async fn request(mut stream: tokio_openssl::SslStream<tokio::net::TcpStream>) -> String {
     let sent = stream
@@ -146,10 +154,7 @@ async fn authenticated_origin_pulls_require_and_log() {
     std::fs::write(files.path().join("ca.pem"), ca.0.to_pem().unwrap()).unwrap();
     let client = tls::signed("origin-pull", &ca);
     let stranger = tls::signed("origin-pull", &tls::ca("another CA"));
-    let pools = format!(
-        "[[pools.app.tiers]]\nbackends = [{{ address = \"{}\" }}]\n",
-        web.addr()
-    );
+    let pools = one_backend(&web);
     for mode in ["require", "log"] {
         let gw = Gateway::start_with_https_and_listen(
             &format!(
@@ -243,11 +248,7 @@ async fn a_backend_verified_against_its_own_ca() {
 async fn a_closed_connection_ends_tls_in_order() {
     use std::io::{Read, Write};
     let web = backend("web").await;
-    let pools = format!(
-        "[[pools.app.tiers]]\nbackends = [{{ address = \"{}\" }}]\n",
-        web.addr()
-    );
-    let gw = Gateway::start_with_https_and_listen("", &pools).await;
+    let gw = Gateway::start_with_https(&one_backend(&web)).await;
     let https = gw.https.unwrap();
     // A blocking client: its stream tells whether close_notify came.
     let (answer, shutdown) = tokio::task::spawn_blocking(move || {
@@ -279,11 +280,7 @@ async fn a_closed_connection_ends_tls_in_order() {
 async fn an_ip_address_as_sni_is_served_without_a_log_line() {
     use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
     let web = backend("web").await;
-    let pools = format!(
-        "[[pools.app.tiers]]\nbackends = [{{ address = \"{}\" }}]\n",
-        web.addr()
-    );
-    let gw = Gateway::start_with_https_and_listen("", &pools).await;
+    let gw = Gateway::start_with_https(&one_backend(&web)).await;
     let https = gw.https.unwrap();
     let mut builder = SslConnector::builder(SslMethod::tls_client()).unwrap();
     builder.set_verify(SslVerifyMode::NONE);
