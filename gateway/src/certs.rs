@@ -301,14 +301,16 @@ impl Acceptor {
             others: others.iter().map(|c| c.certified.clone()).collect(),
             names: others.iter().map(|c| c.names.clone()).collect(),
         });
-        let verifier = pulls.map(client_verifier).transpose()?;
-        let log_only = match (pulls, &verifier) {
-            (Some(p), Some(v)) if p.mode == PullMode::Log => Some(v.clone()),
-            _ => None,
-        };
-        let verifier: Option<Arc<dyn ClientCertVerifier>> = match (&log_only, verifier) {
-            (Some(v), _) => Some(Arc::new(LogOnly(v.clone()))),
-            (None, v) => v,
+        // What the handshake checks of a client's certificate, and what is checked after it.
+        let (verifier, log_only): (Option<Arc<dyn ClientCertVerifier>>, _) = match pulls {
+            None => (None, None),
+            Some(p) => {
+                let check = client_verifier(p)?;
+                match p.mode {
+                    PullMode::Require => (Some(check), None),
+                    PullMode::Log => (Some(Arc::new(LogOnly(check.clone()))), Some(check)),
+                }
+            }
         };
         // Resumption by tickets (stateless, keys rotated every 6 hours), as OpenSSL did: the
         // same keys for every config of the listener.

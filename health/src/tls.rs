@@ -37,7 +37,7 @@ impl fmt::Display for HandshakeError {
 pub struct TlsClient {
     /// The client trusting the system's store, made when a backend first needs it: loading the
     /// store costs about a megabyte, for nothing when no backend speaks TLS or each has its CA.
-    system: Arc<OnceLock<Result<SslConnector, String>>>,
+    system: Arc<OnceLock<Result<SslConnector, openssl::error::ErrorStack>>>,
     /// Clients trusting a CA file's certificates, by the file's bytes (built on first use).
     with_ca: Arc<Mutex<HashMap<Arc<[u8]>, SslConnector>>>,
 }
@@ -58,14 +58,13 @@ impl TlsClient {
     fn connector(&self, ca: Option<&CaFile>) -> Result<SslConnector, String> {
         let Some(ca) = ca else {
             let system = self.system.get_or_init(|| {
-                let mut builder = SslConnector::builder(SslMethod::tls_client())
-                    .map_err(|e| format!("the system's certificate store: {e}"))?;
-                builder
-                    .set_default_verify_paths()
-                    .map_err(|e| format!("the system's certificate store: {e}"))?;
+                let mut builder = SslConnector::builder(SslMethod::tls_client())?;
+                builder.set_default_verify_paths()?;
                 Ok(builder.build())
             });
-            return system.clone();
+            return system
+                .clone()
+                .map_err(|e| format!("the system's certificate store: {e}"));
         };
         let mut cache = self
             .with_ca

@@ -168,22 +168,22 @@ async fn connection(
         tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, Box::pin(acceptor.accept(tcp))).await;
     // Authenticated Origin Pulls: what the client's certificate was worth.
     if let Some(mode) = shared.pulls {
-        let shown = match &handshake {
-            Ok(Ok(stream)) => Some(acceptor.client_certificate(stream.connection())),
-            _ => None,
+        let failed = match &handshake {
+            Ok(Ok(stream)) => {
+                let shown = acceptor.client_certificate(stream.connection());
+                pulls::failure(Handshake::Done {
+                    certificate: shown.shown,
+                    verify_error: shown.verify_error.as_deref(),
+                })
+            }
+            Ok(Err(e)) => pulls::failure(
+                e.get_ref()
+                    .and_then(|e| e.downcast_ref())
+                    .map_or(Handshake::Failed, Handshake::Refused),
+            ),
+            Err(_) => pulls::failure(Handshake::Failed),
         };
-        let seen = match (&handshake, &shown) {
-            (_, Some(c)) => Handshake::Done {
-                certificate: c.shown,
-                verify_error: c.verify_error.as_deref(),
-            },
-            (Ok(Err(e)), _) => match e.get_ref().and_then(|e| e.downcast_ref()) {
-                Some(refused) => Handshake::Refused(refused),
-                None => Handshake::Failed,
-            },
-            _ => Handshake::Failed,
-        };
-        if let Some(why) = pulls::failure(seen) {
+        if let Some(why) = failed {
             app.snapshot().metrics.origin_pull_failed(mode);
             tracing::info!(%client, ?mode, why, "Authenticated Origin Pulls: the client certificate does not verify");
         }

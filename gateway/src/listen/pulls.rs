@@ -1,7 +1,6 @@
 //! Authenticated Origin Pulls: whether a TLS handshake on a listener that asks for Cloudflare's
 //! client certificate shows a certificate that failed, and why. Counted and logged, whatever
-//! the mode: `require` has refused the connection already (in the handshake, or right after it
-//! under TLS 1.3), `log` serves it. A plain function with its table test.
+//! the mode: `require` has refused the connection already (in the handshake), `log` serves it. A plain function with its table test.
 
 /// How the handshake went, as far as the client's certificate goes.
 #[derive(Debug, Clone, Copy, PartialEq)]
