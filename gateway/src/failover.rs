@@ -105,6 +105,17 @@ impl<'a> Failover<'a> {
         self.may_repeat && self.body != RequestBody::Streamed
     }
 
+    /// Whether the request may go on a spare backend connection (one another visitor
+    /// connection left open). The backend may close a kept connection just as a request goes
+    /// out on it; a request that may be sent again then goes again on a fresh one, unseen,
+    /// and one that may not is lost. A visitor on a connection of its own that it kept open
+    /// knows that risk (and may send such a request again itself: RFC 9112 9.3.1), so its
+    /// later requests may take a spare; its first request takes one only when holdfast can
+    /// send it again (HAProxy's `http-reuse safe`).
+    pub fn takes_spare(&self, first_request: bool) -> bool {
+        !first_request || self.repeatable()
+    }
+
     /// The statuses whose answers are held back while another backend is tried.
     pub fn hold(&self) -> &'a [u16] {
         match self.repeatable() {
@@ -198,6 +209,48 @@ mod tests {
             failure,
             body_sent,
             reused,
+        }
+    }
+
+    /// Which requests may go on a connection another visitor connection left open.
+    #[test]
+    fn a_spare_connection_for_what_may_go_again_or_a_kept_visitor() {
+        let cases: &[(&str, bool, RequestBody, bool, bool)] = &[
+            ("GET, first request", true, RequestBody::None, true, true),
+            (
+                "GET, small body read whole",
+                true,
+                RequestBody::Buffered,
+                true,
+                true,
+            ),
+            (
+                "GET, body streamed",
+                true,
+                RequestBody::Streamed,
+                true,
+                false,
+            ),
+            ("POST, first request", false, RequestBody::None, true, false),
+            (
+                "POST with a body, first",
+                false,
+                RequestBody::Buffered,
+                true,
+                false,
+            ),
+            (
+                "POST, a later request",
+                false,
+                RequestBody::Streamed,
+                false,
+                true,
+            ),
+            ("GET, a later request", true, RequestBody::None, false, true),
+        ];
+        for (name, may_repeat, body, first, takes) in cases {
+            let failover = Failover::new(*may_repeat, *body, STATUSES);
+            assert_eq!(failover.takes_spare(*first), *takes, "{name}");
         }
     }
 

@@ -41,6 +41,7 @@ pub struct Metrics {
     connect_failures: IntCounterVec,
     no_answers: IntCounterVec,
     retryable_answers: IntCounterVec,
+    connections: IntCounterVec,
     rescued: IntCounterVec,
     stale_responses: IntCounterVec,
     stale_entries: IntGaugeVec,
@@ -153,6 +154,10 @@ pub struct BackendMetrics {
     no_answers: [IntCounter; TrafficFailure::ALL.len()],
     /// Answers with a status the pool retries on.
     pub retryable_answers: IntCounter,
+    /// Connections opened for requests.
+    pub opened: IntCounter,
+    /// Spare connections (left by a visitor connection that ended) taken by another.
+    pub spares_taken: IntCounter,
 }
 
 impl BackendMetrics {
@@ -280,6 +285,16 @@ impl Metrics {
                      on when none was left",
                 ),
                 &["pool", "backend"],
+            )?,
+            connections: IntCounterVec::new(
+                Opts::new(
+                    "holdfast_upstream_connections_total",
+                    "Backend connections a visitor connection began to use, by source: opened \
+                     (a new connection) or spare (one another visitor connection left when it \
+                     ended); a connection kept for the same visitor's next request is not counted \
+                     again",
+                ),
+                &["pool", "backend", "source"],
             )?,
             stale_responses: IntCounterVec::new(
                 Opts::new(
@@ -547,6 +562,7 @@ impl Metrics {
         m.registry.register(Box::new(m.connect_failures.clone()))?;
         m.registry.register(Box::new(m.no_answers.clone()))?;
         m.registry.register(Box::new(m.retryable_answers.clone()))?;
+        m.registry.register(Box::new(m.connections.clone()))?;
         m.registry.register(Box::new(m.rescued.clone()))?;
         m.registry.register(Box::new(m.stale_responses.clone()))?;
         m.registry.register(Box::new(m.stale_entries.clone()))?;
@@ -775,6 +791,12 @@ impl Metrics {
                     .with_label_values(&[pool, backend, kind.as_str()])
             }),
             retryable_answers: self.retryable_answers.with_label_values(&[pool, backend]),
+            opened: self
+                .connections
+                .with_label_values(&[pool, backend, "opened"]),
+            spares_taken: self
+                .connections
+                .with_label_values(&[pool, backend, "spare"]),
         }
     }
 

@@ -501,6 +501,11 @@ pub const NOFILE: &str = "NOFILE";
 /// the files its user and groups may read, as a service user would.
 pub const NO_CAPABILITIES: &str = "NO_CAPABILITIES";
 
+/// The pseudo environment variable of [`Gateway::start_with_env`] that starts the gateway with
+/// this many worker threads (`--threads`, 2 otherwise): with one, every visitor connection is
+/// served by the same worker (its spare backend connections, for one).
+pub const THREADS: &str = "THREADS";
+
 /// Starts `holdfast run` on `config`, its output appended to `log`.
 fn spawn(
     scratch: &Path,
@@ -514,6 +519,10 @@ fn spawn(
     // open-file limit of n, soft and hard (as `LimitNOFILE=n` would), by util-linux's prlimit.
     let nofile = env.iter().find(|(k, _)| *k == NOFILE).map(|(_, n)| *n);
     let no_caps = env.iter().any(|(k, _)| *k == NO_CAPABILITIES);
+    let threads = env
+        .iter()
+        .find(|(k, _)| *k == THREADS)
+        .map_or("2", |(_, n)| *n);
     let mut command = match (env.contains(&("WATCHDOG_PID", "self")), nofile) {
         _ if no_caps => {
             let mut setpriv = Command::new("setpriv");
@@ -535,11 +544,11 @@ fn spawn(
     };
     let env: Vec<_> = env
         .iter()
-        .filter(|(k, _)| !["WATCHDOG_PID", NOFILE, NO_CAPABILITIES].contains(k))
+        .filter(|(k, _)| !["WATCHDOG_PID", NOFILE, NO_CAPABILITIES, THREADS].contains(k))
         .copied()
         .collect();
     command
-        .args(["run", "--threads", "2", "--config"])
+        .args(["run", "--threads", threads, "--config"])
         .arg(config)
         .arg("--upgrade-sock")
         .arg(scratch.join("upgrade.sock"))

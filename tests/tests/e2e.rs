@@ -50,6 +50,8 @@ mod rescue;
 mod retry;
 #[path = "e2e/slow.rs"]
 mod slow;
+#[path = "e2e/spares.rs"]
+mod spares;
 #[path = "e2e/stale.rs"]
 mod stale;
 #[path = "e2e/systemd.rs"]

@@ -7,7 +7,7 @@
 use super::body::{self, Body};
 use super::exchange::{self, Forwarded, Leave, Outgoing};
 use super::upstream::{ConnectError, Connector, Io};
-use super::{now, still_open, Pinned, Visitor, VisitorIo, VISITOR_WRITE_TIMEOUT};
+use super::{now, spares, still_open, Pinned, Visitor, VisitorIo, VISITOR_WRITE_TIMEOUT};
 use crate::access::line::{Failed, Failure};
 use crate::answer::Exchange;
 use crate::attempts::{AttemptLimits, Attempts, GiveUp, RetryCause};
@@ -186,6 +186,7 @@ where
 {
     let started = now();
     let io: Box<dyn Io> = connector.connect(&backend.health.backend, timeout).await?;
+    backend.metrics.opened.inc();
     backend
         .connect_latency
         .observe(now().saturating_duration_since(started));
@@ -338,12 +339,8 @@ impl<S: VisitorIo> Visitor<'_, S> {
             if attempts.made() > 1 {
                 pool.metrics.retry(cause);
             }
-            // The kept connection first, if it goes to this very backend and is still open.
-            let kept = self
-                .pinned
-                .take()
-                .filter(|p| Arc::ptr_eq(&p.backend, &tried.backend.health))
-                .and_then(|mut p| still_open(&mut p.io).then_some(p));
+            let spare = chain.failover.takes_spare(self.first_request);
+            let kept = self.kept_for(tried.backend, spare);
             let (tried, up, reused) = match kept {
                 Some(up) => (tried, up, true),
                 None => match self.connect(&chain, attempts, tried).await {
@@ -394,6 +391,24 @@ impl<S: VisitorIo> Visitor<'_, S> {
                 _ => return Ok(Exchange::Close),
             }
         }
+    }
+
+    /// A kept connection to `backend` that is still open: the one pinned to this visitor if it
+    /// goes there (one that goes elsewhere joins the spares), or else a spare if `spare`.
+    fn kept_for(&mut self, backend: &BackendRuntime, spare: bool) -> Option<Pinned> {
+        if let Some(mut pinned) = self.pinned.take() {
+            if !Arc::ptr_eq(&pinned.backend, &backend.health) {
+                spares::give(pinned, now());
+            } else if still_open(&mut pinned.io) {
+                return Some(pinned);
+            }
+        }
+        if !spare {
+            return None;
+        }
+        let spare = spares::take(&backend.health)?;
+        backend.metrics.spares_taken.inc();
+        Some(spare)
     }
 
     /// Nothing more is tried: the answer held back, if any, or the fallback for `why`.

@@ -3,7 +3,9 @@
 //! ([`crate::runtime::PoolRuntime::next_attempt`]), forwards the head ([`crate::h1::rewrite`])
 //! and the body as they come, and streams the answer back. The backend connection stays pinned
 //! to the visitor's connection while both are kept alive (Cloudflare holds its connections for
-//! minutes), so a request costs no pool look-up, no channel and no extra task.
+//! minutes), so a request costs no pool look-up, no channel and no extra task; when the
+//! visitor's connection ends, its backend connection goes to the worker's spares for the next
+//! visitor connection that needs one to that backend (`spares.rs`).
 //!
 //! Failover: a failed connect (refused, timed out, TLS, no route) is reported to health and the
 //! same request goes to the next backend; a kept backend connection that turns out closed before
@@ -23,6 +25,7 @@ mod body;
 mod chain;
 mod counted;
 mod exchange;
+pub(crate) mod spares;
 mod tunnel;
 pub(crate) mod upstream;
 
@@ -179,21 +182,20 @@ impl FastPath {
     }
 
     /// Serves the one request of an h2 stream (`stream` gives its HTTP/1.1 head and body, then
-    /// ends) with the same decisions as any other; `kept`, a backend connection left by an
-    /// earlier stream of the same visitor connection, goes first if it suits, and the one this
-    /// request leaves open (if any) comes back.
+    /// ends) with the same decisions as any other; `first`: the visitor connection's first
+    /// stream. The backend connection it leaves open goes to the worker's spares, where the
+    /// connection's next stream (or any other visitor's) finds it.
     pub async fn serve_stream<S: VisitorIo>(
         &self,
         stream: S,
         client: IpAddr,
         in_flight: Option<Arc<Cap>>,
         shutdown: &ShutdownWatch,
-        kept: Option<Kept>,
-    ) -> Option<Kept> {
+        first: bool,
+    ) {
         let mut visitor = self.visitor(stream, client, Via::H2, in_flight, shutdown);
-        visitor.pinned = kept.map(|k| k.0);
+        visitor.first_request = first;
         visitor.serve().await;
-        visitor.pinned.take().map(Kept)
     }
 
     /// A visitor connection's state, before its first request.
@@ -221,6 +223,7 @@ impl FastPath {
             stale: None,
             tee: None,
             shutdown: shutdown.clone(),
+            first_request: true,
         }
     }
 
@@ -298,10 +301,6 @@ struct Pinned {
     head_time: Option<Duration>,
 }
 
-/// A backend connection an h2 stream left open, for the next stream of the same visitor
-/// connection.
-pub struct Kept(Pinned);
-
 /// One visitor connection.
 struct Visitor<'a, S> {
     app: &'a FastPath,
@@ -330,6 +329,9 @@ struct Visitor<'a, S> {
     stale: Option<StaleAsk>,
     tee: Option<Tee>,
     shutdown: ShutdownWatch,
+    /// No request of this connection has been answered yet (what it may take from the
+    /// spares: [`crate::failover::Failover::takes_spare`]).
+    first_request: bool,
 }
 
 /// A request serve-stale looks at: its pool's store and policy, and its URL.
@@ -342,7 +344,23 @@ struct StaleAsk {
 }
 
 impl<S: VisitorIo> Visitor<'_, S> {
+    /// Serves the connection's requests; when it ends, the backend connection pinned to it
+    /// (if any) goes to the worker's spares rather than being closed.
     async fn serve(&mut self) {
+        let since = self.serve_requests().await;
+        self.spare(since);
+    }
+
+    /// Gives the pinned backend connection, unused since `since`, to the worker's spares.
+    fn spare(&mut self, since: Instant) {
+        if let Some(pinned) = self.pinned.take() {
+            spares::give(pinned, since);
+        }
+    }
+
+    /// Serves requests until the connection ends; since when its pinned backend connection (if
+    /// any) has been unused.
+    async fn serve_requests(&mut self) -> Instant {
         loop {
             // Only the two limits are taken from the running config: no snapshot is held while
             // the connection waits (up to 930 s idle), so a reload's old config goes as soon as
@@ -352,16 +370,17 @@ impl<S: VisitorIo> Visitor<'_, S> {
                 let listen = &runtime.config.listen;
                 (listen.keepalive_timeout, listen.header_timeout)
             };
-            let head = match self.read_head(idle, header).await {
+            let waiting = now();
+            let head = match self.read_head(waiting, idle, header).await {
                 Ok(Some(head)) => head,
-                Ok(None) => return,
+                Ok(None) => return waiting,
                 Err(refusal) => {
                     self.begin();
                     let _ = self.refuse(refusal).await;
                     // What was read of it counts as the request's (the connection closes).
                     self.buf.clear();
                     self.log();
-                    return;
+                    return waiting;
                 }
             };
             // The exchange's state lives on the heap only while a request is in flight: an
@@ -371,19 +390,30 @@ impl<S: VisitorIo> Visitor<'_, S> {
             let exchanged = Box::pin(self.exchange(head)).await;
             self.log();
             drop(busy);
+            self.first_request = false;
             match exchanged {
                 // Kept open even when the process began to stop since the answer went out: the
                 // visitor was told it stays open and may be sending its next request already
                 // (closing now would reset that request). That one is answered with
                 // `Connection: close`, like any request on an idle connection after the stop.
                 Exchange::KeepOpen => {}
-                Exchange::Linger => return linger(&mut self.stream).await,
+                // The backend connection goes to the spares before the visitor's connection
+                // winds down (the rest of its body read away, or TLS closed): free for other
+                // visitors meanwhile.
+                Exchange::Linger => {
+                    let since = now();
+                    self.spare(since);
+                    linger(&mut self.stream).await;
+                    return since;
+                }
                 // Closed in order: over TLS, with close_notify, without which a client takes
                 // the end for a truncation and does not resume its session on the next
                 // connection (OpenSSL's clients, wrk among them: a full handshake each time).
                 Exchange::Close => {
+                    let since = now();
+                    self.spare(since);
                     let _ = tokio::time::timeout(SHED_WAIT, self.stream.shutdown()).await;
-                    return;
+                    return since;
                 }
             }
             shrink(&mut self.buf);
@@ -394,14 +424,16 @@ impl<S: VisitorIo> Visitor<'_, S> {
     }
 
     /// Reads until a whole request head is buffered. `Ok(None)`: the visitor closed or idled out
-    /// (`idle` with no byte of a new request). A head begun must end within `header`, or the
-    /// visitor gets 408: a client that trickles its head in holds the connection no longer.
+    /// (`idle` from `waiting` with no byte of a new request). A head begun must end within
+    /// `header`, or the visitor gets 408: a client that trickles its head in holds the
+    /// connection no longer.
     async fn read_head(
         &mut self,
+        waiting: Instant,
         idle: Duration,
         header: Duration,
     ) -> Result<Option<Head>, Refusal> {
-        let mut deadline = now() + idle;
+        let mut deadline = waiting + idle;
         let mut head_begun = false;
         let mut released = false;
         loop {

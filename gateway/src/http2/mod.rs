@@ -8,9 +8,10 @@
 //! of its head, tiers, failover of the same request, hold and rescue, the fallback, caps and
 //! metrics.
 //!
-//! The backend connection a stream leaves open is kept for the connection's next streams
-//! (idle at most 30 s), so a busy h2 connection holds about as many backend connections as it
-//! has streams open at once, the same as that many HTTP/1.1 connections would.
+//! The backend connection a stream leaves open goes to the worker's spares (idle at most 30
+//! s), where the connection's next streams find it, so a busy h2 connection holds about as
+//! many backend connections as it has streams open at once, the same as that many HTTP/1.1
+//! connections would.
 //!
 //! The connection: `SETTINGS_MAX_CONCURRENT_STREAMS` from `listen.h2_max_concurrent_streams`,
 //! closed (GOAWAY) after `listen.keepalive_timeout` without a stream, GOAWAY when the process
@@ -31,7 +32,7 @@ use crate::cap::Cap;
 use crate::fast::{FastPath, VisitorIo};
 use conn::{abuse_of, attacked, calm_down, handshake};
 use pingora::server::ShutdownWatch;
-use shared::{Connection, KEPT_IDLE};
+use shared::Connection;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -63,18 +64,17 @@ pub async fn serve<S: VisitorIo + 'static>(
         client,
         in_flight,
         shutdown: shutdown.clone(),
-        kept: Mutex::new(Vec::new()),
         open: AtomicUsize::new(0),
         last_end: Mutex::new(Instant::now()),
     });
     let mut stopping = shutdown;
     let mut reloads = app.lifecycle().reloads();
     reloads.borrow_and_update();
-    // Every KEPT_IDLE: backend connections idle that long are closed, and a connection idle
-    // for `idle` is closed.
-    let idle_timer = tokio::time::sleep(KEPT_IDLE.min(idle));
+    // A connection without a stream for `idle` is closed.
+    let idle_timer = tokio::time::sleep(idle);
     tokio::pin!(idle_timer);
     let mut closing = false;
+    let mut first = true;
     loop {
         if !closing && *stopping.borrow_and_update() {
             conn.graceful_shutdown();
@@ -86,8 +86,9 @@ pub async fn serve<S: VisitorIo + 'static>(
                     metrics.h2_stream();
                     shared.open.fetch_add(1, Ordering::Relaxed);
                     let shared = shared.clone();
+                    let is_first = std::mem::replace(&mut first, false);
                     tokio::spawn(async move {
-                        stream::stream(&shared, request, respond).await;
+                        stream::stream(&shared, request, respond, is_first).await;
                         shared.stream_ended();
                     });
                 }
@@ -112,7 +113,6 @@ pub async fn serve<S: VisitorIo + 'static>(
             }
             () = alarm.notify.notified() => return calm_down(&mut conn, &alarm, &metrics, client).await,
             () = &mut idle_timer, if !closing => {
-                shared.let_idle_go();
                 let now = Instant::now();
                 let next = match shared.idle_since() {
                     Some(since) if now.duration_since(since) >= idle => {
@@ -120,8 +120,8 @@ pub async fn serve<S: VisitorIo + 'static>(
                         closing = true;
                         continue;
                     }
-                    Some(since) => (since + idle).min(now + KEPT_IDLE),
-                    None => now + KEPT_IDLE.min(idle),
+                    Some(since) => since + idle,
+                    None => now + idle,
                 };
                 idle_timer.as_mut().reset(next.into());
             }

@@ -1,5 +1,6 @@
 //! One stream: served by the HTTP/1.1 data path in the stream's own task ([`StreamIo`]), with
-//! the backend connection an earlier stream left open if there is one. A visitor's reset ends
+//! a backend connection an earlier stream (of this visitor connection or another) left open if
+//! there is one. A visitor's reset ends
 //! the work on it at once, so that a cancelled stream holds nothing.
 
 use super::shared::Connection;
@@ -11,11 +12,12 @@ use ::h2::RecvStream;
 use bytes::Bytes;
 use std::future::poll_fn;
 
-/// Serves one stream.
+/// Serves one stream; `first`: the connection's first.
 pub(super) async fn stream(
     conn: &Connection,
     request: http::Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
+    first: bool,
 ) {
     let (parts, body) = request.into_parts();
     let mut head = Vec::new();
@@ -31,22 +33,17 @@ pub(super) async fn stream(
     let head_method = parts.method == http::Method::HEAD;
     let io = StreamIo::new(head, framing, body, head_method, respond);
     let answer = io.answer();
-    let kept = conn.take_kept();
     let serving = conn.app.serve_stream(
         io,
         conn.client,
         conn.in_flight.clone(),
         &conn.shutdown,
-        kept,
+        first,
     );
     let reset = poll_fn(|cx| lock(&answer).poll_reset(cx));
     tokio::select! {
         biased;
-        left = serving => {
-            if let Some(kept) = left {
-                conn.give_back(kept);
-            }
-        }
+        () = serving => {}
         () = reset => {}
     }
 }

@@ -1,6 +1,7 @@
 //! The workers: each thread runs its own single-threaded runtime, accepts on every listener of
 //! the set, and serves what it accepted (after the TLS handshake on an HTTPS listener, by
-//! ALPN as HTTP/1.1 or h2) on that thread for the connection's whole life.
+//! ALPN as HTTP/1.1 or h2) on that thread for the connection's whole life; the backend
+//! connections a visitor connection leaves are that thread's spares.
 
 use super::pulls::{self, Handshake};
 use super::set::{Entry, Listeners, Shared};
@@ -47,6 +48,7 @@ pub(super) fn worker(
     mut set: watch::Receiver<Arc<Vec<Arc<Entry>>>>,
 ) {
     runtime.block_on(async move {
+        tokio::spawn(crate::fast::spares::sweep());
         let mut accepting: Vec<Arc<Entry>> = Vec::new();
         loop {
             let current = set.borrow_and_update().clone();

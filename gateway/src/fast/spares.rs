@@ -1,0 +1,280 @@
+//! Backend connections whose visitor went: a visitor connection that ends gives the backend
+//! connection pinned to it (idle, its last answer read whole) to the next visitor connection
+//! of the same worker that needs one to that backend, instead of closing it. Cloudflare opens
+//! and closes connections to an origin all the time (a TLS handshake each, or a resumed one);
+//! without this, each would cost the backend a new TCP (and TLS) connection too.
+//!
+//! The decisions are [`Spares`]: which connection a visitor gets (the one used last, so the
+//! warmest: a backend closes its longest idle ones first), how long one is kept unused
+//! ([`SPARE_IDLE`], like a pinned one), and how many per backend ([`PER_BACKEND`], the oldest
+//! going first). Each worker thread has its own (its connections are registered with its own
+//! runtime and never leave it), so a look-up takes no lock; [`sweep`] closes those unused too
+//! long even when no visitor comes.
+
+use super::{still_open, Pinned, PINNED_IDLE};
+use bytes::BytesMut;
+use holdfast_health::BackendHealth;
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A spare connection unused this long is closed, as a pinned one is.
+pub(crate) const SPARE_IDLE: Duration = PINNED_IDLE;
+
+/// At most this many spare connections to one backend per worker; a visitor connection that
+/// ends with one more closes the oldest. Enough for a burst of visitors that come and go
+/// together; few enough that a backend with a small worker pool keeps most of it free.
+pub(crate) const PER_BACKEND: usize = 32;
+
+/// How often each worker closes the spare connections unused for [`SPARE_IDLE`].
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Spare connections of one worker, by backend (a key that stays the same while the backend
+/// does), oldest first.
+pub(crate) struct Spares<T> {
+    kept: Vec<Spare<T>>,
+}
+
+struct Spare<T> {
+    key: usize,
+    /// Unused since.
+    since: Instant,
+    conn: T,
+}
+
+impl<T> Default for Spares<T> {
+    fn default() -> Self {
+        Spares { kept: Vec::new() }
+    }
+}
+
+impl<T> Spares<T> {
+    /// Keeps `conn` to backend `key`, unused since `since`: closed at once when that is
+    /// [`SPARE_IDLE`] ago already, and the oldest to `key` is closed when it is one too many.
+    pub(crate) fn put(&mut self, key: usize, conn: T, since: Instant, now: Instant) {
+        if expired(since, now) {
+            return;
+        }
+        let at = self.kept.partition_point(|s| s.since <= since);
+        self.kept.insert(at, Spare { key, since, conn });
+        if self.kept.iter().filter(|s| s.key == key).count() > PER_BACKEND {
+            if let Some(oldest) = self.kept.iter().position(|s| s.key == key) {
+                self.kept.remove(oldest);
+            }
+        }
+    }
+
+    /// The connection to backend `key` used last that `usable` accepts (one the backend closed
+    /// meanwhile, it refuses); those it refuses and those unused too long are closed on the way.
+    pub(crate) fn take(
+        &mut self,
+        key: usize,
+        now: Instant,
+        mut usable: impl FnMut(&mut T) -> bool,
+    ) -> Option<T> {
+        while let Some(at) = self.kept.iter().rposition(|s| s.key == key) {
+            let mut spare = self.kept.remove(at);
+            if expired(spare.since, now) {
+                // Every older one to this backend is expired too.
+                self.kept.retain(|s| s.key != key || !expired(s.since, now));
+                return None;
+            }
+            if usable(&mut spare.conn) {
+                return Some(spare.conn);
+            }
+        }
+        None
+    }
+
+    /// Closes the connections unused for [`SPARE_IDLE`].
+    pub(crate) fn expire(&mut self, now: Instant) {
+        let stale = self.kept.partition_point(|s| expired(s.since, now));
+        self.kept.drain(..stale);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.kept.len()
+    }
+}
+
+fn expired(since: Instant, now: Instant) -> bool {
+    now.saturating_duration_since(since) >= SPARE_IDLE
+}
+
+thread_local! {
+    /// This worker's spare connections.
+    static SPARES: RefCell<Spares<Pinned>> = RefCell::new(Spares::default());
+}
+
+/// The key of a backend's connections: the address of its health entry, which every connection
+/// to it holds (so no other backend can have it while one is kept), and which stays the same
+/// across reloads while the backend stays.
+fn key(backend: &Arc<BackendHealth>) -> usize {
+    Arc::as_ptr(backend) as usize
+}
+
+/// Keeps `pinned`, unused since `since`, for this worker's next visitor connection to its
+/// backend.
+pub(super) fn give(mut pinned: Pinned, since: Instant) {
+    if pinned.buf.is_empty() {
+        pinned.buf = BytesMut::new();
+    }
+    let key = key(&pinned.backend);
+    let now = super::now();
+    SPARES.with_borrow_mut(|spares| spares.put(key, pinned, since, now));
+}
+
+/// A spare connection to `backend` that is still open, if this worker has one.
+pub(super) fn take(backend: &Arc<BackendHealth>) -> Option<Pinned> {
+    let now = super::now();
+    SPARES.with_borrow_mut(|spares| spares.take(key(backend), now, |p| still_open(&mut p.io)))
+}
+
+/// Closes this worker's spare connections as they reach [`SPARE_IDLE`] unused, whether or not
+/// visitors come; runs for the worker's life.
+pub async fn sweep() {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = super::now();
+        SPARES.with_borrow_mut(|spares| spares.expire(now));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(base: Instant, secs: u64) -> Instant {
+        base + Duration::from_secs(secs)
+    }
+
+    /// What a visitor gets from the spares, case by case: (what is kept as (backend, name,
+    /// unused since s), when it asks (s), for which backend, the names the backend has closed
+    /// meanwhile, what it gets, how many stay kept).
+    #[test]
+    fn which_spare_a_visitor_gets() {
+        type Case = (
+            &'static str,
+            &'static [(usize, &'static str, u64)],
+            u64,
+            usize,
+            &'static [&'static str],
+            Option<&'static str>,
+            usize,
+        );
+        let cases: &[Case] = &[
+            ("none kept", &[], 0, 1, &[], None, 0),
+            ("the one kept", &[(1, "a", 0)], 1, 1, &[], Some("a"), 0),
+            ("not another backend's", &[(2, "b", 0)], 1, 1, &[], None, 1),
+            (
+                "the one used last",
+                &[(1, "old", 0), (1, "new", 5)],
+                6,
+                1,
+                &[],
+                Some("new"),
+                1,
+            ),
+            (
+                "one the backend closed is passed over and closed",
+                &[(1, "old", 0), (1, "new", 5)],
+                6,
+                1,
+                &["new"],
+                Some("old"),
+                0,
+            ),
+            (
+                "all closed by the backend: none, all gone",
+                &[(1, "a", 0), (1, "b", 1), (2, "c", 1)],
+                6,
+                1,
+                &["a", "b"],
+                None,
+                1,
+            ),
+            ("unused 30 s: closed", &[(1, "a", 0)], 30, 1, &[], None, 0),
+            (
+                "the older ones expired with the one looked at",
+                &[(1, "a", 0), (2, "b", 1), (1, "c", 2)],
+                32,
+                1,
+                &[],
+                None,
+                1,
+            ),
+            (
+                "29 s unused: still good",
+                &[(1, "a", 1)],
+                30,
+                1,
+                &[],
+                Some("a"),
+                0,
+            ),
+        ];
+        let base = Instant::now();
+        for (name, kept, asked, backend, closed, got, left) in cases {
+            let mut spares = Spares::default();
+            for (key, conn, since) in *kept {
+                spares.put(*key, *conn, at(base, *since), at(base, *since));
+            }
+            let taken = spares.take(*backend, at(base, *asked), |c| !closed.contains(c));
+            assert_eq!(taken, *got, "{name}");
+            assert_eq!(spares.len(), *left, "{name}: kept after");
+        }
+    }
+
+    #[test]
+    fn a_connection_unused_too_long_already_is_not_kept() {
+        let base = Instant::now();
+        let mut spares = Spares::default();
+        spares.put(1, "a", base, at(base, 30));
+        assert_eq!(spares.len(), 0);
+        // Put late with an earlier `since` than one kept: still taken in order of use.
+        spares.put(1, "newer", at(base, 20), at(base, 21));
+        spares.put(1, "older", at(base, 10), at(base, 21));
+        assert_eq!(spares.take(1, at(base, 22), |_| true), Some("newer"));
+        assert_eq!(spares.take(1, at(base, 22), |_| true), Some("older"));
+    }
+
+    #[test]
+    fn one_too_many_closes_the_oldest_of_its_backend() {
+        let base = Instant::now();
+        let mut spares = Spares::default();
+        spares.put(2, 0, base, base);
+        for i in 1..=PER_BACKEND as u64 + 1 {
+            spares.put(1, i, at(base, 1), at(base, 1));
+        }
+        assert_eq!(
+            spares.len(),
+            PER_BACKEND + 1,
+            "the other backend's one stays"
+        );
+        let mut taken = Vec::new();
+        while let Some(i) = spares.take(1, at(base, 2), |_| true) {
+            taken.push(i);
+        }
+        assert_eq!(taken.len(), PER_BACKEND);
+        assert!(!taken.contains(&1), "the oldest went: {taken:?}");
+        assert_eq!(spares.take(2, at(base, 2), |_| true), Some(0));
+    }
+
+    #[test]
+    fn the_sweep_closes_what_is_unused_too_long() {
+        let base = Instant::now();
+        let mut spares = Spares::default();
+        spares.put(1, "a", base, base);
+        spares.put(2, "b", at(base, 10), at(base, 10));
+        spares.expire(at(base, 29));
+        assert_eq!(spares.len(), 2);
+        spares.expire(at(base, 30));
+        assert_eq!(spares.len(), 1);
+        assert_eq!(spares.take(2, at(base, 30), |_| true), Some("b"));
+        spares.expire(at(base, 100));
+        assert_eq!(spares.len(), 0);
+    }
+}
