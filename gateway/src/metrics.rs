@@ -290,7 +290,7 @@ impl Metrics {
                 Opts::new(
                     "holdfast_upstream_connections_total",
                     "Backend connections a visitor connection began to use, by source: opened \
-                     (a new connection) or spare (one another visitor connection left when it \
+                     (a new connection; a hedge's that lost included) or spare (one another visitor connection left when it \
                      ended); a connection kept for the same visitor's next request is not counted \
                      again",
                 ),

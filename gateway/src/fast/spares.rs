@@ -19,19 +19,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A spare connection unused this long is closed, as a pinned one is.
-pub(crate) const SPARE_IDLE: Duration = PINNED_IDLE;
+const SPARE_IDLE: Duration = PINNED_IDLE;
 
 /// At most this many spare connections to one backend per worker; a visitor connection that
 /// ends with one more closes the oldest. Enough for a burst of visitors that come and go
 /// together; few enough that a backend with a small worker pool keeps most of it free.
-pub(crate) const PER_BACKEND: usize = 32;
+const PER_BACKEND: usize = 32;
 
 /// How often each worker closes the spare connections unused for [`SPARE_IDLE`].
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Spare connections of one worker, by backend (a key that stays the same while the backend
 /// does), oldest first.
-pub(crate) struct Spares<T> {
+struct Spares<T> {
     kept: Vec<Spare<T>>,
 }
 
@@ -51,7 +51,7 @@ impl<T> Default for Spares<T> {
 impl<T> Spares<T> {
     /// Keeps `conn` to backend `key`, unused since `since`: closed at once when that is
     /// [`SPARE_IDLE`] ago already, and the oldest to `key` is closed when it is one too many.
-    pub(crate) fn put(&mut self, key: usize, conn: T, since: Instant, now: Instant) {
+    fn put(&mut self, key: usize, conn: T, since: Instant, now: Instant) {
         if expired(since, now) {
             return;
         }
@@ -66,7 +66,7 @@ impl<T> Spares<T> {
 
     /// The connection to backend `key` used last that `usable` accepts (one the backend closed
     /// meanwhile, it refuses); those it refuses and those unused too long are closed on the way.
-    pub(crate) fn take(
+    fn take(
         &mut self,
         key: usize,
         now: Instant,
@@ -87,7 +87,7 @@ impl<T> Spares<T> {
     }
 
     /// Closes the connections unused for [`SPARE_IDLE`].
-    pub(crate) fn expire(&mut self, now: Instant) {
+    fn expire(&mut self, now: Instant) {
         let stale = self.kept.partition_point(|s| expired(s.since, now));
         self.kept.drain(..stale);
     }
@@ -234,7 +234,14 @@ mod tests {
         let mut spares = Spares::default();
         spares.put(1, "a", base, at(base, 30));
         assert_eq!(spares.len(), 0);
-        // Put late with an earlier `since` than one kept: still taken in order of use.
+    }
+
+    /// One given with an earlier `since` than one kept (its visitor was idle before it left):
+    /// still taken in order of use.
+    #[test]
+    fn spares_are_taken_in_order_of_use_whatever_order_they_came_in() {
+        let base = Instant::now();
+        let mut spares = Spares::default();
         spares.put(1, "newer", at(base, 20), at(base, 21));
         spares.put(1, "older", at(base, 10), at(base, 21));
         assert_eq!(spares.take(1, at(base, 22), |_| true), Some("newer"));
