@@ -160,9 +160,34 @@ pub fn pick(names: &[Vec<String>], name: &str) -> Option<usize> {
 fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     PROVIDER
-        .get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .get_or_init(|| {
+            Arc::new(CryptoProvider {
+                cipher_suites: SUITES.to_vec(),
+                ..rustls::crypto::aws_lc_rs::default_provider()
+            })
+        })
         .clone()
 }
+
+/// The cipher suites, in the order the listeners choose by (`ignore_client_order`: the client's
+/// order does not count):
+/// Mozilla's for servers ("intermediate"), AES-128-GCM first. As safe as AES-256 for this use,
+/// and cheaper: its key schedule hashes with SHA-256 (SHA-384 for AES-256), which on a full
+/// TLS 1.3 handshake was a fifth of holdfast's CPU time with AES-256 (BENCHMARKS.md).
+static SUITES: &[rustls::SupportedCipherSuite] = {
+    use rustls::crypto::aws_lc_rs::cipher_suite::*;
+    &[
+        TLS13_AES_128_GCM_SHA256,
+        TLS13_AES_256_GCM_SHA384,
+        TLS13_CHACHA20_POLY1305_SHA256,
+        TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ]
+};
 
 /// Every certificate of `tls`, the default first.
 pub fn load_all(tls: &ListenerTls) -> Result<Vec<Certificate>, String> {
@@ -329,6 +354,7 @@ impl Acceptor {
                 .into_iter()
                 .collect();
             config.ticketer = tickets.clone();
+            config.ignore_client_order = true;
             Ok(Arc::new(config))
         };
         let configs = std::iter::once(None)

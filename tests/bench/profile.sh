@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Profiles holdfast under load and writes a flame graph:
-#   tests/bench/profile.sh [OUT.svg] [WORKLOAD-SECONDS] [http-1k|h2-1k]
+#   tests/bench/profile.sh [OUT.svg] [WORKLOAD-SECONDS] [http-1k|h2-1k|hs-1k]
 # One nginx origin, holdfast (release build with line tables: the `profiling` profile) in front of it, wrk -t2 -c64 on a 1 KB file
-# (http-1k), or h2load -c4 -m16 over TLS with ALPN h2 (h2-1k, the benchmark's h2 workload; needs h2load), and
+# (http-1k), the same over HTTPS with `Connection: close`, a full TLS handshake per request (hs-1k),
+# or h2load -c4 -m16 over TLS with ALPN h2 (h2-1k, the benchmark's h2 workload; needs h2load), and
 # `perf record` (software cpu-clock: hardware counters are not available on every machine) with
 # DWARF call graphs on the holdfast process. Needs nginx, wrk, openssl, perf (Debian: linux-perf) and
 # inferno (`cargo install inferno`). Writes OUT.svg and the folded stacks next to it (OUT.folded,
@@ -12,7 +13,7 @@ cd "$(dirname "$0")/../.."
 out=${1:-tests/bench/profiles/http-1k.svg}
 seconds=${2:-6}
 workload=${3:-http-1k}
-case $workload in http-1k) load=wrk ;; h2-1k) load=h2load ;; *) echo "profile: unknown workload $workload" >&2; exit 2 ;; esac
+case $workload in http-1k|hs-1k) load=wrk ;; h2-1k) load=h2load ;; *) echo "profile: unknown workload $workload" >&2; exit 2 ;; esac
 for tool in nginx $load openssl perf inferno-collapse-perf inferno-flamegraph; do
   command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || { echo "profile: $tool is missing" >&2; exit 1; }
 done
@@ -53,6 +54,7 @@ for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$proxy) 2>/dev/null && break;
 
 case $workload in
   http-1k) wrk -t2 -c64 -d$((seconds + 4))s "http://127.0.0.1:$proxy/1k.bin" > "$work/load.txt" & pids+=($!) ;;
+  hs-1k) wrk -t2 -c64 -d$((seconds + 4))s -H 'Connection: close' "https://127.0.0.1:$tls/1k.bin" > "$work/load.txt" & pids+=($!) ;;
   h2-1k) h2load -t2 -c4 -m16 -D $((seconds + 4)) "https://127.0.0.1:$tls/1k.bin" > "$work/load.txt" & pids+=($!) ;;
 esac
 sleep 2

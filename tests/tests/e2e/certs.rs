@@ -302,3 +302,32 @@ async fn an_ip_address_as_sni_is_served_without_a_log_line() {
     let log = gw.log();
     assert!(!log.contains("SNI"), "{log}");
 }
+
+/// The listener chooses the cipher suite by its own order, AES-128-GCM first, whatever the
+/// client prefers (OpenSSL's client offers AES-256-GCM first); a client that offers only
+/// AES-256-GCM still gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cipher_suite_is_chosen_by_the_listener() {
+    let web = backend("web").await;
+    let gw = Gateway::start_with_https(&one_backend(&web)).await;
+    let https = gw.https.unwrap();
+    let (_, stream) = tls::handshake(https, None, None).await.unwrap();
+    let cipher = stream.ssl().current_cipher().map(|c| c.name());
+    assert_eq!(cipher, Some("TLS_AES_128_GCM_SHA256"));
+    assert!(request(stream).await.starts_with("HTTP/1.1 200"));
+
+    let only_256 = tokio::task::spawn_blocking(move || {
+        let mut connector =
+            openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client()).unwrap();
+        connector.set_verify(openssl::ssl::SslVerifyMode::NONE);
+        connector
+            .set_ciphersuites("TLS_AES_256_GCM_SHA384")
+            .unwrap();
+        let tcp = std::net::TcpStream::connect(https).unwrap();
+        let stream = connector.build().connect("localhost", tcp).unwrap();
+        stream.ssl().current_cipher().map(|c| c.name().to_string())
+    })
+    .await
+    .unwrap();
+    assert_eq!(only_256.as_deref(), Some("TLS_AES_256_GCM_SHA384"));
+}
