@@ -169,11 +169,10 @@ fn provider() -> Arc<CryptoProvider> {
         .clone()
 }
 
-/// The cipher suites, in the order the listeners choose by (`ignore_client_order`: the client's
-/// order does not count):
-/// Mozilla's for servers ("intermediate"), AES-128-GCM first. As safe as AES-256 for this use,
-/// and cheaper: its key schedule hashes with SHA-256 (SHA-384 for AES-256), which on a full
-/// TLS 1.3 handshake was a fifth of holdfast's CPU time with AES-256 (BENCHMARKS.md).
+/// The cipher suites, in the order the listeners choose by (`ignore_client_order`: the
+/// client's order does not count): Mozilla's for servers ("intermediate"), AES-128-GCM first.
+/// Its key schedule hashes with SHA-256 where AES-256-GCM's uses SHA-384, which was a fifth of
+/// holdfast's CPU time on a full TLS 1.3 handshake (BENCHMARKS.md).
 static SUITES: &[rustls::SupportedCipherSuite] = {
     use rustls::crypto::aws_lc_rs::cipher_suite::*;
     &[
