@@ -261,15 +261,15 @@ impl<S: VisitorIo> Visitor<'_, S> {
             let keeps = stale.renew && stale.policy.statuses.contains(&answer.status);
             keeps.then(|| {
                 let chunked = answer.framing == BodyFraming::Chunked;
-                Tee::new(
+                Box::new(Tee::new(
                     &up.buf[..answer.len],
                     chunked,
                     stale.policy.max_object_bytes,
-                )
+                ))
             })
         });
         up.buf.advance(answer.len);
-        if let Some(record) = &mut self.record {
+        if let Some(record) = super::line(&mut self.record) {
             record.status = answer.status;
             record.backend = Some(up.backend.clone());
             record.head_time = up.head_time;
@@ -298,7 +298,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
             &mut up.io,
             &mut up.buf,
             &mut self.stream,
-            (&mut self.scratch, self.tee.as_mut()),
+            (&mut self.scratch, self.tee.as_deref_mut()),
             limits.read,
             VISITOR_WRITE_TIMEOUT,
         )

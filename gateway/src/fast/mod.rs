@@ -213,7 +213,6 @@ impl FastPath {
             in_flight,
             stream: Counted::new(stream),
             record: None,
-            begun: None,
             buf: BytesMut::new(),
             client,
             pinned: None,
@@ -309,10 +308,7 @@ struct Visitor<'a, S> {
     in_flight: Option<Arc<Cap>>,
     stream: Counted<S>,
     /// What the request in flight came to, for the access log (when there is one).
-    record: Option<Box<Record>>,
-    /// Where the request in flight began: when, and the bytes read off the connection (up to
-    /// its head) and written to it by then.
-    begun: Option<(Instant, u64, u64)>,
+    record: Option<Box<Logging>>,
     buf: BytesMut,
     client: IpAddr,
     pinned: Option<Pinned>,
@@ -325,13 +321,28 @@ struct Visitor<'a, S> {
     /// the answer.
     body_read: bool,
     /// Serve-stale, for the request in flight when its pool keeps copies and it may be kept
-    /// or answered from one; the copy of its answer being taken on the side.
-    stale: Option<StaleAsk>,
-    tee: Option<Tee>,
+    /// or answered from one; the copy of its answer being taken on the side. Boxed, as what
+    /// only some requests need: the task of every idle connection carries this struct.
+    stale: Option<Box<StaleAsk>>,
+    tee: Option<Box<Tee>>,
     shutdown: ShutdownWatch,
     /// No request of this connection has been answered yet (what it may take from the
     /// spares: [`crate::failover::Failover::takes_spare`]).
     first_request: bool,
+}
+
+/// The access log's line of the request in flight, and where the request began: when, and the
+/// bytes read off the connection (up to its head) and written to it by then. Boxed in
+/// [`Visitor`], and only when there is an access log.
+#[derive(Default)]
+struct Logging {
+    line: Record,
+    begun: Option<(Instant, u64, u64)>,
+}
+
+/// The line of the request in flight, when there is an access log.
+fn line(logging: &mut Option<Box<Logging>>) -> Option<&mut Record> {
+    logging.as_deref_mut().map(|l| &mut l.line)
 }
 
 /// A request serve-stale looks at: its pool's store and policy, and its URL.
@@ -487,18 +498,22 @@ impl<S: VisitorIo> Visitor<'_, S> {
         if self.app.access.is_none() {
             return;
         }
-        let record = self.record.get_or_insert_with(Box::default);
+        let logging = self.record.get_or_insert_with(Box::default);
+        let record = &mut logging.line;
         record.clear();
         record.at = Some(SystemTime::now());
         record.visitor = Some(self.client);
         let consumed = self.stream.read.saturating_sub(self.buf.len() as u64);
-        self.begun = Some((now(), consumed, self.stream.written));
+        logging.begun = Some((now(), consumed, self.stream.written));
     }
 
     /// Writes the line of the request that just ended (if there is an access log).
     fn log(&mut self) {
-        let (Some(access), Some(record), Some((started, consumed, written))) =
-            (&self.app.access, &mut self.record, self.begun.take())
+        let (Some(access), Some(logging)) = (&self.app.access, &mut self.record) else {
+            return;
+        };
+        let (record, Some((started, consumed, written))) =
+            (&mut logging.line, logging.begun.take())
         else {
             return;
         };
@@ -520,6 +535,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
         self.scratch = Vec::new();
         self.upstream_head = Vec::new();
         self.record = None;
+        self.stale = None;
         if let Some(pinned) = &mut self.pinned {
             if pinned.buf.is_empty() {
                 pinned.buf = BytesMut::new();
@@ -542,7 +558,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
         };
         let seen =
             rewrite::request_head(&self.buf[..head.len], forwarding, &mut self.upstream_head);
-        if let (Some(record), Some(seen)) = (&mut self.record, &seen) {
+        if let (Some(record), Some(seen)) = (line(&mut self.record), &seen) {
             note_request(record, &self.buf[..head.len], &head, seen, self.via);
             record.pool = runtime.pools.get(pool_index).map(|p| p.name.clone());
         }
@@ -555,12 +571,12 @@ impl<S: VisitorIo> Visitor<'_, S> {
             let url = cache::url(self.via.scheme(), self.buf.get(a..b)?, target);
             let renew = head.method == Method::Get
                 && !keeper.store.recent(&url, &self.buf[..head.len], now());
-            Some(StaleAsk {
+            Some(Box::new(StaleAsk {
                 store: Arc::clone(&keeper.store),
                 policy: Arc::clone(&keeper.policy),
                 url,
                 renew,
-            })
+            }))
         });
         // From here on `buf` holds what follows the head: the body, or a pipelined request.
         self.buf.advance(head.len);
@@ -639,7 +655,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
             p.metrics.request(answer.status);
             p.metrics.stale.inc();
         }
-        if let Some(record) = &mut self.record {
+        if let Some(record) = line(&mut self.record) {
             record.status = answer.status;
             record.stale = true;
         }
@@ -654,7 +670,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
         head: &Head,
         why: GiveUp,
     ) -> Exchange {
-        if let Some(record) = &mut self.record {
+        if let Some(record) = line(&mut self.record) {
             record.fallback = Some(why);
         }
         if let Some(served) = self.stale_answer(runtime.pools.get(pool), head).await {
@@ -672,7 +688,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
             p.metrics.request(answer.status);
             p.metrics.fallback(why);
         }
-        if let Some(record) = &mut self.record {
+        if let Some(record) = line(&mut self.record) {
             record.status = answer.status;
         }
         self.send_own(keep_open, body_whole).await
@@ -708,7 +724,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
     async fn refuse(&mut self, refusal: Refusal) -> Result<(), BodyError> {
         self.app.runtime.load().metrics.refused(refusal);
         let status = refusal.status();
-        if let Some(record) = &mut self.record {
+        if let Some(record) = line(&mut self.record) {
             record.status = status;
         }
         let text = format!("{}\n", refusal.as_str());

@@ -242,9 +242,13 @@ mod tests {
         let ip = addr.ip();
         let whole = connection(&app, tcp, ip, shared, false, &stop);
         let serve = app.serve(tcp2, ip, Via::Http, None, &stop);
-        // The task of an idle connection is this future: nginx holds 0.6 KB per idle plain
-        // connection in all (BENCHMARKS.md). (Sizes of a test build, larger than a release's.)
-        assert!(size(&whole) <= 1536, "connection: {} bytes", size(&whole));
-        assert!(size(&serve) <= 1024, "HTTP/1.1: {} bytes", size(&serve));
+        // The task of an idle connection is this future, with tokio's 96 bytes of task header
+        // and trailer, rounded up to 128: with the connection's socket registration (256), most
+        // of what an idle plain connection holds (BENCHMARKS.md). In a release build the task's
+        // future was 1,152 bytes, a task of 1,280, before serve-stale's and the access log's
+        // state were boxed; it is now 1,024, a task of 1,152. A test build's sizes differ
+        // (928 and 768 here then): the bounds keep them from growing back.
+        assert!(size(&whole) <= 960, "connection: {} bytes", size(&whole));
+        assert!(size(&serve) <= 800, "HTTP/1.1: {} bytes", size(&serve));
     }
 }
