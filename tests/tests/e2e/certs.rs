@@ -331,3 +331,61 @@ async fn the_cipher_suite_is_chosen_by_the_listener() {
     .unwrap();
     assert_eq!(only_256.as_deref(), Some("TLS_AES_256_GCM_SHA384"));
 }
+
+/// A full handshake leaves the client one session ticket (each costs the listener an
+/// encryption and a write, and a client resumes with one), and the next connection resumes
+/// with it and is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_ticket_per_handshake_and_the_next_connection_resumes() {
+    use openssl::ssl::{SslConnector, SslMethod, SslSessionCacheMode, SslVerifyMode};
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+
+    let web = backend("web").await;
+    let gw = Gateway::start_with_https(&one_backend(&web)).await;
+    let https = gw.https.unwrap();
+    let (tickets, resumed, answer) = tokio::task::spawn_blocking(move || {
+        let tickets = Arc::new(Mutex::new(Vec::new()));
+        let mut builder = SslConnector::builder(SslMethod::tls_client()).unwrap();
+        builder.set_verify(SslVerifyMode::NONE);
+        builder.set_session_cache_mode(SslSessionCacheMode::CLIENT);
+        let kept = tickets.clone();
+        builder.set_new_session_callback(move |_, session| kept.lock().unwrap().push(session));
+        let connector = builder.build();
+        let get = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+        // The tickets come after the handshake: the answer is read to its end, and the
+        // connection closed in order.
+        let tcp = std::net::TcpStream::connect(https).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut first = connector.connect("localhost", tcp).unwrap();
+        first.write_all(get).unwrap();
+        let _ = first.read_to_end(&mut Vec::new());
+        let _ = first.shutdown();
+        let count = tickets.lock().unwrap().len();
+        let session = tickets.lock().unwrap().pop().expect("a ticket");
+
+        let tcp = std::net::TcpStream::connect(https).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut config = connector.configure().unwrap();
+        // SAFETY: the session came from a connection made with this connector's own context.
+        #[allow(unsafe_code)]
+        unsafe {
+            config.set_session(&session).unwrap();
+        }
+        let mut second = config.connect("localhost", tcp).unwrap();
+        let resumed = second.ssl().session_reused();
+        second.write_all(get).unwrap();
+        let mut answer = Vec::new();
+        let _ = second.read_to_end(&mut answer);
+        (
+            count,
+            resumed,
+            String::from_utf8_lossy(&answer).into_owned(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(tickets, 1, "tickets after a full handshake");
+    assert!(resumed, "the next connection resumes with the ticket");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
