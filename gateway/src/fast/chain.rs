@@ -274,7 +274,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
                 &mut attempts,
             )
             .await;
-        if let Some(record) = super::line(&mut self.record) {
+        if let Some(record) = super::line(&mut self.logging) {
             record.attempts = attempts.made();
             record.hedged = trail.hedged.into_inner();
             record.failed = trail.failed.into_inner().unwrap_or_else(|p| p.into_inner());

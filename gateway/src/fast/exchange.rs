@@ -269,7 +269,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
             })
         });
         up.buf.advance(answer.len);
-        if let Some(record) = super::line(&mut self.record) {
+        if let Some(record) = super::line(&mut self.logging) {
             record.status = answer.status;
             record.backend = Some(up.backend.clone());
             record.head_time = up.head_time;

@@ -212,7 +212,7 @@ impl FastPath {
             via,
             in_flight,
             stream: Counted::new(stream),
-            record: None,
+            logging: None,
             buf: BytesMut::new(),
             client,
             pinned: None,
@@ -308,7 +308,7 @@ struct Visitor<'a, S> {
     in_flight: Option<Arc<Cap>>,
     stream: Counted<S>,
     /// What the request in flight came to, for the access log (when there is one).
-    record: Option<Box<Logging>>,
+    logging: Option<Box<Logging>>,
     buf: BytesMut,
     client: IpAddr,
     pinned: Option<Pinned>,
@@ -498,7 +498,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
         if self.app.access.is_none() {
             return;
         }
-        let logging = self.record.get_or_insert_with(Box::default);
+        let logging = self.logging.get_or_insert_with(Box::default);
         let record = &mut logging.line;
         record.clear();
         record.at = Some(SystemTime::now());
@@ -509,7 +509,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
 
     /// Writes the line of the request that just ended (if there is an access log).
     fn log(&mut self) {
-        let (Some(access), Some(logging)) = (&self.app.access, &mut self.record) else {
+        let (Some(access), Some(logging)) = (&self.app.access, &mut self.logging) else {
             return;
         };
         let (record, Some((started, consumed, written))) =
@@ -534,7 +534,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
         }
         self.scratch = Vec::new();
         self.upstream_head = Vec::new();
-        self.record = None;
+        self.logging = None;
         self.stale = None;
         if let Some(pinned) = &mut self.pinned {
             if pinned.buf.is_empty() {
@@ -558,7 +558,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
         };
         let seen =
             rewrite::request_head(&self.buf[..head.len], forwarding, &mut self.upstream_head);
-        if let (Some(record), Some(seen)) = (line(&mut self.record), &seen) {
+        if let (Some(record), Some(seen)) = (line(&mut self.logging), &seen) {
             note_request(record, &self.buf[..head.len], &head, seen, self.via);
             record.pool = runtime.pools.get(pool_index).map(|p| p.name.clone());
         }
@@ -655,7 +655,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
             p.metrics.request(answer.status);
             p.metrics.stale.inc();
         }
-        if let Some(record) = line(&mut self.record) {
+        if let Some(record) = line(&mut self.logging) {
             record.status = answer.status;
             record.stale = true;
         }
@@ -670,7 +670,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
         head: &Head,
         why: GiveUp,
     ) -> Exchange {
-        if let Some(record) = line(&mut self.record) {
+        if let Some(record) = line(&mut self.logging) {
             record.fallback = Some(why);
         }
         if let Some(served) = self.stale_answer(runtime.pools.get(pool), head).await {
@@ -688,7 +688,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
             p.metrics.request(answer.status);
             p.metrics.fallback(why);
         }
-        if let Some(record) = line(&mut self.record) {
+        if let Some(record) = line(&mut self.logging) {
             record.status = answer.status;
         }
         self.send_own(keep_open, body_whole).await
@@ -724,7 +724,7 @@ impl<S: VisitorIo> Visitor<'_, S> {
     async fn refuse(&mut self, refusal: Refusal) -> Result<(), BodyError> {
         self.app.runtime.load().metrics.refused(refusal);
         let status = refusal.status();
-        if let Some(record) = line(&mut self.record) {
+        if let Some(record) = line(&mut self.logging) {
             record.status = status;
         }
         let text = format!("{}\n", refusal.as_str());
