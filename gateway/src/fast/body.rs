@@ -4,7 +4,9 @@
 use crate::h1::chunked::{ChunkError, ChunkedScanner};
 use crate::stale::Tee;
 use bytes::{Buf, BufMut, BytesMut};
+use std::future::Future;
 use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
@@ -52,6 +54,42 @@ pub async fn fill<R: AsyncRead + Unpin>(
         Ok(Err(_)) => Err(BodyError::Source),
         Err(_) => Err(BodyError::Timeout),
     }
+}
+
+/// A timer kept by a connection from one wait to the next, for [`fill_until`].
+pub type Timer = Pin<Box<tokio::time::Sleep>>;
+
+/// A timer for [`fill_until`], not yet set.
+pub fn timer() -> Timer {
+    Box::pin(tokio::time::sleep(Duration::ZERO))
+}
+
+/// Like [`fill`], until the deadline `until`, kept by `timer`. A timer still set from the last
+/// wait is only moved later, which costs a store; a new timer per wait goes into the runtime's
+/// timer wheel and, there, often wakes the runtime's driver even though its thread is busy
+/// (tokio issue #5207): a write to its eventfd and an `epoll_wait` more, 0.1 per request on
+/// the wait for a backend's answer.
+pub async fn fill_until<R: AsyncRead + Unpin>(
+    src: &mut R,
+    buf: &mut BytesMut,
+    room: usize,
+    timer: &mut Timer,
+    until: std::time::Instant,
+) -> Result<usize, BodyError> {
+    buf.reserve(room);
+    let until = tokio::time::Instant::from_std(until);
+    if timer.deadline() != until {
+        timer.as_mut().reset(until);
+    }
+    let mut read = std::pin::pin!(src.read_buf(buf));
+    // As `tokio::time::timeout`: what was read first, then the deadline.
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(read) = read.as_mut().poll(cx) {
+            return Poll::Ready(read.map_err(|_| BodyError::Source));
+        }
+        timer.as_mut().poll(cx).map(|()| Err(BodyError::Timeout))
+    })
+    .await
 }
 
 /// Like [`fill`], for a connection that holds no buffer while it waits: the first byte is read
@@ -269,6 +307,61 @@ mod tests {
             out.is_empty(),
             "nothing of a read holding bad framing goes on"
         );
+    }
+
+    /// One timer kept across waits keeps each wait's own deadline: a later one, an earlier one
+    /// after a later one (the timer must not wait for the old), and one after it fired.
+    #[tokio::test]
+    async fn a_kept_timer_keeps_each_waits_deadline() {
+        use std::time::Instant;
+        let (mut near, mut far) = tokio::io::duplex(64);
+        let mut buf = BytesMut::new();
+        let mut timer = timer();
+        let ms = Duration::from_millis;
+        // Each wait, bounded so that one that missed its deadline fails rather than hangs.
+        macro_rules! wait {
+            ($until:expr) => {
+                tokio::time::timeout(
+                    Duration::from_secs(5),
+                    fill_until(&mut near, &mut buf, 16, &mut timer, $until),
+                )
+                .await
+            };
+        }
+
+        // Nothing comes: the wait ends at its deadline, not before.
+        let start = Instant::now();
+        assert_eq!(wait!(start + ms(40)), Ok(Err(BodyError::Timeout)));
+        assert!(
+            start.elapsed() >= ms(40),
+            "ended early: {:?}",
+            start.elapsed()
+        );
+        // Bytes waiting: read at once, whatever the deadline (here 10 s away: the timer is set
+        // far, and stays set).
+        far.write_all(b"ab").await.unwrap();
+        assert_eq!(wait!(Instant::now() + Duration::from_secs(10)), Ok(Ok(2)));
+        // A nearer deadline after that far one is kept: the wait ends in 40 ms, not 10 s.
+        let start = Instant::now();
+        assert_eq!(wait!(start + ms(40)), Ok(Err(BodyError::Timeout)));
+        assert!(
+            start.elapsed() >= ms(40),
+            "ended early: {:?}",
+            start.elapsed()
+        );
+        // A later deadline after one that fired.
+        let start = Instant::now();
+        assert_eq!(wait!(start + ms(60)), Ok(Err(BodyError::Timeout)));
+        assert!(
+            start.elapsed() >= ms(60),
+            "ended early: {:?}",
+            start.elapsed()
+        );
+        // A deadline already past: what is there is still read first, then the deadline.
+        far.write_all(b"c").await.unwrap();
+        assert_eq!(wait!(Instant::now()), Ok(Ok(1)));
+        assert_eq!(wait!(Instant::now()), Ok(Err(BodyError::Timeout)));
+        assert_eq!(&buf[..], b"abc");
     }
 
     /// Records each write separately.

@@ -195,6 +195,7 @@ where
         io,
         buf: BytesMut::new(),
         head_time: None,
+        timer: body::timer(),
     })
 }
 

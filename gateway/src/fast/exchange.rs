@@ -400,12 +400,23 @@ pub(super) async fn await_answer_until(
         let read = match leave.rescue {
             Some(health) => {
                 let armed = sent + RESCUE_ARM;
-                match await_head(&mut up.io, &mut up.buf, stop, armed, health).await {
+                let waited =
+                    await_head(&mut up.io, &mut up.buf, &mut up.timer, stop, armed, health);
+                match waited.await {
                     Some(read) => read,
                     None => return Awaited::Over(Forwarded::Rescued),
                 }
             }
-            None => body::fill(&mut up.io, &mut up.buf, body::HEAD_CHUNK, left(stop)).await,
+            None => {
+                body::fill_until(
+                    &mut up.io,
+                    &mut up.buf,
+                    body::HEAD_CHUNK,
+                    &mut up.timer,
+                    stop,
+                )
+                .await
+            }
         };
         match read {
             Ok(n) if n > 0 => {}
@@ -445,23 +456,19 @@ fn broken(body_sent: bool) -> Forwarded {
     }
 }
 
-/// Time left until `until`.
-fn left(until: Instant) -> Duration {
-    until.saturating_duration_since(now())
-}
-
 /// Reads more of an answer's head until `until`; `None` when `health`'s backend is taken out
 /// (by a check or by another request) after `armed` and before anything arrives.
 async fn await_head(
     io: &mut Box<dyn Io>,
     buf: &mut BytesMut,
+    timer: &mut body::Timer,
     until: Instant,
     armed: Instant,
     health: &BackendHealth,
 ) -> Option<Result<usize, BodyError>> {
     if now() < armed {
-        let first = left(armed.min(until));
-        match body::fill(io, buf, body::HEAD_CHUNK, first).await {
+        let first = armed.min(until);
+        match body::fill_until(io, buf, body::HEAD_CHUNK, timer, first).await {
             Err(BodyError::Timeout) if until > armed => {}
             done => return Some(done),
         }
@@ -471,7 +478,7 @@ async fn await_head(
         return None;
     }
     tokio::select! {
-        done = body::fill(io, buf, body::HEAD_CHUNK, left(until)) => Some(done),
+        done = body::fill_until(io, buf, body::HEAD_CHUNK, timer, until) => Some(done),
         () = taken_out => None,
     }
 }
@@ -532,6 +539,7 @@ mod tests {
             io: Box::new(io),
             buf: BytesMut::new(),
             head_time: None,
+            timer: body::timer(),
         }
     }
 

@@ -298,6 +298,8 @@ struct Pinned {
     buf: BytesMut,
     /// How long the last answer's head took, from the request sent.
     head_time: Option<Duration>,
+    /// The deadline of the wait for an answer, kept from one request to the next.
+    timer: body::Timer,
 }
 
 /// One visitor connection.
