@@ -329,34 +329,25 @@ mod tests {
             };
         }
 
-        // Nothing comes: the wait ends at its deadline, not before.
-        let start = Instant::now();
-        assert_eq!(wait!(start + ms(40)), Ok(Err(BodyError::Timeout)));
-        assert!(
-            start.elapsed() >= ms(40),
-            "ended early: {:?}",
-            start.elapsed()
-        );
+        // Nothing comes within `$after`: the wait ends at its deadline, not before.
+        macro_rules! times_out_after {
+            ($after:expr) => {
+                let start = Instant::now();
+                assert_eq!(wait!(start + $after), Ok(Err(BodyError::Timeout)));
+                let took = start.elapsed();
+                assert!(took >= $after, "ended early: {took:?}");
+            };
+        }
+
+        times_out_after!(ms(40));
         // Bytes waiting: read at once, whatever the deadline (here 10 s away: the timer is set
         // far, and stays set).
         far.write_all(b"ab").await.unwrap();
         assert_eq!(wait!(Instant::now() + Duration::from_secs(10)), Ok(Ok(2)));
         // A nearer deadline after that far one is kept: the wait ends in 40 ms, not 10 s.
-        let start = Instant::now();
-        assert_eq!(wait!(start + ms(40)), Ok(Err(BodyError::Timeout)));
-        assert!(
-            start.elapsed() >= ms(40),
-            "ended early: {:?}",
-            start.elapsed()
-        );
+        times_out_after!(ms(40));
         // A later deadline after one that fired.
-        let start = Instant::now();
-        assert_eq!(wait!(start + ms(60)), Ok(Err(BodyError::Timeout)));
-        assert!(
-            start.elapsed() >= ms(60),
-            "ended early: {:?}",
-            start.elapsed()
-        );
+        times_out_after!(ms(60));
         // A deadline already past: what is there is still read first, then the deadline.
         far.write_all(b"c").await.unwrap();
         assert_eq!(wait!(Instant::now()), Ok(Ok(1)));
