@@ -21,7 +21,7 @@ use crate::metrics::{HedgeKind, HedgeResult, Metrics};
 use crate::runtime::{BackendRuntime, PoolRuntime, Runtime};
 use bytes::{Bytes, BytesMut};
 use holdfast_health::table::InFlight;
-use holdfast_health::{HealthTable, TrafficFailure};
+use holdfast_health::{HealthTable, LocalError, TrafficFailure};
 use std::future::Future;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -185,7 +185,17 @@ where
     B: Deref<Target = BackendRuntime>,
 {
     let started = now();
-    let io: Box<dyn Io> = connector.connect(&backend.health.backend, timeout).await?;
+    let to = &backend.health.backend;
+    let mut opened = connector.connect(to, timeout).await;
+    // The descriptor budget is spent: this worker's spare connections give their descriptors,
+    // the ones unused longest first, to a visitor who needs a connection now (visitors that
+    // came meanwhile may have taken more than one).
+    while matches!(opened, Err(ConnectError::Local(LocalError::Descriptors)))
+        && spares::close_oldest()
+    {
+        opened = connector.connect(to, timeout).await;
+    }
+    let io: Box<dyn Io> = opened?;
     backend.metrics.opened.inc();
     backend
         .connect_latency

@@ -6,10 +6,12 @@
 //!
 //! The decisions are [`Spares`]: which connection a visitor gets (the one used last, so the
 //! warmest: a backend closes its longest idle ones first), how long one is kept unused
-//! ([`SPARE_IDLE`], like a pinned one), and how many per backend ([`PER_BACKEND`], the oldest
-//! going first). Each worker thread has its own (its connections are registered with its own
-//! runtime and never leave it), so a look-up takes no lock; [`sweep`] closes those unused too
-//! long even when no visitor comes.
+//! ([`SPARE_IDLE`], like a pinned one), and how many: as many as the worker's visitors use,
+//! since those taken last-used-first and still unused a whole sweep later were more than they
+//! needed, and [`sweep`] closes half of those each time (HAProxy's idle-connection purge does
+//! the same); [`PER_BACKEND`] only bounds the descriptors. Each worker thread has its own (its
+//! connections are registered with its own runtime and never leave it), so a look-up takes no
+//! lock; [`sweep`] runs even when no visitor comes.
 
 use super::{still_open, Pinned, PINNED_IDLE};
 use bytes::BytesMut;
@@ -22,11 +24,14 @@ use std::time::{Duration, Instant};
 const SPARE_IDLE: Duration = PINNED_IDLE;
 
 /// At most this many spare connections to one backend per worker; a visitor connection that
-/// ends with one more closes the oldest. Enough for a burst of visitors that come and go
-/// together; few enough that a backend with a small worker pool keeps most of it free.
-const PER_BACKEND: usize = 32;
+/// ends with one more closes the oldest. A bound on descriptors, far above what the visitors
+/// of a worker use at once: the sweep keeps the count to what they use. (It was 32: with 128
+/// h2 streams at once over 2 workers, a third of the streams opened a new backend connection,
+/// the spares they left having been closed a moment before.)
+const PER_BACKEND: usize = 512;
 
-/// How often each worker closes the spare connections unused for [`SPARE_IDLE`].
+/// How often each worker closes the spare connections unused for [`SPARE_IDLE`], and half of
+/// those unused since its last sweep.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Spare connections of one worker, by backend (a key that stays the same while the backend
@@ -86,10 +91,50 @@ impl<T> Spares<T> {
         None
     }
 
-    /// Closes the connections unused for [`SPARE_IDLE`].
+    /// Closes the connections unused for [`SPARE_IDLE`], and of each backend's that went
+    /// unused for [`SWEEP_EVERY`], the older half (rounded down, so that a lone spare stays
+    /// its [`SPARE_IDLE`]): the visitors take the one used last, so these were more than they
+    /// needed since the last sweep.
     fn expire(&mut self, now: Instant) {
         let stale = self.kept.partition_point(|s| expired(s.since, now));
         self.kept.drain(..stale);
+        let unused = self
+            .kept
+            .partition_point(|s| now.saturating_duration_since(s.since) >= SWEEP_EVERY);
+        // (backend, how many of its spares to close)
+        let mut surplus: Vec<(usize, usize)> = Vec::new();
+        for spare in &self.kept[..unused] {
+            match surplus.iter_mut().find(|(key, _)| *key == spare.key) {
+                Some((_, n)) => *n += 1,
+                None => surplus.push((spare.key, 1)),
+            }
+        }
+        for (_, n) in &mut surplus {
+            *n /= 2;
+        }
+        let mut at = 0;
+        self.kept.retain(|spare| {
+            at += 1;
+            let close = surplus
+                .iter_mut()
+                .find(|(key, n)| at <= unused && *key == spare.key && *n > 0);
+            match close {
+                Some((_, n)) => {
+                    *n -= 1;
+                    false
+                }
+                None => true,
+            }
+        });
+    }
+
+    /// Closes the spare unused longest, whatever its backend; `false` when none is kept.
+    fn close_oldest(&mut self) -> bool {
+        if self.kept.is_empty() {
+            return false;
+        }
+        self.kept.remove(0);
+        true
     }
 
     #[cfg(test)]
@@ -129,6 +174,12 @@ pub(super) fn give(mut pinned: Pinned, since: Instant) {
 pub(super) fn take(backend: &Arc<BackendHealth>) -> Option<Pinned> {
     let now = super::now();
     SPARES.with_borrow_mut(|spares| spares.take(key(backend), now, |p| still_open(&mut p.io)))
+}
+
+/// Closes this worker's spare connection unused longest, giving its descriptor back: for a
+/// connection a visitor needs now when the descriptor budget is spent. `false`: none was kept.
+pub(super) fn close_oldest() -> bool {
+    SPARES.with_borrow_mut(Spares::close_oldest)
 }
 
 /// Closes this worker's spare connections as they reach [`SPARE_IDLE`] unused, whether or not
@@ -268,6 +319,62 @@ mod tests {
         assert_eq!(taken.len(), PER_BACKEND);
         assert!(!taken.contains(&1), "the oldest went: {taken:?}");
         assert_eq!(spares.take(2, at(base, 2), |_| true), Some(0));
+    }
+
+    /// Each sweep closes the older half of a backend's spares that went unused since the last
+    /// one, whatever the others do; a lone one stays its 30 s.
+    #[test]
+    fn the_sweep_closes_half_of_what_went_unused_since_the_last() {
+        let base = Instant::now();
+        let mut spares = Spares::default();
+        for i in 0..10 {
+            spares.put(1, (1, i), at(base, i), at(base, i));
+        }
+        for i in 0..3 {
+            spares.put(2, (2, i), at(base, i), at(base, i));
+        }
+        spares.put(3, (3, 0), base, base);
+        // At 14 s, backend 1's spares of 0-9 s are unused for 5 s or more: 5 of 10 go, the
+        // oldest; backend 2's three: one goes; backend 3's one stays.
+        spares.expire(at(base, 14));
+        assert_eq!(spares.len(), 5 + 2 + 1);
+        let mut left = Vec::new();
+        while let Some((_, i)) = spares.take(1, at(base, 14), |_| true) {
+            left.push(i);
+        }
+        assert_eq!(left, [9, 8, 7, 6, 5], "the used last stay");
+        assert_eq!(spares.take(2, at(base, 14), |_| true), Some((2, 2)));
+        assert_eq!(spares.take(2, at(base, 14), |_| true), Some((2, 1)));
+        assert_eq!(spares.take(2, at(base, 14), |_| true), None);
+        // Those used since the last sweep are not touched.
+        let mut spares = Spares::default();
+        for i in 0..4 {
+            spares.put(1, i, at(base, 10), at(base, 10));
+        }
+        spares.expire(at(base, 14));
+        assert_eq!(spares.len(), 4);
+        spares.expire(at(base, 15));
+        assert_eq!(spares.len(), 2);
+        spares.expire(at(base, 20));
+        assert_eq!(spares.len(), 1);
+        spares.expire(at(base, 39));
+        assert_eq!(spares.len(), 1, "a lone one stays its 30 s");
+        spares.expire(at(base, 40));
+        assert_eq!(spares.len(), 0);
+    }
+
+    #[test]
+    fn the_one_unused_longest_is_closed_first_whatever_its_backend() {
+        let base = Instant::now();
+        let mut spares = Spares::default();
+        spares.put(1, "a1", at(base, 2), at(base, 2));
+        spares.put(2, "b", at(base, 1), at(base, 2));
+        spares.put(1, "a3", at(base, 3), at(base, 3));
+        assert!(spares.close_oldest());
+        assert_eq!(spares.take(2, at(base, 4), |_| true), None, "b went");
+        assert!(spares.close_oldest());
+        assert_eq!(spares.take(1, at(base, 4), |_| true), Some("a3"));
+        assert!(!spares.close_oldest(), "none left");
     }
 
     #[test]

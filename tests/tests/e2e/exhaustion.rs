@@ -186,3 +186,52 @@ async fn a_lowered_open_file_limit_under_load_blames_no_backend() {
     served_again(&gw).await;
     nobody_blamed(&gw).await;
 }
+
+/// A wave of `n` visitor connections at once, each with one `GET` for `host` (answered before
+/// any of them ends), then closed; the statuses.
+async fn wave(gw: &Gateway, host: &str, n: usize) -> Vec<u16> {
+    let mut visitors = Vec::new();
+    for i in 0..n {
+        let mut tcp = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+        let request = format!("GET /{i} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        visitors.push(tcp);
+    }
+    let mut statuses = Vec::new();
+    for tcp in &mut visitors {
+        let head = holdfast_tests::read_answer(tcp).await;
+        statuses.push(head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0));
+    }
+    statuses
+}
+
+/// Spare backend connections give their descriptors to visitors who need a connection: with an
+/// open-file limit of 128 (a budget of 64 descriptors for visitor and backend connections), a
+/// wave of 30 visitor connections to one backend leaves 30 spares; a wave of 30 to another
+/// backend then needs 60 descriptors more. Each of its connects that finds the budget spent
+/// closes the spare unused longest instead of answering 503: all 30 are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spare_connections_give_their_descriptors_to_visitors_who_need_one() {
+    use holdfast_tests::gateway::THREADS;
+    // Each answer 200 ms after its request, so that a wave's requests overlap.
+    let delay = Some(Duration::from_millis(200));
+    let a = scripted_backend("a", move |_| delay).await;
+    let b = scripted_backend("b", move |_| delay).await;
+    let config = format!(
+        "[routes]\ndefault = \"a\"\nhosts = {{ \"b\" = \"b\" }}\n\
+         [[pools.a.tiers]]\nbackends = [{{ address = \"{a}\" }}]\n\
+         [[pools.b.tiers]]\nbackends = [{{ address = \"{b}\" }}]\n"
+    );
+    let gw = Gateway::start_with_env(&config, &[(NOFILE, "128"), (THREADS, "1")]).await;
+    assert_eq!(wave(&gw, "a", 30).await, [200; 30]);
+    // The gateway sees the closes: 30 spares to backend a.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = wave(&gw, "b", 30).await;
+    assert_eq!(second, [200; 30], "none shed");
+    let metrics = gw.metrics().await;
+    let local = holdfast_tests::gateway::sample_value(
+        &metrics,
+        r#"holdfast_local_errors_total{kind="descriptors"}"#,
+    );
+    assert_eq!(local, 0.0, "no connect found the budget spent for good");
+}

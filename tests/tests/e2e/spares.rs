@@ -169,3 +169,46 @@ async fn a_spare_the_backend_closed_costs_the_visitor_nothing() {
     let up = format!("holdfast_backend_up{{backend=\"{addr}\",pool=\"app\",tier=\"primary\"}}");
     assert_eq!(gw.metric(&up).await, 1.0);
 }
+
+/// A wave of visitor connections that use 100 backend connections at once and then end leaves
+/// all 100 to the next wave: a worker keeps as many spares as its visitors use (it kept 32, and
+/// the next wave opened 68 new ones: with h2 streams, a third of them opened a connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wave_of_visitors_leaves_all_its_backend_connections_to_the_next() {
+    const WAVE: usize = 100;
+    let (addr, used) = counting_backend(|_| true).await;
+    let gw = Gateway::start_with_env(&one_backend(addr, ""), &[(THREADS, "1")]).await;
+    for wave in 0..2 {
+        // All the wave's requests are answered before any of its connections ends.
+        let mut visitors = Vec::new();
+        for i in 0..WAVE {
+            let mut s = TcpStream::connect(gw.http).await.unwrap();
+            let request = format!("GET /{wave}/{i} HTTP/1.1\r\nHost: a\r\n\r\n");
+            s.write_all(request.as_bytes()).await.unwrap();
+            visitors.push(s);
+        }
+        for s in &mut visitors {
+            let head = holdfast_tests::read_answer(s).await;
+            assert!(head.starts_with("http/1.1 200"), "{head}");
+        }
+        drop(visitors);
+        // The gateway sees the closes before the next wave comes.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        used.load(Ordering::SeqCst),
+        WAVE,
+        "the second wave took the first's"
+    );
+    let metrics = gw.metrics().await;
+    let sample = |source: &str| {
+        holdfast_tests::gateway::sample_value(
+            &metrics,
+            &format!(
+                "holdfast_upstream_connections_total{{backend=\"{addr}\",pool=\"app\",source=\"{source}\"}}"
+            ),
+        )
+    };
+    assert_eq!(sample("opened"), WAVE as f64);
+    assert_eq!(sample("spare"), WAVE as f64);
+}
