@@ -69,6 +69,19 @@ async fn once(addr: SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
+/// `holdfast_upstream_connections_total` of backend `addr` in pool `app`, by source (`opened`
+/// or `spare`), as `metrics` show it.
+fn began_on(metrics: &str, addr: SocketAddr) -> impl Fn(&str) -> f64 + '_ {
+    move |source| {
+        holdfast_tests::gateway::sample_value(
+            metrics,
+            &format!(
+                "holdfast_upstream_connections_total{{backend=\"{addr}\",pool=\"app\",source=\"{source}\"}}"
+            ),
+        )
+    }
+}
+
 fn is_ok(answer: &str) -> bool {
     answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok")
 }
@@ -118,14 +131,7 @@ async fn visitor_connections_that_end_leave_their_backend_connection_to_the_next
         "17 visitor connections, one backend connection"
     );
     let metrics = gw.metrics().await;
-    let sample = |source: &str| {
-        holdfast_tests::gateway::sample_value(
-            &metrics,
-            &format!(
-                "holdfast_upstream_connections_total{{backend=\"{addr}\",pool=\"app\",source=\"{source}\"}}"
-            ),
-        )
-    };
+    let sample = began_on(&metrics, addr);
     assert_eq!(sample("opened"), 1.0);
     assert_eq!(sample("spare"), 16.0);
     // Visitors on kept connections of their own keep their backend connection. Each answer is
@@ -201,14 +207,7 @@ async fn a_wave_of_visitors_leaves_all_its_backend_connections_to_the_next() {
         "the second wave took the first's"
     );
     let metrics = gw.metrics().await;
-    let sample = |source: &str| {
-        holdfast_tests::gateway::sample_value(
-            &metrics,
-            &format!(
-                "holdfast_upstream_connections_total{{backend=\"{addr}\",pool=\"app\",source=\"{source}\"}}"
-            ),
-        )
-    };
+    let sample = began_on(&metrics, addr);
     assert_eq!(sample("opened"), WAVE as f64);
     assert_eq!(sample("spare"), WAVE as f64);
 }
