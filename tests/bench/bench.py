@@ -85,15 +85,17 @@ class Proc:
         return descendants(self.popen.pid)
 
     def cpu_seconds(self):
-        total = 0
+        """CPU seconds so far of all the proxy's processes: (user, system)."""
+        user = system = 0
         for pid in self.pids():
             try:
                 with open(f"/proc/{pid}/stat") as f:
                     fields = f.read().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])  # utime, stime
+                user += int(fields[11])  # utime
+                system += int(fields[12])  # stime
             except (OSError, IndexError, ValueError):
                 pass
-        return total / CLK_TCK
+        return user / CLK_TCK, system / CLK_TCK
 
     def rss_mb(self):
         total_kb = 0
@@ -425,7 +427,7 @@ def measure(args, proc, url):
             counter = SyscallCounter(proc.pids()) if args.syscalls else None
             cpu0 = proc.cpu_seconds()
             out = run_h2load(args, url, args.duration, log)
-            cpu = proc.cpu_seconds() - cpu0
+            cpu = [after - before for after, before in zip(proc.cpu_seconds(), cpu0)]
             calls = counter.stop() if counter else None
             r = parse_h2load(out, log)
         finally:
@@ -435,10 +437,13 @@ def measure(args, proc, url):
         counter = SyscallCounter(proc.pids()) if args.syscalls else None
         cpu0 = proc.cpu_seconds()
         out = run_wrk(args, url, args.duration)
-        cpu = proc.cpu_seconds() - cpu0
+        cpu = [after - before for after, before in zip(proc.cpu_seconds(), cpu0)]
         calls = counter.stop() if counter else None
         r = parse_wrk(out)
-    r["cpu_us_per_req"] = cpu / r["requests"] * 1e6 if r["requests"] else float("nan")
+    per_req = (lambda s: s / r["requests"] * 1e6) if r["requests"] else (lambda s: float("nan"))
+    r["cpu_us_per_req"] = per_req(sum(cpu))
+    # The kernel's share (system calls, the network stack on loopback) apart from the proxy's own.
+    r["sys_us_per_req"] = per_req(cpu[1])
     if calls is not None and r["requests"]:
         r["syscalls_per_req"] = {k: v / r["requests"] for k, v in calls.items()}
     r["rss_mb"] = proc.rss_mb()
@@ -662,7 +667,7 @@ def main():
                             calls = r.get("syscalls_per_req")
                             calls_text = f"  {calls['total']:.2f} syscalls/req" if calls else ""
                             print(f"round {rnd + 1} {w:10} {name:9} {r['rps']:10.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
-                                  f"p99 {r['p99_ms']:.2f} ms  {r['cpu_us_per_req']:.1f} us/req  RSS {r['rss_mb']:.1f} MB"
+                                  f"p99 {r['p99_ms']:.2f} ms  {r['cpu_us_per_req']:.1f} us/req ({r['sys_us_per_req']:.1f} sys)  RSS {r['rss_mb']:.1f} MB"
                                   f"{calls_text}{'  errors: ' + r['errors'] if r['errors'] else ''}", flush=True)
                     finally:
                         proc.stop()
@@ -715,8 +720,8 @@ def report(args, proxies, workloads, results, memory):
     print(f"wrk -t{args.wrk_threads} -c{args.connections}, {args.duration} s runs after {args.warmup} s warm-up, "
           f"{args.rounds} alternating rounds, medians; all on loopback.")
     print()
-    print("| workload | proxy | req/s | p50 ms | p99 ms | CPU us/req | RSS MB | holdfast/this req/s |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| workload | proxy | req/s | p50 ms | p99 ms | CPU us/req | of it system | RSS MB | holdfast/this req/s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for w in workloads:
         base = median(results[w].get("holdfast", []), "rps") if "holdfast" in proxies else float("nan")
         for name in proxies:
@@ -724,7 +729,8 @@ def report(args, proxies, workloads, results, memory):
             rps = median(runs, "rps")
             ratio = fmt_ratio(base, rps) if name != "holdfast" else "1.00"
             print(f"| {w} | {name} | {rps:.0f} | {median(runs, 'p50_ms'):.2f} | {median(runs, 'p99_ms'):.2f} | "
-                  f"{median(runs, 'cpu_us_per_req'):.1f} | {median(runs, 'rss_mb'):.1f} | {ratio} |")
+                  f"{median(runs, 'cpu_us_per_req'):.1f} | {median(runs, 'sys_us_per_req'):.1f} | "
+                  f"{median(runs, 'rss_mb'):.1f} | {ratio} |")
     if any(r.get("syscalls_per_req") for w in workloads for n in proxies for r in results[w][n]):
         print()
         print("System calls per request (perf stat on the syscall tracepoints, all the proxy's threads; medians):")
