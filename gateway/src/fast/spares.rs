@@ -62,7 +62,10 @@ impl<T> Spares<T> {
         }
         let at = self.kept.partition_point(|s| s.since <= since);
         self.kept.insert(at, Spare { key, since, conn });
-        if self.kept.iter().filter(|s| s.key == key).count() > PER_BACKEND {
+        // Counted only when all the worker's spares together are past the bound.
+        if self.kept.len() > PER_BACKEND
+            && self.kept.iter().filter(|s| s.key == key).count() > PER_BACKEND
+        {
             if let Some(oldest) = self.kept.iter().position(|s| s.key == key) {
                 self.kept.remove(oldest);
             }
