@@ -33,6 +33,7 @@ pub struct Metrics {
     notifications: IntCounterVec,
     backend_up: IntGaugeVec,
     backend_admin: IntGaugeVec,
+    backend_spares: IntGaugeVec,
     admin_actions: IntCounterVec,
     admin_denied: IntCounterVec,
     access_dropped: IntCounterVec,
@@ -216,6 +217,14 @@ impl Metrics {
                     "holdfast_backend_admin_state",
                     "What an operator asked of the backend: 0 nothing (its checks decide), 1 drain \
                      (no new requests), 2 down (forced out)",
+                ),
+                &backend,
+            )?,
+            backend_spares: IntGaugeVec::new(
+                Opts::new(
+                    "holdfast_upstream_spare_connections",
+                    "Idle connections to the backend kept for the next visitor connections (left \
+                     by visitor connections that ended), all workers together",
                 ),
                 &backend,
             )?,
@@ -548,6 +557,7 @@ impl Metrics {
             .register(Box::new(ProcessCollector::for_self()))?;
         m.registry.register(Box::new(m.backend_up.clone()))?;
         m.registry.register(Box::new(m.backend_admin.clone()))?;
+        m.registry.register(Box::new(m.backend_spares.clone()))?;
         m.registry.register(Box::new(m.admin_actions.clone()))?;
         m.registry.register(Box::new(m.admin_denied.clone()))?;
         for reason in ["no_token", "wrong_token", "no_token_configured"] {
@@ -822,6 +832,7 @@ impl Metrics {
         self.active_tier.reset();
         self.backend_up.reset();
         self.backend_admin.reset();
+        self.backend_spares.reset();
         for pool in pools {
             let tier = pool.active_tier().map_or(-1, |t| t as i64);
             self.active_tier.with_label_values(&[&pool.name]).set(tier);
@@ -832,6 +843,9 @@ impl Metrics {
                 self.backend_admin
                     .with_label_values(&[&b.pool, &b.tier, &b.backend.name])
                     .set(b.admin_state().gauge());
+                self.backend_spares
+                    .with_label_values(&[&b.pool, &b.tier, &b.backend.name])
+                    .set(i64::try_from(b.spares()).unwrap_or(i64::MAX));
             }
         }
         let mut out = Vec::with_capacity(16 * 1024);

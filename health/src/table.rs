@@ -89,6 +89,8 @@ pub struct BackendHealth {
     admin: Mutex<Option<Mark>>,
     /// Requests being served by it now (a drain is over when none is left).
     in_flight: AtomicUsize,
+    /// Idle connections to it the gateway keeps for the next visitor (all workers together).
+    spares: AtomicUsize,
 }
 
 /// Counts a request at a backend until dropped.
@@ -130,6 +132,21 @@ impl BackendHealth {
     /// Requests being served here now.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// One more idle connection to it kept for the next visitor.
+    pub fn spare_kept(&self) {
+        self.spares.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One kept connection taken or closed.
+    pub fn spare_gone(&self) {
+        self.spares.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Idle connections to it kept for the next visitor now.
+    pub fn spares(&self) -> usize {
+        self.spares.load(Ordering::Relaxed)
     }
 
     /// The operator's mark, if any.
@@ -341,6 +358,7 @@ impl BackendHealth {
             }),
             admin: Mutex::new(None),
             in_flight: AtomicUsize::new(0),
+            spares: AtomicUsize::new(0),
         }
     }
 

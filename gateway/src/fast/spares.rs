@@ -152,7 +152,35 @@ fn expired(since: Instant, now: Instant) -> bool {
 
 thread_local! {
     /// This worker's spare connections.
-    static SPARES: RefCell<Spares<Pinned>> = RefCell::new(Spares::default());
+    static SPARES: RefCell<Spares<Kept>> = RefCell::new(Spares::default());
+}
+
+/// A spare connection, counted in its backend's [`BackendHealth::spares`] (the metric of spare
+/// connections held) from when it is kept until it is taken or closed.
+struct Kept(Option<Pinned>);
+
+impl Kept {
+    fn new(pinned: Pinned) -> Self {
+        pinned.backend.spare_kept();
+        Kept(Some(pinned))
+    }
+
+    /// The connection, no longer counted.
+    fn take(mut self) -> Option<Pinned> {
+        let pinned = self.0.take();
+        if let Some(p) = &pinned {
+            p.backend.spare_gone();
+        }
+        pinned
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            p.backend.spare_gone();
+        }
+    }
 }
 
 /// The key of a backend's connections: the address of its health entry, which every connection
@@ -170,13 +198,16 @@ pub(super) fn give(mut pinned: Pinned, since: Instant) {
     }
     let key = key(&pinned.backend);
     let now = super::now();
-    SPARES.with_borrow_mut(|spares| spares.put(key, pinned, since, now));
+    SPARES.with_borrow_mut(|spares| spares.put(key, Kept::new(pinned), since, now));
 }
 
 /// A spare connection to `backend` that is still open, if this worker has one.
 pub(super) fn take(backend: &Arc<BackendHealth>) -> Option<Pinned> {
     let now = super::now();
-    SPARES.with_borrow_mut(|spares| spares.take(key(backend), now, |p| still_open(&mut p.io)))
+    let open = |kept: &mut Kept| kept.0.as_mut().is_some_and(|p| still_open(&mut p.io));
+    SPARES
+        .with_borrow_mut(|spares| spares.take(key(backend), now, open))
+        .and_then(Kept::take)
 }
 
 /// Closes this worker's spare connection unused longest, giving its descriptor back: for a

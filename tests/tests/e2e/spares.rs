@@ -179,6 +179,7 @@ async fn a_spare_the_backend_closed_costs_the_visitor_nothing() {
 /// A wave of visitor connections that use 100 backend connections at once and then end leaves
 /// all 100 to the next wave: a worker keeps as many spares as its visitors use (it kept 32, and
 /// the next wave opened 68 new ones: with h2 streams, a third of them opened a connection).
+/// `holdfast_upstream_spare_connections` shows how many are kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wave_of_visitors_leaves_all_its_backend_connections_to_the_next() {
     const WAVE: usize = 100;
@@ -210,4 +211,12 @@ async fn a_wave_of_visitors_leaves_all_its_backend_connections_to_the_next() {
     let sample = began_on(&metrics, addr);
     assert_eq!(sample("opened"), WAVE as f64);
     assert_eq!(sample("spare"), WAVE as f64);
+    // The second wave's connections are kept in turn, and the metric shows them.
+    let kept = format!(
+        "holdfast_upstream_spare_connections{{backend=\"{addr}\",pool=\"app\",tier=\"primary\"}}"
+    );
+    assert_eq!(
+        holdfast_tests::gateway::sample_value(&metrics, &kept),
+        WAVE as f64
+    );
 }
