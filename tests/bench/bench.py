@@ -440,7 +440,9 @@ def measure(args, proc, url):
         cpu = [after - before for after, before in zip(proc.cpu_seconds(), cpu0)]
         calls = counter.stop() if counter else None
         r = parse_wrk(out)
-    per_req = (lambda s: s / r["requests"] * 1e6) if r["requests"] else (lambda s: float("nan"))
+    def per_req(seconds):
+        return seconds / r["requests"] * 1e6 if r["requests"] else float("nan")
+
     r["cpu_us_per_req"] = per_req(sum(cpu))
     # The kernel's share (system calls, the network stack on loopback) apart from the proxy's own.
     r["sys_us_per_req"] = per_req(cpu[1])

@@ -118,10 +118,13 @@ impl<T> Spares<T> {
         let mut at = 0;
         self.kept.retain(|spare| {
             at += 1;
-            let close = surplus
+            if at > unused {
+                return true;
+            }
+            match surplus
                 .iter_mut()
-                .find(|(key, n)| at <= unused && *key == spare.key && *n > 0);
-            match close {
+                .find(|(key, n)| *key == spare.key && *n > 0)
+            {
                 Some((_, n)) => {
                     *n -= 1;
                     false
